@@ -1,0 +1,14 @@
+"""Registry of CLI subcommands. Each module has ``add_parser(subparsers, name)`` that sets
+``run`` (a function of the parsed args returning an exit code) as the parser default."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import breakeven_cmd, costs_cmd, report_cmd
+
+COMMANDS: dict[str, ModuleType] = {
+    "report": report_cmd,
+    "breakeven": breakeven_cmd,
+    "costs": costs_cmd,
+}

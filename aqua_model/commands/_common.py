@@ -1,0 +1,30 @@
+"""Small helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..convention import SELECTION_MODELS, KEY_PROJECTION_MODELS, PROJECTION_PLACEMENTS, Convention
+
+JSON_SCHEMA_VERSION = 1
+
+
+def add_convention_args(parser: argparse.ArgumentParser) -> None:
+    """The convention fields as options (defaults are the documented Convention defaults)."""
+    c = Convention()
+    parser.add_argument("--selection", choices=SELECTION_MODELS, default=c.selection, help="top-k cost model (default: %(default)s)")
+    parser.add_argument("--key-projection", choices=KEY_PROJECTION_MODELS, default=c.key_projection, help="(default: %(default)s)")
+    parser.add_argument("--projection", choices=PROJECTION_PLACEMENTS, default=c.projection, help="(default: %(default)s)")
+    parser.add_argument("--softmax-flops", type=float, default=c.softmax_flops_per_score, help="FLOPs per score in softmax (default: %(default)s)")
+
+
+def convention_from(args: argparse.Namespace) -> Convention:
+    """Build the Convention the options describe."""
+    return Convention(selection=args.selection, key_projection=args.key_projection, projection=args.projection, softmax_flops_per_score=args.softmax_flops)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    """Print a JSON document that carries the CLI schema version."""
+    print(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=float))

@@ -1,0 +1,30 @@
+"""``aqua-model breakeven``: the FLOP break-even context and its closed form."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..breakeven import breakeven
+from ..costs.flops import PHASES
+from ._common import add_convention_args, convention_from, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="FLOP break-even context of AQUA vs dense attention")
+    p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
+    p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
+    p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
+    p.add_argument("--phase", choices=PHASES, default="decode")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_convention_args(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = breakeven(args.d, args.k, g=args.g, phase=args.phase, convention=convention_from(args))
+    if args.json:
+        print_json({"breakeven": result.to_dict()})
+    else:
+        print(result)
+        print(f"  LaTeX: {result.latex()}")
+    return 0

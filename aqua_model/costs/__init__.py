@@ -1,0 +1,97 @@
+"""Symbolic cost model of dense attention and AQUA: FLOPs and bytes, per component.
+
+Numeric entry points (vectorised over numpy arrays) evaluate the symbolic expressions of
+:mod:`.flops` and :mod:`.memory` through :func:`.numeric.evaluate`; no formula is re-typed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_choice, check_int, check_int_array
+from ..convention import Convention, resolve
+from . import memory
+from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
+from .numeric import evaluate
+
+__all__ = ["COMPONENTS", "METHODS", "PHASES", "component_flops", "decode_read_bytes", "kv_cache_bytes", "flop_terms", "total", "evaluate"]
+
+
+def _shape_values(d: Any, k: Any, g: Any, method: str) -> dict[str, np.ndarray]:
+    d_a = check_int_array("d", d, minimum=1)
+    k_a = check_int_array("k", d if (method == "dense" and k is None) else k, minimum=1)
+    if np.any(k_a > d_a):
+        raise ValueError(f"k must be <= d (kept dims out of d), got k={k!r}, d={d!r}")
+    return {"d": d_a, "k": k_a, "g": check_int_array("g", g, minimum=1)}
+
+
+def component_flops(
+    *,
+    method: str,
+    phase: str,
+    d: Any,
+    k: Any,
+    context: Any,
+    prompt: Any = None,
+    g: Any = 1,
+    causal: bool = True,
+    convention: Convention | None = None,
+) -> dict[str, Any]:
+    """FLOPs per query head by component (keys of :data:`COMPONENTS`), plus ``"total"``.
+
+    Decode: one query against ``context`` keys. Prefill: ``prompt`` new queries after
+    ``context`` cached keys (pass ``context=0`` for a plain prompt). Every size may be a
+    numpy array; results broadcast.
+    """
+    check_choice("method", method, METHODS)
+    check_choice("phase", phase, PHASES)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be True or False, got {causal!r}")
+    values = _shape_values(d, k, g, method)
+    values["N"] = check_int_array("context", context, minimum=0 if phase == "prefill" else 1)
+    if phase == "prefill":
+        if prompt is None:
+            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
+        values["T"] = check_int_array("prompt", prompt, minimum=1)
+    elif prompt is not None:
+        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'")
+    terms = flop_terms(method, phase, resolve(convention), causal)
+    out = {name: evaluate(expr, values) for name, expr in terms.items()}
+    out["total"] = evaluate(total(terms), values)
+    return out
+
+
+def decode_read_bytes(
+    *,
+    method: str,
+    d: Any,
+    k: Any,
+    context: Any,
+    g: Any = 1,
+    dtype_bytes: Any = 2,
+    layout: str = "dim-major",
+    selection: str = "group",
+    pattern: str = "random",
+    sector_bytes: Any = 32,
+) -> Any:
+    """K and V bytes one decode step reads, per KV head and layer (see :mod:`.memory`)."""
+    values = _shape_values(d, k, g, method)
+    values["N"] = check_int_array("context", context, minimum=1)
+    values["s"] = check_int_array("dtype_bytes", dtype_bytes, minimum=1)
+    values["S"] = check_int_array("sector_bytes", sector_bytes, minimum=1)
+    expr = memory.decode_read_bytes(method, layout=layout, selection=selection, pattern=pattern)
+    return evaluate(expr, values)
+
+
+def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = 2, key_dims: Any = None) -> Any:
+    """KV-cache bytes per KV head and layer; AQUA may store only ``key_dims`` = m <= d key dims."""
+    d_a = check_int_array("d", d, minimum=1)
+    values = {"d": d_a, "N": check_int_array("context", context, minimum=0), "s": check_int_array("dtype_bytes", dtype_bytes, minimum=1)}
+    if method == "aqua":
+        m_a = d_a if key_dims is None else check_int_array("key_dims", key_dims, minimum=1)
+        if np.any(m_a > d_a):
+            raise ValueError(f"key_dims must be <= d, got key_dims={key_dims!r}, d={d!r}")
+        values["m"] = m_a
+    return evaluate(memory.kv_cache_bytes(method), values)

@@ -1,0 +1,59 @@
+"""Standard tables of the cost model, shared by the CLI report and the analysis scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .breakeven import breakeven
+from .convention import Convention, resolve
+from .costs import component_flops, decode_read_bytes
+from .costs.flops import COMPONENTS
+
+#: Head dimensions of the report: 64 (GPT-2, MiniLM-scale), 128 (Llama, Mistral, Qwen), 256 (Gemma).
+REPORT_HEAD_DIMS = (64, 128, 256)
+#: Kept fractions k/d of the report; 3/4 is the paper's operating point (96 of 128).
+REPORT_KEEP_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 0.875)
+#: The AQUA paper's operating point on Llama-3.1-8B.
+PAPER_D, PAPER_K = 128, 96
+
+
+def breakeven_rows(
+    head_dims: Sequence[int] = REPORT_HEAD_DIMS,
+    keep_fractions: Sequence[float] = REPORT_KEEP_FRACTIONS,
+    *,
+    g: int = 1,
+    convention: Convention | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (d, k) with the decode and prefill FLOP break-even."""
+    conv = resolve(convention)
+    rows = []
+    for d in head_dims:
+        for frac in keep_fractions:
+            k = max(1, round(frac * d))
+            dec = breakeven(d, k, g=g, phase="decode", convention=conv)
+            pre = breakeven(d, k, g=g, phase="prefill", convention=conv)
+            rows.append({
+                "d": d, "k": k, "g": g, "reduction": f"{dec.reduction:.1%}",
+                "decode_N_star": None if dec.never else round(dec.n_star, 2), "decode_N_min": dec.n_min,
+                "prefill_T_star": None if pre.never else round(pre.n_star, 2), "prefill_T_min": pre.n_min,
+                "convention": conv.label(),
+            })
+    return rows
+
+
+def breakdown_rows(
+    *, d: int = PAPER_D, k: int = PAPER_K, context: int = 4096, g: int = 1, dtype_bytes: int = 2, convention: Convention | None = None
+) -> list[dict[str, Any]]:
+    """Per-component decode FLOPs per query head and K+V bytes per KV head, dense vs AQUA."""
+    dense = component_flops(method="dense", phase="decode", d=d, k=None, context=context, g=g, convention=convention)
+    aqua = component_flops(method="aqua", phase="decode", d=d, k=k, context=context, g=g, convention=convention)
+    rows = [{"quantity": f"{c} per query head", "unit": "FLOP", "dense": float(dense[c]), "aqua": float(aqua[c])} for c in (*COMPONENTS, "total")]
+    for layout in ("dim-major", "token-major"):
+        rows.append({
+            "quantity": f"K+V read per step per KV head ({layout} keys)",
+            "unit": "byte",
+            "dense": float(decode_read_bytes(method="dense", d=d, k=d, context=context, g=g, dtype_bytes=dtype_bytes)),
+            "aqua": float(decode_read_bytes(method="aqua", d=d, k=k, context=context, g=g, dtype_bytes=dtype_bytes, layout=layout)),
+        })
+    return rows
