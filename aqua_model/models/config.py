@@ -1,0 +1,384 @@
+"""LLM configurations as data: one TOML file per model, every field with its source.
+
+File schema (``schema_version = 1``)
+------------------------------------
+Top level: ``schema_version`` (1), ``name`` (display name), ``hf_repo``, ``source`` (URL of the
+model's ``config.json``), optional ``aliases`` (list) and ``notes``. Each field is a table with
+``value`` and ``source`` (a URL, or ``derived:``/``assumption:`` text); numbers also carry
+``unit``:
+
+=====================  ==========  =========================================================
+field                  unit        meaning
+=====================  ==========  =========================================================
+layers                 count       transformer blocks (``num_hidden_layers``)
+hidden_size            elements    model width
+heads                  count       query heads (``num_attention_heads``)
+kv_heads               count       key/value heads (``num_key_value_heads``; = heads for MHA)
+head_dim               elements    per-head width
+intermediate_size      elements    MLP inner width
+vocab_size             tokens      embedding rows
+max_context            tokens      ``max_position_embeddings``
+sliding_window         tokens      attention window; 0 means full causal attention
+dtype                  (string)    storage dtype of the released weights: bf16, fp16, fp32
+tie_word_embeddings    (bool)      lm_head shares the embedding matrix
+attention_qkv_bias     (bool)      q, k, v projections carry a bias vector
+mlp                    (string)    ``swiglu`` (gate, up, down matrices) -- the only one supported
+norm                   (string)    ``rmsnorm`` (one weight vector per norm) -- the only one supported
+=====================  ==========  =========================================================
+
+Derived, never stored: group size, parameter count, weight bytes, KV bytes per token.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from aqua_model._checks import check_int_array
+from aqua_model.dtypes import STORAGE_DTYPES, dtype_bytes
+
+SCHEMA_VERSION = 1
+
+#: Where the shipped model files live.
+DATA_DIR = Path(__file__).parent / "data"
+
+SOURCE_PREFIXES: tuple[str, ...] = ("https://", "http://", "derived:", "assumption:")
+
+# field -> unit (numbers) ; every one is required
+_INT_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "layers": "count",
+        "hidden_size": "elements",
+        "heads": "count",
+        "kv_heads": "count",
+        "head_dim": "elements",
+        "intermediate_size": "elements",
+        "vocab_size": "tokens",
+        "max_context": "tokens",
+        "sliding_window": "tokens",
+    }
+)
+_BOOL_FIELDS: tuple[str, ...] = ("tie_word_embeddings", "attention_qkv_bias")
+_CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"dtype": STORAGE_DTYPES, "mlp": ("swiglu",), "norm": ("rmsnorm",)}
+)
+_TOP_LEVEL: frozenset[str] = frozenset(
+    {"schema_version", "name", "hf_repo", "source", "aliases", "notes"}
+    | set(_INT_FIELDS)
+    | set(_BOOL_FIELDS)
+    | set(_CHOICE_FIELDS)
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a decoder-only LLM, with the source of every field; build it with :func:`load`."""
+
+    key: str
+    name: str
+    hf_repo: str
+    source: str
+    path: str
+    aliases: tuple[str, ...]
+    notes: str | None
+    layers: int
+    hidden_size: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_context: int
+    sliding_window: int
+    dtype: str
+    tie_word_embeddings: bool
+    attention_qkv_bias: bool
+    mlp: str
+    norm: str
+    sources: Mapping[str, str]
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.path))
+
+    # -- derived quantities -------------------------------------------------------------------
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV head, g = heads / kv_heads (1 for MHA)."""
+        return self.heads // self.kv_heads
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the concatenated query heads, heads * head_dim."""
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the concatenated key (or value) heads, kv_heads * head_dim."""
+        return self.kv_heads * self.head_dim
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameter counts by part; their sum is :attr:`param_count`.
+
+        Per layer: q (h x q_dim), k and v (h x kv_dim each), o (q_dim x h), optional q/k/v
+        biases, SwiGLU gate/up/down (3 x h x intermediate), two RMSNorm weight vectors.
+        Plus the embedding (vocab x h), the final norm and the lm_head unless tied.
+        """
+        h = self.hidden_size
+        attn = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
+        if self.attention_qkv_bias:
+            attn += self.q_dim + 2 * self.kv_dim
+        mlp = 3 * h * self.intermediate_size
+        norms = 2 * h
+        return {
+            "embedding": self.vocab_size * h,
+            "attention": self.layers * attn,
+            "mlp": self.layers * mlp,
+            "norms": self.layers * norms + h,
+            "lm_head": 0 if self.tie_word_embeddings else self.vocab_size * h,
+        }
+
+    @property
+    def param_count(self) -> int:
+        """Total parameters (embeddings, attention, SwiGLU MLP, norms, lm_head unless tied)."""
+        return sum(self.param_breakdown().values())
+
+    def weight_bytes(self, dtype: str | None = None) -> int:
+        """Bytes of all weights stored in ``dtype`` (default: the model's own dtype)."""
+        return self.param_count * dtype_bytes(self.dtype if dtype is None else dtype)
+
+    def kv_bytes_per_token(self, dtype: str | None = None) -> int:
+        """Bytes of K and V cached per token, over all layers: 2 * layers * kv_heads * head_dim * s."""
+        return 2 * self.layers * self.kv_dim * dtype_bytes(self.dtype if dtype is None else dtype)
+
+    def attended_tokens(self, context: Any) -> np.ndarray:
+        """Tokens one query attends to at ``context`` (scalar or array): min(context, window)
+        for a sliding-window model, else ``context``. Checks ``context`` against max_context."""
+        ctx = self.check_context(context)
+        return np.minimum(ctx, self.sliding_window) if self.sliding_window > 0 else ctx
+
+    def check_context(self, context: Any) -> np.ndarray:
+        """Return ``context`` as an int64 array, or raise if any value is < 1 or > max_context."""
+        ctx = check_int_array("context", context, minimum=1)
+        if int(ctx.max()) > self.max_context:
+            raise ValueError(
+                f"context {int(ctx.max())} exceeds the maximum context of {self.name} "
+                f"({self.max_context} tokens, max_position_embeddings in {self.source})"
+            )
+        return ctx
+
+    # -- provenance and display ---------------------------------------------------------------
+    def source_of(self, field: str) -> str:
+        """The source of one stored field."""
+        if field not in self.sources:
+            raise ValueError(f"field {field!r} is not in model {self.key!r}; known fields: {', '.join(self.sources)}")
+        return self.sources[field]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: stored fields with units and sources, and the derived quantities."""
+        fields: dict[str, Any] = {}
+        for f, unit in _INT_FIELDS.items():
+            fields[f] = {"value": getattr(self, f), "unit": unit, "source": self.sources[f]}
+        for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
+            fields[f] = {"value": getattr(self, f), "source": self.sources[f]}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "key": self.key,
+            "name": self.name,
+            "hf_repo": self.hf_repo,
+            "source": self.source,
+            "path": self.path,
+            "aliases": list(self.aliases),
+            "notes": self.notes,
+            "fields": fields,
+            "derived": {
+                "group_size": self.group_size,
+                "param_count": self.param_count,
+                "param_breakdown": self.param_breakdown(),
+                "weight_bytes": self.weight_bytes(),
+                "kv_bytes_per_token": self.kv_bytes_per_token(),
+                "dtype": self.dtype,
+            },
+        }
+
+    def describe(self) -> str:
+        """A readable summary (for ``aqua-model model show``)."""
+        lines = [f"{self.name} ({self.hf_repo})  key: {self.key}", f"config: {self.source}"]
+        for f, unit in _INT_FIELDS.items():
+            lines.append(f"  {f:<20} {getattr(self, f):>8} {unit}")
+        for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
+            lines.append(f"  {f:<20} {getattr(self, f)!s:>8}")
+        lines.append(f"  group size g        {self.group_size:>8}")
+        lines.append(f"  parameters          {self.param_count / 1e9:>8.3f} B")
+        lines.append(f"  weight bytes ({self.dtype})  {self.weight_bytes() / 1e9:.2f} GB")
+        lines.append(f"  KV bytes / token    {self.kv_bytes_per_token():>8} ({self.dtype}, all layers, K+V)")
+        if self.notes:
+            lines.append(f"notes: {self.notes}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def list_models() -> list[str]:
+    """Keys (file stems) of the shipped model files, sorted."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.toml"))
+
+
+def aliases() -> dict[str, str]:
+    """Every accepted alternative name (lower case) and the model key it stands for."""
+    return dict(_alias_map())
+
+
+def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
+    """Load a model by key or alias (exact match, case-insensitive), or a TOML file by path.
+
+    Names are matched whole: ``"llama"`` or ``"8b"`` match nothing. Raises ValueError listing
+    the known names for an unknown one, and naming the file and field for a bad file.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return _load_path(Path(name_or_path))
+    if not isinstance(name_or_path, str):
+        raise TypeError(f"model must be a model name or a path, got {name_or_path!r}")
+    text = name_or_path.strip()
+    if text.endswith(".toml"):
+        return _load_path(Path(text))
+    key = text.lower()
+    amap = _alias_map()
+    key = amap.get(key, key)
+    if key not in list_models():
+        alias_text = ", ".join(f"{a}->{k}" for a, k in sorted(amap.items()))
+        raise ValueError(
+            f"model {name_or_path!r} is not a known model; known models: {', '.join(list_models())} "
+            f"(aliases: {alias_text}); or pass the path of a TOML file that follows the model schema"
+        )
+    return _load_path(DATA_DIR / f"{key}.toml")
+
+
+@lru_cache(maxsize=1)
+def _alias_map() -> Mapping[str, str]:
+    out: dict[str, str] = {}
+    for key in list_models():
+        for alias in _load_path(DATA_DIR / f"{key}.toml").aliases:
+            if alias in out and out[alias] != key:
+                raise ValueError(f"alias {alias!r} is claimed by both {out[alias]!r} and {key!r}")
+            if alias in list_models() and alias != key:
+                raise ValueError(f"alias {alias!r} of {key!r} is also a model key")
+            out[alias] = key
+    return MappingProxyType(out)
+
+
+def _load_path(path: Path) -> ModelConfig:
+    path = path.expanduser()
+    if not path.is_file():
+        raise ValueError(f"model file {str(path)!r} does not exist")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path_text: str, _mtime_ns: int) -> ModelConfig:
+    path = Path(path_text)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    return _parse(raw, path)
+
+
+def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
+    where = str(path)
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_LEVEL))}")
+    for field in ("schema_version", "name", "hf_repo", "source"):
+        if field not in raw:
+            raise ValueError(f"{where}: missing required field {field!r}")
+    if isinstance(raw["schema_version"], bool) or raw["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"{where}: schema_version must be {SCHEMA_VERSION}, got {raw['schema_version']!r}")
+    for field in ("name", "hf_repo", "source"):
+        if not isinstance(raw[field], str) or not raw[field].strip():
+            raise ValueError(f"{where}: field {field!r} must be a non-empty string")
+    if not raw["source"].startswith(("https://", "http://")):
+        raise ValueError(f"{where}: field 'source' must be the URL of the model's config.json")
+    alias_list = raw.get("aliases", [])
+    if not isinstance(alias_list, list) or not all(isinstance(a, str) and a.strip() for a in alias_list):
+        raise ValueError(f"{where}: field 'aliases' must be a list of non-empty strings")
+    notes = raw.get("notes")
+    if notes is not None and not isinstance(notes, str):
+        raise ValueError(f"{where}: field 'notes' must be a string")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for field, unit in _INT_FIELDS.items():
+        entry = _entry(raw, field, where, unit=unit)
+        value = entry["value"]
+        minimum = 0 if field == "sliding_window" else 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(f"{where}: field {field!r} must be an integer >= {minimum}, got {value!r}")
+        values[field] = int(value)
+        sources[field] = entry["source"]
+    for field in _BOOL_FIELDS:
+        entry = _entry(raw, field, where, unit=None)
+        if not isinstance(entry["value"], bool):
+            raise ValueError(f"{where}: field {field!r} must be true or false, got {entry['value']!r}")
+        values[field] = entry["value"]
+        sources[field] = entry["source"]
+    for field, allowed in _CHOICE_FIELDS.items():
+        entry = _entry(raw, field, where, unit=None)
+        if entry["value"] not in allowed:
+            raise ValueError(f"{where}: field {field!r} must be one of {', '.join(allowed)}, got {entry['value']!r}")
+        values[field] = entry["value"]
+        sources[field] = entry["source"]
+
+    if values["heads"] % values["kv_heads"]:
+        raise ValueError(f"{where}: heads ({values['heads']}) must be a multiple of kv_heads ({values['kv_heads']})")
+    if values["sliding_window"] > values["max_context"]:
+        raise ValueError(
+            f"{where}: sliding_window ({values['sliding_window']}) exceeds max_context ({values['max_context']})"
+        )
+
+    return ModelConfig(
+        key=path.stem.lower(),
+        name=raw["name"],
+        hf_repo=raw["hf_repo"],
+        source=raw["source"],
+        path=where,
+        aliases=tuple(a.strip().lower() for a in alias_list),
+        notes=notes,
+        sources=MappingProxyType(sources),
+        **values,
+    )
+
+
+def _entry(raw: Mapping[str, Any], field: str, where: str, *, unit: str | None) -> Mapping[str, Any]:
+    if field not in raw:
+        raise ValueError(f"{where}: missing required field {field!r}")
+    entry = raw[field]
+    required = ("value", "source") + (("unit",) if unit is not None else ())
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: field {field!r} must be a table with {', '.join(required)}")
+    allowed = set(required) | {"note"}
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        raise ValueError(f"{where}: field {field!r} has unknown key(s) {', '.join(extra)}")
+    for key in required:
+        if key not in entry:
+            raise ValueError(f"{where}: field {field!r} is missing {key!r}")
+    if unit is not None and entry["unit"] != unit:
+        raise ValueError(f"{where}: field {field!r} has unit {entry['unit']!r}; its unit must be {unit!r}")
+    source = entry["source"]
+    if not isinstance(source, str) or not source.startswith(SOURCE_PREFIXES):
+        raise ValueError(
+            f"{where}: field {field!r} needs a source starting with one of {', '.join(SOURCE_PREFIXES)}, got {source!r}"
+        )
+    return entry
