@@ -1,0 +1,42 @@
+"""AQUA in PyTorch: offline calibration, a readable reference, FLOP cross-check, Triton decode.
+
+This subpackage needs torch (and, for the fused kernels, triton on a CUDA GPU). Nothing else
+in :mod:`aqua_model` imports it at module level, so the analytical package works without torch.
+
+Submodules:
+
+- :mod:`aqua_model.kernels.calibration`: SVD projections P per (layer, KV group), save / load.
+- :mod:`aqua_model.kernels.reference`: eager dense and AQUA attention, a projected-key cache.
+- :mod:`aqua_model.kernels.flops`: matmul FLOPs of the reference counted by torch's own
+  ``FlopCounterMode``, per cost-model component.
+- :mod:`aqua_model.kernels.triton_decode`: fused split-N AQUA and dense decode kernels, with a
+  reference fallback where triton or CUDA is missing.
+"""
+
+from __future__ import annotations
+
+from aqua_model.kernels.calibration import (
+    Calibration,
+    calibrate,
+    fit_projection,
+    load_calibration,
+    save_calibration,
+)
+from aqua_model.kernels.reference import (
+    ProjectedKVCache,
+    aqua_attention,
+    aqua_attention_rotated,
+    dense_attention,
+)
+
+__all__ = [
+    "Calibration",
+    "ProjectedKVCache",
+    "aqua_attention",
+    "aqua_attention_rotated",
+    "calibrate",
+    "dense_attention",
+    "fit_projection",
+    "load_calibration",
+    "save_calibration",
+]
