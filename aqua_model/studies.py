@@ -57,3 +57,27 @@ def breakdown_rows(
             "aqua": float(decode_read_bytes(method="aqua", d=d, k=k, context=context, g=g, dtype_bytes=dtype_bytes, layout=layout)),
         })
     return rows
+
+
+#: Predicted-speedup table of the report: serving contexts and kept dims on Llama-3.1-8B.
+REPORT_SPEEDUP_CONTEXTS = (4096, 16384, 65536, 131072)
+REPORT_SPEEDUP_KS = (32, 64, 96)
+REPORT_SPEEDUP_BATCH = 8
+
+
+def speedup_rows(
+    *, gpu: str = "h200", model: str = "llama-3.1-8b", contexts: Sequence[int] = REPORT_SPEEDUP_CONTEXTS,
+    ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "fused",
+) -> list[dict[str, Any]]:
+    """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused."""
+    from .simulate import end_to_end, simulate  # simulate sits above this module's other imports
+
+    rows = []
+    for k in ks:
+        for ctx in contexts:
+            sim = simulate(gpu=gpu, model=model, context=ctx, k=k, batch=batch, plan=plan)
+            e2e = end_to_end(gpu=gpu, model=model, context=ctx, k=k, batch=batch, plan=plan)
+            rows.append({"k": k, "context": ctx, "batch": batch, "dense_us_per_layer": round(float(sim.dense.time_s) * 1e6, 1),
+                         "aqua_us_per_layer": round(float(sim.aqua.time_s) * 1e6, 1), "speedup": round(float(sim.speedup), 3),
+                         "ceiling": round(float(sim.ceiling), 3), "end_to_end_speedup": round(float(e2e.speedup), 3), "mode": sim.mode})
+    return rows

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import breakeven_cmd, costs_cmd, report_cmd
+from . import breakeven_cmd, costs_cmd, hardware_cmd, report_cmd, simulate_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "report": report_cmd,
     "breakeven": breakeven_cmd,
     "costs": costs_cmd,
+    "simulate": simulate_cmd,
+    "hardware": hardware_cmd,
 }

@@ -14,7 +14,7 @@ JSON_SCHEMA_VERSION = 1
 def add_convention_args(parser: argparse.ArgumentParser) -> None:
     """The convention fields as options (defaults are the documented Convention defaults)."""
     c = Convention()
-    parser.add_argument("--selection", choices=SELECTION_MODELS, default=c.selection, help="top-k cost model (default: %(default)s)")
+    parser.add_argument("--topk-cost", choices=SELECTION_MODELS, default=c.selection, help="convention: cost model of the top-k selection (default: %(default)s)")
     parser.add_argument("--key-projection", choices=KEY_PROJECTION_MODELS, default=c.key_projection, help="(default: %(default)s)")
     parser.add_argument("--projection", choices=PROJECTION_PLACEMENTS, default=c.projection, help="(default: %(default)s)")
     parser.add_argument("--softmax-flops", type=float, default=c.softmax_flops_per_score, help="FLOPs per score in softmax (default: %(default)s)")
@@ -22,7 +22,7 @@ def add_convention_args(parser: argparse.ArgumentParser) -> None:
 
 def convention_from(args: argparse.Namespace) -> Convention:
     """Build the Convention the options describe."""
-    return Convention(selection=args.selection, key_projection=args.key_projection, projection=args.projection, softmax_flops_per_score=args.softmax_flops)
+    return Convention(selection=args.topk_cost, key_projection=args.key_projection, projection=args.projection, softmax_flops_per_score=args.softmax_flops)
 
 
 def print_json(payload: dict[str, Any]) -> None:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..studies import PAPER_D, PAPER_K, breakdown_rows, breakeven_rows
+from ..studies import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
 from ..tables import to_text
 
 #: Context of the cost breakdown in the report (a common serving context).
 REPORT_CONTEXT = 4096
-#: Extra report sections contributed by later layers (simulator, peers), each a function
-#: returning text. Registered by the command modules that own them.
-SECTIONS: list = []
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -25,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     print(to_text(breakeven_rows()))
     print(f"Cost breakdown at the paper's operating point d={PAPER_D}, k={PAPER_K}, decode, N={REPORT_CONTEXT}:\n")
     print(to_text(breakdown_rows(d=PAPER_D, k=PAPER_K, context=REPORT_CONTEXT)))
-    for section in SECTIONS:
-        print(section())
+    print(f"Predicted decode speedup of fused AQUA (dim-major keys) over dense fused attention, Llama-3.1-8B on H200, "
+          f"batch {REPORT_SPEEDUP_BATCH} (roofline, datasheet profile; 'ceiling' = 2d/(k+d)):\n")
+    print(to_text(speedup_rows()))
     return 0

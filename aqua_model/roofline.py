@@ -1,0 +1,70 @@
+"""Roofline time of a kernel and of a plan on a hardware profile.
+
+time = max(FLOPs / (peak * compute efficiency), bytes / (bandwidth * memory efficiency(pattern,
+bytes))) + launches * launch overhead. Efficiencies and the overhead come from the profile
+(datasheet assumptions or a calibrated file); a kernel is labelled by the larger term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_choice
+from .costs.numeric import evaluate
+from .hardware import HardwareProfile
+from .plans import Kernel, Plan
+
+#: Storage dtypes a plan runs in; the matrix unit computes in this dtype.
+DTYPES = ("bf16", "fp16", "fp32")
+#: Elementwise work (softmax, |q|, selection) runs on the fp32 vector units.
+VECTOR_DTYPE = "fp32"
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """A kernel evaluated on a profile; array fields broadcast over the swept values."""
+
+    name: str
+    pattern: str
+    flops: np.ndarray
+    bytes: np.ndarray
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    overhead_s: float
+    time_s: np.ndarray
+
+    @property
+    def bound(self) -> np.ndarray:
+        """"compute" or "memory" per point: the larger roofline term."""
+        return np.where(self.compute_s > self.memory_s, "compute", "memory")
+
+    def utilisation(self, profile: HardwareProfile, dtype: str) -> dict[str, np.ndarray]:
+        """Achieved fraction of the datasheet peak rate and bandwidth over the kernel time."""
+        return {
+            "flops": self.flops / self.time_s / profile.peak_flops(dtype),
+            "bandwidth": self.bytes / self.time_s / profile.bandwidth_bytes_per_s,
+        }
+
+
+def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> KernelTime:
+    """Roofline time of ``kernel`` with symbol values (numbers or broadcastable arrays)."""
+    check_choice("dtype", dtype, DTYPES)
+    values = {"S": profile.sector_bytes, **values}
+    flops = np.asarray(evaluate(kernel.flops, values), dtype=float)
+    nbytes = np.asarray(evaluate(kernel.bytes, values), dtype=float)
+    peak = profile.peak_flops(dtype if kernel.unit == "matrix" else VECTOR_DTYPE)
+    compute_s = flops / (peak * profile.compute_efficiency)
+    efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
+    memory_s = nbytes / (profile.bandwidth_bytes_per_s * np.asarray(efficiency))
+    overhead = kernel.launches * profile.launch_overhead_s
+    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, np.maximum(compute_s, memory_s) + overhead)
+
+
+def plan_time(plan: Plan, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> tuple[np.ndarray, list[KernelTime]]:
+    """Total roofline time of a plan (kernels run one after another) and each kernel's time."""
+    kernels = [kernel_time(kern, profile, values, dtype=dtype) for kern in plan.kernels]
+    return sum((kt.time_s for kt in kernels), start=np.zeros(())), kernels

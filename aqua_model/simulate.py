@@ -1,0 +1,331 @@
+"""Predicted latency and speedup of AQUA plans against dense attention on a hardware profile.
+
+Everything is vectorised: ``context``, ``k`` and ``batch`` may be numpy arrays and broadcast.
+Every prediction states its mode: ``"datasheet"`` or ``"calibrated:<profile>"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_choice, check_int, check_int_array
+from .breakeven import breakeven
+from .convention import Convention, resolve
+from .costs import memory
+from .costs.memory import GQA_SELECTIONS
+from .costs.numeric import evaluate
+from .dtypes import dtype_bytes
+from .hardware import HardwareProfile, load as load_hardware
+from .models import ModelConfig, load as load_model
+from .plans import PHASES, build_plan, plan_names
+from .roofline import KernelTime, plan_time
+
+#: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
+BASELINE_PLAN = "dense-fused"
+#: Short plan names accepted by simulate()/the CLI, mapped to plan names.
+AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major"}
+#: Upper end of the exact integer search for the time break-even (2^22 tokens).
+TIME_BREAKEVEN_SEARCH_LIMIT = 1 << 22
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Attention shape of one layer: heads, head dim, layers, storage dtype."""
+
+    heads_q: int
+    heads_kv: int
+    d: int
+    layers: int
+    dtype: str
+    max_context: int | None = None
+    name: str = "explicit shape"
+    sliding_window: int = 0
+
+    @property
+    def g(self) -> int:
+        return self.heads_q // self.heads_kv
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """One plan evaluated: per-kernel roofline times and the per-layer total (seconds)."""
+
+    plan: str
+    kernels: list[KernelTime]
+    time_s: np.ndarray
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per-kernel rows (scalars where the sweep is a single point)."""
+        return [
+            {"name": kt.name, "pattern": kt.pattern, "flops": _scalar(kt.flops), "bytes": _scalar(kt.bytes),
+             "time_s": _scalar(kt.time_s), "bound": _scalar(kt.bound)}
+            for kt in self.kernels
+        ]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A single plan's predicted time at one shape (the validation suite's unit)."""
+
+    plan: str
+    mode: str
+    total_s: float
+    kernels: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Dense baseline and AQUA plan side by side, per layer and for all layers."""
+
+    gpu: str
+    mode: str
+    shape: Shape
+    phase: str
+    dense: PlanResult
+    aqua: PlanResult
+    ceiling: np.ndarray | None
+    flop_breakeven: int | None
+    convention: Convention
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> np.ndarray:
+        """Dense fused time over AQUA plan time."""
+        return self.dense.time_s / self.aqua.time_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (per-layer times; all-layer times multiply by ``layers``)."""
+        return {
+            "gpu": self.gpu, "mode": self.mode, "phase": self.phase, "model": self.shape.name,
+            "inputs": {k: _scalar(v) for k, v in self.inputs.items()},
+            "layers": self.shape.layers,
+            "dense_plan": self.dense.plan, "aqua_plan": self.aqua.plan,
+            "dense_time_s": _scalar(self.dense.time_s), "aqua_time_s": _scalar(self.aqua.time_s),
+            "dense_time_all_layers_s": _scalar(self.dense.time_s * self.shape.layers),
+            "aqua_time_all_layers_s": _scalar(self.aqua.time_s * self.shape.layers),
+            "speedup": _scalar(self.speedup),
+            "ceiling": None if self.ceiling is None else _scalar(self.ceiling),
+            "flop_breakeven_context": self.flop_breakeven,
+            "convention": self.convention.to_dict(),
+            "kernels": {"dense": self.dense.table(), "aqua": self.aqua.table()},
+        }
+
+
+def _scalar(x: Any) -> Any:
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        return arr.item()
+    return arr.tolist()
+
+
+def resolve_profile(gpu: str | HardwareProfile) -> HardwareProfile:
+    """A profile object, or a device name / profile path for the hardware loader."""
+    return gpu if isinstance(gpu, HardwareProfile) else load_hardware(gpu)
+
+
+def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads_kv: Any = None, d: Any = None,
+                  layers: Any = 1, dtype: str | None = None) -> Shape:
+    """Shape from a model config (by name) or from explicit heads, head dim and layers."""
+    if model is not None:
+        cfg = model if isinstance(model, ModelConfig) else load_model(model)
+        if any(v is not None for v in (heads_q, heads_kv, d)):
+            raise ValueError("give either model or an explicit shape (heads_q, heads_kv, d), not both")
+        return Shape(cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.layers, dtype or cfg.dtype, cfg.max_context, cfg.name, cfg.sliding_window)
+    missing = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is None]
+    if missing:
+        raise ValueError(f"without a model, the shape needs {missing}")
+    hq, hkv = check_int("heads_q", heads_q, minimum=1), check_int("heads_kv", heads_kv, minimum=1)
+    if hq % hkv:
+        raise ValueError(f"heads_q ({hq}) must be a multiple of heads_kv ({hkv})")
+    return Shape(hq, hkv, check_int("d", d, minimum=1), check_int("layers", layers, minimum=1), dtype or "bf16")
+
+
+def _values(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prompt: Any) -> dict[str, Any]:
+    ctx = check_int_array("context", context, minimum=1 if phase == "decode" else 0)
+    if shape.max_context is not None and int(ctx.max()) + (0 if prompt is None else int(np.max(prompt))) > shape.max_context:
+        raise ValueError(f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)")
+    if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
+        ctx = np.minimum(ctx, shape.sliding_window)
+    k_arr = check_int_array("k", k, minimum=1, maximum=shape.d)
+    values = {"B": check_int_array("batch", batch, minimum=1), "H_q": shape.heads_q, "H_kv": shape.heads_kv,
+              "g": shape.g, "N": ctx, "d": shape.d, "k": k_arr, "s": dtype_bytes(shape.dtype)}
+    if phase == "prefill":
+        if prompt is None:
+            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
+        values["T"] = check_int_array("prompt", prompt, minimum=1)
+    elif prompt is not None:
+        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r}")
+    return values
+
+
+def _kv_bytes_all_layers(shape: Shape, tokens: Any, batch: Any) -> np.ndarray:
+    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": tokens, "d": shape.d, "s": dtype_bytes(shape.dtype)})
+    return per_head * shape.heads_kv * shape.layers * np.asarray(batch)
+
+
+def max_fitting_context(shape: Shape, profile: HardwareProfile, batch: int) -> int:
+    """Largest context whose dense KV cache (all layers, whole batch) fits the device memory."""
+    per_token = float(_kv_bytes_all_layers(shape, 1, batch))
+    return int(profile.memory_bytes // per_token)
+
+
+def check_fits_memory(shape: Shape, profile: HardwareProfile, values: dict[str, Any]) -> None:
+    """Raise if the dense KV cache of all layers does not fit the device memory."""
+    tokens = np.asarray(values["N"]) + np.asarray(values.get("T", 0))
+    worst = float(np.max(_kv_bytes_all_layers(shape, tokens, values["B"])))
+    if worst > profile.memory_bytes:
+        raise ValueError(f"the KV cache needs {worst / 1e9:.1f} GB (all {shape.layers} layers, batch and context as given) "
+                         f"but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB")
+
+
+def simulate(
+    *,
+    gpu: str | HardwareProfile,
+    context: Any,
+    k: Any,
+    batch: Any = 1,
+    model: str | ModelConfig | None = None,
+    heads_q: Any = None,
+    heads_kv: Any = None,
+    d: Any = None,
+    layers: Any = 1,
+    phase: str = "decode",
+    prompt: Any = None,
+    plan: str = "fused",
+    selection: str = "group",
+    dtype: str | None = None,
+    convention: Convention | None = None,
+) -> Simulation:
+    """Predict the dense fused plan and an AQUA plan side by side (per layer).
+
+    ``plan`` is an AQUA plan: ``fused``, ``eager``, ``token-major`` or a full plan name.
+    ``context``, ``k`` and ``batch`` may be arrays (broadcast). Raises on a context beyond
+    the model's maximum or a KV cache larger than the device memory.
+    """
+    check_choice("phase", phase, PHASES)
+    check_choice("selection", selection, GQA_SELECTIONS)
+    profile = resolve_profile(gpu)
+    shape = resolve_shape(model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype)
+    aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
+    aqua_plans = [p for p in plan_names(phase) if p.startswith("aqua")]
+    check_choice("plan", aqua_name, aqua_plans)
+    values = _values(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    check_fits_memory(shape, profile, values)
+    conv = resolve(convention)
+    dense = _run(BASELINE_PLAN, phase, selection, conv, profile, values, shape.dtype)
+    aqua = _run(aqua_name, phase, selection, conv, profile, values, shape.dtype)
+    ceiling = None
+    if phase == "decode":
+        ceiling = evaluate(memory.byte_ceiling_speedup(), {"d": shape.d, "k": values["k"]})
+    k_scalar = np.asarray(values["k"])
+    flop_be = breakeven(shape.d, int(k_scalar), g=shape.g, phase=phase, convention=conv).n_min if k_scalar.ndim == 0 else None
+    inputs = {"context": values["N"], "k": values["k"], "batch": values["B"], "selection": selection, "dtype": shape.dtype}
+    if phase == "prefill":
+        inputs["prompt"] = values["T"]
+    return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs)
+
+
+def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, values: dict[str, Any], dtype: str) -> PlanResult:
+    total, kernels = plan_time(build_plan(name, phase=phase, selection=selection, convention=conv), profile, values, dtype=dtype)
+    return PlanResult(name, kernels, total)
+
+
+def speedup(**kwargs: Any) -> np.ndarray:
+    """Dense fused time over AQUA plan time; same keywords as :func:`simulate`."""
+    return simulate(**kwargs).speedup
+
+
+def predict(
+    plan: str,
+    *,
+    phase: str,
+    context: int,
+    batch: int,
+    heads_q: int,
+    heads_kv: int,
+    d: int,
+    k: int,
+    profile: HardwareProfile | str,
+    dtype: str = "bf16",
+    prompt: int | None = None,
+    selection: str = "group",
+    convention: Convention | None = None,
+) -> Prediction:
+    """One plan's predicted per-layer time at one shape (any plan, dense or AQUA)."""
+    prof = resolve_profile(profile)
+    check_choice("plan", plan, plan_names(phase))
+    shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
+    values = _values(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    result = _run(plan, phase, selection, resolve(convention), prof, values, dtype)
+    return Prediction(plan, prof.mode, float(result.time_s), result.table())
+
+
+def time_breakeven(*, limit: int = TIME_BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int | None:
+    """Smallest context at which the AQUA plan is predicted faster than dense fused (decode).
+
+    An exact search over every integer context 1..``limit`` (vectorised), capped at the
+    model's maximum context and at the largest KV cache that fits the device; ``None`` if
+    the AQUA plan never wins in that range. Takes :func:`simulate`'s keywords except ``context``.
+    """
+    if "context" in kwargs:
+        raise ValueError("time_breakeven searches the context itself; do not pass context")
+    cap = check_int("limit", limit, minimum=1)
+    shape = resolve_shape(kwargs.get("model"), heads_q=kwargs.get("heads_q"), heads_kv=kwargs.get("heads_kv"),
+                          d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"))
+    cap = min(cap, shape.max_context or cap,
+              max_fitting_context(shape, resolve_profile(kwargs["gpu"]), check_int("batch", kwargs.get("batch", 1), minimum=1)))
+    contexts = np.arange(1, cap + 1)
+    sim = simulate(context=contexts, **kwargs)
+    wins = np.nonzero(np.broadcast_to(sim.speedup > 1.0, contexts.shape))[0]
+    return int(contexts[wins[0]]) if wins.size else None
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Per-token decode latency of a whole model: weights + all layers' attention.
+
+    The non-attention part is the larger of reading every weight once and doing 2 FLOPs
+    per parameter per sequence (the matrix work of projections, MLP and LM head);
+    norms, RoPE and sampling are left out (a few percent of a decode step).
+    """
+
+    weights_s: np.ndarray
+    dense_attention_s: np.ndarray
+    aqua_attention_s: np.ndarray
+    mode: str
+
+    @property
+    def dense_s(self) -> np.ndarray:
+        return self.weights_s + self.dense_attention_s
+
+    @property
+    def aqua_s(self) -> np.ndarray:
+        return self.weights_s + self.aqua_attention_s
+
+    @property
+    def speedup(self) -> np.ndarray:
+        """End-to-end speedup: Amdahl's law applied to the attention kernel speedup."""
+        return self.dense_s / self.aqua_s
+
+    @property
+    def attention_fraction(self) -> np.ndarray:
+        """Share of the dense step spent in attention (the part AQUA can speed up)."""
+        return self.dense_attention_s / self.dense_s
+
+
+def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
+               plan: str = "fused", selection: str = "group", convention: Convention | None = None) -> EndToEnd:
+    """Per-token decode latency of ``model`` with dense fused and with an AQUA plan."""
+    cfg = model if isinstance(model, ModelConfig) else load_model(model)
+    profile = resolve_profile(gpu)
+    sim = simulate(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection, convention=convention)
+    weight_bytes = float(cfg.weight_bytes())
+    read_s = weight_bytes / (profile.bandwidth_bytes_per_s * profile.memory_efficiency("contiguous", weight_bytes))
+    flops = 2.0 * cfg.param_count * np.asarray(sim.inputs["batch"], dtype=float)
+    compute_s = flops / (profile.peak_flops(cfg.dtype) * profile.compute_efficiency)
+    weights_s = np.maximum(read_s, compute_s) + cfg.layers * profile.launch_overhead_s
+    layers = cfg.layers
+    return EndToEnd(weights_s, layers * sim.dense.time_s, layers * sim.aqua.time_s, profile.mode)
