@@ -1,5 +1,6 @@
-"""Benchmark the analytical model (not a timed test): a warm breakeven() call, and the decode
-cost model evaluated at 10^6 (N, k) points. Writes analysis/results/bench_model.json.
+"""Benchmark the analytical model (not a timed test): a warm breakeven() call, the decode cost
+model at 10^6 (N, k) points, and the roofline of one plan at 10^6 (context, k, batch)
+configurations on the H200 profile. Writes analysis/results/bench_model.json.
 
 Usage: python analysis/bench_model.py
 """
@@ -15,6 +16,9 @@ import numpy as np
 
 import aqua_model
 from aqua_model import breakeven, component_flops
+from aqua_model.hardware import load
+from aqua_model.plans import build_plan
+from aqua_model.roofline import plan_time
 
 POINTS = 1_000_000
 REPEATS = 7
@@ -29,11 +33,16 @@ def main() -> None:
     cold_k = iter(range(1, 10_000))
     uncached = timeit.repeat(lambda: breakeven(d=4096, k=next(cold_k)), number=100, repeat=REPEATS)
     sweep = timeit.repeat(lambda: component_flops(method="aqua", phase="decode", d=128, k=k, context=context), number=1, repeat=REPEATS)
+    batch = rng.integers(1, 65, POINTS)
+    h200, plan = load("h200"), build_plan("aqua-fused")
+    values = {"B": batch, "H_q": 32, "H_kv": 8, "g": 4, "N": context, "d": 128, "k": k, "s": 2}
+    roofline = timeit.repeat(lambda: plan_time(plan, h200, values), number=1, repeat=REPEATS)
     result = {
         "schema_version": 1,
         "warm_breakeven_s": {"median": float(np.median(warm)) / 10_000, "min": min(warm) / 10_000},
         "new_shape_breakeven_s": {"median": float(np.median(uncached)) / 100, "min": min(uncached) / 100},
         "decode_cost_1e6_points_s": {"median": float(np.median(sweep)), "min": min(sweep)},
+        "roofline_one_plan_1e6_configs_s": {"median": float(np.median(roofline)), "min": min(roofline)},
         "points": POINTS,
         "python": platform.python_version(),
         "numpy": np.__version__,
