@@ -16,6 +16,7 @@ from .breakeven import breakeven
 from .convention import Convention, resolve
 from .costs import memory
 from .costs.memory import GQA_SELECTIONS
+from .costs import context_values
 from .costs.numeric import evaluate
 from .dtypes import dtype_bytes
 from .hardware import HardwareProfile, load as load_hardware
@@ -144,20 +145,15 @@ def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads
 
 
 def _values(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prompt: Any) -> dict[str, Any]:
-    ctx = check_int_array("context", context, minimum=1 if phase == "decode" else 0)
-    if shape.max_context is not None and int(ctx.max()) + (0 if prompt is None else int(np.max(prompt))) > shape.max_context:
+    values: dict[str, Any] = context_values(phase, context, prompt)
+    ctx = values["N"]
+    if shape.max_context is not None and int(ctx.max()) + (0 if prompt is None else int(np.max(values["T"]))) > shape.max_context:
         raise ValueError(f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)")
     if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
-        ctx = np.minimum(ctx, shape.sliding_window)
-    k_arr = check_int_array("k", k, minimum=1, maximum=shape.d)
-    values = {"B": check_int_array("batch", batch, minimum=1), "H_q": shape.heads_q, "H_kv": shape.heads_kv,
-              "g": shape.g, "N": ctx, "d": shape.d, "k": k_arr, "s": dtype_bytes(shape.dtype)}
-    if phase == "prefill":
-        if prompt is None:
-            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
-        values["T"] = check_int_array("prompt", prompt, minimum=1)
-    elif prompt is not None:
-        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r}")
+        values["N"] = np.minimum(ctx, shape.sliding_window)
+    values.update({"B": check_int_array("batch", batch, minimum=1), "H_q": shape.heads_q, "H_kv": shape.heads_kv,
+                   "g": shape.g, "d": shape.d, "k": check_int_array("k", k, minimum=1, maximum=shape.d),
+                   "s": dtype_bytes(shape.dtype)})
     return values
 
 

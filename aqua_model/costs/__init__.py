@@ -27,6 +27,20 @@ def _shape_values(d: Any, k: Any, g: Any, method: str) -> dict[str, np.ndarray]:
     return {"d": d_a, "k": k_a, "g": check_int_array("g", g, minimum=1)}
 
 
+def context_values(phase: str, context: Any, prompt: Any) -> dict[str, np.ndarray]:
+    """Validated N (and T for prefill): decode needs context >= 1 and no prompt; prefill
+    needs a prompt >= 1 after context >= 0 cached keys."""
+    check_choice("phase", phase, PHASES)
+    values = {"N": check_int_array("context", context, minimum=0 if phase == "prefill" else 1)}
+    if phase == "prefill":
+        if prompt is None:
+            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
+        values["T"] = check_int_array("prompt", prompt, minimum=1)
+    elif prompt is not None:
+        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'")
+    return values
+
+
 def component_flops(
     *,
     method: str,
@@ -49,14 +63,7 @@ def component_flops(
     check_choice("phase", phase, PHASES)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {causal!r}")
-    values = _shape_values(d, k, g, method)
-    values["N"] = check_int_array("context", context, minimum=0 if phase == "prefill" else 1)
-    if phase == "prefill":
-        if prompt is None:
-            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
-        values["T"] = check_int_array("prompt", prompt, minimum=1)
-    elif prompt is not None:
-        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'")
+    values = {**_shape_values(d, k, g, method), **context_values(phase, context, prompt)}
     terms = flop_terms(method, phase, resolve(convention), causal)
     out = {name: evaluate(expr, values) for name, expr in terms.items()}
     out["total"] = evaluate(total(terms), values)

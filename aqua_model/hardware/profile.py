@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from aqua_model._checks import check_choice
+from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.dtypes import COMPUTE_DTYPES, check_compute_dtype
 
 SCHEMA_VERSION = 1
@@ -356,34 +356,18 @@ def load(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
 
 @lru_cache(maxsize=1)
 def _alias_map() -> Mapping[str, str]:
-    out: dict[str, str] = {}
-    for key in list_devices():
-        for alias in _load_path(DATA_DIR / f"{key}.toml").aliases:
-            a = alias.lower()
-            if a in out and out[a] != key:
-                raise ValueError(f"alias {alias!r} is claimed by both {out[a]!r} and {key!r}")
-            if a in list_devices() and a != key:
-                raise ValueError(f"alias {alias!r} of {key!r} is also a device key")
-            out[a] = key
-    return MappingProxyType(out)
+    return alias_map(list_devices(), lambda key: _load_path(DATA_DIR / f"{key}.toml").aliases, "device")
 
 
 def _load_path(path: Path) -> HardwareProfile:
-    path = path.expanduser()
-    if not path.is_file():
-        raise ValueError(f"hardware file {str(path)!r} does not exist")
-    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    resolved = existing_file(path, "hardware")
+    return _load_cached(str(resolved), resolved.stat().st_mtime_ns)
 
 
 @lru_cache(maxsize=64)
 def _load_cached(path_text: str, _mtime_ns: int) -> HardwareProfile:
     path = Path(path_text)
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    return _parse(raw, path)
+    return _parse(read_toml(path), path)
 
 
 def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from aqua_model._checks import check_int_array
+from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.dtypes import STORAGE_DTYPES, dtype_bytes
 
 SCHEMA_VERSION = 1
@@ -266,33 +266,18 @@ def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
 
 @lru_cache(maxsize=1)
 def _alias_map() -> Mapping[str, str]:
-    out: dict[str, str] = {}
-    for key in list_models():
-        for alias in _load_path(DATA_DIR / f"{key}.toml").aliases:
-            if alias in out and out[alias] != key:
-                raise ValueError(f"alias {alias!r} is claimed by both {out[alias]!r} and {key!r}")
-            if alias in list_models() and alias != key:
-                raise ValueError(f"alias {alias!r} of {key!r} is also a model key")
-            out[alias] = key
-    return MappingProxyType(out)
+    return alias_map(list_models(), lambda key: _load_path(DATA_DIR / f"{key}.toml").aliases, "model")
 
 
 def _load_path(path: Path) -> ModelConfig:
-    path = path.expanduser()
-    if not path.is_file():
-        raise ValueError(f"model file {str(path)!r} does not exist")
-    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    resolved = existing_file(path, "model")
+    return _load_cached(str(resolved), resolved.stat().st_mtime_ns)
 
 
 @lru_cache(maxsize=64)
 def _load_cached(path_text: str, _mtime_ns: int) -> ModelConfig:
     path = Path(path_text)
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    return _parse(raw, path)
+    return _parse(read_toml(path), path)
 
 
 def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
