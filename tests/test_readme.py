@@ -29,3 +29,15 @@ def test_readme_break_even_numbers_come_from_the_model():
     assert f"N* = 66432/64 = {r.n_star:.0f}" in text and f"N = {r.n_min}" in text
     assert f"T* = {aqua_model.breakeven(d=128, k=96, phase='prefill').n_star:.0f}" in text
     assert f">>> aqua_model.max_k(d=128, context=4096)\n{aqua_model.max_k(d=128, context=4096)}" in text
+
+
+def test_readme_simulator_numbers_come_from_the_model():
+    from aqua_model.simulate import end_to_end, simulate, time_breakeven
+
+    text = (ROOT / "README.md").read_text()
+    kw = dict(gpu="h200", model="llama-3.1-8b", batch=8, k=32)
+    s = simulate(context=32768, plan="fused", **kw)
+    assert f"({float(s.speedup):.3f}, {float(s.ceiling)}, '{s.mode}')" in text
+    assert f"FLOP\nbreak-even is N = {s.flop_breakeven}" in text
+    assert f"time break-even is N = {time_breakeven(**kw)}" in text
+    assert f"which is {float(end_to_end(context=32768, **kw).speedup):.2f}x end to end" in text
