@@ -276,3 +276,17 @@ def test_cli_json_has_schema_version(capsys):
 def test_cli_text_prints_closed_forms(capsys):
     code, out = run_compare(capsys, "--d", "128", "--context", "32768")
     assert code == 0 and "s*(N*r + 2*d*k_t + d)" in out and "N*" in out
+
+
+def test_published_table_rows_match_where_the_model_should():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("peers_published", Path(__file__).parents[1] / "analysis" / "peers_published.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {row["method"]: row for row in module.build_rows()}
+    assert rows["SparQ"]["model"] == pytest.approx(8.0, rel=1e-3)
+    assert rows["Quest"]["model"] == pytest.approx(7.03, rel=0.15)
+    assert rows["H2O"]["model"] == pytest.approx(5.0, rel=0.02)
+    assert rows["Loki"]["model_ceiling"] == pytest.approx(8 / 3)
+    assert all(row["notes"] and row["source"].startswith(("https://", "project")) for row in rows.values())
