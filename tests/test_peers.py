@@ -290,3 +290,10 @@ def test_published_table_rows_match_where_the_model_should():
     assert rows["H2O"]["model"] == pytest.approx(5.0, rel=0.02)
     assert rows["Loki"]["model_ceiling"] == pytest.approx(8 / 3)
     assert all(row["notes"] and row["source"].startswith(("https://", "project")) for row in rows.values())
+
+
+def test_peers_figure_is_registered_and_builds(tmp_path):
+    from aqua_model.plots import load_figures
+    entry = load_figures()["peers"]
+    paths = entry.build(tmp_path, tmp_path)
+    assert all(path.exists() and path.stat().st_size > 0 for path in paths)

@@ -7,6 +7,8 @@ dense as markers. Right: the roofline-predicted speedup over dense fused decode 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,8 @@ from matplotlib.figure import Figure
 from aqua_model.costs import peers
 from aqua_model.peer_plans import Comparison, compare
 
-from .style import GREY, OKABE_ITO, new_figure, note, styled
+from . import register
+from .style import GREY, OKABE_ITO, new_figure, note, savefig, styled
 
 #: Colour per method (Okabe-Ito).
 METHOD_COLOURS: dict[str, str] = {
@@ -78,4 +81,15 @@ def peers_figure(comparison: Comparison | None = None, **compare_kwargs: Any) ->
     return fig
 
 
-__all__ = ["peers_figure", "METHOD_COLOURS", "METHOD_LABELS"]
+#: Stem of the registered figure file.
+FIGURE_STEM = "peers"
+
+
+@register(FIGURE_STEM, "byte ratio, KV memory and predicted H200 decode speedup of AQUA, SparQ, Loki, Quest, H2O, AQUA+H2O, AQUA+top-k at matched settings (d=128, N=32768)",
+          "the symbolic peer cost model and roofline plans (aqua_model.peer_plans.compare, datasheet H200 profile)")
+def build_peers_figure(out_dir: Path, root: Path) -> Sequence[Path]:
+    """Write ``<out_dir>/peers.pdf`` and ``.png`` (``root`` unused: the figure reads no committed results)."""
+    return savefig(peers_figure(), Path(out_dir) / FIGURE_STEM)
+
+
+__all__ = ["build_peers_figure", "peers_figure", "METHOD_COLOURS", "METHOD_LABELS"]
