@@ -23,6 +23,12 @@ m = sp.Symbol("m", **_POS)          #: statically stored key dimensions, k <= m 
 s = sp.Symbol("s", positive=True)   #: bytes per element of the KV cache (2 for bf16)
 L = sp.Symbol("L", **_POS)          #: layers
 S = sp.Symbol("S", **_POS)          #: memory sector size in bytes (32 on NVIDIA GPUs)
+# Parameters of AQUA's peers (aqua_model.costs.peers)
+r = sp.Symbol("r", **_POS)          #: approximate-score dims (SparQ top-r |q|, Loki PCA prefix)
+k_t = sp.Symbol("k_t", **_POS)      #: tokens kept for exact attention (top-k tokens, Quest budget)
+p = sp.Symbol("p", **_POS)          #: Quest page size, tokens per page
+b = sp.Symbol("b", **_POS)          #: H2O token budget: heavy hitters plus recent window
+w = sp.Symbol("w", nonnegative=True, integer=True)  #: H2O recent window (tokens), 0 <= w <= b
 
 MEANING: dict[sp.Symbol, str] = {
     B: "batch size",
@@ -38,6 +44,11 @@ MEANING: dict[sp.Symbol, str] = {
     s: "bytes per element",
     L: "layers",
     S: "memory sector size in bytes",
+    r: "approximate-score dims (SparQ top-r |q| dims, Loki PCA prefix dims)",
+    k_t: "tokens kept for exact attention (top-k tokens; Quest token budget)",
+    p: "Quest page size (tokens per page)",
+    b: "H2O KV budget in tokens (heavy hitters + recent window)",
+    w: "H2O recent window in tokens (0 <= w <= b)",
 }
 
 #: Lookup by the name a user types (``"N"``, ``"d"`` ...).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import breakeven_cmd, costs_cmd, hardware_cmd, report_cmd, simulate_cmd
+from . import breakeven_cmd, compare_cmd, costs_cmd, hardware_cmd, report_cmd, simulate_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "report": report_cmd,
@@ -13,4 +13,5 @@ COMMANDS: dict[str, ModuleType] = {
     "costs": costs_cmd,
     "simulate": simulate_cmd,
     "hardware": hardware_cmd,
+    "compare": compare_cmd,
 }

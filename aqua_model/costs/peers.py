@@ -6,9 +6,8 @@ KV head and per layer. Where a step is the same math as AQUA's, the expression i
 from :mod:`.flops` / :mod:`.memory` (projections, top-k of d, dim-major reads, the GQA
 union of per-head selections), never re-typed.
 
-Method parameters are new named symbols of this module (:data:`MEANING`); they are
-registered with :data:`aqua_model.symbols.BY_NAME` so that :func:`.numeric.evaluate`
-and the roofline can evaluate expressions that contain them.
+Method parameters (r, k_t, p, b, w) are named symbols of :mod:`aqua_model.symbols`, like
+every other symbol of the model.
 
 What each method reads per decode step (per KV head, group selection):
 
@@ -37,38 +36,13 @@ import sympy as sp
 from .. import symbols as _symbols
 from .._checks import check_choice, check_int_array
 from ..convention import Convention, resolve
-from ..symbols import N, S, d, g, k, log2, s
+from ..symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
 from . import memory
 from .flops import flop_terms as _base_flop_terms, selection_flops
 from .numeric import evaluate
 
-_POS = {"positive": True, "integer": True}
-
-r = sp.Symbol("r", **_POS)          #: approximate-score dims (SparQ top-r |q|, Loki PCA prefix)
-k_t = sp.Symbol("k_t", **_POS)      #: tokens kept for exact attention (top-k tokens, Quest budget)
-p = sp.Symbol("p", **_POS)          #: Quest page size, tokens per page
-b = sp.Symbol("b", **_POS)          #: H2O token budget: heavy hitters plus recent window
-w = sp.Symbol("w", nonnegative=True, integer=True)  #: H2O recent window (tokens), 0 <= w <= b
-
-MEANING: dict[sp.Symbol, str] = {
-    r: "approximate-score dims (SparQ top-r |q| dims, Loki PCA prefix dims)",
-    k_t: "tokens kept for exact attention (top-k tokens; Quest token budget)",
-    p: "Quest page size (tokens per page)",
-    b: "H2O KV budget in tokens (heavy hitters + recent window)",
-    w: "H2O recent window in tokens (0 <= w <= b)",
-}
-
-
-def _register_symbols() -> None:
-    """Make the peer symbols known to the numeric evaluator (names must not clash)."""
-    for sym in MEANING:
-        existing = _symbols.BY_NAME.get(sym.name)
-        if existing is not None and existing != sym:
-            raise RuntimeError(f"symbol name {sym.name!r} is already used by {existing!r}")
-        _symbols.BY_NAME[sym.name] = sym
-
-
-_register_symbols()
+#: The peer parameters (defined with their meanings in :mod:`aqua_model.symbols`).
+MEANING: dict[sp.Symbol, str] = {sym: _symbols.MEANING[sym] for sym in (r, k_t, p, b, w)}
 
 PEER_METHODS = ("sparq", "loki", "quest", "h2o", "aqua-h2o", "aqua-topk")
 METHODS = ("dense", "aqua", *PEER_METHODS)
