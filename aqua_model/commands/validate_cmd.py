@@ -1,0 +1,145 @@
+"""``aqua-model validate``: calibrate a device, run the validation cases, report the errors.
+
+    aqua-model validate calibrate --out PROFILE.toml [--device cpu|cuda] [--quick] [--base KEY]
+    aqua-model validate run --profile PROFILE.toml --out results.jsonl [--device ...] [--max-cases N]
+                            [--cpu-small] [--deadline-s S]
+    aqua-model validate report results.jsonl [--markdown summary.md] [--no-cases]
+
+Also runnable without the CLI registry: ``python -m aqua_model.commands.validate_cmd ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+#: Devices the suite runs on.
+DEVICES = ("cpu", "cuda")
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``validate`` with its three sub-subcommands."""
+    p = sub.add_parser(name, help="calibrate a device, time the plans' kernels, report predicted vs measured")
+    vsub = p.add_subparsers(dest="validate_command", required=True, metavar="STEP")
+
+    c = vsub.add_parser("calibrate", help="micro-benchmarks -> calibrated hardware profile (TOML)")
+    c.add_argument("--out", required=True, help="path of the calibrated profile TOML to write")
+    c.add_argument("--device", choices=DEVICES, default=None, help="default: cuda when available, else cpu")
+    c.add_argument("--quick", action="store_true", help="fewer sizes (seconds; for CI and the CPU mode)")
+    c.add_argument("--base", default=None, help="datasheet profile to build on (default: from the device name)")
+    c.set_defaults(run=run_calibrate)
+
+    r = vsub.add_parser("run", help="measure the case grid, streaming rows to JSONL (resumes)")
+    r.add_argument("--profile", required=True, help="calibrated profile TOML (from 'validate calibrate')")
+    r.add_argument("--datasheet", default=None, help="datasheet profile (default: the calibrated profile's base)")
+    r.add_argument("--out", required=True, help="results JSONL (appended; case ids already there are skipped)")
+    r.add_argument("--device", choices=DEVICES, default=None, help="default: cuda when available, else cpu")
+    r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases")
+    r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default on --device cpu)")
+    r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds")
+    r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site (ms)")
+    r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site (ms)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(run=run_cases_cmd)
+
+    s = vsub.add_parser("report", help="per-case and per-plan errors, speedup-ratio errors, targets")
+    s.add_argument("results", help="results JSONL from 'validate run'")
+    s.add_argument("--markdown", default=None, help="also write a Markdown summary here")
+    s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines")
+    s.set_defaults(run=run_report)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Run the micro-benchmarks and write the profile."""
+    from aqua_model.validate.microbench import calibrate
+
+    device = args.device or _default_device()
+    _check_device(device)
+    prof = calibrate(out_path=args.out, device=device, quick=args.quick, base=args.base)
+    print(f"wrote {args.out} (mode {prof.mode})")
+    print(prof.describe())
+    return 0
+
+
+def run_cases_cmd(args: argparse.Namespace) -> int:
+    """Measure the case grid against both prediction modes."""
+    from aqua_model.hardware import load
+    from aqua_model.validate.cases import cpu_grid, gpu_grid
+    from aqua_model.validate.runner import Measurer, run_cases
+    from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS
+
+    device = args.device or _default_device()
+    _check_device(device)
+    calibrated = load(args.profile)
+    if calibrated.calibration is None:
+        raise ValueError(f"--profile must be a calibrated profile (mode = 'calibrated'), got {args.profile!r} in mode {calibrated.mode!r}")
+    base = args.datasheet or _calibration_base(args.profile)
+    if not base:
+        raise ValueError("the calibrated profile names no base datasheet profile; pass --datasheet")
+    datasheet = load(base)
+    if args.max_cases is not None and args.max_cases < 1:
+        raise ValueError(f"--max-cases must be >= 1, got {args.max_cases}")
+    cases = cpu_grid() if (args.cpu_small or device == "cpu") else gpu_grid()
+    measurer = Measurer(device, warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
+                        rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS)
+    counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
+                       measure=measurer, deadline_s=args.deadline_s, max_cases=args.max_cases,
+                       progress=not args.no_progress)
+    measurer.release()
+    print("cases: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Print the report and write the Markdown summary."""
+    from aqua_model.validate.report import render_text, report_file
+
+    rep = report_file(args.results, markdown=args.markdown)
+    print(render_text(rep, per_case=not args.no_cases))
+    if args.markdown:
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def _calibration_base(path: str) -> str | None:
+    """The ``base`` datasheet key a calibrated profile was built on ([calibration] base)."""
+    import tomllib
+
+    with open(path, "rb") as fh:
+        base = tomllib.load(fh).get("calibration", {}).get("base")
+    return base if isinstance(base, str) and base else None
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``)."""
+    parser = argparse.ArgumentParser(prog="aqua-model")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser(sub, "validate")
+    args = parser.parse_args(["validate", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"aqua-model validate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

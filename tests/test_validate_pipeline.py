@@ -1,0 +1,54 @@
+"""CPU mode of the validation suite: calibrate --quick, run the tiny grid, report (as CI runs it)."""
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+from aqua_model.commands.validate_cmd import main  # noqa: E402
+from aqua_model.hardware import load  # noqa: E402
+
+
+def test_cpu_pipeline_end_to_end(tmp_path, capsys):
+    t0 = time.monotonic()
+    profile = tmp_path / "cpu-calibrated.toml"
+    assert main(["calibrate", "--out", str(profile), "--device", "cpu", "--quick"]) == 0
+    prof = load(profile)
+    assert prof.mode == "calibrated:cpu-calibrated" and prof.calibration["torch"]
+    assert set(prof.size_tables) == {"contiguous", "strided", "gather"}
+    assert prof.launch_overhead_s > 0
+
+    results = tmp_path / "validation.jsonl"
+    assert main(["run", "--profile", str(profile), "--out", str(results), "--device", "cpu", "--cpu-small",
+                 "--no-progress", "--rep-ms", "2", "--warmup-ms", "1"]) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    statuses = {r["status"] for r in rows}
+    assert statuses <= {"ok", "unsupported", "skipped"}, [r["error"] for r in rows if r["status"] == "error"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["plan"] for r in ok} >= {"dense-fused", "dense-eager", "aqua-eager", "aqua-fused"}
+    for r in ok:
+        assert r["measured_s"] > 0 and r["measured_iqr_s"] >= 0
+        assert r["predicted_datasheet_s"] > 0 and r["predicted_calibrated_s"] > 0
+        assert r["calibrated_mode"] == "calibrated:cpu-calibrated" and r["datasheet_mode"] == "datasheet"
+        assert r["check_rel_error"] < 0.05
+        assert all(k["measured_s"] > 0 for k in r["kernels"])
+    n_before = len(rows)
+    assert main(["run", "--profile", str(profile), "--out", str(results), "--device", "cpu", "--no-progress"]) == 0
+    assert len(results.read_text().splitlines()) == n_before  # everything done: nothing re-run
+
+    md = tmp_path / "summary.md"
+    capsys.readouterr()
+    assert main(["report", str(results), "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "targets (all measured cases, calibrated mode)" in out and "Spearman" in out
+    text = md.read_text()
+    assert "## Error of predicted speedup over dense-fused" in text and "## Every case" in text
+    assert time.monotonic() - t0 < 120
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["run", "--profile", "h200", "--out", str(tmp_path / "r.jsonl"), "--device", "cpu"]) == 2
+    assert "calibrated profile" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
