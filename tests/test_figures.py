@@ -74,7 +74,8 @@ def measured_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows.append({**_row("aqua-fused", 8192, 32, 1e-4), "status": "skipped", "measured_s": None})
     (folder / "validation.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     kern = [{"context": n, "k": 32, "batch": SHAPE.batch, "heads_q": SHAPE.heads_q, "heads_kv": SHAPE.heads_kv,
-             "dense_sdpa_s": 1e-4, "aqua_fused_s": 0.8e-4, "dense_triton_s": 1.1e-4} for n in (8192, 65536)]
+             "dense_sdpa_s": 1e-4, "aqua_fused_s": 0.8e-4, "dense_triton_s": 1.1e-4,
+             "aqua_fused_group_s": None if n == 8192 else 0.5e-4} for n in (8192, 65536)]
     (folder / "decode_kernels.jsonl").write_text("\n".join(json.dumps(r) for r in kern) + "\n")
     toml = (ROOT / "aqua_model" / "hardware" / "data" / "h200-sxm.toml").read_text()
     toml = toml.replace('mode = "datasheet"', 'mode = "calibrated"')
@@ -138,7 +139,9 @@ def test_speedup_lines_with_measurements(measured_root: Path) -> None:
     meas = catalog.speedup_measurements(measured_root)
     val = sorted((m["context"], m["speedup"]) for m in meas if m["source"] == "validation")
     assert val == [(2048, pytest.approx(1 / 0.9)), (32768, pytest.approx(1 / 0.9))]
-    assert sorted(m["context"] for m in meas if m["source"] == "decode_kernels") == [8192, 65536]
+    # group-selection time when measured (the model's default selection), else the per-head kernel
+    assert sorted((m["context"], m["speedup"]) for m in meas if m["source"] == "decode_kernels") == [
+        (8192, pytest.approx(1.25)), (65536, pytest.approx(2.0))]
     data = speedup.speedup_lines_data(ks=(32, 96), calibrated=calibrated_profile(measured_root), measured=meas)
     assert data.calibrated is not None
     fig = speedup.speedup_lines_figure(data)

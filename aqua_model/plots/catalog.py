@@ -15,7 +15,7 @@ from aqua_model.hardware import load as load_hardware
 
 from . import breakdown, breakeven, memory, parity, roofline, speedup
 from . import register
-from .measured import calibrated_profile, decode_kernel_rows, matches, measured_speedups, validation_rows
+from .measured import calibrated_profile, decode_kernel_rows, fused_kernel_time, matches, measured_speedups, validation_rows
 from .style import savefig
 
 #: The device every GPU figure is drawn for (and whose measurements it reads).
@@ -44,7 +44,7 @@ def speedup_measurements(root: Path, shape: speedup.Shape = SHAPE) -> list[dict[
     sel = {"batch": shape.batch, "heads_q": shape.heads_q, "heads_kv": shape.heads_kv}
     out = [{"context": r["context"], "k": r["k"], "speedup": r["speedup"], "source": "validation"}
            for r in measured_speedups(validation_rows(root, GPU)) if matches(r, d=shape.d, **sel)]
-    out += [{"context": r["context"], "k": r["k"], "speedup": r["dense_sdpa_s"] / r["aqua_fused_s"], "source": "decode_kernels"}
+    out += [{"context": r["context"], "k": r["k"], "speedup": r["dense_sdpa_s"] / fused_kernel_time(r), "source": "decode_kernels"}
             for r in decode_kernel_rows(root, GPU) if matches(r, **sel) and r.get("d", shape.d) == shape.d]
     return out
 

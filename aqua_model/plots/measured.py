@@ -29,8 +29,8 @@ DEFAULT_DEVICE = "h200"
 RESULTS_DIR = Path("validation") / "results"
 VALIDATION_FILE = "validation.jsonl"
 DECODE_KERNELS_FILE = "decode_kernels.jsonl"
-#: Row statuses that carry no usable measurement.
-UNUSABLE_STATUSES = frozenset({"skipped", "skip", "error", "failed_to_run", "oom", "crashed"})
+#: The runner's status of a measured case (aqua_model.validate.runner.STATUSES: ok, oom, unsupported, skipped, error).
+OK_STATUS = "ok"
 #: The note a figure shows when its measured layer is absent.
 NO_MEASUREMENTS = "no measurements committed"
 
@@ -61,8 +61,8 @@ def _positive(x: Any) -> bool:
 
 
 def usable(row: Mapping[str, Any]) -> bool:
-    """True when a validation row holds a positive measured time and a usable status."""
-    return str(row.get("status", "ok")).lower() not in UNUSABLE_STATUSES and _positive(row.get("measured_s"))
+    """True when a validation row has status "ok" and a positive measured time."""
+    return row.get("status") == OK_STATUS and _positive(row.get("measured_s"))
 
 
 def validation_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, Any]]:
@@ -74,6 +74,13 @@ def decode_kernel_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[st
     """Rows of ``decode_kernels.jsonl`` with positive SDPA and fused-AQUA times ([] when absent)."""
     rows = read_jsonl(results_dir(root, device) / DECODE_KERNELS_FILE)
     return [r for r in rows if _positive(r.get("dense_sdpa_s")) and _positive(r.get("aqua_fused_s"))]
+
+
+def fused_kernel_time(row: Mapping[str, Any]) -> float:
+    """The fused AQUA kernel time of a decode_kernels row matching the model's default GQA
+    selection ("group": the g heads of a KV group share k dims) when measured, else per-head."""
+    group = row.get("aqua_fused_group_s")
+    return float(group) if _positive(group) else float(row["aqua_fused_s"])
 
 
 def calibrated_profile(root: Path, device: str = DEFAULT_DEVICE) -> HardwareProfile | None:
