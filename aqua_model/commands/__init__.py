@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import breakeven_cmd, compare_cmd, costs_cmd, hardware_cmd, report_cmd, simulate_cmd
+from . import breakeven_cmd, compare_cmd, costs_cmd, figures_cmd, hardware_cmd, report_cmd, simulate_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "report": report_cmd,
@@ -14,4 +14,5 @@ COMMANDS: dict[str, ModuleType] = {
     "simulate": simulate_cmd,
     "hardware": hardware_cmd,
     "compare": compare_cmd,
+    "figures": figures_cmd,
 }
