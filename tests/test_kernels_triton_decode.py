@@ -101,7 +101,9 @@ def test_bad_arguments() -> None:
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
-@pytest.mark.parametrize("selection,select_in", [("per-head", "kernel"), ("group", "kernel"), ("per-head", "torch")])
+@pytest.mark.parametrize(
+    "selection,select_in", [("per-head", "kernel"), ("group", "kernel"), ("per-head", "torch"), ("group", "prepass")]
+)
 def test_interpreter_matches_reference(selection: str, select_in: str) -> None:
     q, kT, v = _inputs(3, B=2, hq=4, hkv=2, N=150, d=32, m=24)
     out = torch.full((2, 4, 32), float("nan"))
@@ -128,7 +130,7 @@ GPU_CASES = [
 @pytest.mark.skipif(not GPU, reason="needs CUDA and triton")
 @pytest.mark.parametrize("B,hq,hkv,N,d,m,k_keep", GPU_CASES)
 @pytest.mark.parametrize("selection", ["per-head", "group"])
-@pytest.mark.parametrize("select_in", ["kernel", "torch"])
+@pytest.mark.parametrize("select_in", ["kernel", "prepass", "torch"])
 def test_gpu_aqua_bf16_matches_fp32_reference(B, hq, hkv, N, d, m, k_keep, selection, select_in) -> None:
     q, kT, v = _inputs(4 + N, B=B, hq=hq, hkv=hkv, N=N, d=d, m=m, dtype=torch.bfloat16, device="cuda")
     out = torch.full((B, hq, d), float("nan"), dtype=torch.bfloat16, device="cuda")

@@ -29,6 +29,7 @@ Usage: PYTHONPATH=. python3 validation/bench_decode_kernels.py [--out PATH] [--s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -46,13 +47,10 @@ from aqua_model.kernels import triton_decode as td
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = "validation/results/h200/decode_kernels.jsonl"
-CANDIDATES = [  # (block_n, num_warps, num_stages, programs_per_sm)
-    (64, 4, 3, 8),
-    (64, 4, 3, 16),
-    (128, 8, 3, 8),
-    (64, 4, 4, 8),
-    (32, 4, 4, 16),
-]
+# Tuning, two stages: the compiled shapes (block_n, num_warps, num_stages) at 8 programs per SM,
+# then the split count (programs per SM) for the best shape. Each trial is a short do_bench run.
+SHAPES = [(64, 4, 3), (64, 4, 4), (128, 8, 3), (128, 4, 2), (32, 4, 4)]
+PROGRAMS_PER_SM = [4, 6, 8, 12, 16, 24, 32]
 TIMING_METHOD = (
     "triton.testing.do_bench: CUDA events, median and quartiles over reps; L2 flushed by do_bench's "
     "256 MB memset before every rep; working sets >= 134 MB (L2 60 MB)"
@@ -152,21 +150,29 @@ def time_sdpa(timer: Timer, q4, k, v, g: int, rep_ms: int) -> dict[str, tuple[fl
     return results
 
 
+FAST = False  # --fast-tune
+FAST_SHAPES = [(64, 4, 3), (64, 4, 4), (128, 4, 2)]
+FAST_PROGRAMS_PER_SM = [8, 16]
+
+
 def tune(timer: Timer, make: Callable[[td.DecodeConfig], Callable[[], object]], quick_ms: int, rep_ms: int):
     """Best config by a short run of each candidate, then a full run of the best."""
-    trials = []
-    for bn, nw, ns, pps in CANDIDATES:
-        cfg = td.DecodeConfig(block_n=bn, num_warps=nw, num_stages=ns, programs_per_sm=pps)
-        try:
-            t, _, _ = timer(make(cfg), quick_ms)
-        except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory for this config
-            log(f"    config {cfg} failed: {str(exc).splitlines()[0][:100]}")
-            continue
-        trials.append((t, cfg))
-    if not trials:
-        raise RuntimeError("no launch configuration ran")
-    trials.sort(key=lambda x: x[0])
-    best = trials[0][1]
+    def run(cfgs):
+        trials = []
+        for cfg in cfgs:
+            try:
+                t, _, _ = timer(make(cfg), quick_ms)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory for this config
+                log(f"    config {cfg_str(cfg)} failed: {str(exc).splitlines()[0][:100]}")
+                continue
+            trials.append((t, cfg))
+        if not trials:
+            raise RuntimeError("no launch configuration ran")
+        return min(trials, key=lambda x: x[0])[1]
+
+    shapes, pps = (FAST_SHAPES, FAST_PROGRAMS_PER_SM) if FAST else (SHAPES, PROGRAMS_PER_SM)
+    shape = run([td.DecodeConfig(block_n=bn, num_warps=nw, num_stages=ns, programs_per_sm=8) for bn, nw, ns in shapes])
+    best = run([dataclasses.replace(shape, programs_per_sm=p) for p in pps])
     return timer(make(best), rep_ms), best
 
 
@@ -201,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", type=int, nargs="*", default=None)
     ap.add_argument("--rep-ms", type=int, default=150)
     ap.add_argument("--quick-ms", type=int, default=15)
+    ap.add_argument("--profile-one", action="store_true", help="run each kernel once at one shape (for ncu)")
+    ap.add_argument("--fast-tune", action="store_true", help="fewer launch configurations in the tuning")
+    ap.add_argument("--heads-kv", type=int, nargs="*", default=None)
     args = ap.parse_args(argv)
+    global FAST
+    FAST = args.fast_tune
+    if args.profile_one:
+        return profile_one()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not args.smoke and (device.type != "cuda" or not td.HAS_TRITON):
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         B, hq, d, contexts, ks, heads_kv_list = 8, 32, 128, [4096, 16384, 65536], [32, 64, 96, 128], [32, 8]
         copy_bytes = 4 << 30
     contexts = args.contexts or contexts
+    heads_kv_list = args.heads_kv or heads_kv_list
     ks = args.ks or ks
     copy_bw = copy_bandwidth(timer, device, copy_bytes)
     log(f"copy bandwidth (read + write): {copy_bw / 1e12:.3f} TB/s over {copy_bytes / 2**30:.1f} GiB")
@@ -262,28 +276,40 @@ def main(argv: list[str] | None = None) -> int:
                     def fused(cfg, selection="per-head", **kw):
                         return lambda: td.aqua_decode(q, kT, v, k_keep=kk, selection=selection, config=cfg, out=out_buf, **kw)
 
-                    a_t, a_cfg = tune(timer, fused, args.quick_ms, args.rep_ms)
-                    topk_t = timer(fused(a_cfg, select_in="torch"), args.rep_ms)
+                    in_t, in_cfg = tune(timer, fused, args.quick_ms, args.rep_ms)
+                    pre_t, pre_cfg = tune(timer, lambda cfg: fused(cfg, select_in="prepass"), args.quick_ms, args.rep_ms)
+                    # aqua_fused: the faster of the two ways to select inside Triton (both include selection)
+                    a_t, a_cfg, a_sel = (in_t, in_cfg, "kernel") if in_t[0] <= pre_t[0] else (pre_t, pre_cfg, "prepass")
+                    topk_t = timer(fused(pre_cfg, select_in="torch"), args.rep_ms)
                     idx = torch.topk(q.float().abs(), kk, dim=-1).indices.to(torch.int32).contiguous()
-                    kern_t = timer(fused(a_cfg, indices=idx), args.rep_ms)
+                    kern_t = timer(fused(pre_cfg, indices=idx), args.rep_ms)
                     q_raw = q  # rotation variant: q is treated as unrotated and rotated by P in the wrapper
                     rot_t = timer(
-                        lambda: td.aqua_decode(q_raw, kT, v, P, k_keep=kk, config=a_cfg, out=out_buf), args.rep_ms
+                        lambda: td.aqua_decode(q_raw, kT, v, P, k_keep=kk, select_in=a_sel, config=a_cfg, out=out_buf),
+                        args.rep_ms,
                     )
                     grp_t = grp_cfg = None
+                    grp_sel = None
                     if g > 1:
-                        grp_t, grp_cfg = tune(timer, lambda cfg: fused(cfg, "group"), args.quick_ms, args.rep_ms)
+                        gk_t, gk_cfg = tune(timer, lambda cfg: fused(cfg, "group"), args.quick_ms, args.rep_ms)
+                        gp_t, gp_cfg = tune(
+                            timer, lambda cfg: fused(cfg, "group", select_in="prepass"), args.quick_ms, args.rep_ms
+                        )
+                        grp_t, grp_cfg, grp_sel = (gk_t, gk_cfg, "kernel") if gk_t[0] <= gp_t[0] else (gp_t, gp_cfg, "prepass")
                     aqua_rows = union_rows(q, kk, g)
                     aqua_bytes = N * esize * (aqua_rows + B * hkv * d)  # aqua_rows is summed over B already
                     group_bytes = B * hkv * N * esize * (kk + d)
                     # correctness of the timed AQUA kernels (every size at k=32; all k at the smallest N)
                     errs: dict[str, float] = {}
                     if N == contexts[0] or kk == ks[0]:
-                        for sel, cfg in (("per-head", a_cfg), ("group", grp_cfg or a_cfg)):
+                        for sel, cfg, where in (("per-head", a_cfg, a_sel), ("group", grp_cfg or a_cfg, grp_sel or a_sel)):
                             if sel == "group" and g == 1:
                                 continue
                             poisoned = torch.full_like(out_buf, float("nan"))
-                            got = td.aqua_decode(q, kT, v, k_keep=kk, selection=sel, config=cfg, out=poisoned, poison_workspace=True)
+                            got = td.aqua_decode(
+                                q, kT, v, k_keep=kk, selection=sel, select_in=where, config=cfg, out=poisoned,
+                                poison_workspace=True,
+                            )
                             want = ref.aqua_attention_rotated(
                                 q4.float(), kT.float().transpose(-1, -2), v.float(), k_keep=kk, selection=sel
                             )[:, :, 0]
@@ -296,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                         "dense_sdpa_s": base[0], "dense_sdpa_iqr_s": base[2] - base[1], "sdpa_backend": base_name,
                         "sdpa_all_s": {n: (r[0] if isinstance(r, tuple) else r) for n, r in sd.items()},
                         "aqua_fused_s": a_t[0], "aqua_fused_iqr_s": a_t[2] - a_t[1], "aqua_fused_config": cfg_str(a_cfg),
-                        "aqua_fused_selection": "per-head, top-k in kernel, q^ given",
+                        "aqua_fused_selection": f"per-head, top-k in Triton ({a_sel}), q^ given",
+                        "aqua_select_in_kernel_s": in_t[0], "aqua_select_in_kernel_config": cfg_str(in_cfg),
+                        "aqua_select_prepass_s": pre_t[0], "aqua_select_prepass_config": cfg_str(pre_cfg),
+                        "aqua_fused_group_select": grp_sel,
                         "aqua_fused_group_s": None if grp_t is None else grp_t[0],
                         "aqua_fused_group_iqr_s": None if grp_t is None else grp_t[2] - grp_t[1],
                         "aqua_fused_group_config": None if grp_cfg is None else cfg_str(grp_cfg),
@@ -327,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     log(
-                        f"  k={kk}: aqua {a_t[0] * 1e3:.4f} ms ({cfg_str(a_cfg)}), torch-topk {topk_t[0] * 1e3:.4f}, "
+                        f"  k={kk}: aqua {a_t[0] * 1e3:.4f} ms ({a_sel}, {cfg_str(a_cfg)}; in-kernel {in_t[0] * 1e3:.4f}, "
+                        f"prepass {pre_t[0] * 1e3:.4f}), torch-topk {topk_t[0] * 1e3:.4f}, "
                         f"kernel-only {kern_t[0] * 1e3:.4f}, rotate-q {rot_t[0] * 1e3:.4f}"
                         + ("" if grp_t is None else f", group {grp_t[0] * 1e3:.4f} ({cfg_str(grp_cfg)})")
                     )
@@ -348,6 +378,34 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         log("CORRECTNESS FAILURES:", *failures, sep="\n  ")
         return 1
+    return 0
+
+
+def profile_one() -> int:
+    """Each kernel once, MHA B=8 H=32 N=16K d=128 bf16, for a profiler (ncu) to read counters.
+
+    Launch order (ncu IDs follow it after the randn kernels): SDPA default, dense Triton, then
+    per k in (32, 96): AQUA fused (in-kernel top-k) under two configs, AQUA with given indices.
+    """
+    dev = torch.device("cuda")
+    B, hq, N, d = 8, 32, 16384, 128
+    q = torch.randn(B, hq, d, device=dev, dtype=torch.bfloat16)
+    k_tok = torch.randn(B, hq, N, d, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(B, hq, N, d, device=dev, dtype=torch.bfloat16)
+    kT = torch.randn(B, hq, d, N, device=dev, dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    log("profile: sdpa")
+    F.scaled_dot_product_attention(q[:, :, None], k_tok, v)
+    log("profile: dense triton bn64-w4-s3-pps16")
+    td.dense_decode(q, k_tok, v, config=td.DecodeConfig(64, 4, 3, 16))
+    for kk in (32, 96):
+        for cfg in (td.DecodeConfig(64, 4, 4, 8), td.DecodeConfig(128, 4, 2, 8)):
+            log(f"profile: aqua fused k={kk} {cfg_str(cfg)}")
+            td.aqua_decode(q, kT, v, k_keep=kk, config=cfg)
+        idx = torch.topk(q.float().abs(), kk, dim=-1).indices.to(torch.int32).contiguous()
+        log(f"profile: aqua given indices k={kk} bn64-w4-s4-pps8")
+        td.aqua_decode(q, kT, v, k_keep=kk, indices=idx, config=td.DecodeConfig(64, 4, 4, 8))
+    torch.cuda.synchronize()
     return 0
 
 

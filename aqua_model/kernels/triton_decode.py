@@ -43,7 +43,7 @@ except Exception:  # pragma: no cover - depends on the machine
     HAS_TRITON = False
 
 SELECTIONS = ("per-head", "group")
-SELECT_WHERE = ("kernel", "torch")
+SELECT_WHERE = ("kernel", "prepass", "torch")
 _MODE_DENSE, _MODE_GIVEN, _MODE_SELECT = 0, 1, 2
 _ROWS = 16  # query rows per program, padded to the smallest tensor-core tile
 
@@ -107,6 +107,35 @@ if HAS_TRITON:
         return m_new, l_i, acc
 
     @triton.jit
+    def _rank_select(q_base, head_ok, slots, M_KEY: tl.constexpr, M_PAD: tl.constexpr):
+        """Coordinate of rank s (by summed |q^| over the served heads, ties to the lower index)."""
+        dims = tl.arange(0, M_PAD)
+        qa = tl.load(q_base[:, None] + dims[None, :], mask=head_ok[:, None] & (dims < M_KEY)[None, :], other=0.0)
+        mag = tl.sum(tl.abs(qa.to(tl.float32)), axis=0)  # [M_PAD]
+        mag = tl.where(dims < M_KEY, mag, -1.0)  # padding is never selected
+        mi = mag[:, None]
+        mj = mag[None, :]
+        beats = (mj > mi) | ((mj == mi) & (dims[None, :] < dims[:, None]))
+        rank = tl.sum(beats.to(tl.int32), axis=1)  # [M_PAD], a permutation of 0..M_PAD-1
+        onehot = rank[None, :] == slots[:, None]  # [KK_PAD, M_PAD]
+        return tl.sum(tl.where(onehot, dims[None, :], 0), axis=1)  # [KK_PAD]
+
+    @triton.jit
+    def _select_kernel(
+        q_ptr, idx_ptr, k_keep, units, stride_qb, stride_qh, stride_ib, stride_ih,
+        G: tl.constexpr, ROWS: tl.constexpr, M_KEY: tl.constexpr, M_PAD: tl.constexpr, KK_PAD: tl.constexpr,
+    ):
+        """Pre-pass: the kept coordinates of one selection unit, written as int32 [k_keep]."""
+        pid = tl.program_id(0)
+        b = (pid // units).to(tl.int64)
+        unit = pid % units
+        rows = tl.arange(0, ROWS)
+        q_base = q_ptr + b * stride_qb + (unit * G + rows) * stride_qh
+        slots = tl.arange(0, KK_PAD)
+        idx = _rank_select(q_base, rows < G, slots, M_KEY, M_PAD)
+        tl.store(idx_ptr + b * stride_ib + unit * stride_ih + slots, idx, mask=slots < k_keep)
+
+    @triton.jit
     def _split_kernel(
         q_ptr, k_ptr, v_ptr, idx_ptr, part_acc_ptr, part_ml_ptr,
         N, chunk, k_keep, group, heads_q, units, num_splits, scale_log2,
@@ -136,16 +165,7 @@ if HAS_TRITON:
             row_valid = slots < k_keep
             idx = tl.load(idx_ptr + b * stride_ib + unit * stride_ih + slots, mask=row_valid, other=0)
         else:  # select in the kernel: rank of each coordinate by (summed) |q^|
-            dims = tl.arange(0, M_PAD)
-            qa = tl.load(q_base[:, None] + dims[None, :], mask=head_ok[:, None] & (dims < M_KEY)[None, :], other=0.0)
-            mag = tl.sum(tl.abs(qa.to(tl.float32)), axis=0)  # [M_PAD]
-            mag = tl.where(dims < M_KEY, mag, -1.0)  # padding is never selected
-            mi = mag[:, None]
-            mj = mag[None, :]
-            beats = (mj > mi) | ((mj == mi) & (dims[None, :] < dims[:, None]))
-            rank = tl.sum(beats.to(tl.int32), axis=1)  # [M_PAD], a permutation of 0..M_PAD-1
-            onehot = rank[None, :] == slots[:, None]  # [KK_PAD, M_PAD]
-            idx = tl.sum(tl.where(onehot, dims[None, :], 0), axis=1)  # slot s -> coordinate of rank s
+            idx = _rank_select(q_base, head_ok, slots, M_KEY, M_PAD)
             row_valid = slots < k_keep
 
         q_sel = tl.load(q_base[:, None] + idx[None, :], mask=head_ok[:, None] & row_valid[None, :], other=0.0)
@@ -333,7 +353,8 @@ def aqua_decode(
     q [B, H_q, d] or [B, H_q, 1, d]: the query (already rotated when P is None, else rotated
     here by P [d, d] / [H_kv, d, d]). k_dimmajor [B, H_kv, m, N]: rotated keys, m <= d stored
     coordinates. v [B, H_kv, N, d_v]. k_keep: coordinates kept (1..m); selection "per-head" or
-    "group"; select_in "kernel" (rank counting inside pass 1) or "torch" (torch.topk first).
+    "group"; select_in "kernel" (rank counting inside pass 1), "prepass" (the same ranking in
+    a small Triton kernel launched first: fewer registers in pass 1) or "torch" (torch.topk).
     indices: optional precomputed kept coordinates, int32 [B, H_q, k_keep] ("per-head") or
     [B, H_kv, k_keep] ("group"), e.g. to time the kernel without its selection step.
     scale defaults to 1/sqrt(d). Returns [B, H_q, d_v] (or [B, H_q, 1, d_v]) in q's dtype.
@@ -380,6 +401,16 @@ def aqua_decode(
     mode = _MODE_SELECT
     if indices is not None:
         idx, mode = indices.contiguous(), _MODE_GIVEN
+    elif select_in == "prepass":
+        units = hq // g_serve
+        idx = torch.empty(B, units, k_keep, dtype=torch.int32, device=q3.device)
+        m_pad = max(16, _next_pow2(m))
+        _select_kernel[(B * units,)](
+            q3, idx, k_keep, units, q3.stride(0), q3.stride(1), idx.stride(0), idx.stride(1),
+            G=g_serve, ROWS=max(_ROWS, _next_pow2(g_serve)), M_KEY=m, M_PAD=m_pad,
+            KK_PAD=max(16, _next_pow2(k_keep)), num_warps=4,
+        )
+        mode = _MODE_GIVEN
     elif select_in == "torch":
         mag = q3[..., :m].abs().float()
         if g_serve > 1:
