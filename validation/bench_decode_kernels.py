@@ -10,9 +10,11 @@ What it does, in one process:
          backend that accepts the inputs (default dispatch, flash, efficient, cudnn); the
          baseline is the fastest one, named in the row;
        - the dense split-N Triton control (token-major K, one program per KV group);
-       - fused AQUA, per-head selection, top-k inside the kernel (q^ given: P folded into
-         W_q), and its variants: group-shared selection (GQA), torch.topk before the kernel,
-         precomputed indices (kernel alone), and q rotated by P in the wrapper;
+       - fused AQUA, per-head selection, top-k in Triton (q^ given: P folded into W_q), both
+         inside pass 1 ("kernel") and as a small pre-pass kernel ("prepass"); aqua_fused_s is
+         the faster of the two (named in the row); and its variants: group-shared selection
+         (GQA), torch.topk before the kernel, precomputed indices (kernel alone), and q rotated
+         by P in the wrapper;
      each Triton kernel over a few launch configurations (short runs), then the best one again;
   3. checks correctness against the float32 reference on the bench shapes (bf16 relative
      error <= 1e-2, no NaN, output and split workspace poisoned with NaN before the run);
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     def fused(cfg, selection="per-head", **kw):
                         return lambda: td.aqua_decode(q, kT, v, k_keep=kk, selection=selection, config=cfg, out=out_buf, **kw)
 
-                    in_t, in_cfg = tune(timer, fused, args.quick_ms, args.rep_ms)
+                    in_t, in_cfg = tune(timer, lambda cfg: fused(cfg, select_in="kernel"), args.quick_ms, args.rep_ms)
                     pre_t, pre_cfg = tune(timer, lambda cfg: fused(cfg, select_in="prepass"), args.quick_ms, args.rep_ms)
                     # aqua_fused: the faster of the two ways to select inside Triton (both include selection)
                     a_t, a_cfg, a_sel = (in_t, in_cfg, "kernel") if in_t[0] <= pre_t[0] else (pre_t, pre_cfg, "prepass")
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                     grp_t = grp_cfg = None
                     grp_sel = None
                     if g > 1:
-                        gk_t, gk_cfg = tune(timer, lambda cfg: fused(cfg, "group"), args.quick_ms, args.rep_ms)
+                        gk_t, gk_cfg = tune(timer, lambda cfg: fused(cfg, "group", select_in="kernel"), args.quick_ms, args.rep_ms)
                         gp_t, gp_cfg = tune(
                             timer, lambda cfg: fused(cfg, "group", select_in="prepass"), args.quick_ms, args.rep_ms
                         )
@@ -401,7 +403,7 @@ def profile_one() -> int:
     for kk in (32, 96):
         for cfg in (td.DecodeConfig(64, 4, 4, 8), td.DecodeConfig(128, 4, 2, 8)):
             log(f"profile: aqua fused k={kk} {cfg_str(cfg)}")
-            td.aqua_decode(q, kT, v, k_keep=kk, config=cfg)
+            td.aqua_decode(q, kT, v, k_keep=kk, select_in="kernel", config=cfg)
         idx = torch.topk(q.float().abs(), kk, dim=-1).indices.to(torch.int32).contiguous()
         log(f"profile: aqua given indices k={kk} bn64-w4-s4-pps8")
         td.aqua_decode(q, kT, v, k_keep=kk, indices=idx, config=td.DecodeConfig(64, 4, 4, 8))
