@@ -14,6 +14,8 @@ from .costs.flops import COMPONENTS
 REPORT_HEAD_DIMS = (64, 128, 256)
 #: Kept fractions k/d of the report; 3/4 is the paper's operating point (96 of 128).
 REPORT_KEEP_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 0.875)
+#: Table entry for a break-even that does not exist (AQUA never needs fewer FLOPs).
+NEVER = "never"
 #: The AQUA paper's operating point on Llama-3.1-8B.
 PAPER_D, PAPER_K = 128, 96
 
@@ -35,8 +37,8 @@ def breakeven_rows(
             pre = breakeven(d, k, g=g, phase="prefill", convention=conv)
             rows.append({
                 "d": d, "k": k, "g": g, "reduction": f"{dec.reduction:.1%}",
-                "decode_N_star": None if dec.never else round(dec.n_star, 2), "decode_N_min": dec.n_min,
-                "prefill_T_star": None if pre.never else round(pre.n_star, 2), "prefill_T_min": pre.n_min,
+                "decode_N_star": NEVER if dec.never else round(dec.n_star, 2), "decode_N_min": dec.n_min or NEVER,
+                "prefill_T_star": NEVER if pre.never else round(pre.n_star, 2), "prefill_T_min": pre.n_min or NEVER,
                 "convention": conv.label(),
             })
     return rows

@@ -11,7 +11,7 @@ from typing import Any
 
 def _cell(value: Any) -> str:
     if value is None:
-        return "never"
+        return ""
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
