@@ -49,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds")
     r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site (ms)")
     r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site (ms)")
+    r.add_argument("--eager", action="store_true",
+                   help="time eager launches only (default on CUDA: CUDA-graph replays, plus the eager total)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(run=run_cases_cmd)
 
@@ -91,7 +93,7 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-cases must be >= 1, got {args.max_cases}")
     cases = cpu_grid() if (args.cpu_small or device == "cpu") else gpu_grid()
     measurer = Measurer(device, warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
-                        rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS)
+                        rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS, graph=not args.eager)
     counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
                        measure=measurer, deadline_s=args.deadline_s, max_cases=args.max_cases,
                        progress=not args.no_progress)

@@ -3,8 +3,9 @@
 Measured on the device at hand, each with :func:`aqua_model.validate.timing.time_fn` (the
 same timer, warm-up and L2 flush as the validation cases):
 
-* launch overhead: the timed call of a one-element in-place add (what one kernel costs when it
-  moves nothing), and the back-to-back dispatch interval of such adds;
+* launch overhead: the timed call (a CUDA-graph replay) of a one-element in-place add (what one
+  kernel costs on the device when it moves nothing), and the eager back-to-back dispatch
+  interval of such adds (the host's launch rate, kept for reference);
 * memory bandwidth against transfer size: read-only (a float32-accumulated sum) and copy
   (``dst.copy_(src)``, bytes read plus bytes written);
 * strided sub-row reads: the first d/4 channels of a token-major [M, d] tensor through a
@@ -101,8 +102,8 @@ class Calibration:
     method: str = ""
 
 
-def _t(fn: Callable[[], Any], device: str) -> float:
-    return time_fn(fn, device=device, warmup_ms=BENCH_WARMUP_MS, rep_ms=BENCH_REP_MS).median_s
+def _t(fn: Callable[[], Any], device: str, *, graph: bool = True) -> float:
+    return time_fn(fn, device=device, warmup_ms=BENCH_WARMUP_MS, rep_ms=BENCH_REP_MS, graph=graph).median_s
 
 
 def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = True) -> Calibration:
@@ -129,7 +130,7 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
         for _ in range(DISPATCH_BURST):
             tiny.add_(1.0)
 
-    cal.dispatch_interval_s = _t(burst, device) / DISPATCH_BURST
+    cal.dispatch_interval_s = _t(burst, device, graph=False) / DISPATCH_BURST  # host launch rate: eager
     say(f"launch overhead {cal.launch_s * 1e6:.2f} us, dispatch interval {cal.dispatch_interval_s * 1e6:.2f} us")
 
     for nbytes in SIZES_BYTES[key]:
@@ -174,7 +175,7 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
     say("topk: " + ", ".join(f"{r}x{n}: {t * 1e6:.1f} us" for r, n, _, t in cal.topk))
 
     tf32 = bool(torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else False
-    cal.method = (f"aqua_model.validate.microbench, timer {'triton do_bench with L2 flush' if device == 'cuda' else 'perf_counter'}, "
+    cal.method = (f"aqua_model.validate.microbench, timer {'triton do_bench of CUDA-graph replays with L2 flush' if device == 'cuda' else 'perf_counter'}, "
                   f"warm-up {BENCH_WARMUP_MS} ms, repeats {BENCH_REP_MS} ms, median; random inputs; "
                   f"{'quick' if quick else 'full'} size set; fp32 matmul allow_tf32={tf32}")
     return cal

@@ -143,6 +143,8 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
         pairs = [(r, _pred(r, m)) for r in ok if _pred(r, m)]
         stats[("all", m)] = error_stats([p for _, p in pairs], [r["measured_s"] for r, _ in pairs])
         for phase in sorted({r["phase"] for r in ok}):
+            sel = [(r, p) for r, p in pairs if r["phase"] == phase]
+            stats[(f"{phase} (all plans)", m)] = error_stats([p for _, p in sel], [r["measured_s"] for r, _ in sel])
             for plan in plans:
                 sel = [(r, p) for r, p in pairs if r["plan"] == plan and r["phase"] == phase]
                 if sel:
@@ -165,6 +167,10 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
     for m in modes:
         sel = [x for x in ratio_rows if x[f"predicted_speedup_{m}"]]
         ratio_stats[("all", m)] = error_stats([x[f"predicted_speedup_{m}"] for x in sel], [x["measured_speedup"] for x in sel])
+        for phase in sorted({x["phase"] for x in sel}):
+            sub = [x for x in sel if x["phase"] == phase]
+            ratio_stats[(f"{phase} (all AQUA plans)", m)] = error_stats(
+                [x[f"predicted_speedup_{m}"] for x in sub], [x["measured_speedup"] for x in sub])
         for key in sorted({f"{x['phase']}/{x['plan']}" for x in sel}):
             sub = [x for x in sel if f"{x['phase']}/{x['plan']}" == key]
             ratio_stats[(key, m)] = error_stats([x[f"predicted_speedup_{m}"] for x in sub], [x["measured_speedup"] for x in sub])
@@ -303,6 +309,7 @@ def render_markdown(rep: Report) -> str:
     lines += ["## Error per kernel (isolated kernel timings)", "",
               "Each kernel timed alone (same timer and L2 flush), against its own roofline prediction.", ""]
     lines += _stats_table(rep.kernel_stats, "plan / kernel") + [""]
+    lines += _host_overhead_lines(rep)
     lines += ["## Roofline check", ""]
     if rep.roofline_flags:
         lines.append(f"{len(rep.roofline_flags)} measurement(s) faster than the datasheet roofline allows "
@@ -329,6 +336,31 @@ def render_markdown(rep: Report) -> str:
                      f"{_ms(c['predicted_datasheet_s'])} | {_pct(c['error_datasheet'])} | {_ms(c['predicted_calibrated_s'])} | "
                      f"{_pct(c['error_calibrated'])} | {note} |")
     return "\n".join(lines) + "\n"
+
+
+def host_overhead(rep: Report) -> dict[str, tuple[int, float, float]]:
+    """Per phase/plan: (n, median eager time / graph time, median eager - graph in seconds)."""
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rep.rows:
+        e = r.get("measured_eager_s")
+        if _ok(r) and e and e > 0 and r.get("measured_eager_s") != r.get("measured_s"):
+            groups[f"{r['phase']}/{r['plan']}"].append((e, r["measured_s"]))
+    return {k: (len(v), float(np.median([e / m for e, m in v])), float(np.median([e - m for e, m in v])))
+            for k, v in sorted(groups.items())}
+
+
+def _host_overhead_lines(rep: Report) -> list[str]:
+    table = host_overhead(rep)
+    if not table:
+        return []
+    lines = ["## Host overhead (eager launches against CUDA-graph replays)", "",
+             "The cases are timed as CUDA-graph replays (device time, what the roofline predicts); each plan "
+             "was also timed launched eagerly from Python. The difference is host time (Python, torch dispatch, "
+             "Triton's launcher) that the device waits for; the model does not include it.", "",
+             "| plan | n | median eager / graph | median eager - graph (ms) |", "|---|---:|---:|---:|"]
+    for k, (n, ratio, diff) in table.items():
+        lines.append(f"| {k} | {n} | {ratio:.2f} | {diff * 1e3:.4f} |")
+    return lines + [""]
 
 
 def _f3(x: float | None) -> str:

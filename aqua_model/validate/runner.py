@@ -137,8 +137,10 @@ def is_oom(exc: BaseException) -> bool:
 class Measurer:
     """Measures cases on one device, keeping one shape's random inputs between cases."""
 
-    def __init__(self, device: str, *, warmup_ms: float = DEFAULT_WARMUP_MS, rep_ms: float = DEFAULT_REP_MS) -> None:
+    def __init__(self, device: str, *, warmup_ms: float = DEFAULT_WARMUP_MS, rep_ms: float = DEFAULT_REP_MS,
+                 graph: bool = True) -> None:
         self.device = check_choice("device", device, ("cpu", "cuda"))
+        self.graph = bool(graph)
         self.warmup_ms = check_real("warmup_ms", warmup_ms, minimum=0.0)
         self.rep_ms = check_real("rep_ms", rep_ms, minimum=0.0, strict_minimum=True)
         self._key: tuple[Any, ...] | None = None
@@ -193,16 +195,20 @@ class Measurer:
         # timing: poison again, time the whole plan, check the output after the timed calls
         if work.out is not None:
             work.out.fill_(float("nan"))
-        total = time_fn(work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
+        total = time_fn(work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph)
         if work.out is not None and not bool(torch.isfinite(work.out).all()):
             raise RuntimeError("output check failed after timing: NaN left in the output")
+        eager = total
+        if self.graph and self.device == "cuda":  # the same plan launched from Python, for the host overhead
+            eager = time_fn(work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
         kernels = {}
         for name, fn in work.kernels:
-            t = time_fn(fn, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
+            t = time_fn(fn, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph)
             kernels[name] = {"measured_s": t.median_s, "measured_iqr_s": t.iqr_s}
         return {
             "measured_s": total.median_s, "measured_iqr_s": total.iqr_s, "measured_q25_s": total.q25_s,
             "measured_q75_s": total.q75_s, "timing_method": total.method, "cache_policy": total.cache_policy,
+            "measured_eager_s": eager.median_s, "measured_eager_iqr_s": eager.iqr_s, "eager_timing_method": eager.method,
             "check_rel_error": rel, "check_fraction_close": close, "measured_kernels": kernels, "notes": work.notes,
         }
 
@@ -311,6 +317,8 @@ def make_row(case: Case, *, status: str, env: dict[str, Any], pred: dict[str, An
     row.update({
         "measured_s": m.get("measured_s"), "measured_iqr_s": m.get("measured_iqr_s"),
         "measured_q25_s": m.get("measured_q25_s"), "measured_q75_s": m.get("measured_q75_s"),
+        "measured_eager_s": m.get("measured_eager_s"), "measured_eager_iqr_s": m.get("measured_eager_iqr_s"),
+        "eager_timing_method": m.get("eager_timing_method"),
         "predicted_datasheet_s": pred.get("predicted_datasheet_s"),
         "predicted_calibrated_s": pred.get("predicted_calibrated_s"),
         "datasheet_mode": pred.get("datasheet_mode"), "calibrated_mode": pred.get("calibrated_mode"),

@@ -3,7 +3,11 @@
 CUDA: ``triton.testing.do_bench`` (CUDA events around each call; before every timed call it
 zeroes a 256 MB buffer, which flushes the H200's 60 MB L2, so each call reads its inputs from
 device memory). Without triton: the same loop written here with CUDA events and an explicit
-flush buffer. CPU: ``time.perf_counter`` around each call after warm-up calls (no cache flush:
+flush buffer. With ``graph=True`` (the default on CUDA) the function is first captured into a
+CUDA graph and the timed call is one graph replay: the device time of the kernels and the gaps
+between them, without the Python and launch-API time on the host, which for small eager
+kernels is larger than the device time and would otherwise be measured instead of the GPU.
+If capture fails the function is timed eagerly and the method says so. CPU: ``time.perf_counter`` around each call after warm-up calls (no cache flush:
 the CPU mode checks the pipeline, not the CPU's speed).
 
 Every variant returns the median and the interquartile range of the per-call times.
@@ -40,6 +44,8 @@ CACHE_POLICY = {
     "cuda-events": "l2-flush: a 256 MB buffer is zeroed before every timed call",
     "perf_counter": "none: CPU caches are not flushed",
 }
+#: Eager calls on a side stream before a graph capture (allocator and library warm-up).
+GRAPH_WARMUP_CALLS = 2
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,26 @@ def _time_do_bench(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Ti
     return Timing(med / 1e3, (q75 - q25) / 1e3, q25 / 1e3, q75 / 1e3, None, "do_bench", CACHE_POLICY["do_bench"])
 
 
+def capture_graph(fn: Callable[[], Any]) -> Any:
+    """``fn`` captured into a ``torch.cuda.CUDAGraph`` (after eager warm-up calls on a side
+    stream, as torch requires); replay it with ``.replay()``."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(GRAPH_WARMUP_CALLS):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()  # eager cached blocks cannot serve the graph's private pool
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph
+
+
 def time_fn(
     fn: Callable[[], Any],
     *,
@@ -130,12 +156,30 @@ def time_fn(
     warmup_ms: float = DEFAULT_WARMUP_MS,
     rep_ms: float = DEFAULT_REP_MS,
     prefer: str = "do_bench",
+    graph: bool = False,
 ) -> Timing:
     """Time ``fn()`` (no arguments) on ``device`` ("cpu" or "cuda"); median and IQR per call.
 
     ``prefer`` is "do_bench" (use triton's when importable) or "cuda-events" (the loop here);
-    it is ignored on the CPU. ``fn`` is called untimed at least once first (compilation).
+    ``graph`` times replays of a CUDA graph of ``fn`` (falls back to eager calls, saying so,
+    when capture fails). Both are ignored on the CPU. ``fn`` is called untimed first.
     """
+    if graph and device == "cuda":
+        import torch
+
+        try:
+            g = capture_graph(fn)
+        except Exception as exc:  # noqa: BLE001 - eager timing instead, recorded in the method
+            torch.cuda.synchronize()
+            t = time_fn(fn, device=device, warmup_ms=warmup_ms, rep_ms=rep_ms, prefer=prefer)
+            return Timing(t.median_s, t.iqr_s, t.q25_s, t.q75_s, t.calls,
+                          f"{t.method} (eager: graph capture failed: {type(exc).__name__})", t.cache_policy)
+        try:
+            t = time_fn(g.replay, device=device, warmup_ms=warmup_ms, rep_ms=rep_ms, prefer=prefer)
+        finally:
+            del g
+            torch.cuda.empty_cache()
+        return Timing(t.median_s, t.iqr_s, t.q25_s, t.q75_s, t.calls, f"{t.method} of CUDA-graph replays", t.cache_policy)
     check_choice("device", device, DEVICES)
     check_choice("prefer", prefer, ("do_bench", "cuda-events"))
     warmup_ms = check_real("warmup_ms", warmup_ms, minimum=0.0)
