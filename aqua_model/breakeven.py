@@ -19,6 +19,9 @@ from .costs.flops import PHASES, flop_terms
 from . import symbols as sym
 
 SCHEMA_VERSION = 1
+#: Largest head dimension and group size accepted (real models use d <= 256, g <= 16; the
+#: bound keeps the exact mpmath evaluation finite).
+MAX_SIZE = 1 << 20
 _PRECISION_DIGITS = 50
 _MP_MODULES = [{"log2": lambda x: mpmath.log(x, 2)}, "mpmath"]
 
@@ -101,11 +104,11 @@ class BreakEven:
 
 
 def _validate(d_: Any, k_: Any, g_: Any, phase: str) -> tuple[int, int, int, str]:
-    d_i = check_int("d", d_, minimum=1)
+    d_i = check_int("d", d_, minimum=1, maximum=MAX_SIZE)
     k_i = check_int("k", k_, minimum=1)
     if k_i > d_i:
         raise ValueError(f"k must be <= d = {d_i} (k kept dims out of d), got k={k_i}")
-    g_i = check_int("g", g_, minimum=1)
+    g_i = check_int("g", g_, minimum=1, maximum=MAX_SIZE)
     return d_i, k_i, g_i, check_choice("phase", phase, PHASES)
 
 

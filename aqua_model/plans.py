@@ -12,12 +12,16 @@ Decode plans (one new token per sequence against N cached keys):
 * ``dense-eager``      scores, softmax, value as three kernels; scores materialised.
 * ``aqua-eager``       q_proj, k_proj, topk, gather (a materialised copy of the selected
                        key dims per query head), scores, softmax, value.
-* ``aqua-fused``       q_proj, k_proj, topk, and one fused kernel that reads the selected
-                       rows of a dim-major K^T [d, N] and all of V.
+* ``aqua-fused``       q_proj, k_proj, topk, and one fused split-N kernel (plus its
+                       combine launch) that reads the selected rows of a dim-major K^T [d, N]
+                       and all of V.
+
+The eager selection ``topk`` is three launches (abs, group sum, torch.topk); a calibrated
+profile replaces its roofline time by the measured torch.topk time for its rows and length.
 * ``aqua-token-major`` the same fused kernel over a token-major K [N, d]: whole sectors.
 
 Prefill plans (T new tokens after N cached keys, causal): ``dense-fused`` (visible pairs
-only), ``dense-eager`` (the full rectangle, then masked), ``aqua-eager`` (per-query
+only), ``dense-eager`` (the full rectangle, then a mask pass over it), ``aqua-eager`` (per-query
 selection by masking q^: the matmul still spans all d dims, so no FLOP saving), and
 ``aqua-fused`` (an ideal fused kernel doing 2k FLOPs per visible pair; not yet built).
 """
@@ -45,6 +49,13 @@ INDEX_BYTES = 8
 #: Compute units a kernel's FLOPs run on: tensor-core matmul in the storage dtype, or
 #: CUDA-core fp32 arithmetic (softmax, magnitudes and selection).
 COMPUTE_UNITS = ("matrix", "vector")
+#: Library operations whose fixed cost a calibrated profile measures directly (a roofline of
+#: their bytes and FLOPs cannot see it): ``topk`` is torch.topk over rows of length d.
+LIBRARY_OPS = ("", "topk")
+#: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
+TOPK_LAUNCHES = 3
+#: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
+SPLIT_N_LAUNCHES = 2
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,14 @@ class Kernel:
     pattern: str
     launches: int = 1
     unit: str = "matrix"
+    op: str = ""
+    op_rows: sp.Expr = sp.Integer(0)
+    op_length: sp.Expr = sp.Integer(0)
 
     def __post_init__(self) -> None:
         check_choice("pattern", self.pattern, PATTERNS)
         check_choice("unit", self.unit, COMPUTE_UNITS)
+        check_choice("op", self.op, LIBRARY_OPS)
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,8 @@ def _aqua_prologue(phase: str, terms: dict[str, sp.Expr]) -> list[Kernel]:
     return [
         Kernel("q_proj", _per_query_heads(terms, "q_proj"), 2 * _vectors_bytes(phase) + _projection_bytes(), "contiguous"),
         Kernel("k_proj", _per_query_heads(terms, "k_proj"), 2 * new_keys * d * s + _projection_bytes(), "contiguous"),
-        Kernel("topk", _per_query_heads(terms, "select"), _vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES), "contiguous", unit="vector"),
+        Kernel("topk", _per_query_heads(terms, "select"), _vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES),
+               "contiguous", launches=TOPK_LAUNCHES, unit="vector", op="topk", op_rows=Q_HEADS * _queries(phase), op_length=d),
     ]
 
 
@@ -163,7 +179,7 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     layout, pattern = ("dim-major", "contiguous") if name == "aqua-fused" else ("token-major", "strided")
     kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
     io = 2 * _vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
-    return [*prologue, Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern)]
+    return [*prologue, Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern, launches=SPLIT_N_LAUNCHES)]
 
 
 def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
@@ -178,7 +194,9 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
         return [*_aqua_prologue("prefill", aqua), Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous")]
     score_elems = Q_HEADS * T * (N + T)
     scores = Kernel("scores", _per_query_heads(dense_rect, "scores"), KV_HEADS * (N + T) * d * s + _vectors_bytes("prefill") + score_elems * s, "contiguous")
-    tail = _eager_tail("prefill", dense_rect)
+    # the causal mask is applied to the materialised scores in place: one more read and write
+    mask = Kernel("mask", sp.Integer(0), 2 * score_elems * s, "contiguous", unit="vector")
+    tail = [mask, *_eager_tail("prefill", dense_rect)]
     if name == "dense-eager":
         return [scores, *tail]
     return [*_aqua_prologue("prefill", aqua), scores, *tail]

@@ -2,7 +2,9 @@
 
 time = max(FLOPs / (peak * compute efficiency), bytes / (bandwidth * memory efficiency(pattern,
 bytes))) + launches * launch overhead. Efficiencies and the overhead come from the profile
-(datasheet assumptions or a calibrated file); a kernel is labelled by the larger term.
+(datasheet assumptions or a calibrated file); a kernel is labelled by the larger term. A
+library operation with a measured cost table in a calibrated profile (torch.topk) takes the
+larger of its roofline time and the measured time.
 """
 
 from __future__ import annotations
@@ -60,11 +62,31 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, A
     compute_s = flops / (peak * profile.compute_efficiency)
     efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
     memory_s = nbytes / (profile.bandwidth_bytes_per_s * np.asarray(efficiency))
-    overhead = kernel.launches * profile.launch_overhead_s
-    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, np.maximum(compute_s, memory_s) + overhead)
+    busy_s = np.maximum(compute_s, memory_s)
+    launches = kernel.launches
+    if kernel.op == "topk" and profile.topk_table is not None:
+        # measured torch.topk time, which includes its own launch
+        busy_s = np.maximum(busy_s, profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)))
+        launches -= 1
+    overhead = launches * profile.launch_overhead_s
+    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, busy_s + overhead)
+
+
+def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
+    """Each kernel's share of its plan's total time, in launch order.
+
+    Kernels run one after another on one stream, queued asynchronously: the first pays its
+    launch overhead in full; each later kernel's launch overlaps the previous kernel's work,
+    so only the part of its overhead longer than that work is exposed.
+    """
+    shares = [kernels[0].time_s]
+    for prev, cur in zip(kernels, kernels[1:]):
+        busy_prev = prev.time_s - prev.overhead_s
+        shares.append((cur.time_s - cur.overhead_s) + np.maximum(0.0, cur.overhead_s - busy_prev))
+    return shares
 
 
 def plan_time(plan: Plan, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> tuple[np.ndarray, list[KernelTime]]:
-    """Total roofline time of a plan (kernels run one after another) and each kernel's time."""
+    """Total time of a plan (see :func:`contributions`) and each kernel's time as if launched alone."""
     kernels = [kernel_time(kern, profile, values, dtype=dtype) for kern in plan.kernels]
-    return sum((kt.time_s for kt in kernels), start=np.zeros(())), kernels
+    return np.asarray(sum(contributions(kernels), start=np.zeros(()))), kernels

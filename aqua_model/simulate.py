@@ -22,7 +22,7 @@ from .dtypes import dtype_bytes
 from .hardware import HardwareProfile, load as load_hardware
 from .models import ModelConfig, load as load_model
 from .plans import PHASES, build_plan, plan_names
-from .roofline import KernelTime, plan_time
+from .roofline import KernelTime, contributions, plan_time
 
 #: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
 BASELINE_PLAN = "dense-fused"
@@ -59,11 +59,13 @@ class PlanResult:
     time_s: np.ndarray
 
     def table(self) -> list[dict[str, Any]]:
-        """Per-kernel rows (scalars where the sweep is a single point)."""
+        """Per-kernel rows (scalars where the sweep is a single point). ``time_s`` is the
+        kernel launched alone; ``share_s`` what it adds to the plan (its launch overhead
+        partly hidden behind the previous kernel); the shares sum to the plan's time."""
         return [
             {"name": kt.name, "pattern": kt.pattern, "flops": _scalar(kt.flops), "bytes": _scalar(kt.bytes),
-             "time_s": _scalar(kt.time_s), "bound": _scalar(kt.bound)}
-            for kt in self.kernels
+             "time_s": _scalar(kt.time_s), "share_s": _scalar(share), "bound": _scalar(kt.bound)}
+            for kt, share in zip(self.kernels, contributions(self.kernels))
         ]
 
 

@@ -58,6 +58,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     s.add_argument("results", help="results JSONL from 'validate run'")
     s.add_argument("--markdown", default=None, help="also write a Markdown summary here")
     s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines")
+    s.add_argument("--repredict", default=None, metavar="PROFILE",
+                   help="recompute every prediction with the current model, using this calibrated profile "
+                        "(and its base datasheet profile); the measurements are kept as they are")
+    s.add_argument("--out", default=None, help="with --repredict: also write the re-predicted rows to this JSONL")
     s.set_defaults(run=run_report)
 
 
@@ -106,11 +110,34 @@ def run_report(args: argparse.Namespace) -> int:
     """Print the report and write the Markdown summary."""
     from aqua_model.validate.report import render_text, report_file
 
-    rep = report_file(args.results, markdown=args.markdown)
+    rows = None
+    if args.repredict:
+        rows = _repredicted(args.results, args.repredict, args.out)
+    elif args.out:
+        raise ValueError("--out is only used with --repredict")
+    rep = report_file(args.results, markdown=args.markdown, rows=rows)
     print(render_text(rep, per_case=not args.no_cases))
     if args.markdown:
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _repredicted(results: str, profile: str, out: str | None) -> list:
+    """Rows of ``results`` with predictions recomputed on ``profile`` and its datasheet base."""
+    import json
+
+    from aqua_model.hardware import load
+    from aqua_model.validate.runner import read_rows, repredict_rows
+
+    calibrated = load(profile)
+    base = _calibration_base(profile)
+    if calibrated.calibration is None or not base:
+        raise ValueError(f"--repredict needs a calibrated profile with a [calibration] base, got {profile!r}")
+    rows = repredict_rows(read_rows(results), datasheet=load(base), calibrated=calibrated)
+    if out:
+        with open(out, "w") as fh:
+            fh.writelines(json.dumps(r, default=float) + "\n" for r in rows)
+    return rows
 
 
 def _calibration_base(path: str) -> str | None:

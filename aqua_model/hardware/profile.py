@@ -146,6 +146,47 @@ class SizeTable:
 
 
 @dataclass(frozen=True)
+class TopkTable:
+    """Measured time of ``torch.topk`` (k = 3/4 of the row) against rows and row length.
+
+    Interpolated bilinearly in (log rows, log length) and held constant beyond the measured
+    grid: a calibrated fixed cost, which a byte or FLOP roofline cannot see.
+    """
+
+    rows: tuple[float, ...]
+    lengths: tuple[float, ...]
+    seconds: tuple[tuple[float, ...], ...]  # seconds[i][j] at rows[i], lengths[j]
+
+    @classmethod
+    def from_points(cls, points: Any, where: str) -> "TopkTable":
+        """Build from [rows, length, k, seconds] points covering a full rows x length grid."""
+        try:
+            pts = [(float(r), float(n), float(sec)) for r, n, _k, sec in points]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: calibration.topk_rows_length_k_s must hold [rows, length, k, seconds] points") from exc
+        rows, lengths = sorted({p[0] for p in pts}), sorted({p[1] for p in pts})
+        grid = {(r, n): sec for r, n, sec in pts}
+        missing = [(r, n) for r in rows for n in lengths if (r, n) not in grid]
+        if missing or any(sec <= 0 for sec in grid.values()):
+            raise ValueError(f"{where}: calibration.topk_rows_length_k_s must be a full grid of positive times; missing {missing}")
+        return cls(tuple(rows), tuple(lengths), tuple(tuple(grid[(r, n)] for n in lengths) for r in rows))
+
+    def __call__(self, rows: Any, length: Any) -> np.ndarray:
+        """Seconds of one top-k over ``rows`` rows of ``length`` (arrays broadcast)."""
+        lr = np.log(np.asarray(self.rows))
+        ln = np.log(np.asarray(self.lengths))
+        table = np.log(np.asarray(self.seconds))
+        x = np.clip(np.log(np.maximum(np.asarray(rows, dtype=float), 1.0)), lr[0], lr[-1])
+        y = np.clip(np.log(np.maximum(np.asarray(length, dtype=float), 1.0)), ln[0], ln[-1])
+        x, y = np.broadcast_arrays(x, y)
+        # interpolate along length for every measured row count, then along rows
+        along_len = np.stack([np.interp(y, ln, table[i]) for i in range(len(lr))], axis=-1)
+        flat = along_len.reshape(-1, len(lr))
+        out = np.array([np.interp(xi, lr, row) for xi, row in zip(x.reshape(-1), flat)]).reshape(x.shape)
+        return np.exp(out)
+
+
+@dataclass(frozen=True)
 class HardwareProfile:
     """A device's sourced numbers; build it with :func:`load`, not by hand."""
 
@@ -161,6 +202,7 @@ class HardwareProfile:
     efficiencies: Mapping[str, Quantity]
     size_tables: Mapping[str, SizeTable]
     calibration: Mapping[str, str] | None
+    topk_table: TopkTable | None = None
 
     def __hash__(self) -> int:
         return hash((self.key, self.path, self.mode))
@@ -436,6 +478,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         size_tables[pattern] = _size_table(table, f"efficiency.size_table.{pattern}", where)
 
     calibration: dict[str, str] | None = None
+    topk_table: TopkTable | None = None
     if mode_raw == "calibrated":
         cal = _require(raw, "calibration", where)
         if not isinstance(cal, dict):
@@ -443,6 +486,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         calibration = {}
         for field in _CALIBRATION_FIELDS:
             calibration[field] = _require_str(cal, field, where, prefix="calibration.")
+        if "topk_rows_length_k_s" in cal:
+            topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)
         mode = f"calibrated:{path.stem}"
     else:
         if "calibration" in raw:
@@ -462,6 +507,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         efficiencies=MappingProxyType(efficiencies),
         size_tables=MappingProxyType(size_tables),
         calibration=MappingProxyType(calibration) if calibration is not None else None,
+        topk_table=topk_table,
     )
 
 

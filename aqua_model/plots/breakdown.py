@@ -74,7 +74,7 @@ def breakdown_data(*, gpu: str | HardwareProfile = "h200", shape: Shape = Shape(
     predicted = {}
     for plan in plans:
         pred = predict(plan, phase="decode", context=context, k=_plan_k(plan, shape, k), profile=profile, **shape.kwargs())
-        predicted[plan] = [(str(kn["name"]), float(kn["time_s"])) for kn in pred.kernels]
+        predicted[plan] = [(str(kn["name"]), float(kn["share_s"])) for kn in pred.kernels]
     measured = measured_breakdown(list(rows), shape=shape, context=context, k=k, plans=plans)
     return Breakdown(shape, context, k, profile.name, profile.mode, predicted, measured)
 

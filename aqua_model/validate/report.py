@@ -367,9 +367,11 @@ def _f3(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def report_file(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None) -> Report:
-    """Build the report of a results file and write its Markdown summary if asked."""
-    rep = build_report(read_rows(path))
+def report_file(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str] | None = None,
+                rows: list[dict[str, Any]] | None = None) -> Report:
+    """Build the report of a results file (or of ``rows`` read from it and re-predicted) and
+    write its Markdown summary if asked."""
+    rep = build_report(read_rows(path) if rows is None else rows)
     if markdown is not None:
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown).write_text(render_markdown(rep))

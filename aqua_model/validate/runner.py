@@ -25,6 +25,9 @@ from aqua_model.hardware import HardwareProfile
 from aqua_model.plans import build_plan
 from aqua_model.simulate import predict
 from aqua_model.validate.cases import Case
+
+#: Row fields that rebuild a Case (its constructor arguments, less the skip reason).
+CASE_FIELDS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
 from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
 #: Schema version of a result row.
@@ -431,3 +434,32 @@ def _progress_text(row: dict[str, Any]) -> str:
     pred = row.get("predicted_calibrated_s") or row.get("predicted_datasheet_s")
     ptxt = f" pred {pred * 1e3:.3f} ms" if pred else ""
     return f"{row['case_id']} {row['measured_s'] * 1e3:.3f} ms{ptxt}"
+
+
+# -- re-prediction ---------------------------------------------------------------------------------
+
+
+def repredict_rows(rows: list[dict[str, Any]], *, datasheet: HardwareProfile, calibrated: HardwareProfile | None) -> list[dict[str, Any]]:
+    """The same measurements with every prediction recomputed by the current model.
+
+    Measurements are facts of the run; predictions belong to the model. Re-predicting lets a
+    model change be judged against fixed measurements without re-running the GPU. Rows that
+    describe no valid case (skipped, errors) are returned unchanged.
+    """
+    out = []
+    for row in rows:
+        try:
+            case = Case(**{f: row[f] for f in CASE_FIELDS})
+        except (KeyError, TypeError, ValueError):
+            out.append(row)
+            continue
+        pred = predictions(case, datasheet, calibrated)
+        measured = {kern["name"]: {"measured_s": kern.get("measured_s"), "measured_iqr_s": kern.get("measured_iqr_s")}
+                    for kern in row.get("kernels", []) if kern.get("measured_s") is not None}
+        new = dict(row)
+        for key in ("predicted_datasheet_s", "predicted_calibrated_s", "datasheet_mode", "calibrated_mode",
+                    "roofline_floor_s", "flops", "bytes"):
+            new[key] = pred.get(key)
+        new["kernels"] = _merge_kernels(pred, measured)
+        out.append(new)
+    return out
