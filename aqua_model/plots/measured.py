@@ -28,6 +28,9 @@ DEFAULT_DEVICE = "h200"
 #: Folder of the measurements, relative to the repository root.
 RESULTS_DIR = Path("validation") / "results"
 VALIDATION_FILE = "validation.jsonl"
+#: The same measurements with predictions recomputed by the current model
+#: (``aqua-model validate report --repredict ... --out``); preferred when present.
+CURRENT_MODEL_FILE = "validation_current_model.jsonl"
 DECODE_KERNELS_FILE = "decode_kernels.jsonl"
 #: The runner's status of a measured case (aqua_model.validate.runner.STATUSES: ok, oom, unsupported, skipped, error).
 OK_STATUS = "ok"
@@ -66,8 +69,10 @@ def usable(row: Mapping[str, Any]) -> bool:
 
 
 def validation_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, Any]]:
-    """Usable rows of ``validation.jsonl`` ([] when absent)."""
-    return [r for r in read_jsonl(results_dir(root, device) / VALIDATION_FILE) if usable(r)]
+    """Usable rows of the current-model re-prediction, else of ``validation.jsonl`` ([] when absent)."""
+    folder = results_dir(root, device)
+    path = folder / CURRENT_MODEL_FILE if (folder / CURRENT_MODEL_FILE).is_file() else folder / VALIDATION_FILE
+    return [r for r in read_jsonl(path) if usable(r)]
 
 
 def decode_kernel_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, Any]]:
