@@ -49,9 +49,11 @@ INDEX_BYTES = 8
 #: Compute units a kernel's FLOPs run on: tensor-core matmul in the storage dtype, or
 #: CUDA-core fp32 arithmetic (softmax, magnitudes and selection).
 COMPUTE_UNITS = ("matrix", "vector")
-#: Library operations whose fixed cost a calibrated profile measures directly (a roofline of
-#: their bytes and FLOPs cannot see it): ``topk`` is torch.topk over rows of length d.
-LIBRARY_OPS = ("", "topk")
+#: Library kernels a calibrated profile can measure directly, because a roofline of their
+#: bytes and FLOPs cannot see their cost: ``topk`` (torch.topk over rows of length d: a fixed
+#: time), ``softmax`` (torch.softmax: bandwidth efficiency against row length) and
+#: ``attention`` (a fused attention kernel: its own compute efficiency).
+LIBRARY_OPS = ("", "topk", "softmax", "attention")
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
 TOPK_LAUNCHES = 3
 #: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
@@ -139,7 +141,8 @@ def _eager_tail(phase: str, dense_terms: dict[str, sp.Expr]) -> list[Kernel]:
     """softmax and value of an eager plan: scores materialised as a full [queries, keys] matrix."""
     score_elems = Q_HEADS * _queries(phase) * _keys(phase)
     return [
-        Kernel("softmax", _per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector"),
+        Kernel("softmax", _per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
+               op="softmax", op_rows=Q_HEADS * _queries(phase), op_length=_keys(phase)),
         Kernel("value", _per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * _keys(phase) * d * s + _vectors_bytes(phase), "contiguous"),
     ]
 
@@ -164,7 +167,7 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     aqua = flop_terms("aqua", "decode", conv)
     kv_dense = KV_HEADS * memory.decode_read_bytes("dense")
     if name == "dense-fused":
-        return [Kernel("attention", _per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * _vectors_bytes("decode"), "contiguous")]
+        return [Kernel("attention", _per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * _vectors_bytes("decode"), "contiguous", op="attention")]
     if name == "dense-eager":
         scores = Kernel("scores", _per_query_heads(dense, "scores"), KV_HEADS * N * d * s + _vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
         return [scores, *_eager_tail("decode", dense)]
@@ -179,7 +182,8 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     layout, pattern = ("dim-major", "contiguous") if name == "aqua-fused" else ("token-major", "strided")
     kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
     io = 2 * _vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
-    return [*prologue, Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern, launches=SPLIT_N_LAUNCHES)]
+    return [*prologue, Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern,
+                              launches=SPLIT_N_LAUNCHES, op="attention")]
 
 
 def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
@@ -189,9 +193,10 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     kv_read = 2 * KV_HEADS * (N + T) * d * s
     io = 2 * _vectors_bytes("prefill")
     if name == "dense-fused":
-        return [Kernel("attention", _per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous")]
+        return [Kernel("attention", _per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention")]
     if name == "aqua-fused":
-        return [*_aqua_prologue("prefill", aqua), Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous")]
+        return [*_aqua_prologue("prefill", aqua), Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"),
+                                                          kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous", op="attention")]
     score_elems = Q_HEADS * T * (N + T)
     scores = Kernel("scores", _per_query_heads(dense_rect, "scores"), KV_HEADS * (N + T) * d * s + _vectors_bytes("prefill") + score_elems * s, "contiguous")
     # the causal mask is applied to the materialised scores in place: one more read and write

@@ -3,8 +3,9 @@
 time = max(FLOPs / (peak * compute efficiency), bytes / (bandwidth * memory efficiency(pattern,
 bytes))) + launches * launch overhead. Efficiencies and the overhead come from the profile
 (datasheet assumptions or a calibrated file); a kernel is labelled by the larger term. A
-library operation with a measured cost table in a calibrated profile (torch.topk) takes the
-larger of its roofline time and the measured time.
+library kernel measured by a calibrated profile uses that measurement: torch.topk takes the
+larger of its roofline time and its measured time; torch.softmax its measured bandwidth
+efficiency at its row length; a fused attention kernel its measured compute efficiency.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, A
     flops = np.asarray(evaluate(kernel.flops, values), dtype=float)
     nbytes = np.asarray(evaluate(kernel.bytes, values), dtype=float)
     peak = profile.peak_flops(dtype if kernel.unit == "matrix" else VECTOR_DTYPE)
-    compute_s = flops / (peak * profile.compute_efficiency)
-    efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
+    compute_eff = profile.compute_efficiency
+    if kernel.op == "attention" and profile.attention_compute_efficiency is not None:
+        compute_eff = profile.attention_compute_efficiency
+    compute_s = flops / (peak * compute_eff)
+    if kernel.op == "softmax" and profile.softmax_table is not None:
+        efficiency = profile.softmax_table(evaluate(kernel.op_length, values))
+    else:
+        efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
     memory_s = nbytes / (profile.bandwidth_bytes_per_s * np.asarray(efficiency))
     busy_s = np.maximum(compute_s, memory_s)
     launches = kernel.launches

@@ -187,6 +187,31 @@ class TopkTable:
 
 
 @dataclass(frozen=True)
+class LengthTable:
+    """A measured efficiency of one library kernel against row length (softmax), interpolated
+    in log(length) and held constant beyond the measured lengths."""
+
+    lengths: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+    @classmethod
+    def from_points(cls, points: Any, field: str, where: str) -> "LengthTable":
+        """Build from [length, bytes, seconds, efficiency] points."""
+        try:
+            pts = sorted((float(p[0]), float(p[-1])) for p in points)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{where}: calibration.{field} must hold [length, bytes, seconds, efficiency] points") from exc
+        if not pts or any(not (0 < f <= 1) for _, f in pts):
+            raise ValueError(f"{where}: calibration.{field} needs efficiencies in (0, 1], got {pts}")
+        return cls(tuple(n for n, _ in pts), tuple(f for _, f in pts))
+
+    def __call__(self, length: Any) -> np.ndarray:
+        """Efficiency at ``length`` (array)."""
+        x = np.log(np.maximum(np.asarray(length, dtype=float), 1.0))
+        return np.interp(x, np.log(np.asarray(self.lengths)), np.asarray(self.fractions))
+
+
+@dataclass(frozen=True)
 class HardwareProfile:
     """A device's sourced numbers; build it with :func:`load`, not by hand."""
 
@@ -203,6 +228,8 @@ class HardwareProfile:
     size_tables: Mapping[str, SizeTable]
     calibration: Mapping[str, str] | None
     topk_table: TopkTable | None = None
+    softmax_table: LengthTable | None = None
+    attention_compute_efficiency: float | None = None
 
     def __hash__(self) -> int:
         return hash((self.key, self.path, self.mode))
@@ -479,6 +506,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
 
     calibration: dict[str, str] | None = None
     topk_table: TopkTable | None = None
+    softmax_table: LengthTable | None = None
+    attention_eff: float | None = None
     if mode_raw == "calibrated":
         cal = _require(raw, "calibration", where)
         if not isinstance(cal, dict):
@@ -488,6 +517,12 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
             calibration[field] = _require_str(cal, field, where, prefix="calibration.")
         if "topk_rows_length_k_s" in cal:
             topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)
+        if "softmax_length_bytes_s_efficiency" in cal:
+            softmax_table = LengthTable.from_points(cal["softmax_length_bytes_s_efficiency"], "softmax_length_bytes_s_efficiency", where)
+        if "attention_compute_efficiency" in cal:
+            attention_eff = float(cal["attention_compute_efficiency"])
+            if not 0 < attention_eff <= 1:
+                raise ValueError(f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}")
         mode = f"calibrated:{path.stem}"
     else:
         if "calibration" in raw:
@@ -508,6 +543,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         size_tables=MappingProxyType(size_tables),
         calibration=MappingProxyType(calibration) if calibration is not None else None,
         topk_table=topk_table,
+        softmax_table=softmax_table,
+        attention_compute_efficiency=attention_eff,
     )
 
 
