@@ -1,6 +1,7 @@
 """Table of the H200 decode-kernel benchmark (validation/bench_decode_kernels.py results):
 SDPA vs the fused Triton AQUA kernel vs the dense Triton control, with byte ceilings and the
-issue's targets. Writes analysis/results/decode_kernels.{csv,md}.
+issue's targets. Writes analysis/results/decode_kernels.{csv,md} and the target rows alone as
+decode_kernels_targets.{csv,md}.
 
 Usage: python analysis/decode_kernels_table.py
 """
@@ -51,7 +52,10 @@ def main() -> None:
             "AQUA time includes selecting the top-k of |q^| (inside the kernel in this run); q is taken as already rotated "
             "(P folded into W_Q; rotating q in the wrapper adds 35-45 us). "
             "Under GQA the AQUA kernel uses group-shared selection.")
-    for p in write_table(rows, ROOT / "analysis" / "results" / "decode_kernels", title="H200 fused decode kernels", notes=[note]):
+    paths = write_table(rows, ROOT / "analysis" / "results" / "decode_kernels", title="H200 fused decode kernels", notes=[note])
+    targets = [r for r in rows if r["target"] != ""]
+    paths += write_table(targets, ROOT / "analysis" / "results" / "decode_kernels_targets", title="H200 fused decode kernels: the issue's targets", notes=[note])
+    for p in paths:
         print(f"wrote {p}")
 
 

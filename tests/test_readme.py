@@ -41,3 +41,29 @@ def test_readme_simulator_numbers_come_from_the_model():
     assert f"FLOP\nbreak-even is N = {s.flop_breakeven}" in text
     assert f"time break-even is N = {time_breakeven(**kw)}" in text
     assert f"which is {float(end_to_end(context=32768, **kw).speedup):.2f}x end to end" in text
+
+
+def _table(path: Path) -> str:
+    """The Markdown table of a generated results file (between its title and its note)."""
+    return path.read_text().split("\n\n")[1].strip()
+
+
+def test_readme_tables_are_the_committed_results():
+    text = (ROOT / "README.md").read_text()
+    for name in ("decode_kernels_targets.md", "peers_compare.md"):
+        assert _table(ROOT / "analysis" / "results" / name) in text, name
+
+
+def test_readme_validation_headline_comes_from_the_committed_results():
+    from aqua_model.validate.report import build_report
+    from aqua_model.validate.runner import read_rows
+
+    rows = read_rows(ROOT / "validation" / "results" / "h200" / "validation_current_model.jsonl")
+    rep = build_report(rows)
+    text = (ROOT / "README.md").read_text()
+    fused = rep.stats[("decode/aqua-fused", "calibrated")]
+    overall = rep.stats[("all", "calibrated")]
+    ratio = rep.ratio_stats[("all", "calibrated")]
+    line = f"| all cases | {overall.n} | {overall.median_abs:.1%} | {overall.p90_abs:.1%} | {ratio.median_abs:.1%} | {overall.spearman:.3f} |"
+    assert line in text
+    assert f"| decode, fused AQUA (Triton) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |" in text
