@@ -157,3 +157,25 @@ def test_gpu_dense_bf16_matches_fp32_reference(B, hq, hkv, N, d, key_layout) -> 
     want = ref.dense_attention(q.float()[:, :, None], k_tok.float(), v.float())[:, :, 0]
     assert not torch.isnan(got).any()
     assert _rel(got, want) <= 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA and triton")
+@pytest.mark.parametrize("B,hq,hkv,N,d,k_keep", [(2, 8, 8, 4096, 128, 32), (2, 8, 2, 3000, 128, 96)])
+@pytest.mark.parametrize("selection", ["per-head", "group"])
+def test_gpu_aqua_reads_a_token_major_view(B, hq, hkv, N, d, k_keep, selection) -> None:
+    q, kT, v = _inputs(6 + N, B=B, hq=hq, hkv=hkv, N=N, d=d, dtype=torch.bfloat16, device="cuda")
+    k_view = kT.transpose(-1, -2).contiguous().transpose(-1, -2)  # token-major storage, [B, H, d, N] view
+    assert k_view.stride(-2) == 1
+    out = torch.full((B, hq, d), float("nan"), dtype=torch.bfloat16, device="cuda")
+    got = td.aqua_decode(q, k_view, v, k_keep=k_keep, selection=selection, out=out, poison_workspace=True)
+    torch.cuda.synchronize()
+    assert not torch.isnan(got).any(), "unwritten or NaN output"
+    assert _rel(got, _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)) <= 1e-2
+
+
+def test_keys_must_be_contiguous_along_one_axis() -> None:
+    q, kT, v = _inputs(9, B=1, hq=2, hkv=2, N=64, d=32)
+    strided = kT[:, :, :, ::2]  # neither axis contiguous
+    with pytest.raises(ValueError, match="contiguous along N"):
+        td.aqua_decode(q, strided, v[:, :, ::2], k_keep=8)

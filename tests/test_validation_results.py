@@ -6,16 +6,18 @@ from pathlib import Path
 import pytest
 
 from aqua_model.hardware import load
-from aqua_model.validate.runner import read_rows, repredict_rows
+from aqua_model.validate.runner import merge_runs, read_rows, repredict_rows
 
 H200 = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
 RAW, CURRENT = H200 / "validation.jsonl", H200 / "validation_current_model.jsonl"
+TOKEN_MAJOR = H200 / "validation_token_major.jsonl"
 
 
 @pytest.mark.skipif(not CURRENT.is_file(), reason="no committed H200 validation results")
 def test_committed_predictions_are_the_current_models():
     # If this fails, the model changed: rerun
     #   aqua-model validate report validation/results/h200/validation.jsonl \
+    #     validation/results/h200/validation_token_major.jsonl \
     #     --repredict validation/results/h200/h200-calibrated.toml \
     #     --out validation/results/h200/validation_current_model.jsonl \
     #     --markdown validation/results/h200/summary_current_model.md
@@ -28,7 +30,8 @@ def test_committed_predictions_are_the_current_models():
 
 @pytest.mark.skipif(not CURRENT.is_file(), reason="no committed H200 validation results")
 def test_repredicted_file_keeps_every_measurement():
-    raw, current = read_rows(RAW), read_rows(CURRENT)
+    raw = merge_runs([read_rows(RAW), read_rows(TOKEN_MAJOR)])
+    current = read_rows(CURRENT)
     assert [r["case_id"] for r in raw] == [r["case_id"] for r in current]
     assert all(a.get("measured_s") == b.get("measured_s") and a["status"] == b["status"] for a, b in zip(raw, current))
 
@@ -39,3 +42,13 @@ def test_decode_kernel_rows_record_their_environment():
         row = json.loads(line)
         assert row["gpu"] and row["driver"] and row["torch"] and row["triton"]
         assert row["dense_sdpa_s"] > 0 and row["aqua_fused_s"] > 0
+
+
+def test_a_later_measured_row_replaces_an_earlier_row_of_the_same_case():
+    first = [{"case_id": "a", "status": "unsupported"}, {"case_id": "b", "status": "ok", "measured_s": 1.0}]
+    later = [{"case_id": "a", "status": "ok", "measured_s": 2.0}, {"case_id": "b", "status": "error"},
+             {"case_id": "c", "status": "skipped"}]
+    merged = merge_runs([first, later])
+    assert [r["case_id"] for r in merged] == ["a", "b", "c"]
+    assert merged[0]["measured_s"] == 2.0  # measured now
+    assert merged[1]["measured_s"] == 1.0  # an error never replaces a measurement

@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     r.add_argument("--out", required=True, help="results JSONL (appended; case ids already there are skipped)")
     r.add_argument("--device", choices=DEVICES, default=None, help="default: cuda when available, else cpu")
     r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases")
+    r.add_argument("--plans", nargs="+", default=None, metavar="PLAN",
+                   help="run only the cases of these plans (e.g. aqua-token-major)")
     r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default on --device cpu)")
     r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds")
     r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site (ms)")
@@ -55,7 +57,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     r.set_defaults(run=run_cases_cmd)
 
     s = vsub.add_parser("report", help="per-case and per-plan errors, speedup-ratio errors, targets")
-    s.add_argument("results", help="results JSONL from 'validate run'")
+    s.add_argument("results", nargs="+",
+                   help="results JSONL from 'validate run'; with several files, a measured ('ok') row of a later "
+                        "file replaces the row of the same case in an earlier one (a rerun of a subset)")
     s.add_argument("--markdown", default=None, help="also write a Markdown summary here")
     s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines")
     s.add_argument("--repredict", default=None, metavar="PROFILE",
@@ -96,6 +100,12 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
     if args.max_cases is not None and args.max_cases < 1:
         raise ValueError(f"--max-cases must be >= 1, got {args.max_cases}")
     cases = cpu_grid() if (args.cpu_small or device == "cpu") else gpu_grid()
+    if args.plans:
+        known = sorted({c.plan for c in cases})
+        unknown = sorted(set(args.plans) - set(known))
+        if unknown:
+            raise ValueError(f"--plans {unknown} are not plans of the grid; known: {known}")
+        cases = [c for c in cases if c.plan in args.plans]
     measurer = Measurer(device, warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
                         rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS, graph=not args.eager)
     counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
@@ -110,30 +120,32 @@ def run_report(args: argparse.Namespace) -> int:
     """Print the report and write the Markdown summary."""
     from aqua_model.validate.report import render_text, report_file
 
-    rows = None
+    from aqua_model.validate.runner import merge_runs, read_rows
+
+    rows = merge_runs([read_rows(path) for path in args.results])
     if args.repredict:
-        rows = _repredicted(args.results, args.repredict, args.out)
+        rows = _repredicted(rows, args.repredict, args.out)
     elif args.out:
         raise ValueError("--out is only used with --repredict")
-    rep = report_file(args.results, markdown=args.markdown, rows=rows)
+    rep = report_file(args.results[0], markdown=args.markdown, rows=rows)
     print(render_text(rep, per_case=not args.no_cases))
     if args.markdown:
         print(f"wrote {args.markdown}")
     return 0
 
 
-def _repredicted(results: str, profile: str, out: str | None) -> list:
-    """Rows of ``results`` with predictions recomputed on ``profile`` and its datasheet base."""
+def _repredicted(rows: list, profile: str, out: str | None) -> list:
+    """``rows`` with predictions recomputed on ``profile`` and its datasheet base."""
     import json
 
     from aqua_model.hardware import load
-    from aqua_model.validate.runner import read_rows, repredict_rows
+    from aqua_model.validate.runner import repredict_rows
 
     calibrated = load(profile)
     base = _calibration_base(profile)
     if calibrated.calibration is None or not base:
         raise ValueError(f"--repredict needs a calibrated profile with a [calibration] base, got {profile!r}")
-    rows = repredict_rows(read_rows(results), datasheet=load(base), calibrated=calibrated)
+    rows = repredict_rows(rows, datasheet=load(base), calibrated=calibrated)
     if out:
         with open(out, "w") as fh:
             fh.writelines(json.dumps(r, default=float) + "\n" for r in rows)

@@ -327,6 +327,20 @@ def _check_cache(name: str, x: torch.Tensor, B: int, doc: str) -> torch.Tensor:
     return x
 
 
+def _check_keys(k: torch.Tensor, B: int) -> torch.Tensor:
+    """Rotated keys as a [B, H_kv, m, N] tensor: dim-major (rows contiguous along N), or the
+    transposed view of a token-major [B, H_kv, N, m] cache (``K.transpose(-1, -2)``), which the
+    kernel reads through its strides: each kept coordinate then costs whole memory sectors."""
+    doc = "[B, H_kv, m, N] (dim-major, or a transposed token-major view)"
+    if not isinstance(k, torch.Tensor) or not k.is_floating_point():
+        raise TypeError(f"k_dimmajor must be a floating torch.Tensor {doc}, got {type(k).__name__}")
+    if k.dim() != 4 or k.shape[0] != B:
+        raise ValueError(f"k_dimmajor must be {doc} with B={B}, got shape {tuple(k.shape)}")
+    if k.stride(-1) != 1 and k.stride(-2) != 1:
+        raise ValueError(f"k_dimmajor must be contiguous along N (dim-major) or along m (token-major view), got strides {k.stride()}")
+    return k
+
+
 def _check_out(out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.dtype != dtype or not out.is_contiguous() or out.numel() != B * hq * dv:
         raise ValueError(f"out must be a contiguous {dtype} tensor of B*H_q*d_v = {B * hq * dv} elements")
@@ -352,7 +366,8 @@ def aqua_decode(
 
     q [B, H_q, d] or [B, H_q, 1, d]: the query (already rotated when P is None, else rotated
     here by P [d, d] / [H_kv, d, d]). k_dimmajor [B, H_kv, m, N]: rotated keys, m <= d stored
-    coordinates. v [B, H_kv, N, d_v]. k_keep: coordinates kept (1..m); selection "per-head" or
+    coordinates; a transposed view of a token-major [B, H_kv, N, m] cache is accepted too (the
+    layout of the ``aqua-token-major`` plan: correct, but each kept coordinate is a strided read). v [B, H_kv, N, d_v]. k_keep: coordinates kept (1..m); selection "per-head" or
     "group"; select_in "kernel" (rank counting inside pass 1), "prepass" (the same ranking in
     a small Triton kernel launched first; the default: on the H200 pass 1 then needs 142 rather
     than 254 registers at k=96 and ran 2-3% faster) or "torch" (torch.topk).
@@ -364,7 +379,7 @@ def aqua_decode(
     """
     q3, four = _as_3d_query(q)
     B, hq, d = q3.shape
-    k_dimmajor = _check_cache("k_dimmajor", k_dimmajor, B, "[B, H_kv, m, N]")
+    k_dimmajor = _check_keys(k_dimmajor, B)
     v = _check_cache("v", v, B, "[B, H_kv, N, d_v]")
     hkv, m, N = k_dimmajor.shape[1:]
     if v.shape[1] != hkv or v.shape[2] != N:

@@ -436,6 +436,21 @@ def _progress_text(row: dict[str, Any]) -> str:
     return f"{row['case_id']} {row['measured_s'] * 1e3:.3f} ms{ptxt}"
 
 
+# -- several runs ----------------------------------------------------------------------------------
+
+
+def merge_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of several runs of one grid, in first-seen case order: a measured ("ok") row of a
+    later run replaces the earlier row of the same case; other rows never replace a row."""
+    merged: dict[str, dict[str, Any]] = {}
+    for rows in runs:
+        for row in rows:
+            case_id = row.get("case_id")
+            if case_id not in merged or row.get("status") == "ok":
+                merged[case_id] = row
+    return list(merged.values())
+
+
 # -- re-prediction ---------------------------------------------------------------------------------
 
 
