@@ -67,3 +67,13 @@ def test_readme_validation_headline_comes_from_the_committed_results():
     line = f"| all cases | {overall.n} | {overall.median_abs:.1%} | {overall.p90_abs:.1%} | {ratio.median_abs:.1%} | {overall.spearman:.3f} |"
     assert line in text
     assert f"| decode, fused AQUA (Triton) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |" in text
+
+
+def test_readme_speed_figures_are_the_committed_benchmark():
+    import json
+
+    bench = json.loads((ROOT / "analysis" / "results" / "bench_model.json").read_text())
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert f"a warm `breakeven()` call takes {bench['warm_breakeven_s']['median'] * 1e6:.1f} µs" in text
+    assert f"`lambdify`, {bench['decode_cost_1e6_points_s']['median'] * 1e3:.0f} ms" in text
+    assert f"configurations, {bench['roofline_one_plan_1e6_configs_s']['median']:.2f} s" in text

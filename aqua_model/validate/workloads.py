@@ -78,6 +78,21 @@ class Inputs:
     k_hat_t: torch.Tensor | None = None  # [B, H_kv, d, S] rotated dim-major keys
 
 
+
+def _softmax_value(buf: dict[str, torch.Tensor], v: torch.Tensor, out: torch.Tensor) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """The eager tail shared by every eager plan: softmax of the scores in ``buf["s"]`` (kept
+    as ``buf["p"]``), then the probabilities times V written into ``out``."""
+
+    def softmax() -> torch.Tensor:
+        buf.pop("p", None)  # free the last call's probabilities first (peak memory)
+        buf["p"] = torch.softmax(buf["s"], dim=-1)
+        return buf["p"]
+
+    def value() -> torch.Tensor:
+        return torch.matmul(buf["p"], v, out=out)
+
+    return softmax, value
+
 def _randn(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     x = torch.randn(shape, dtype=torch.float32 if device.type == "cpu" else dtype, device=device, generator=gen)
     if scale != 1.0:
@@ -250,13 +265,7 @@ def _decode(case: Case, inp: Inputs) -> Workload:
             buf["s"] = torch.matmul(qg, kt)
             return buf["s"]
 
-        def softmax() -> torch.Tensor:
-            buf.pop("p", None)
-            buf["p"] = torch.softmax(buf["s"], dim=-1)
-            return buf["p"]
-
-        def value() -> torch.Tensor:
-            return torch.matmul(buf["p"], inp.v, out=out)
+        softmax, value = _softmax_value(buf, inp.v, out)
 
         def total() -> torch.Tensor:
             scores(); softmax(); return value()
@@ -306,13 +315,7 @@ def _decode(case: Case, inp: Inputs) -> Workload:
             buf["s"] = torch.matmul(buf["qsel"].unsqueeze(-2), buf["ksel"]).squeeze(-2)  # [B, H_kv, g, N]
             return buf["s"]
 
-        def softmax() -> torch.Tensor:
-            buf.pop("p", None)
-            buf["p"] = torch.softmax(buf["s"], dim=-1)
-            return buf["p"]
-
-        def value() -> torch.Tensor:
-            return torch.matmul(buf["p"], inp.v, out=out)
+        softmax, value = _softmax_value(buf, inp.v, out)
 
         gather(); scores(); softmax()
         kernels = prologue + [("gather", gather), ("scores", scores), ("softmax", softmax), ("value", value)]
@@ -388,13 +391,7 @@ def _prefill(case: Case, inp: Inputs) -> Workload:
     def mask() -> torch.Tensor:
         return buf["s"].view(B, hkv, g, T, S).masked_fill_(hidden, float("-inf"))
 
-    def softmax() -> torch.Tensor:
-        buf.pop("p", None)
-        buf["p"] = torch.softmax(buf["s"], dim=-1)
-        return buf["p"]
-
-    def value() -> torch.Tensor:
-        return torch.matmul(buf["p"], inp.v, out=out)
+    softmax, value = _softmax_value(buf, inp.v, out)
 
     notes = ["the causal mask is applied to the scores in place (masked_fill_) before the softmax"]
     if case.plan == "dense-eager":
