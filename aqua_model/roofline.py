@@ -29,7 +29,11 @@ VECTOR_DTYPE = "fp32"
 
 @dataclass(frozen=True)
 class KernelTime:
-    """A kernel evaluated on a profile; array fields broadcast over the swept values."""
+    """A kernel evaluated on a profile; array fields broadcast over the swept values.
+
+    ``flops_utilisation`` and ``bandwidth_utilisation`` are the fractions of the datasheet
+    peak rate (of the unit the kernel runs on) and bandwidth that the predicted time implies.
+    """
 
     name: str
     pattern: str
@@ -39,19 +43,13 @@ class KernelTime:
     memory_s: np.ndarray
     overhead_s: float
     time_s: np.ndarray
+    flops_utilisation: np.ndarray
+    bandwidth_utilisation: np.ndarray
 
     @property
     def bound(self) -> np.ndarray:
         """"compute" or "memory" per point: the larger roofline term."""
         return np.where(self.compute_s > self.memory_s, "compute", "memory")
-
-    def utilisation(self, profile: HardwareProfile, dtype: str) -> dict[str, np.ndarray]:
-        """Achieved fraction of the datasheet peak rate and bandwidth over the kernel time."""
-        return {
-            "flops": self.flops / self.time_s / profile.peak_flops(dtype),
-            "bandwidth": self.bytes / self.time_s / profile.bandwidth_bytes_per_s,
-        }
-
 
 def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> KernelTime:
     """Roofline time of ``kernel`` with symbol values (numbers or broadcastable arrays)."""
@@ -76,7 +74,11 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, A
         busy_s = np.maximum(busy_s, profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)))
         launches -= 1
     overhead = launches * profile.launch_overhead_s
-    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, busy_s + overhead)
+    time_s = busy_s + overhead
+    # achieved fraction of the datasheet peak rate and bandwidth over the kernel's time
+    flops_util = flops / time_s / peak
+    bw_util = nbytes / time_s / profile.bandwidth_bytes_per_s
+    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, time_s, flops_util, bw_util)
 
 
 def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:

@@ -64,7 +64,8 @@ class PlanResult:
         partly hidden behind the previous kernel); the shares sum to the plan's time."""
         return [
             {"name": kt.name, "pattern": kt.pattern, "flops": _scalar(kt.flops), "bytes": _scalar(kt.bytes),
-             "time_s": _scalar(kt.time_s), "share_s": _scalar(share), "bound": _scalar(kt.bound)}
+             "time_s": _scalar(kt.time_s), "share_s": _scalar(share), "bound": _scalar(kt.bound),
+             "flops_utilisation": _scalar(kt.flops_utilisation), "bandwidth_utilisation": _scalar(kt.bandwidth_utilisation)}
             for kt, share in zip(self.kernels, contributions(self.kernels))
         ]
 

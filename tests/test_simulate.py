@@ -170,3 +170,11 @@ def test_prediction_states_its_mode(tmp_path):
         pytest.skip(f"calibrated schema differs: {exc}")
     assert prof.mode.startswith("calibrated:")
     assert predict("dense-fused", phase="decode", context=4096, batch=1, heads_q=8, heads_kv=8, d=128, k=128, profile=prof).mode == prof.mode
+
+
+def test_kernel_table_reports_utilisation():
+    s = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32)
+    attention = s.dense.table()[0]
+    # memory-bound at the datasheet profile's 0.90 contiguous efficiency, plus one 4 us launch
+    assert attention["bandwidth_utilisation"] == pytest.approx(0.90 * (1 - 4e-6 / attention["time_s"]), rel=1e-9)
+    assert 0 < attention["flops_utilisation"] < attention["bandwidth_utilisation"]
