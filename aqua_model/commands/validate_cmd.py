@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases")
     r.add_argument("--plans", nargs="+", default=None, metavar="PLAN",
                    help="run only the cases of these plans (e.g. aqua-token-major)")
+    r.add_argument("--phase", choices=("decode", "prefill"), default=None, help="run only the cases of this phase")
     r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default on --device cpu)")
     r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds")
     r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site (ms)")
@@ -106,6 +107,8 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"--plans {unknown} are not plans of the grid; known: {known}")
         cases = [c for c in cases if c.plan in args.plans]
+    if args.phase:
+        cases = [c for c in cases if c.phase == args.phase]
     measurer = Measurer(device, warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
                         rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS, graph=not args.eager)
     counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
