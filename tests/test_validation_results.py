@@ -11,6 +11,7 @@ from aqua_model.validate.runner import merge_runs, read_rows, repredict_rows
 H200 = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
 RAW, CURRENT = H200 / "validation.jsonl", H200 / "validation_current_model.jsonl"
 TOKEN_MAJOR = H200 / "validation_token_major.jsonl"
+PREFILL_EAGER = H200 / "validation_prefill_eager.jsonl"
 
 
 @pytest.mark.skipif(not CURRENT.is_file(), reason="no committed H200 validation results")
@@ -18,6 +19,7 @@ def test_committed_predictions_are_the_current_models():
     # If this fails, the model changed: rerun
     #   aqua-model validate report validation/results/h200/validation.jsonl \
     #     validation/results/h200/validation_token_major.jsonl \
+    #     validation/results/h200/validation_prefill_eager.jsonl \
     #     --repredict validation/results/h200/h200-calibrated.toml \
     #     --out validation/results/h200/validation_current_model.jsonl \
     #     --markdown validation/results/h200/summary_current_model.md
@@ -30,7 +32,7 @@ def test_committed_predictions_are_the_current_models():
 
 @pytest.mark.skipif(not CURRENT.is_file(), reason="no committed H200 validation results")
 def test_repredicted_file_keeps_every_measurement():
-    raw = merge_runs([read_rows(RAW), read_rows(TOKEN_MAJOR)])
+    raw = merge_runs([read_rows(RAW), read_rows(TOKEN_MAJOR), read_rows(PREFILL_EAGER)])
     current = read_rows(CURRENT)
     assert [r["case_id"] for r in raw] == [r["case_id"] for r in current]
     assert all(a.get("measured_s") == b.get("measured_s") and a["status"] == b["status"] for a, b in zip(raw, current))
