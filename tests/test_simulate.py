@@ -178,3 +178,18 @@ def test_kernel_table_reports_utilisation():
     # memory-bound at the datasheet profile's 0.90 contiguous efficiency, plus one 4 us launch
     assert attention["bandwidth_utilisation"] == pytest.approx(0.90 * (1 - 4e-6 / attention["time_s"]), rel=1e-9)
     assert 0 < attention["flops_utilisation"] < attention["bandwidth_utilisation"]
+
+
+junk = st.one_of(st.integers(-3, 200_000), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4), st.none(),
+                 st.booleans(), st.lists(st.integers(-2, 5), max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(context=junk, k=junk, batch=junk, d=junk, heads_kv=junk,
+       plan=st.sampled_from(["fused", "eager", "token-major", "x"]), phase=st.sampled_from(["decode", "prefill", "y"]))
+def test_only_value_or_type_errors_escape_the_simulator(context, k, batch, d, heads_kv, plan, phase):
+    try:
+        simulate(gpu="h200", heads_q=32, heads_kv=heads_kv, d=d, context=context, k=k, batch=batch, plan=plan, phase=phase,
+                 prompt=128 if phase == "prefill" else None)
+    except (ValueError, TypeError):
+        pass
