@@ -9,6 +9,7 @@ from .breakeven import breakeven
 from .convention import Convention, resolve
 from .costs import component_flops, decode_read_bytes
 from .costs.flops import COMPONENTS
+from .simulate import end_to_end, simulate
 
 #: Head dimensions of the report: 64 (GPT-2, MiniLM-scale), 128 (Llama, Mistral, Qwen), 256 (Gemma).
 REPORT_HEAD_DIMS = (64, 128, 256)
@@ -72,8 +73,6 @@ def speedup_rows(
     ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "fused",
 ) -> list[dict[str, Any]]:
     """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused."""
-    from .simulate import end_to_end, simulate  # simulate sits above this module's other imports
-
     rows = []
     for k in ks:
         for ctx in contexts:
