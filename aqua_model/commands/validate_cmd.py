@@ -157,10 +157,11 @@ def _repredicted(rows: list, profile: str, out: str | None) -> list:
 
 def _calibration_base(path: str) -> str | None:
     """The ``base`` datasheet key a calibrated profile was built on ([calibration] base)."""
-    import tomllib
+    from pathlib import Path
 
-    with open(path, "rb") as fh:
-        base = tomllib.load(fh).get("calibration", {}).get("base")
+    from aqua_model._datafiles import read_toml
+
+    base = read_toml(Path(path)).get("calibration", {}).get("base")
     return base if isinstance(base, str) and base else None
 
 
