@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..studies import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
 from ..tables import to_text
 
 #: Context of the cost breakdown in the report (a common serving context).
 REPORT_CONTEXT = 4096
+#: The calibrated H200 profile committed with the validation results (present in a checkout).
+COMMITTED_PROFILE = Path(__file__).resolve().parents[2] / "validation" / "results" / "h200" / "h200-calibrated.toml"
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="break-even table and cost breakdown at the paper's operating point")
+    p = sub.add_parser(name, help="break-even table, cost breakdown and predicted H200 speedups")
+    p.add_argument("--profile", default=None,
+                   help="calibrated profile for a second speedup table (default: the committed H200 one, if present)")
     p.set_defaults(run=run)
 
 
@@ -22,7 +27,15 @@ def run(args: argparse.Namespace) -> int:
     print(to_text(breakeven_rows()))
     print(f"Cost breakdown at the paper's operating point d={PAPER_D}, k={PAPER_K}, decode, N={REPORT_CONTEXT}:\n")
     print(to_text(breakdown_rows(d=PAPER_D, k=PAPER_K, context=REPORT_CONTEXT)))
-    print(f"Predicted decode speedup of fused AQUA (dim-major keys) over dense fused attention, Llama-3.1-8B on H200, "
-          f"batch {REPORT_SPEEDUP_BATCH} (roofline, datasheet profile; 'ceiling' = 2d/(k+d)):\n")
-    print(to_text(speedup_rows()))
+    profiles = ["h200"]
+    calibrated = args.profile or (str(COMMITTED_PROFILE) if COMMITTED_PROFILE.is_file() else None)
+    if calibrated:
+        profiles.append(calibrated)
+    for gpu in profiles:
+        rows = speedup_rows(gpu=gpu)
+        print(f"Predicted decode speedup of fused AQUA (dim-major keys) over dense fused attention, Llama-3.1-8B, "
+              f"batch {REPORT_SPEEDUP_BATCH}, profile {rows[0]['mode']} ('ceiling' = 2d/(k+d)):\n")
+        print(to_text(rows))
+    if not calibrated:
+        print("(no calibrated profile found: run `aqua-model validate calibrate` on a GPU, or pass --profile)")
     return 0
