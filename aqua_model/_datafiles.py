@@ -1,7 +1,10 @@
-"""Shared plumbing of the TOML data files (hardware profiles, model configs)."""
+"""Shared plumbing of the TOML data files (hardware profiles, model configs): reading,
+writing (the standard library reads TOML but does not write it) and alias maps."""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -44,3 +47,45 @@ def alias_map(keys: Iterable[str], aliases_of: Callable[[str], Iterable[str]], k
                 raise ValueError(f"alias {alias!r} of {key!r} is also a {kind} key")
             out[a] = key
     return MappingProxyType(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML: {v!r:.60}")
+
+
+def _is_table(v: Any) -> bool:
+    """A nested table gets its own [header]; a {value, unit, source} number stays inline."""
+    return isinstance(v, dict) and "value" not in v and "points" not in v
+
+
+def to_toml(doc: dict[str, Any], *, header: str = "") -> str:
+    """Serialise ``doc`` (scalars, lists, inline number tables, nested tables) as TOML."""
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+
+    def emit(table: dict[str, Any], prefix: str) -> None:
+        plain = {k: v for k, v in table.items() if not _is_table(v) and not (isinstance(v, dict) and "points" in v)}
+        nested = {k: v for k, v in table.items() if k not in plain}
+        if prefix:
+            lines.append("")
+            lines.append(f"[{prefix}]")
+        for k, v in plain.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in nested.items():
+            emit(v, f"{prefix}.{k}" if prefix else k)
+
+    emit(doc, "")
+    return "\n".join(lines) + "\n"

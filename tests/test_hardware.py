@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aqua_model import hardware
+from aqua_model._datafiles import read_toml, to_toml
 from aqua_model.dtypes import dtype_bytes
 from aqua_model.hardware.profile import DATA_DIR, SOURCE_PREFIXES
 
@@ -25,37 +25,11 @@ H200_FILE = DATA_DIR / "h200-sxm.toml"
 
 
 def _raw(path: Path) -> dict:
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+    return read_toml(path)
 
 
 def _dump(raw: dict) -> str:
-    """Tiny TOML writer for the shapes used in hardware files (tables of scalars, lists)."""
-
-    def scalar(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + " }"
-        raise TypeError(v)
-
-    top = [f"{k} = {scalar(v)}" for k, v in raw.items() if k not in ("efficiency", "calibration")]
-    out = "\n".join(top) + "\n"
-    if "efficiency" in raw:
-        eff = dict(raw["efficiency"])
-        tables = eff.pop("size_table", {})
-        out += "[efficiency]\n" + "".join(f"{k} = {scalar(v)}\n" for k, v in eff.items())
-        for pattern, table in tables.items():
-            out += f"[efficiency.size_table.{pattern}]\n" + "".join(f"{k} = {scalar(v)}\n" for k, v in table.items())
-    if "calibration" in raw:
-        out += "[calibration]\n" + "".join(f"{k} = {scalar(v)}\n" for k, v in raw["calibration"].items())
-    return out
+    return to_toml(raw)
 
 
 def _write(tmp_path: Path, raw: dict, stem: str = "device") -> Path:

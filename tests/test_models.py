@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aqua_model import models
+from aqua_model._datafiles import read_toml, to_toml
 from aqua_model.models.config import DATA_DIR
 
 REQUIRED_MODELS = {"llama-3.1-8b", "llama-3.1-70b", "llama-2-7b", "mistral-7b-v0.1", "qwen2.5-7b"}
@@ -20,25 +20,11 @@ LLAMA_FILE = DATA_DIR / "llama-3.1-8b.toml"
 
 
 def _raw(path: Path) -> dict:
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+    return read_toml(path)
 
 
 def _dump(raw: dict) -> str:
-    def scalar(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + " }"
-        raise TypeError(v)
-
-    return "".join(f"{k} = {scalar(v)}\n" for k, v in raw.items())
+    return to_toml(raw)
 
 
 def _write(tmp_path: Path, raw: dict, stem: str = "model") -> Path:

@@ -26,7 +26,6 @@ rate only where the measurement beats it (then its source says so). Everything e
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aqua_model._checks import check_choice
+from aqua_model._datafiles import to_toml
 from aqua_model.hardware import HardwareProfile, load
 from aqua_model.validate.timing import time_fn
 
@@ -293,51 +293,6 @@ def _quantity_doc(q: Any) -> dict[str, Any]:
     if q.note is not None:
         out["note"] = q.note
     return out
-
-
-# -- a small TOML writer (the standard library reads TOML but does not write it) -------------------
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML: {v!r:.60}")
-
-
-def _is_table(v: Any) -> bool:
-    """A nested table gets its own [header]; a {value, unit, source} number stays inline."""
-    return isinstance(v, dict) and "value" not in v and "points" not in v
-
-
-def to_toml(doc: dict[str, Any], *, header: str = "") -> str:
-    """Serialise ``doc`` (scalars, lists, inline number tables, nested tables) as TOML."""
-    lines = [f"# {line}" for line in header.splitlines()] if header else []
-
-    def emit(table: dict[str, Any], prefix: str) -> None:
-        plain = {k: v for k, v in table.items() if not _is_table(v) and not (isinstance(v, dict) and "points" in v)}
-        nested = {k: v for k, v in table.items() if k not in plain}
-        if prefix:
-            lines.append("")
-            lines.append(f"[{prefix}]")
-        for k, v in plain.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        for k, v in nested.items():
-            emit(v, f"{prefix}.{k}" if prefix else k)
-
-    emit(doc, "")
-    return "\n".join(lines) + "\n"
 
 
 def write_profile(cal: Calibration, out_path: str | os.PathLike[str], *, base: str | None = None) -> HardwareProfile:
