@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aqua_model._datafiles import read_toml  # noqa: E402
+from aqua_model._datafiles import read_toml, to_toml  # noqa: E402
 from aqua_model.hardware import load  # noqa: E402
-from aqua_model.validate.microbench import to_toml  # noqa: E402
 from aqua_model.validate.timing import time_fn  # noqa: E402
 
 #: Softmax row lengths (keys per query row) and the total bytes of each softmax input.
