@@ -9,6 +9,7 @@ Usage: python analysis/decode_kernels_table.py
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from aqua_model.tables import write_table
@@ -45,12 +46,16 @@ def rows_from(path: Path = RESULTS) -> list[dict]:
 
 def main() -> None:
     rows = rows_from()
-    env = json.loads(RESULTS.read_text().splitlines()[0])
+    raw = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    env = raw[0]
+    # extra time of rotating q by P in the wrapper, at the contexts of the targets
+    rotate_us = sorted((r["aqua_fused_rotate_q_s"] - r["aqua_fused_s"]) * 1e6 for r in raw if r["context"] >= 16384)
     note = (f"Measured by validation/bench_decode_kernels.py on {env['gpu']} (driver {env['driver']}, torch {env['torch']}, "
             f"triton {env['triton']}, CUDA {env['cuda']}); bf16, d = 128; medians of triton.testing.do_bench with the L2 flushed. "
             f"Copy bandwidth measured in the same run: {env['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write). "
             "AQUA time includes selecting the top-k of |q^| (inside the kernel in this run); q is taken as already rotated "
-            "(P folded into W_Q; rotating q in the wrapper adds 35-45 us). "
+            f"(P folded into W_Q; rotating q in the wrapper adds {rotate_us[0]:.0f}-{rotate_us[-1]:.0f} us at N >= 16K, "
+            f"median {statistics.median(rotate_us):.0f} us). "
             "Under GQA the AQUA kernel uses group-shared selection.")
     paths = write_table(rows, ROOT / "analysis" / "results" / "decode_kernels", title="H200 fused decode kernels", notes=[note])
     targets = [r for r in rows if r["target"] != ""]

@@ -91,3 +91,18 @@ def test_readme_measured_speedups_come_from_the_committed_results():
         measured = dense["measured_s"] / fused["measured_s"]
         predicted = dense["predicted_calibrated_s"] / fused["predicted_calibrated_s"]
         assert f"{measured:.2f}x at k = {k} ({predicted:.2f}x)" in text
+
+
+def test_readme_fidelity_numbers_come_from_the_committed_study():
+    import csv
+
+    summary = {(r["dataset"], r["method"], int(r["k"])): r
+               for r in csv.DictReader((ROOT / "analysis" / "results" / "fidelity_summary.csv").open())}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    aqua_en, aqua_de = summary[("heldout_en", "aqua", 16)], summary[("heldout_de", "aqua", 16)]
+    assert f"{float(aqua_en['output_rel_err']):.1%} on held-out English and {float(aqua_de['output_rel_err']):.1%} on German" in text
+    assert f"kept {float(aqua_en['energy']):.1%} of the query energy" in text
+    assert f"top-1 key for {float(aqua_en['top1_agreement']):.1%} of queries" in text
+    for method in ("sparq", "loki", "random"):
+        en, de = summary[("heldout_en", method, 16)], summary[("heldout_de", method, 16)]
+        assert f"{float(en['output_rel_err']) * 100:.1f}% / {float(de['output_rel_err']) * 100:.1f}%" in text, method
