@@ -59,6 +59,22 @@ def test_calibrated_library_kernels_replace_the_generic_roofline():
     assert float(t.compute_s) == pytest.approx(float(t.flops) / (cal.peak_flops("bf16") * cal.attention_compute_efficiency))
 
 
+@pytest.mark.skipif(not CALIBRATED.is_file(), reason="no calibrated H200 profile committed")
+def test_calibrated_tables_return_the_measured_points():
+    from aqua_model._datafiles import read_toml
+
+    raw = read_toml(CALIBRATED)["calibration"]
+    cal = load(CALIBRATED)
+    for rows, length, _k, seconds in raw["topk_rows_length_k_s"]:
+        assert float(cal.topk_table(rows, length)) == pytest.approx(seconds, rel=1e-9)
+    # between measured points the time stays between its neighbours (log-log interpolation)
+    between = float(cal.topk_table(512, 128))
+    assert float(cal.topk_table(256, 128)) <= between <= float(cal.topk_table(2048, 128))
+    for length, _bytes, _seconds, efficiency in raw["softmax_length_bytes_s_efficiency"]:
+        assert float(cal.softmax_table(length)) == pytest.approx(efficiency, rel=1e-9)
+    assert cal.attention_compute_efficiency == pytest.approx(raw["attention_compute_efficiency"])
+
+
 def test_prefill_eager_bytes_equal_brute_force_tensor_counts():
     small = {"B": 2, "H_q": 4, "H_kv": 2, "g": 2, "N": 24, "T": 5, "d": 16, "k": 4, "s": 2}
     B, Hq, Hkv, N, T, d = (small[x] for x in ("B", "H_q", "H_kv", "N", "T", "d"))

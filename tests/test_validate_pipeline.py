@@ -52,3 +52,29 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["run", "--profile", "h200", "--out", str(tmp_path / "r.jsonl"), "--device", "cpu"]) == 2
     assert "calibrated profile" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+H200 = __import__("pathlib").Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
+
+
+@pytest.mark.skipif(not (H200 / "h200-calibrated.toml").is_file(), reason="no committed calibrated profile")
+def test_run_filters_the_grid_by_plan_and_phase(tmp_path, capsys):
+    results = tmp_path / "subset.jsonl"
+    assert main(["run", "--profile", str(H200 / "h200-calibrated.toml"), "--out", str(results), "--device", "cpu",
+                 "--cpu-small", "--no-progress", "--rep-ms", "1", "--warmup-ms", "1",
+                 "--plans", "dense-fused", "--phase", "prefill"]) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert rows and {(r["plan"], r["phase"]) for r in rows} == {("dense-fused", "prefill")}
+    assert main(["run", "--profile", str(H200 / "h200-calibrated.toml"), "--out", str(results), "--device", "cpu",
+                 "--plans", "flash"]) == 2
+    assert "not plans of the grid" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (H200 / "validation_current_model.jsonl").is_file(), reason="no committed H200 results")
+def test_report_merges_runs_and_repredicts(tmp_path, capsys):
+    out = tmp_path / "current.jsonl"
+    assert main(["report", str(H200 / "validation.jsonl"), str(H200 / "validation_token_major.jsonl"),
+                 str(H200 / "validation_prefill_eager.jsonl"), "--no-cases",
+                 "--repredict", str(H200 / "h200-calibrated.toml"), "--out", str(out)]) == 0
+    assert out.read_text() == (H200 / "validation_current_model.jsonl").read_text()
+    assert "decode/aqua-token-major" in capsys.readouterr().out

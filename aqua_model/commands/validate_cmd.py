@@ -174,16 +174,11 @@ def _check_device(device: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``)."""
-    parser = argparse.ArgumentParser(prog="aqua-model")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser(sub, "validate")
-    args = parser.parse_args(["validate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"aqua-model validate: error: {exc}", file=sys.stderr)
-        return 2
+    """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``): the CLI's
+    ``validate`` subcommand, with its one-line errors."""
+    from aqua_model.cli import main as cli_main
+
+    return cli_main(["validate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
