@@ -61,11 +61,6 @@ class BreakEven:
         """Fraction of dot-product FLOPs AQUA removes: (d - k)/d (0.25 at k = 96 of 128)."""
         return (self.d - self.k) / self.d
 
-    @property
-    def context_symbol(self) -> sp.Symbol:
-        """N for decode, T for prefill."""
-        return sym.N if self.phase == "decode" else sym.T
-
     def latex(self) -> str:
         """The closed form as LaTeX, e.g. for a paper."""
         lhs = "N^*" if self.phase == "decode" else "T^*"

@@ -6,7 +6,7 @@ convention that produced it (``convention.label()`` and ``convention.to_dict()``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ._checks import check_choice, check_real
@@ -66,13 +66,6 @@ class Convention:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return asdict(self)
-
-    def with_(self, **changes: Any) -> "Convention":
-        """A copy with some fields changed (validated)."""
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown convention field(s) {sorted(unknown)}; allowed: {[f.name for f in fields(self)]}")
-        return replace(self, **changes)
 
 
 DEFAULT = Convention()

@@ -44,7 +44,7 @@ from .costs.numeric import evaluate
 from .dtypes import dtype_bytes
 from .hardware import HardwareProfile
 from .plans import INDEX_BYTES, KV_HEADS, PHASES, Q_HEADS, Kernel, Plan, build_plan
-from .plans import _aqua_prologue, _per_query_heads, _vectors_bytes  # shared kernel builders, one formula each
+from .plans import aqua_prologue, per_query_heads, vectors_bytes  # shared kernel builders, one formula each
 from .roofline import plan_time
 from .simulate import check_fits_memory, resolve_profile, resolve_shape
 from .symbols import N, T, d, k, s
@@ -67,7 +67,7 @@ DEFAULT_WINDOW_FRACTION = sp.Rational(1, 2)
 
 def _io() -> sp.Expr:
     """q read and output written, one d-vector each per query head."""
-    return 2 * _vectors_bytes("decode")
+    return 2 * vectors_bytes("decode")
 
 
 def _scores_bytes(count: sp.Expr) -> sp.Expr:
@@ -76,20 +76,20 @@ def _scores_bytes(count: sp.Expr) -> sp.Expr:
 
 
 def _exact(terms: dict[str, sp.Expr]) -> sp.Expr:
-    return _per_query_heads(terms, "scores", "softmax", "value")
+    return per_query_heads(terms, "scores", "softmax", "value")
 
 
 def _approx_kernel(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr], *, extra: sp.Expr, pattern: str, name: str = "approx_scores",
                    candidates: sp.Expr = N) -> Kernel:
-    return Kernel(name, _per_query_heads(terms, "approx"), KV_HEADS * kv["approx"] + _vectors_bytes("decode") + extra + _scores_bytes(candidates), pattern)
+    return Kernel(name, per_query_heads(terms, "approx"), KV_HEADS * kv["approx"] + vectors_bytes("decode") + extra + _scores_bytes(candidates), pattern)
 
 
 def _topk_kernel(terms: dict[str, sp.Expr], *, candidates: sp.Expr, kept: sp.Expr, name: str = "topk_tokens") -> Kernel:
-    return Kernel(name, _per_query_heads(terms, "token_select"), _scores_bytes(candidates) + Q_HEADS * kept * (INDEX_BYTES + peers.SCORE_BYTES), "contiguous", unit="vector")
+    return Kernel(name, per_query_heads(terms, "token_select"), _scores_bytes(candidates) + Q_HEADS * kept * (INDEX_BYTES + peers.SCORE_BYTES), "contiguous", unit="vector")
 
 
 def _sparse_kernel(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr], *, indices: sp.Expr, pattern: str) -> Kernel:
-    flops = _exact(terms) + _per_query_heads(terms, "bookkeeping")
+    flops = _exact(terms) + per_query_heads(terms, "bookkeeping")
     return Kernel("sparse_attention", flops, KV_HEADS * (kv["attention"] + kv["bookkeeping"]) + Q_HEADS * indices * INDEX_BYTES + _io(), pattern)
 
 
@@ -120,7 +120,7 @@ def build_peer_plan(method: str, *, phase: str = "decode", selection: str = "gro
 def _decode_kernels(method: str, selection: str, layout: str | None, conv: Convention) -> list[Kernel]:
     terms = peers.flop_terms(method, conv)
     kv = peers.byte_terms(method, selection=selection, layout=layout)
-    prologue = _aqua_prologue("decode", base_flop_terms("aqua", "decode", conv))
+    prologue = aqua_prologue("decode", base_flop_terms("aqua", "decode", conv))
     if method == "sparq":
         select_dims = prologue[2]
         return [Kernel("select_dims", select_dims.flops, select_dims.bytes.subs(k, peers.r), "contiguous", unit="vector"),
@@ -158,7 +158,7 @@ def _prefill_kernels(method: str, layout: str | None, conv: Convention) -> list[
     new_keys = KV_HEADS * T * d * s
     copy = Kernel("k_copy", sp.Integer(0), 2 * new_keys, "contiguous")  # read the new keys, write them dim-major
     if method in ("loki", "aqua-topk"):
-        kernels.append(_aqua_prologue("prefill", base_flop_terms("aqua", "prefill", conv))[1])  # rotate the new keys
+        kernels.append(aqua_prologue("prefill", base_flop_terms("aqua", "prefill", conv))[1])  # rotate the new keys
     if method == "sparq" or method == "aqua-topk" or (method == "loki" and layout == "dim-major"):
         kernels.append(copy)
     if method == "quest":  # min/max of each new page: read the keys, write 2 vectors per page

@@ -36,12 +36,11 @@ import sympy as sp
 from ._checks import check_choice
 from .convention import Convention, resolve
 from .costs import memory
-from .costs.flops import flop_terms
+from .costs.flops import PHASES, flop_terms
 from .costs.memory import GQA_SELECTIONS
+from .hardware.profile import PATTERNS
 from .symbols import B, H_kv, H_q, N, T, d, k, s
 
-PATTERNS = ("contiguous", "strided", "gather")
-PHASES = ("decode", "prefill")
 DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major")
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
 #: Bytes of one top-k index as torch returns it (int64).
@@ -112,7 +111,7 @@ def _keys(phase: str) -> sp.Expr:
     return N if phase == "decode" else N + T
 
 
-def _vectors_bytes(phase: str) -> sp.Expr:
+def vectors_bytes(phase: str) -> sp.Expr:
     """One d-vector per query head and query (q, q^ or the output)."""
     return Q_HEADS * _queries(phase) * d * s
 
@@ -122,17 +121,17 @@ def _projection_bytes() -> sp.Expr:
     return H_kv * d * d * s
 
 
-def _per_query_heads(terms: dict[str, sp.Expr], *names: str) -> sp.Expr:
+def per_query_heads(terms: dict[str, sp.Expr], *names: str) -> sp.Expr:
     return Q_HEADS * sp.Add(*(terms[n] for n in names))
 
 
-def _aqua_prologue(phase: str, terms: dict[str, sp.Expr]) -> list[Kernel]:
+def aqua_prologue(phase: str, terms: dict[str, sp.Expr]) -> list[Kernel]:
     """q_proj, k_proj and topk, shared by every AQUA plan."""
     new_keys = KV_HEADS * _queries(phase)
     return [
-        Kernel("q_proj", _per_query_heads(terms, "q_proj"), 2 * _vectors_bytes(phase) + _projection_bytes(), "contiguous"),
-        Kernel("k_proj", _per_query_heads(terms, "k_proj"), 2 * new_keys * d * s + _projection_bytes(), "contiguous"),
-        Kernel("topk", _per_query_heads(terms, "select"), _vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES),
+        Kernel("q_proj", per_query_heads(terms, "q_proj"), 2 * vectors_bytes(phase) + _projection_bytes(), "contiguous"),
+        Kernel("k_proj", per_query_heads(terms, "k_proj"), 2 * new_keys * d * s + _projection_bytes(), "contiguous"),
+        Kernel("topk", per_query_heads(terms, "select"), vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES),
                "contiguous", launches=TOPK_LAUNCHES, unit="vector", op="topk", op_rows=Q_HEADS * _queries(phase), op_length=d),
     ]
 
@@ -141,9 +140,9 @@ def _eager_tail(phase: str, dense_terms: dict[str, sp.Expr]) -> list[Kernel]:
     """softmax and value of an eager plan: scores materialised as a full [queries, keys] matrix."""
     score_elems = Q_HEADS * _queries(phase) * _keys(phase)
     return [
-        Kernel("softmax", _per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
+        Kernel("softmax", per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
                op="softmax", op_rows=Q_HEADS * _queries(phase), op_length=_keys(phase)),
-        Kernel("value", _per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * _keys(phase) * d * s + _vectors_bytes(phase), "contiguous"),
+        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * _keys(phase) * d * s + vectors_bytes(phase), "contiguous"),
     ]
 
 
@@ -167,22 +166,22 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     aqua = flop_terms("aqua", "decode", conv)
     kv_dense = KV_HEADS * memory.decode_read_bytes("dense")
     if name == "dense-fused":
-        return [Kernel("attention", _per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * _vectors_bytes("decode"), "contiguous", op="attention")]
+        return [Kernel("attention", per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * vectors_bytes("decode"), "contiguous", op="attention")]
     if name == "dense-eager":
-        scores = Kernel("scores", _per_query_heads(dense, "scores"), KV_HEADS * N * d * s + _vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
+        scores = Kernel("scores", per_query_heads(dense, "scores"), KV_HEADS * N * d * s + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
         return [scores, *_eager_tail("decode", dense)]
-    prologue = _aqua_prologue("decode", aqua)
+    prologue = aqua_prologue("decode", aqua)
     if name == "aqua-eager":
         # torch.gather reads the selected dims of each query head's KV group and writes a
         # [N, k] copy per query head; the matmul then reads that copy.
         gathered = Q_HEADS * N * k * s
         gather = Kernel("gather", sp.Integer(0), Q_HEADS * N * k * s + gathered + Q_HEADS * k * INDEX_BYTES, "gather")
-        scores = Kernel("scores", _per_query_heads(aqua, "scores"), gathered + _vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
+        scores = Kernel("scores", per_query_heads(aqua, "scores"), gathered + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
     layout, pattern = ("dim-major", "contiguous") if name == "aqua-fused" else ("token-major", "strided")
     kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
-    io = 2 * _vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
-    return [*prologue, Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern,
+    io = 2 * vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
+    return [*prologue, Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern,
                               launches=SPLIT_N_LAUNCHES, op="attention")]
 
 
@@ -191,20 +190,20 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     dense_rect = flop_terms("dense", "prefill", conv, False)
     aqua = flop_terms("aqua", "prefill", conv, True)
     kv_read = 2 * KV_HEADS * (N + T) * d * s
-    io = 2 * _vectors_bytes("prefill")
+    io = 2 * vectors_bytes("prefill")
     if name == "dense-fused":
-        return [Kernel("attention", _per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention")]
+        return [Kernel("attention", per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention")]
     if name == "aqua-fused":
-        return [*_aqua_prologue("prefill", aqua), Kernel("attention", _per_query_heads(aqua, "scores", "softmax", "value"),
+        return [*aqua_prologue("prefill", aqua), Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"),
                                                           kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous", op="attention")]
     score_elems = Q_HEADS * T * (N + T)
-    scores = Kernel("scores", _per_query_heads(dense_rect, "scores"), KV_HEADS * (N + T) * d * s + _vectors_bytes("prefill") + score_elems * s, "contiguous")
+    scores = Kernel("scores", per_query_heads(dense_rect, "scores"), KV_HEADS * (N + T) * d * s + vectors_bytes("prefill") + score_elems * s, "contiguous")
     # the causal mask is applied to the materialised scores in place: one more read and write
     mask = Kernel("mask", sp.Integer(0), 2 * score_elems * s, "contiguous", unit="vector")
     tail = [mask, *_eager_tail("prefill", dense_rect)]
     if name == "dense-eager":
         return [scores, *tail]
-    return [*_aqua_prologue("prefill", aqua), scores, *tail]
+    return [*aqua_prologue("prefill", aqua), scores, *tail]
 
 
 def plan_names(phase: str) -> tuple[str, ...]:

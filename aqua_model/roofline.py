@@ -18,11 +18,10 @@ import numpy as np
 
 from ._checks import check_choice
 from .costs.numeric import evaluate
+from .dtypes import STORAGE_DTYPES
 from .hardware import HardwareProfile
 from .plans import Kernel, Plan
 
-#: Storage dtypes a plan runs in; the matrix unit computes in this dtype.
-DTYPES = ("bf16", "fp16", "fp32")
 #: Elementwise work (softmax, |q|, selection) runs on the fp32 vector units.
 VECTOR_DTYPE = "fp32"
 
@@ -53,7 +52,7 @@ class KernelTime:
 
 def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> KernelTime:
     """Roofline time of ``kernel`` with symbol values (numbers or broadcastable arrays)."""
-    check_choice("dtype", dtype, DTYPES)
+    check_choice("dtype", dtype, STORAGE_DTYPES)
     values = {"S": profile.sector_bytes, **values}
     flops = np.asarray(evaluate(kernel.flops, values), dtype=float)
     nbytes = np.asarray(evaluate(kernel.bytes, values), dtype=float)

@@ -295,6 +295,7 @@ class EndToEnd:
     dense_attention_s: np.ndarray
     aqua_attention_s: np.ndarray
     mode: str
+    simulation: Simulation
 
     @property
     def dense_s(self) -> np.ndarray:
@@ -326,5 +327,4 @@ def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context:
     flops = 2.0 * cfg.param_count * np.asarray(sim.inputs["batch"], dtype=float)
     compute_s = flops / (profile.peak_flops(cfg.dtype) * profile.compute_efficiency)
     weights_s = np.maximum(read_s, compute_s) + cfg.layers * profile.launch_overhead_s
-    layers = cfg.layers
-    return EndToEnd(weights_s, layers * sim.dense.time_s, layers * sim.aqua.time_s, profile.mode)
+    return EndToEnd(weights_s, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s, profile.mode, sim)

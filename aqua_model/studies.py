@@ -9,7 +9,7 @@ from .breakeven import breakeven
 from .convention import Convention, resolve
 from .costs import component_flops, decode_read_bytes
 from .costs.flops import COMPONENTS
-from .simulate import end_to_end, simulate
+from .simulate import end_to_end
 
 #: Head dimensions of the report: 64 (GPT-2, MiniLM-scale), 128 (Llama, Mistral, Qwen), 256 (Gemma).
 REPORT_HEAD_DIMS = (64, 128, 256)
@@ -76,8 +76,8 @@ def speedup_rows(
     rows = []
     for k in ks:
         for ctx in contexts:
-            sim = simulate(gpu=gpu, model=model, context=ctx, k=k, batch=batch, plan=plan)
             e2e = end_to_end(gpu=gpu, model=model, context=ctx, k=k, batch=batch, plan=plan)
+            sim = e2e.simulation
             rows.append({"k": k, "context": ctx, "batch": batch, "dense_us_per_layer": round(float(sim.dense.time_s) * 1e6, 1),
                          "aqua_us_per_layer": round(float(sim.aqua.time_s) * 1e6, 1), "speedup": round(float(sim.speedup), 3),
                          "ceiling": round(float(sim.ceiling), 3), "end_to_end_speedup": round(float(e2e.speedup), 3), "mode": sim.mode})

@@ -34,15 +34,19 @@ def run(args: argparse.Namespace) -> int:
     conv = convention_from(args)
     common = dict(gpu=args.gpu, model=args.model, heads_q=args.heads_q, heads_kv=args.heads_kv, d=args.d,
                   phase=args.phase, batch=args.batch, k=args.k, plan=args.plan, selection=args.selection, convention=conv)
-    sim = simulate(context=args.context, prompt=args.prompt, **common)
+    e2e = None
+    if args.phase == "decode" and args.model is not None:  # the whole model: end-to-end latency too
+        e2e = end_to_end(gpu=args.gpu, model=args.model, context=args.context, k=args.k, batch=args.batch,
+                         plan=args.plan, selection=args.selection, convention=conv)
+        sim = e2e.simulation
+    else:
+        sim = simulate(context=args.context, prompt=args.prompt, **common)
     payload = sim.to_dict()
     if args.phase == "decode":
         payload["time_breakeven_context"] = time_breakeven(**common)
-        if args.model is not None:
-            e2e = end_to_end(gpu=args.gpu, model=args.model, context=args.context, k=args.k, batch=args.batch,
-                             plan=args.plan, selection=args.selection, convention=conv)
-            payload["end_to_end"] = {"dense_s": float(e2e.dense_s), "aqua_s": float(e2e.aqua_s), "speedup": float(e2e.speedup),
-                                     "attention_fraction": float(e2e.attention_fraction)}
+    if e2e is not None:
+        payload["end_to_end"] = {"dense_s": float(e2e.dense_s), "aqua_s": float(e2e.aqua_s), "speedup": float(e2e.speedup),
+                                 "attention_fraction": float(e2e.attention_fraction)}
     if args.json:
         print_json(payload)
         return 0

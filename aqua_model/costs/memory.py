@@ -19,6 +19,7 @@ import sympy as sp
 
 from .._checks import check_choice
 from ..symbols import N, S, d, g, k, m, s
+from .flops import METHODS
 
 LAYOUTS = ("dim-major", "token-major")
 CHANNEL_PATTERNS = ("random", "prefix")
@@ -32,7 +33,7 @@ def kv_cache_bytes(method: str) -> sp.Expr:
     dims of P (m = d keeps the full key; m < d is the KV-memory saving) and full values:
     (m + d)*N*s.
     """
-    check_choice("method", method, ("dense", "aqua"))
+    check_choice("method", method, METHODS)
     return 2 * N * d * s if method == "dense" else (m + d) * N * s
 
 
@@ -79,7 +80,7 @@ def decode_read_bytes(
     Dense reads all of K and V: 2*N*d*s. AQUA reads the selected key dims (layout dependent)
     and all of V: V is never sparsified, so the byte ratio to dense is at best (k/d + 1)/2.
     """
-    check_choice("method", method, ("dense", "aqua"))
+    check_choice("method", method, METHODS)
     check_choice("layout", layout, LAYOUTS)
     values = N * d * s
     if method == "dense":
