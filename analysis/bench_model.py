@@ -18,7 +18,7 @@ import aqua_model
 from aqua_model import breakeven, component_flops
 from aqua_model.hardware import load
 from aqua_model.plans import build_plan
-from aqua_model.roofline import plan_time
+from aqua_model.simulator.roofline import plan_time
 
 POINTS = 1_000_000
 REPEATS = 7

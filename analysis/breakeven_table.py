@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aqua_model.studies import breakdown_rows, breakeven_rows
-from aqua_model.tables import write_table
+from aqua_model.simulator.report_rows import breakdown_rows, breakeven_rows
+from aqua_model.table_render import write_table
 
 
 def main() -> None:

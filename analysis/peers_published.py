@@ -14,8 +14,8 @@ from typing import Any
 
 from aqua_model.costs import peers
 from aqua_model.costs.numeric import evaluate
-from aqua_model.peer_plans import compare
-from aqua_model.tables import to_csv, to_markdown
+from aqua_model.simulator.comparison import compare
+from aqua_model.table_render import to_csv, to_markdown
 
 RESULTS_DIR = Path(__file__).parent / "results"
 STEM = "peers_published"

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from aqua_model.validate.runner import merge_runs, read_rows
-from aqua_model.tables import to_markdown
+from aqua_model.table_render import to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = ROOT / "validation" / "results" / "h200"

@@ -1,13 +1,14 @@
-"""``aqua-model`` command line: one subcommand module per job, errors as one line."""
+"""``aqua-model`` command line: one subcommand module per job (:mod:`aqua_model.commands`),
+errors as one line."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from .commands import COMMANDS
+from .commands._common import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,17 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Bad arguments exit 2 with a one-line message, never a traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return 0
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"aqua-model {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

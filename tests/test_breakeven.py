@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import aqua_model
 from aqua_model import Convention, breakeven, component_flops, max_k
-from aqua_model.symbols import T, d, g, k, log2
+from aqua_model.costs.symbols import T, d, g, k, log2
 
 
 def brute_force_n_min(d_: int, k_: int, g_: int, phase: str, limit: int = 200_000) -> int | None:

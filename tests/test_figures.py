@@ -23,7 +23,7 @@ from aqua_model.plots import FIGURES, load_figures, register
 from aqua_model.plots import breakdown, breakeven, catalog, memory, parity, roofline, speedup
 from aqua_model.plots.measured import NO_MEASUREMENTS, calibrated_profile, read_jsonl, validation_rows
 from aqua_model.plots.style import savefig
-from aqua_model.simulate import predict, simulate, time_breakeven
+from aqua_model.simulator import predict, simulate, time_breakeven
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = speedup.Shape()

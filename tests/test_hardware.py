@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from aqua_model import hardware
 from aqua_model._datafiles import read_toml, to_toml
-from aqua_model.dtypes import dtype_bytes
+from aqua_model.costs.dtypes import dtype_bytes
 from aqua_model.hardware.profile import DATA_DIR, SOURCE_PREFIXES
 
 REQUIRED_DEVICES = {"h100-sxm", "h200-sxm", "a100-80gb-sxm", "b200", "mi300x", "l40s", "rtx-4090", "cpu-generic"}

@@ -9,6 +9,7 @@ from aqua_model.kernels.calibration import (
     SCHEMA_VERSION,
     Calibration,
     calibrate,
+    calibrate_projections,
     fit_projection,
     load_calibration,
     save_calibration,

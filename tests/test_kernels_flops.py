@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from aqua_model.costs import component_flops
-from aqua_model.kernels.flops import MATMUL_COMPONENTS, reference_flops
+from aqua_model.kernels.flop_counter import MATMUL_COMPONENTS, reference_flops
 
 CASES = [
     # (method, phase, batch, heads_q, heads_kv, d, k, context, prompt)

@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 
 from aqua_model.costs.pairs import visible_pairs
-from aqua_model.symbols import N, T
+from aqua_model.costs.symbols import N, T
 
 
 def mask_pairs(new: int, cached: int, causal: bool) -> int:

@@ -10,11 +10,12 @@ from hypothesis import given, settings, strategies as st
 
 from aqua_model.cli import main
 from aqua_model.commands import compare_cmd
-from aqua_model.convention import Convention
+from aqua_model.costs.convention import Convention
 from aqua_model.costs import memory, peers
 from aqua_model.costs.flops import flop_terms as base_flop_terms
 from aqua_model.costs.numeric import evaluate
-from aqua_model.peer_plans import build_peer_plan, compare
+from aqua_model.plans import build_peer_plan
+from aqua_model.simulator.comparison import compare
 
 S_BYTES = 2  # bf16
 SECTOR = 32
@@ -142,7 +143,7 @@ def test_aqua_topk_bytes_equal_brute_force():
 def test_aqua_h2o_reduces_to_h2o_at_k_equal_d():
     combo = peers.byte_terms("aqua-h2o")
     plain = peers.byte_terms("h2o")
-    from aqua_model.symbols import d, k
+    from aqua_model.costs.symbols import d, k
     for term in peers.BYTE_TERMS:
         assert sp.simplify(combo[term].subs(k, d) - plain[term]) == 0
     ft_combo, ft_plain = peers.flop_terms("aqua-h2o"), peers.flop_terms("h2o")
@@ -155,7 +156,7 @@ def test_aqua_h2o_reduces_to_h2o_at_k_equal_d():
 
 
 def test_aqua_h2o_reduces_to_aqua_at_full_budget():
-    from aqua_model.symbols import N
+    from aqua_model.costs.symbols import N
     combo = peers.decode_read_bytes("aqua-h2o").subs(peers.b, N)
     assert sp.simplify(combo - peers.h2o_bookkeeping_bytes().subs(peers.b, N) - memory.decode_read_bytes("aqua")) == 0
     terms = peers.flop_terms("aqua-h2o")
@@ -165,7 +166,7 @@ def test_aqua_h2o_reduces_to_aqua_at_full_budget():
 
 
 def test_sparq_memory_is_one_and_a_half_dense_plus_mean_v():
-    from aqua_model.symbols import N, d, s
+    from aqua_model.costs.symbols import N, d, s
     assert sp.simplify(peers.kv_cache_bytes("sparq") - (3 * N * d * s + d * s)) == 0
     assert sp.simplify(peers.kv_cache_bytes("quest") - (2 * N * d * s + 2 * sp.ceiling(N / peers.p) * d * s)) == 0
 
@@ -238,7 +239,7 @@ def test_sparq_byte_ratio_is_r_over_2d_plus_kt_over_n_plus_mean(r_, kt):
 
 
 def test_plan_bytes_contain_the_cost_model_bytes():
-    from aqua_model.symbols import B, H_kv, H_q, g
+    from aqua_model.costs.symbols import B, H_kv, H_q, g
     values = {"B": 2, "H_q": 8, "H_kv": 2, "g": 4, "N": 4096, "d": 128, "s": 2, "S": 32, "r": 16, "k_t": 256, "p": 16, "b": 256, "w": 128, "k": 96}
     for method in peers.PEER_METHODS:
         plan = build_peer_plan(method)

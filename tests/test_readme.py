@@ -32,7 +32,7 @@ def test_readme_break_even_numbers_come_from_the_model():
 
 
 def test_readme_simulator_numbers_come_from_the_model():
-    from aqua_model.simulate import end_to_end, simulate, time_breakeven
+    from aqua_model.simulator import end_to_end, simulate, time_breakeven
 
     text = (ROOT / "README.md").read_text()
     kw = dict(gpu="h200", model="llama-3.1-8b", batch=8, k=32)
@@ -106,3 +106,18 @@ def test_readme_fidelity_numbers_come_from_the_committed_study():
     for method in ("sparq", "loki", "random"):
         en, de = summary[("heldout_en", method, 16)], summary[("heldout_de", method, 16)]
         assert f"{float(en['output_rel_err']) * 100:.1f}% / {float(de['output_rel_err']) * 100:.1f}%" in text, method
+
+
+def test_readme_python_examples_run():
+    """Every ```python block of the README is a doctest that passes as written."""
+    import doctest
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.+?)\n```", text, flags=re.S)
+    assert blocks, "the README has no python example"
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for i, block in enumerate(blocks):
+        test = parser.get_doctest(block, {}, f"README block {i}", "README.md", 0)
+        assert test.examples, f"README python block {i} has no >>> example"
+        result = runner.run(test, out=lambda s: None)
+        assert result.failed == 0, f"README python block {i} fails as a doctest:\n{block}"

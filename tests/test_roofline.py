@@ -9,7 +9,7 @@ import sympy as sp
 from aqua_model.costs.numeric import evaluate
 from aqua_model.hardware import load
 from aqua_model.plans import Kernel, Plan, build_plan
-from aqua_model.roofline import contributions, kernel_time, plan_time
+from aqua_model.simulator.roofline import contributions, kernel_time, plan_time
 
 H200 = load("h200")
 CALIBRATED = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200" / "h200-calibrated.toml"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from aqua_model.costs.numeric import evaluate
 from aqua_model.hardware import load
 from aqua_model.plans import build_plan, plan_names
-from aqua_model.simulate import end_to_end, predict, simulate, speedup, time_breakeven
+from aqua_model.simulator import end_to_end, predict, simulate, speedup, time_breakeven
 
 H200 = load("h200")
 BF16 = 2

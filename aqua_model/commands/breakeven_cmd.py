@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..breakeven import breakeven
+from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
 from ._common import add_convention_args, convention_from, print_json
 

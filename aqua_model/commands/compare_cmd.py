@@ -7,8 +7,8 @@ import argparse
 
 from ..costs import peers
 from ..costs.memory import GQA_SELECTIONS
-from ..peer_plans import BASELINES, compare
-from ..tables import to_text
+from ..simulator.comparison import BASELINES, compare
+from ..table_render import to_text
 from ._common import add_convention_args, convention_from, print_json
 
 

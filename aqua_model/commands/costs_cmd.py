@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..convention import resolve
+from ..costs.convention import resolve
 from ..costs.flops import flop_terms
 from ..costs.memory import decode_read_bytes
-from ..studies import breakdown_rows
-from ..tables import to_text
+from ..simulator.report_rows import breakdown_rows
+from ..table_render import to_text
 from ._common import add_convention_args, convention_from, print_json
 
 

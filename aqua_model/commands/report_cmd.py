@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..studies import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
-from ..tables import to_text
+from ..simulator.report_rows import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
+from ..table_render import to_text
 
 #: Context of the cost breakdown in the report (a common serving context).
 REPORT_CONTEXT = 4096

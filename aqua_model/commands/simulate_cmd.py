@@ -6,8 +6,8 @@ import argparse
 
 from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
-from ..simulate import AQUA_PLAN_ALIASES, end_to_end, simulate, time_breakeven
-from ..tables import to_text
+from ..simulator import AQUA_PLAN_ALIASES, end_to_end, simulate, time_breakeven
+from ..table_render import to_text
 from ._common import add_convention_args, convention_from, print_json
 
 

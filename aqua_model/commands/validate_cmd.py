@@ -72,11 +72,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Run the micro-benchmarks and write the profile."""
-    from aqua_model.validate.microbench import calibrate
+    from aqua_model.validate.microbench import calibrate_profile
 
     device = args.device or _default_device()
     _check_device(device)
-    prof = calibrate(out_path=args.out, device=device, quick=args.quick, base=args.base)
+    prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base)
     print(f"wrote {args.out} (mode {prof.mode})")
     print(prof.describe())
     return 0
@@ -176,9 +176,11 @@ def _check_device(device: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``): the CLI's
     ``validate`` subcommand, with its one-line errors."""
-    from aqua_model.cli import main as cli_main
+    from ._common import run_command
 
-    return cli_main(["validate", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="aqua-model")
+    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), "validate")
+    return run_command(parser, ["validate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_choice, check_int, check_int_array
-from ..convention import Convention, resolve
+from .convention import Convention, resolve
 from . import memory
 from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..symbols import B, G, H_kv, H_q, L, N, T
+from .symbols import B, G, H_kv, H_q, L, N, T
 
 #: Dummy index of the decode step in :func:`decode_sum`.
 STEP = sp.Symbol("i", positive=True, integer=True)

@@ -10,7 +10,7 @@ Components, in execution order:
 * ``value``   the probability-weighted sum of values (always all d dims).
 
 Dense attention has only the last three. Every expression is in the symbols of
-:mod:`aqua_model.symbols` and depends on a :class:`~aqua_model.convention.Convention`.
+:mod:`aqua_model.costs.symbols` and depends on a :class:`~aqua_model.costs.convention.Convention`.
 This module is the single source of truth for FLOPs: the break-even, the simulator, the
 figures and the FLOP cross-check all read these expressions.
 """
@@ -22,8 +22,8 @@ from functools import lru_cache
 import sympy as sp
 
 from .._checks import check_choice
-from ..convention import Convention
-from ..symbols import N, T, d, g, k, log2
+from .convention import Convention
+from .symbols import N, T, d, g, k, log2
 from .pairs import visible_pairs
 
 METHODS = ("dense", "aqua")

@@ -18,10 +18,12 @@ from __future__ import annotations
 import sympy as sp
 
 from .._checks import check_choice
-from ..symbols import N, S, d, g, k, m, s
+from .symbols import N, S, d, g, k, m, s
 from .flops import METHODS
 
 LAYOUTS = ("dim-major", "token-major")
+#: Memory access patterns a kernel may declare; a hardware profile gives an efficiency for each.
+PATTERNS: tuple[str, ...] = ("contiguous", "strided", "gather")
 CHANNEL_PATTERNS = ("random", "prefix")
 GQA_SELECTIONS = ("group", "per-head")
 

@@ -14,7 +14,7 @@ import numpy as np
 import sympy as sp
 from scipy.special import comb
 
-from ..symbols import BY_NAME
+from .symbols import BY_NAME
 
 
 def _binomial(n: Any, r: Any) -> Any:

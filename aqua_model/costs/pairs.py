@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..symbols import N, T
+from .symbols import N, T
 
 
 def visible_pairs(*, causal: bool, cached: sp.Expr = N, new: sp.Expr = T) -> sp.Expr:

@@ -6,7 +6,7 @@ KV head and per layer. Where a step is the same math as AQUA's, the expression i
 from :mod:`.flops` / :mod:`.memory` (projections, top-k of d, dim-major reads, the GQA
 union of per-head selections), never re-typed.
 
-Method parameters (r, k_t, p, b, w) are named symbols of :mod:`aqua_model.symbols`, like
+Method parameters (r, k_t, p, b, w) are named symbols of :mod:`aqua_model.costs.symbols`, like
 every other symbol of the model.
 
 What each method reads per decode step (per KV head, group selection):
@@ -33,15 +33,15 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from .. import symbols as _symbols
+from . import symbols as _symbols
 from .._checks import check_choice, check_int_array
-from ..convention import Convention, resolve
-from ..symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
+from .convention import Convention, resolve
+from .symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
 from . import memory
 from .flops import flop_terms as _base_flop_terms, selection_flops
 from .numeric import evaluate
 
-#: The peer parameters (defined with their meanings in :mod:`aqua_model.symbols`).
+#: The peer parameters (defined with their meanings in :mod:`aqua_model.costs.symbols`).
 MEANING: dict[sp.Symbol, str] = {sym: _symbols.MEANING[sym] for sym in (r, k_t, p, b, w)}
 
 PEER_METHODS = ("sparq", "loki", "quest", "h2o", "aqua-h2o", "aqua-topk")
@@ -373,7 +373,7 @@ def breakeven_closed_form(method: str, convention: Convention | None = None) -> 
 
 
 def _aqua_closed_form(convention: Convention | None) -> sp.Expr:
-    from .breakeven import breakeven_parts  # same package, no cycle
+    from .breakeven_algebra import breakeven_parts  # same package, no cycle
 
     return breakeven_parts("decode", resolve(convention))[0]
 

@@ -15,6 +15,7 @@ from aqua_model.hardware.profile import (
     aliases,
     list_devices,
     load,
+    resolve_profile,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "aliases",
     "list_devices",
     "load",
+    "resolve_profile",
 ]

@@ -44,12 +44,10 @@ import numpy as np
 
 from aqua_model._checks import check_choice
 from aqua_model._datafiles import alias_map, existing_file, read_toml
-from aqua_model.dtypes import COMPUTE_DTYPES, check_compute_dtype
+from aqua_model.costs.dtypes import COMPUTE_DTYPES, check_compute_dtype
+from aqua_model.costs.memory import PATTERNS
 
 SCHEMA_VERSION = 1
-
-#: Memory access patterns a kernel may declare.
-PATTERNS: tuple[str, ...] = ("contiguous", "strided", "gather")
 
 #: Where the shipped device files live.
 DATA_DIR = Path(__file__).parent / "data"
@@ -424,6 +422,11 @@ def load(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
 
 
 @lru_cache(maxsize=1)
+def resolve_profile(gpu: str | os.PathLike[str] | HardwareProfile) -> HardwareProfile:
+    """A profile object as given, or a device name / profile path for :func:`load`."""
+    return gpu if isinstance(gpu, HardwareProfile) else load(gpu)
+
+
 def _alias_map() -> Mapping[str, str]:
     return alias_map(list_devices(), lambda key: _load_path(DATA_DIR / f"{key}.toml").aliases, "device")
 

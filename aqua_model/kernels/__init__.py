@@ -7,7 +7,7 @@ Submodules:
 
 - :mod:`aqua_model.kernels.calibration`: SVD projections P per (layer, KV group), save / load.
 - :mod:`aqua_model.kernels.reference`: eager dense and AQUA attention, a projected-key cache.
-- :mod:`aqua_model.kernels.flops`: matmul FLOPs of the reference counted by torch's own
+- :mod:`aqua_model.kernels.flop_counter`: matmul FLOPs of the reference counted by torch's own
   ``FlopCounterMode``, per cost-model component.
 - :mod:`aqua_model.kernels.triton_decode`: fused split-N AQUA and dense decode kernels, with a
   reference fallback where triton or CUDA is missing.
@@ -18,6 +18,7 @@ from __future__ import annotations
 from aqua_model.kernels.calibration import (
     Calibration,
     calibrate,
+    calibrate_projections,
     fit_projection,
     load_calibration,
     save_calibration,
@@ -35,6 +36,7 @@ __all__ = [
     "aqua_attention",
     "aqua_attention_rotated",
     "calibrate",
+    "calibrate_projections",
     "dense_attention",
     "fit_projection",
     "load_calibration",

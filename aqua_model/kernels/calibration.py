@@ -144,7 +144,7 @@ class Calibration:
         return self.P[layer]
 
 
-def calibrate(
+def calibrate_projections(
     queries: torch.Tensor,
     keys: torch.Tensor,
     *,
@@ -188,6 +188,9 @@ def calibrate(
         created_by=f"aqua_model.kernels.calibration {_package_version()}",
     )
 
+
+#: The old name of :func:`calibrate_projections`, kept importable (the fidelity study uses it).
+calibrate = calibrate_projections
 
 _META_FIELDS = ("d", "layers", "heads_q", "heads_kv", "center", "source", "n_samples", "created_by")
 

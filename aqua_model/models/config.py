@@ -43,7 +43,7 @@ import numpy as np
 
 from aqua_model._checks import check_int_array
 from aqua_model._datafiles import alias_map, existing_file, read_toml
-from aqua_model.dtypes import STORAGE_DTYPES, dtype_bytes
+from aqua_model.costs.dtypes import STORAGE_DTYPES, dtype_bytes
 
 SCHEMA_VERSION = 1
 

@@ -11,7 +11,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from aqua_model.hardware import HardwareProfile
-from aqua_model.simulate import predict, resolve_profile
+from aqua_model.hardware import resolve_profile
+from aqua_model.simulator import predict
 
 from .measured import NO_MEASUREMENTS, matches
 from .speedup import Shape
@@ -69,7 +70,7 @@ def measured_breakdown(rows: Iterable[Mapping], *, shape: Shape, context: int, k
 
 def breakdown_data(*, gpu: str | HardwareProfile = "h200", shape: Shape = Shape(), context: int = CONTEXT, k: int = K,
                    plans: Sequence[str] = PLANS, rows: Iterable[Mapping] = ()) -> Breakdown:
-    """Predicted kernels from :func:`aqua_model.simulate.predict`; measured from validation rows at the same shape."""
+    """Predicted kernels from :func:`aqua_model.predict`; measured from validation rows at the same shape."""
     profile = resolve_profile(gpu)
     predicted = {}
     for plan in plans:

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from aqua_model.breakeven import breakeven
+from aqua_model.costs.flop_breakeven import breakeven
 
 from .style import CYCLE, GREY, new_figure, styled
 

@@ -34,7 +34,7 @@ def build_breakeven(out_dir: Path, root: Path) -> Sequence[Path]:
 
 
 @register("speedup_heatmap", "(b) predicted speedup of AQUA fused decode over dense fused, context x k, with the 1.0 contour",
-          "aqua_model.simulate.simulate() on the H200 datasheet profile, Llama-3.1-8B layer, batch 8")
+          "aqua_model.simulate() on the H200 datasheet profile, Llama-3.1-8B layer, batch 8")
 def build_speedup_heatmap(out_dir: Path, root: Path) -> Sequence[Path]:
     return savefig(speedup.speedup_heatmap_figure(speedup.speedup_grid_data(gpu=GPU, shape=SHAPE)), out_dir / "speedup_heatmap")
 
@@ -87,7 +87,7 @@ def build_kv_memory(out_dir: Path, root: Path) -> Sequence[Path]:
 
 
 @register("breakdown", "(g) per-kernel time of dense fused, AQUA fused and AQUA eager decode at N = 32K, k = 96, batch 8",
-          "aqua_model.simulate.predict() on the H200 datasheet profile; measured per-kernel rows of validation.jsonl when committed")
+          "aqua_model.predict() on the H200 datasheet profile; measured per-kernel rows of validation.jsonl when committed")
 def build_breakdown(out_dir: Path, root: Path) -> Sequence[Path]:
     data = breakdown.breakdown_data(gpu=GPU, shape=SHAPE, rows=validation_rows(root, GPU))
     return savefig(breakdown.breakdown_figure(data), out_dir / "breakdown")

@@ -10,10 +10,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from aqua_model.costs import kv_cache_bytes
-from aqua_model.dtypes import dtype_bytes
-from aqua_model.hardware import HardwareProfile
+from aqua_model.costs.dtypes import dtype_bytes
+from aqua_model.hardware import HardwareProfile, resolve_profile
 from aqua_model.models import ModelConfig, load as load_model
-from aqua_model.simulate import resolve_profile
 
 from .style import CYCLE, GREY, new_figure, styled
 

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from aqua_model.costs import peers
-from aqua_model.peer_plans import Comparison, compare
+from aqua_model.simulator.comparison import Comparison, compare
 
 from . import register
 from .style import GREY, OKABE_ITO, new_figure, note, savefig, styled
@@ -86,7 +86,7 @@ FIGURE_STEM = "peers"
 
 
 @register(FIGURE_STEM, "byte ratio, KV memory and predicted H200 decode speedup of AQUA, SparQ, Loki, Quest, H2O, AQUA+H2O, AQUA+top-k at matched settings (d=128, N=32768)",
-          "the symbolic peer cost model and roofline plans (aqua_model.peer_plans.compare, datasheet H200 profile)")
+          "the symbolic peer cost model and roofline plans (aqua_model.compare, datasheet H200 profile)")
 def build_peers_figure(out_dir: Path, root: Path) -> Sequence[Path]:
     """Write ``<out_dir>/peers.pdf`` and ``.png`` (``root`` unused: the figure reads no committed results)."""
     return savefig(peers_figure(), Path(out_dir) / FIGURE_STEM)

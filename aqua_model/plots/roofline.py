@@ -11,7 +11,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from aqua_model.hardware import HardwareProfile
-from aqua_model.simulate import predict, resolve_profile
+from aqua_model.hardware import resolve_profile
+from aqua_model.simulator import predict
 
 from .measured import NO_MEASUREMENTS
 from .speedup import Shape

@@ -15,9 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, NullFormatter
 
-from aqua_model.breakeven import breakeven
+from aqua_model.costs.flop_breakeven import breakeven
 from aqua_model.hardware import HardwareProfile
-from aqua_model.simulate import resolve_profile, simulate, time_breakeven
+from aqua_model.hardware import resolve_profile
+from aqua_model.simulator import simulate, time_breakeven
 
 from .measured import NO_MEASUREMENTS
 from .style import CYCLE, GREY, new_figure, note, styled
@@ -51,7 +52,7 @@ class Shape:
         return self.heads_q // self.heads_kv
 
     def kwargs(self) -> dict[str, int]:
-        """Keywords of :func:`aqua_model.simulate.simulate` for this shape."""
+        """Keywords of :func:`aqua_model.simulate` for this shape."""
         return {"heads_q": self.heads_q, "heads_kv": self.heads_kv, "d": self.d, "batch": self.batch}
 
     def describe(self) -> str:

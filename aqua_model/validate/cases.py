@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aqua_model._checks import check_choice, check_int
-from aqua_model.dtypes import dtype_bytes
-from aqua_model.plans import DECODE_PLANS, PHASES
+from aqua_model.costs.dtypes import dtype_bytes
+from aqua_model.costs.flops import PHASES
+from aqua_model.plans import DECODE_PLANS
 
 #: Plans the runner can execute per phase (the prefill "aqua-fused" kernel is not built yet).
 RUNNABLE_PLANS: dict[str, tuple[str, ...]] = {

@@ -312,7 +312,7 @@ def write_profile(cal: Calibration, out_path: str | os.PathLike[str], *, base: s
     return load(path)
 
 
-def calibrate(*, out_path: str | os.PathLike[str], device: str, quick: bool = False, base: str | None = None,
+def calibrate_profile(*, out_path: str | os.PathLike[str], device: str, quick: bool = False, base: str | None = None,
               progress: bool = True) -> HardwareProfile:
     """Run the micro-benchmarks on ``device`` and write the calibrated profile to ``out_path``."""
     cal = run_microbenchmarks(device=device, quick=quick, progress=progress)

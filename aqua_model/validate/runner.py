@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from aqua_model._checks import check_choice, check_real
 from aqua_model.hardware import HardwareProfile
 from aqua_model.plans import build_plan
-from aqua_model.simulate import predict
+from aqua_model.simulator import predict
 from aqua_model.validate.cases import Case
 
 #: Row fields that rebuild a Case (its constructor arguments, less the skip reason).

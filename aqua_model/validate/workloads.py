@@ -13,7 +13,7 @@ Conventions shared by every plan:
 * AQUA keys are cached already rotated (random orthogonal P per KV head); ``k_proj`` rotates
   the one new key per KV head (decode) or the T new keys (prefill);
 * selection is "group": the g query heads of a KV group share the k dims with the largest
-  sum of |q^| (what :func:`aqua_model.simulate.predict` assumes by default);
+  sum of |q^| (what :func:`aqua_model.predict` assumes by default);
 * GQA never copies K or V: queries are viewed as [B, H_kv, g, ...].
 
 Decode plans: ``dense-fused`` (torch SDPA), ``dense-eager`` (scores, softmax, value),

@@ -28,75 +28,24 @@ selection by masking q^: the matmul still spans all d dims, so no FLOP saving), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
 
-from ._checks import check_choice
-from .convention import Convention, resolve
-from .costs import memory
-from .costs.flops import PHASES, flop_terms
-from .costs.memory import GQA_SELECTIONS
-from .hardware.profile import PATTERNS
-from .symbols import B, H_kv, H_q, N, T, d, k, s
+from .._checks import check_choice
+from ..costs import memory
+from ..costs.convention import Convention, resolve
+from ..costs.flops import PHASES, flop_terms
+from ..costs.memory import GQA_SELECTIONS
+from ..costs.symbols import B, H_kv, H_q, N, T, d, k, s
+from .kernel import INDEX_BYTES, Kernel, Plan
 
 DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major")
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
-#: Bytes of one top-k index as torch returns it (int64).
-INDEX_BYTES = 8
-#: Compute units a kernel's FLOPs run on: tensor-core matmul in the storage dtype, or
-#: CUDA-core fp32 arithmetic (softmax, magnitudes and selection).
-COMPUTE_UNITS = ("matrix", "vector")
-#: Library kernels a calibrated profile can measure directly, because a roofline of their
-#: bytes and FLOPs cannot see their cost: ``topk`` (torch.topk over rows of length d: a fixed
-#: time), ``softmax`` (torch.softmax: bandwidth efficiency against row length) and
-#: ``attention`` (a fused attention kernel: its own compute efficiency).
-LIBRARY_OPS = ("", "topk", "softmax", "attention")
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
 TOPK_LAUNCHES = 3
 #: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
 SPLIT_N_LAUNCHES = 2
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """One kernel launch of a plan (per layer, whole batch)."""
-
-    name: str
-    flops: sp.Expr
-    bytes: sp.Expr
-    pattern: str
-    launches: int = 1
-    unit: str = "matrix"
-    op: str = ""
-    op_rows: sp.Expr = sp.Integer(0)
-    op_length: sp.Expr = sp.Integer(0)
-
-    def __post_init__(self) -> None:
-        check_choice("pattern", self.pattern, PATTERNS)
-        check_choice("unit", self.unit, COMPUTE_UNITS)
-        check_choice("op", self.op, LIBRARY_OPS)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """An implementation: a name, the method it implements, a phase and its kernels."""
-
-    name: str
-    method: str
-    phase: str
-    selection: str
-    kernels: tuple[Kernel, ...]
-
-    @property
-    def flops(self) -> sp.Expr:
-        return sp.Add(*(kern.flops for kern in self.kernels))
-
-    @property
-    def bytes(self) -> sp.Expr:
-        return sp.Add(*(kern.bytes for kern in self.kernels))
-
 
 # -- tensor sizes used by several kernels (elements x bytes per element) --------------------
 Q_HEADS = B * H_q          # query heads over the batch
@@ -211,4 +160,4 @@ def plan_names(phase: str) -> tuple[str, ...]:
     return DECODE_PLANS if check_choice("phase", phase, PHASES) == "decode" else PREFILL_PLANS
 
 
-__all__ = ["Kernel", "Plan", "build_plan", "plan_names", "DECODE_PLANS", "PREFILL_PLANS", "PATTERNS"]
+__all__ = ["build_plan", "plan_names", "DECODE_PLANS", "PREFILL_PLANS", "TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ._checks import check_choice, check_real
+from .._checks import check_choice, check_real
 
 SELECTION_MODELS = ("sort", "select", "none")
 KEY_PROJECTION_MODELS = ("shared", "per-step")

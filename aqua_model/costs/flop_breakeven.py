@@ -12,10 +12,10 @@ from typing import Any
 import mpmath
 import sympy as sp
 
-from ._checks import check_choice, check_int
+from .._checks import check_choice, check_int
 from .convention import Convention, resolve
-from .costs.breakeven import breakeven_parts, max_k_expr
-from .costs.flops import PHASES, flop_terms
+from .breakeven_algebra import breakeven_parts, max_k_expr
+from .flops import PHASES, flop_terms
 from . import symbols as sym
 
 SCHEMA_VERSION = 1

@@ -11,17 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice, check_int, check_int_array
-from .breakeven import breakeven
-from .convention import Convention, resolve
-from .costs import memory
-from .costs.memory import GQA_SELECTIONS
-from .costs import context_values
-from .costs.numeric import evaluate
-from .dtypes import dtype_bytes
-from .hardware import HardwareProfile, load as load_hardware
-from .models import ModelConfig, load as load_model
-from .plans import PHASES, build_plan, plan_names
+from .._checks import check_choice, check_int, check_int_array
+from ..costs import context_values, memory
+from ..costs.convention import Convention, resolve
+from ..costs.dtypes import dtype_bytes
+from ..costs.flop_breakeven import breakeven
+from ..costs.flops import PHASES
+from ..costs.memory import GQA_SELECTIONS
+from ..costs.numeric import evaluate
+from ..hardware import HardwareProfile, resolve_profile
+from ..models import ModelConfig, load as load_model
+from ..models.shape import Shape, resolve_shape
+from ..plans import build_plan, plan_names
 from .roofline import KernelTime, contributions, plan_time
 
 #: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
@@ -30,24 +31,6 @@ BASELINE_PLAN = "dense-fused"
 AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major"}
 #: Upper end of the exact integer search for the time break-even (2^22 tokens).
 TIME_BREAKEVEN_SEARCH_LIMIT = 1 << 22
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Attention shape of one layer: heads, head dim, layers, storage dtype."""
-
-    heads_q: int
-    heads_kv: int
-    d: int
-    layers: int
-    dtype: str
-    max_context: int | None = None
-    name: str = "explicit shape"
-    sliding_window: int = 0
-
-    @property
-    def g(self) -> int:
-        return self.heads_q // self.heads_kv
 
 
 @dataclass(frozen=True)
@@ -123,28 +106,6 @@ def _scalar(x: Any) -> Any:
     if arr.ndim == 0:
         return arr.item()
     return arr.tolist()
-
-
-def resolve_profile(gpu: str | HardwareProfile) -> HardwareProfile:
-    """A profile object, or a device name / profile path for the hardware loader."""
-    return gpu if isinstance(gpu, HardwareProfile) else load_hardware(gpu)
-
-
-def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads_kv: Any = None, d: Any = None,
-                  layers: Any = 1, dtype: str | None = None) -> Shape:
-    """Shape from a model config (by name) or from explicit heads, head dim and layers."""
-    if model is not None:
-        cfg = model if isinstance(model, ModelConfig) else load_model(model)
-        if any(v is not None for v in (heads_q, heads_kv, d)):
-            raise ValueError("give either model or an explicit shape (heads_q, heads_kv, d), not both")
-        return Shape(cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.layers, dtype or cfg.dtype, cfg.max_context, cfg.name, cfg.sliding_window)
-    missing = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is None]
-    if missing:
-        raise ValueError(f"without a model, the shape needs {missing}")
-    hq, hkv = check_int("heads_q", heads_q, minimum=1), check_int("heads_kv", heads_kv, minimum=1)
-    if hq % hkv:
-        raise ValueError(f"heads_q ({hq}) must be a multiple of heads_kv ({hkv})")
-    return Shape(hq, hkv, check_int("d", d, minimum=1), check_int("layers", layers, minimum=1), dtype or "bf16")
 
 
 def _values(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prompt: Any) -> dict[str, Any]:
@@ -280,51 +241,3 @@ def time_breakeven(*, limit: int = TIME_BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -
     sim = simulate(context=contexts, **kwargs)
     wins = np.nonzero(np.broadcast_to(sim.speedup > 1.0, contexts.shape))[0]
     return int(contexts[wins[0]]) if wins.size else None
-
-
-@dataclass(frozen=True)
-class EndToEnd:
-    """Per-token decode latency of a whole model: weights + all layers' attention.
-
-    The non-attention part is the larger of reading every weight once and doing 2 FLOPs
-    per parameter per sequence (the matrix work of projections, MLP and LM head);
-    norms, RoPE and sampling are left out (a few percent of a decode step).
-    """
-
-    weights_s: np.ndarray
-    dense_attention_s: np.ndarray
-    aqua_attention_s: np.ndarray
-    mode: str
-    simulation: Simulation
-
-    @property
-    def dense_s(self) -> np.ndarray:
-        return self.weights_s + self.dense_attention_s
-
-    @property
-    def aqua_s(self) -> np.ndarray:
-        return self.weights_s + self.aqua_attention_s
-
-    @property
-    def speedup(self) -> np.ndarray:
-        """End-to-end speedup: Amdahl's law applied to the attention kernel speedup."""
-        return self.dense_s / self.aqua_s
-
-    @property
-    def attention_fraction(self) -> np.ndarray:
-        """Share of the dense step spent in attention (the part AQUA can speed up)."""
-        return self.dense_attention_s / self.dense_s
-
-
-def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
-               plan: str = "fused", selection: str = "group", convention: Convention | None = None) -> EndToEnd:
-    """Per-token decode latency of ``model`` with dense fused and with an AQUA plan."""
-    cfg = model if isinstance(model, ModelConfig) else load_model(model)
-    profile = resolve_profile(gpu)
-    sim = simulate(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection, convention=convention)
-    weight_bytes = float(cfg.weight_bytes())
-    read_s = weight_bytes / (profile.bandwidth_bytes_per_s * profile.memory_efficiency("contiguous", weight_bytes))
-    flops = 2.0 * cfg.param_count * np.asarray(sim.inputs["batch"], dtype=float)
-    compute_s = flops / (profile.peak_flops(cfg.dtype) * profile.compute_efficiency)
-    weights_s = np.maximum(read_s, compute_s) + cfg.layers * profile.launch_overhead_s
-    return EndToEnd(weights_s, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s, profile.mode, sim)

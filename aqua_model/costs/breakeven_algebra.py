@@ -14,8 +14,8 @@ from functools import lru_cache
 import sympy as sp
 
 from .._checks import check_choice
-from ..convention import Convention
-from ..symbols import N, T, k
+from .convention import Convention
+from .symbols import N, T, k
 from .flops import PHASES, flop_terms, total
 
 

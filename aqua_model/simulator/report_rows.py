@@ -1,15 +1,16 @@
-"""Standard tables of the cost model, shared by the CLI report and the analysis scripts."""
+"""The rows of the standard tables (break-even, cost breakdown, predicted speedups), shared by
+the CLI report and the analysis scripts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from .breakeven import breakeven
-from .convention import Convention, resolve
-from .costs import component_flops, decode_read_bytes
-from .costs.flops import COMPONENTS
-from .simulate import end_to_end
+from ..costs import component_flops, decode_read_bytes
+from ..costs.convention import Convention, resolve
+from ..costs.flop_breakeven import breakeven
+from ..costs.flops import COMPONENTS
+from .whole_model import end_to_end
 
 #: Head dimensions of the report: 64 (GPT-2, MiniLM-scale), 128 (Llama, Mistral, Qwen), 256 (Gemma).
 REPORT_HEAD_DIMS = (64, 128, 256)

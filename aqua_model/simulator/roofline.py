@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice
-from .costs.numeric import evaluate
-from .dtypes import STORAGE_DTYPES
-from .hardware import HardwareProfile
-from .plans import Kernel, Plan
+from .._checks import check_choice
+from ..costs.dtypes import STORAGE_DTYPES
+from ..costs.numeric import evaluate
+from ..hardware import HardwareProfile
+from ..plans import Kernel, Plan
 
 #: Elementwise work (softmax, |q|, selection) runs on the fp32 vector units.
 VECTOR_DTYPE = "fp32"
