@@ -14,6 +14,10 @@ from .._checks import check_choice, check_real
 SELECTION_MODELS = ("sort", "select", "none")
 KEY_PROJECTION_MODELS = ("shared", "per-step")
 PROJECTION_PLACEMENTS = ("online", "folded")
+#: Upper bound on every per-operation FLOP count of a convention. Real conventions charge a
+#: handful of FLOPs per multiply-add, score or dimension; the bound keeps every count finite in
+#: float64 (1e6 x (2^20 dims)^2 x 2^63 tokens is about 1e37) and every break-even exact.
+MAX_FLOPS_PER_OP = 1e6
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,10 @@ class Convention:
     projection: str = "online"
 
     def __post_init__(self) -> None:
-        check_real("flops_per_mac", self.flops_per_mac, minimum=0.0, strict_minimum=True)
-        check_real("softmax_flops_per_score", self.softmax_flops_per_score, minimum=0.0)
+        check_real("flops_per_mac", self.flops_per_mac, minimum=0.0, strict_minimum=True, maximum=MAX_FLOPS_PER_OP)
+        check_real("softmax_flops_per_score", self.softmax_flops_per_score, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
         check_choice("selection", self.selection, SELECTION_MODELS)
-        check_real("select_flops_per_dim", self.select_flops_per_dim, minimum=0.0)
+        check_real("select_flops_per_dim", self.select_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
         check_choice("key_projection", self.key_projection, KEY_PROJECTION_MODELS)
         check_choice("projection", self.projection, PROJECTION_PLACEMENTS)
 
