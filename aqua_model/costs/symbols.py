@@ -29,6 +29,12 @@ k_t = sp.Symbol("k_t", **_POS)      #: tokens kept for exact attention (top-k to
 p = sp.Symbol("p", **_POS)          #: Quest page size, tokens per page
 b = sp.Symbol("b", **_POS)          #: H2O token budget: heavy hitters plus recent window
 w = sp.Symbol("w", nonnegative=True, integer=True)  #: H2O recent window (tokens), 0 <= w <= b
+# Collectives between devices (aqua_model.costs.collectives)
+t = sp.Symbol("t", **_POS)          #: devices taking part in a collective (the tensor-parallel degree)
+M = sp.Symbol("M", positive=True)   #: bytes each device contributes to a collective (the message)
+alpha = sp.Symbol("alpha", nonnegative=True)      #: latency of one step of a collective (s)
+alpha_0 = sp.Symbol("alpha_0", nonnegative=True)  #: fixed latency of one collective call (s)
+beta = sp.Symbol("beta", positive=True)           #: achieved link bandwidth per device and direction (bytes/s)
 
 MEANING: dict[sp.Symbol, str] = {
     B: "batch size",
@@ -49,6 +55,11 @@ MEANING: dict[sp.Symbol, str] = {
     p: "Quest page size (tokens per page)",
     b: "H2O KV budget in tokens (heavy hitters + recent window)",
     w: "H2O recent window in tokens (0 <= w <= b)",
+    t: "devices taking part in a collective (tensor-parallel degree)",
+    M: "bytes each device contributes to a collective (message size)",
+    alpha: "latency of one step of a collective between two devices, in s",
+    alpha_0: "fixed latency of one collective call (launch and synchronisation), in s",
+    beta: "achieved link bandwidth per device and direction, in bytes/s",
 }
 
 #: Lookup by the name a user types (``"N"``, ``"d"`` ...).

@@ -27,6 +27,9 @@ pattern's efficiency is interpolated linearly in log(bytes) and held constant be
 A calibrated profile has ``mode = "calibrated"`` and a ``[calibration]`` table with ``device``,
 ``driver``, ``torch``, ``triton``, ``date`` and ``method`` (strings); its mode label is
 ``"calibrated:<file stem>"``. Shipped files are ``"datasheet"``.
+
+Optional table ``[interconnect]``: the link between the devices of a node (kind, devices per
+node, bandwidth, latencies, efficiency), parsed by :mod:`aqua_model.hardware.interconnect`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from aqua_model._checks import check_choice
 from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.costs.dtypes import COMPUTE_DTYPES, check_compute_dtype
 from aqua_model.costs.memory import PATTERNS
+from aqua_model.hardware.interconnect import Interconnect, parse as parse_interconnect
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +69,7 @@ _UNITS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         "flop/s": MappingProxyType({"flop/s": 1.0, "GFLOP/s": 1e9, "TFLOP/s": 1e12, "PFLOP/s": 1e15}),
         "s": MappingProxyType({"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}),
         "fraction": MappingProxyType({"fraction": 1.0}),
+        "count": MappingProxyType({"count": 1.0}),
     }
 )
 
@@ -88,7 +93,7 @@ _NUMBER_FIELDS: Mapping[str, tuple[str, bool]] = MappingProxyType(
 _EFFICIENCY_FIELDS: tuple[str, ...] = ("compute",) + PATTERNS
 _CALIBRATION_FIELDS: tuple[str, ...] = ("device", "driver", "torch", "triton", "date", "method")
 _TOP_LEVEL: frozenset[str] = frozenset(
-    {"schema_version", "name", "vendor", "kind", "mode", "aliases", "notes", "efficiency", "calibration"}
+    {"schema_version", "name", "vendor", "kind", "mode", "aliases", "notes", "efficiency", "calibration", "interconnect"}
     | set(_NUMBER_FIELDS)
 )
 
@@ -228,6 +233,7 @@ class HardwareProfile:
     topk_table: TopkTable | None = None
     softmax_table: LengthTable | None = None
     attention_compute_efficiency: float | None = None
+    interconnect: Interconnect | None = None  # [interconnect] table (aqua_model.hardware.interconnect)
 
     def __hash__(self) -> int:
         return hash((self.key, self.path, self.mode))
@@ -322,6 +328,7 @@ class HardwareProfile:
             "efficiency": {k: q.to_dict() for k, q in self.efficiencies.items()},
             "size_tables": {k: t.to_dict() for k, t in self.size_tables.items()},
             "calibration": dict(self.calibration) if self.calibration is not None else None,
+            "interconnect": self.interconnect.to_dict() if self.interconnect is not None else None,
         }
 
     def describe(self) -> str:
@@ -337,6 +344,8 @@ class HardwareProfile:
         for k, t in self.size_tables.items():
             pts = ", ".join(f"{b:.3g} B: {f:.2f}" for b, f in zip(t.bytes_points, t.fractions))
             rows.append((f"efficiency.size_table.{k}", pts, "", t.source, None))
+        if self.interconnect is not None:
+            rows += [(f, _fmt_quantity(q), "", q.source, q.note) for f, q in self.interconnect.rows()]
         width = max(len(r[0]) for r in rows)
         vwidth = max(len(r[1]) for r in rows)
         lines.append(f"{'field':<{width}}  {'value':<{vwidth}}  {'':6}  source")
@@ -346,6 +355,9 @@ class HardwareProfile:
                 lines.append(f"{'':<{width}}  {'':<{vwidth}}  {'':6}  note: {note}")
         if self.calibration is not None:
             lines.append("calibration: " + "; ".join(f"{k}={v}" for k, v in self.calibration.items()))
+        if self.interconnect is not None:
+            ic = self.interconnect
+            lines.append(f"interconnect: {ic.kind}" + (f" ({ic.note})" if ic.note else ""))
         if self.notes:
             lines.append(f"notes: {self.notes}")
         return "\n".join(lines)
@@ -548,6 +560,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         topk_table=topk_table,
         softmax_table=softmax_table,
         attention_compute_efficiency=attention_eff,
+        interconnect=parse_interconnect(raw["interconnect"], where, lambda e, f, dim: _quantity(e, f, dim, where, is_peak=False))
+        if "interconnect" in raw else None,
     )
 
 
