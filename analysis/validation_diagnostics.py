@@ -58,7 +58,7 @@ def bandwidth_rows(rows: list[dict]) -> list[dict]:
     for r in _ok(rows):
         if r["phase"] != "decode" or r["batch"] != 8 or r["context"] not in LONG_CONTEXTS:
             continue
-        if r["plan"] not in ("dense-fused", "aqua-token-major"):
+        if r["plan"] not in ("dense-fused", "aqua-step-topk-token-major"):
             continue
         att = next(k for k in r["kernels"] if k["name"] == "attention")
         if not att.get("measured_s"):
@@ -74,7 +74,7 @@ def token_major_speedups(rows: list[dict]) -> dict[str, float]:
     dense = {(r["context"], r["batch"], r["heads_kv"]): r["measured_s"] for r in _ok(rows)
              if r["phase"] == "decode" and r["plan"] == "dense-fused"}
     ratios = [dense[key] / r["measured_s"] for r in _ok(rows)
-              if r["phase"] == "decode" and r["plan"] == "aqua-token-major"
+              if r["phase"] == "decode" and r["plan"] == "aqua-step-topk-token-major"
               and (key := (r["context"], r["batch"], r["heads_kv"])) in dense]
     return {"n": len(ratios), "min": round(min(ratios), 2), "max": round(max(ratios), 2)}
 

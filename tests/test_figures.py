@@ -53,7 +53,7 @@ def _non_empty(fig: Figure) -> None:
 
 def _row(plan: str, context: int, k: int, measured_s: float, **extra) -> dict:
     shape = {"heads_q": SHAPE.heads_q, "heads_kv": SHAPE.heads_kv, "d": SHAPE.d, "batch": SHAPE.batch}
-    pred = predict(plan, phase="decode", context=context, k=k, profile="h200", **shape)
+    pred = predict(plan=plan, phase="decode", context=context, k=k, gpu="h200", **shape)
     kernels = [{"name": kn["name"], "measured_s": kn["time_s"] * 1.05, "predicted_datasheet_s": kn["time_s"],
                 "flops": kn["flops"], "bytes": kn["bytes"]} for kn in pred.kernels]
     return {"case_id": f"decode/{plan}/N{context}/k{k}", "status": "ok", "phase": "decode", "plan": plan, "context": context,
@@ -109,7 +109,7 @@ def test_speedup_heatmap_matches_simulate() -> None:
     grid = speedup.speedup_grid_data(contexts=(256, 4096, 65536), ks=(32, 96, 128))
     for i, n in enumerate(grid.contexts):
         for j, k in enumerate(grid.ks):
-            want = float(simulate(gpu="h200", context=int(n), k=int(k), plan="fused", **SHAPE.kwargs()).speedup)
+            want = float(simulate(gpu="h200", context=int(n), k=int(k), plan=speedup.PLAN, **SHAPE.kwargs()).speedup)
             assert grid.speedup[i, j] == pytest.approx(want, rel=1e-12)
     fig = speedup.speedup_heatmap_figure(speedup.speedup_grid_data())
     _non_empty(fig)
@@ -123,8 +123,8 @@ def test_speedup_lines_breakevens_equal_model() -> None:
     data = speedup.speedup_lines_data(ks=(64, 96))
     for k in (64, 96):
         assert data.flop_breakeven[k] == model_breakeven(128, k, g=SHAPE.g).n_star
-        assert data.time_breakeven[k] == time_breakeven(gpu="h200", k=k, plan="fused", **SHAPE.kwargs())
-        want = simulate(gpu="h200", context=data.contexts, k=k, plan="fused", **SHAPE.kwargs()).speedup
+        assert data.time_breakeven[k] == time_breakeven(gpu="h200", k=k, plan=speedup.PLAN, **SHAPE.kwargs())
+        want = simulate(gpu="h200", context=data.contexts, k=k, plan=speedup.PLAN, **SHAPE.kwargs()).speedup
         np.testing.assert_allclose(data.predicted[k], want, rtol=1e-12)
     fig = speedup.speedup_lines_figure(data)
     _non_empty(fig)
@@ -154,7 +154,7 @@ def test_speedup_lines_with_measurements(measured_root: Path) -> None:
 def test_roofline_points_and_roofs() -> None:
     prof = load_hardware("h200")
     pts = roofline.predicted_points(gpu=prof)
-    pred = predict("dense-fused", phase="decode", context=roofline.CONTEXT, k=128, profile=prof, **SHAPE.kwargs())
+    pred = predict(plan="dense-fused", phase="decode", context=roofline.CONTEXT, k=128, gpu=prof, **SHAPE.kwargs())
     att = next(p for p in pts if p.plan == "dense-fused" and p.kernel == "attention")
     assert att.intensity == pred.kernels[0]["flops"] / pred.kernels[0]["bytes"]
     assert att.flops_per_s == pred.kernels[0]["flops"] / pred.kernels[0]["time_s"]
@@ -212,7 +212,7 @@ def test_breakdown_matches_predict(measured_root: Path) -> None:
     data = breakdown.breakdown_data()
     for plan, parts in data.predicted.items():
         k = 128 if plan.startswith("dense") else 96
-        total = predict(plan, phase="decode", context=32768, k=k, profile="h200", **SHAPE.kwargs()).total_s
+        total = predict(plan=plan, phase="decode", context=32768, k=k, gpu="h200", **SHAPE.kwargs()).total_s
         assert sum(t for _, t in parts) == pytest.approx(total, rel=1e-12)
     fig = breakdown.breakdown_figure(data)
     _non_empty(fig)

@@ -35,12 +35,15 @@ def test_readme_simulator_numbers_come_from_the_model():
     from aqua_model.simulator import end_to_end, simulate, time_breakeven
 
     text = (ROOT / "README.md").read_text()
-    kw = dict(gpu="h200", model="llama-3.1-8b", batch=8, k=32)
-    s = simulate(context=32768, plan="fused", **kw)
+    kw = dict(gpu="h200", model="llama-3.1-8b", batch=8, k=32, plan="aqua-step-topk")
+    s = simulate(context=32768, **kw)
     assert f"({float(s.speedup):.3f}, {float(s.ceiling)}, '{s.mode}')" in text
     assert f"FLOP\nbreak-even is N = {s.flop_breakeven}" in text
     assert f"time break-even is N = {time_breakeven(**kw)}" in text
     assert f"which is {float(end_to_end(context=32768, **kw).speedup):.2f}x end to end" in text
+    fused = {**kw, "plan": "fused"}
+    assert (f"is predicted at {float(simulate(context=32768, **fused).speedup):.2f}x (time break-even N = "
+            f"{time_breakeven(**fused)}, {float(end_to_end(context=32768, **fused).speedup):.2f}x end to end)") in " ".join(text.split())
 
 
 def _table(path: Path) -> str:
@@ -61,12 +64,12 @@ def test_readme_validation_headline_comes_from_the_committed_results():
     rows = read_rows(ROOT / "validation" / "results" / "h200" / "validation_current_model.jsonl")
     rep = build_report(rows)
     text = (ROOT / "README.md").read_text()
-    fused = rep.stats[("decode/aqua-fused", "calibrated")]
+    fused = rep.stats[("decode/aqua-step-topk", "calibrated")]
     overall = rep.stats[("all", "calibrated")]
     ratio = rep.ratio_stats[("all", "calibrated")]
     line = f"| all cases | {overall.n} | {overall.median_abs:.1%} | {overall.p90_abs:.1%} | {ratio.median_abs:.1%} | {overall.spearman:.3f} |"
     assert line in text
-    assert f"| decode, fused AQUA (Triton) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |" in text
+    assert f"| decode, AQUA step: torch.topk + fused Triton kernel (`aqua-step-topk`) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |" in text
 
 
 def test_readme_speed_figures_are_the_committed_benchmark():
@@ -87,7 +90,7 @@ def test_readme_measured_speedups_come_from_the_committed_results():
           if r["status"] == "ok" and r["phase"] == "decode" and r["batch"] == 8 and r["heads_kv"] == 32}
     text = " ".join((ROOT / "README.md").read_text().split())
     for k in (16, 32, 96):
-        fused, dense = by[("aqua-fused", 131072, k)], by[("dense-fused", 131072, 128)]
+        fused, dense = by[("aqua-step-topk", 131072, k)], by[("dense-fused", 131072, 128)]
         measured = dense["measured_s"] / fused["measured_s"]
         predicted = dense["predicted_calibrated_s"] / fused["predicted_calibrated_s"]
         assert f"{measured:.2f}x at k = {k} ({predicted:.2f}x)" in text

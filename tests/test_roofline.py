@@ -40,7 +40,7 @@ def test_later_launches_hide_behind_the_previous_kernel():
 @pytest.mark.skipif(not CALIBRATED.is_file(), reason="no calibrated H200 profile committed")
 def test_calibrated_library_kernels_replace_the_generic_roofline():
     cal = load(CALIBRATED)
-    topk = next(k for k in build_plan("aqua-fused").kernels if k.name == "topk")
+    topk = next(k for k in build_plan("aqua-step-topk").kernels if k.name == "topk")
     rows = SHAPE["B"] * SHAPE["H_q"]
     measured = float(cal.topk_table(rows, SHAPE["d"]))
     t = kernel_time(topk, cal, SHAPE)

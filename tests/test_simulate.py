@@ -13,6 +13,7 @@ from aqua_model.simulator import end_to_end, predict, simulate, speedup, time_br
 H200 = load("h200")
 BF16 = 2
 IDX = 8  # int64 top-k index
+IDX32 = 4  # int32 index written by the Triton selection pre-pass
 
 
 def test_dense_fused_golden_value():
@@ -20,7 +21,7 @@ def test_dense_fused_golden_value():
     # times 256 KV heads = 8,589,934,592 B, plus q read and o written (2*256*128*2 = 131,072 B).
     # Memory-bound at 4.8 TB/s x 0.90 (the H200 file's contiguous efficiency): 1.98844 ms,
     # plus one 4 us launch = 1.99244 ms per layer.
-    p = predict("dense-fused", phase="decode", context=65536, batch=8, heads_q=32, heads_kv=32, d=128, k=128, profile=H200)
+    p = predict(plan="dense-fused", phase="decode", context=65536, batch=8, heads_q=32, heads_kv=32, d=128, k=128, gpu=H200)
     assert p.kernels[0]["bytes"] == 8_589_934_592 + 131_072
     assert p.total_s == pytest.approx((8_589_934_592 + 131_072) / (4.8e12 * 0.90) + 4e-6, rel=1e-12)
     assert p.kernels[0]["bound"] == "memory" and p.mode == "datasheet"
@@ -28,11 +29,13 @@ def test_dense_fused_golden_value():
 
 def test_aqua_fused_golden_speedup_at_k32():
     # Same shape, k=32: the fused kernel reads 32 of 128 key rows and all of V: (32+128)/256
-    # of the dense bytes, so the attention kernel is 1.6x faster before the small prologue
-    # (q_proj, k_proj, topk, each about one 4 us launch); predicted speedup just under 1.6.
+    # of the dense bytes, so the attention kernel is 1.6x faster before the small selection
+    # pre-pass (aqua-fused, one 4 us launch) or the step's prologue (aqua-step-topk: q_proj,
+    # k_proj, topk, each about one 4 us launch); predicted speedup just under 1.6, the step's lower.
     s = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32)
+    step = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32, plan="aqua-step-topk")
     assert float(s.ceiling) == pytest.approx(1.6)
-    assert 1.55 < float(s.speedup) < 1.6
+    assert 1.55 < float(step.speedup) < float(s.speedup) < 1.6
 
 
 SMALL = {"B": 2, "H_q": 4, "H_kv": 2, "g": 2, "N": 24, "T": 5, "d": 16, "k": 4, "s": 2, "S": 32}
@@ -62,12 +65,15 @@ def brute_force_decode_bytes(plan):
         gathered = (B, Hq, N, k)
         return {**prologue, "gather": nbytes(gathered, gathered) + nbytes((B, Hq, k), itemsize=IDX),
                 "scores": nbytes(q, gathered, scores), "softmax": nbytes(scores, scores), "value": nbytes(scores, KV, q)}
-    if plan == "aqua-fused":  # group selection: k rows of K^T per KV head, all of V
+    if plan == "aqua-step-topk":  # group selection: k rows of K^T per KV head, all of V
         return {**prologue, "attention": nbytes(q, (B, Hkv, k, N), KV, q) + nbytes((B, Hq, k), itemsize=IDX)}
+    if plan == "aqua-fused":  # q^ given; the pre-pass writes k int32 indices per KV group, the split pass reads them
+        idx = nbytes((B, Hkv, k), itemsize=IDX32)
+        return {"select": nbytes(q) + idx, "attention": nbytes(q, (B, Hkv, k, N), KV, q) + idx}
     raise AssertionError(plan)
 
 
-@pytest.mark.parametrize("plan", ["dense-fused", "dense-eager", "aqua-eager", "aqua-fused"])
+@pytest.mark.parametrize("plan", ["dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-step-topk"])
 def test_kernel_bytes_equal_brute_force_tensor_counts(plan):
     expected = brute_force_decode_bytes(plan)
     got = {kern.name: evaluate(kern.bytes, SMALL) for kern in build_plan(plan).kernels}
@@ -76,10 +82,12 @@ def test_kernel_bytes_equal_brute_force_tensor_counts(plan):
 
 def test_token_major_bytes_count_whole_sectors():
     # d=16 bf16 is one 32-byte sector per token row: any selected channel reads the whole row.
-    kern = build_plan("aqua-token-major").kernels[-1]
     B, Hq, Hkv, N, d, k = (SMALL[x] for x in ("B", "H_q", "H_kv", "N", "d", "k"))
-    expected = nbytes((B, Hkv, N, d), (B, Hkv, N, d), (B, Hq, d), (B, Hq, d)) + nbytes((B, Hq, k), itemsize=IDX)
-    assert evaluate(kern.bytes, SMALL) == pytest.approx(expected)
+    rows = nbytes((B, Hkv, N, d), (B, Hkv, N, d), (B, Hq, d), (B, Hq, d))
+    step = build_plan("aqua-step-topk-token-major").kernels[-1]
+    assert evaluate(step.bytes, SMALL) == pytest.approx(rows + nbytes((B, Hq, k), itemsize=IDX))
+    fused = build_plan("aqua-token-major").kernels[-1]
+    assert evaluate(fused.bytes, SMALL) == pytest.approx(rows + nbytes((B, Hkv, k), itemsize=IDX32))
 
 
 def test_prefill_dense_fused_counts_visible_pairs_and_reads_kv_once():
@@ -169,7 +177,7 @@ def test_prediction_states_its_mode(tmp_path):
     except ValueError as exc:  # the loader's schema for calibrated files is authoritative
         pytest.skip(f"calibrated schema differs: {exc}")
     assert prof.mode.startswith("calibrated:")
-    assert predict("dense-fused", phase="decode", context=4096, batch=1, heads_q=8, heads_kv=8, d=128, k=128, profile=prof).mode == prof.mode
+    assert predict(plan="dense-fused", phase="decode", context=4096, batch=1, heads_q=8, heads_kv=8, d=128, k=128, gpu=prof).mode == prof.mode
 
 
 def test_kernel_table_reports_utilisation():

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         profiles.append(calibrated)
     for gpu in profiles:
         rows = speedup_rows(gpu=gpu)
-        print(f"Predicted decode speedup of fused AQUA (dim-major keys) over dense fused attention, Llama-3.1-8B, "
+        print(f"Predicted decode speedup of the AQUA decode step (plan aqua-step-topk: q and the new key rotated, torch.topk, "
+              f"the fused kernel on dim-major keys) over dense fused attention, Llama-3.1-8B, "
               f"batch {REPORT_SPEEDUP_BATCH}, profile {rows[0]['mode']} ('ceiling' = 2d/(k+d)):\n")
         print(to_text(rows))
     if not calibrated:

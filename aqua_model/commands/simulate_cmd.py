@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{sim.gpu} ({sim.mode}), {sim.shape.name}, {args.phase}, N={args.context}, batch={args.batch}, k={args.k}, "
           f"g={sim.shape.g}, per layer, convention {conv.label()}")
     for label, result in (("dense", sim.dense), ("aqua", sim.aqua)):
-        print(f"\n{label}: {result.plan}, {float(result.time_s) * 1e6:.1f} us per layer")
+        print(f"\n{label}: {result.plan}, {float(result.time_s) * 1e6:.1f} us per layer\n  {result.description}")
         print(to_text(result.table()))
     line = f"speedup {float(sim.speedup):.3f}x"
     if sim.ceiling is not None:

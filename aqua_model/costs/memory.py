@@ -28,6 +28,11 @@ CHANNEL_PATTERNS = ("random", "prefix")
 GQA_SELECTIONS = ("group", "per-head")
 
 
+def head_tensor_bytes(tokens: sp.Expr = N) -> sp.Expr:
+    """Bytes of one KV head's keys (or values) for ``tokens`` tokens: tokens*d*s."""
+    return tokens * d * s
+
+
 def kv_cache_bytes(method: str) -> sp.Expr:
     """KV-cache bytes per KV head and layer for N cached tokens.
 
@@ -36,7 +41,7 @@ def kv_cache_bytes(method: str) -> sp.Expr:
     (m + d)*N*s.
     """
     check_choice("method", method, METHODS)
-    return 2 * N * d * s if method == "dense" else (m + d) * N * s
+    return 2 * head_tensor_bytes() if method == "dense" else (m + d) * N * s
 
 
 def selected_dims(selection: str) -> sp.Expr:
@@ -84,9 +89,9 @@ def decode_read_bytes(
     """
     check_choice("method", method, METHODS)
     check_choice("layout", layout, LAYOUTS)
-    values = N * d * s
+    values = head_tensor_bytes()
     if method == "dense":
-        return N * d * s + values
+        return head_tensor_bytes() + values
     if layout == "dim-major":
         return selected_dims(selection) * N * s + values
     heads = sp.Integer(1) if selection == "group" else g

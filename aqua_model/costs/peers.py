@@ -197,7 +197,7 @@ def byte_terms(method: str, *, selection: str = "group", layout: str | None = No
     check_choice("selection", selection, memory.GQA_SELECTIONS)
     lay = _check_layout(method, layout)
     terms = dict.fromkeys(BYTE_TERMS, sp.Integer(0))
-    rows = 2 * d * s  # one token's K and V
+    rows = memory.kv_cache_bytes("dense").subs(N, 1)  # one token's K and V
     if method == "dense":
         terms["attention"] = memory.decode_read_bytes("dense")
     elif method == "aqua":
@@ -205,7 +205,7 @@ def byte_terms(method: str, *, selection: str = "group", layout: str | None = No
     elif method == "sparq":
         terms["approx"] = _union(r, d, selection) * N * s
         terms["attention"] = _union(k_t, N, selection) * rows
-        terms["bookkeeping"] = d * s  # the running mean of V
+        terms["bookkeeping"] = memory.head_tensor_bytes(1)  # the running mean of V
     elif method == "loki":
         if lay == "dim-major":
             terms["approx"] = r * N * s
@@ -246,11 +246,11 @@ def kv_cache_bytes(method: str, *, layout: str | None = None) -> sp.Expr:
     if method in ("dense", "aqua") or (method == "loki" and lay == "token-major"):
         return dense if method != "aqua" else memory.kv_cache_bytes("aqua").subs(_symbols.m, d)
     if method == "sparq":
-        return dense + N * d * s + d * s
+        return dense + memory.head_tensor_bytes() + memory.head_tensor_bytes(1)
     if method in ("loki", "aqua-topk"):
-        return dense + N * d * s
+        return dense + memory.head_tensor_bytes()
     if method == "quest":
-        return dense + quest_pages() * 2 * d * s
+        return dense + quest_pages() * memory.kv_cache_bytes("dense").subs(N, 1)
     return dense.subs(N, b) + b * SCORE_BYTES  # h2o, aqua-h2o
 
 

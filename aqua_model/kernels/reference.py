@@ -89,6 +89,32 @@ def causal_mask(T: int, N: int, *, device: torch.device | str | None = None) -> 
     return j <= (N - T) + i
 
 
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+                     scale: float = 1.0) -> torch.Tensor:
+    """Softmax attention in q's dtype with an explicit visibility mask; returns [B, H_q, T, d_v].
+
+    q [B, H_q, T, d]; k, v [B, H_kv, S, d] (GQA by repetition); mask bool [T, S], True where
+    visible (e.g. rows of :func:`causal_mask`), or None. The validation suite's float32 check.
+    """
+    g = q.shape[1] // k.shape[1]
+    scores = torch.matmul(q, expand_kv(k, g).transpose(-1, -2))
+    if scale != 1.0:
+        scores = scores * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), expand_kv(v, g))
+
+
+def group_keep_mask(q_hat: torch.Tensor, *, k_keep: int, g: int, sum_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Bool [B, H_q, T, d]: the k_keep coordinates of each query with the largest |q^| summed over
+    the g heads of its KV group (the sum taken in ``sum_dtype``), the same for the g heads."""
+    B, hq, T, d = q_hat.shape
+    mag = q_hat.abs().to(sum_dtype).reshape(B, hq // g, g, T, d).sum(2).float()
+    idx = torch.topk(mag, k_keep, dim=-1).indices
+    keep = torch.zeros_like(mag, dtype=torch.bool).scatter_(-1, idx, True)
+    return keep.repeat_interleave(g, dim=1)
+
+
 def _softmax_values(scores: torch.Tensor, v_q: torch.Tensor, *, causal: bool) -> torch.Tensor:
     """softmax over keys (in float32 or wider) then probabilities @ values."""
     T, N = scores.shape[-2], scores.shape[-1]

@@ -1,5 +1,6 @@
-"""Implementation plans: the kernels an implementation launches, each with symbolic FLOPs and
-bytes taken from the cost model, an access pattern and a launch count.
+"""Dense and AQUA plans: the kernels an implementation launches, each with symbolic FLOPs and
+bytes taken from the cost model, an access pattern, a launch count and the implementation it
+describes (:class:`~aqua_model.plans.kernel.Implementation`, or "model-only").
 
 All expressions are for ONE layer, over the batch and all heads (symbols B, H_q, H_kv,
 g = H_q/H_kv, N, T, d, k, s). FLOPs come from :mod:`aqua_model.costs.flops` and the K/V
@@ -8,22 +9,34 @@ bytes from :mod:`aqua_model.costs.memory`; the few extra tensors a kernel reads 
 
 Decode plans (one new token per sequence against N cached keys):
 
-* ``dense-fused``      one FlashAttention/SDPA-style kernel reading K and V once.
-* ``dense-eager``      scores, softmax, value as three kernels; scores materialised.
-* ``aqua-eager``       q_proj, k_proj, topk, gather (a materialised copy of the selected
-                       key dims per query head), scores, softmax, value.
-* ``aqua-fused``       q_proj, k_proj, topk, and one fused split-N kernel (plus its
-                       combine launch) that reads the selected rows of a dim-major K^T [d, N]
-                       and all of V.
+* ``dense-fused``       torch SDPA: one FlashAttention-style kernel reading K and V once.
+* ``dense-eager``       scores, softmax, value as three kernels; scores materialised.
+* ``aqua-eager``        q_proj, k_proj, topk, gather (a materialised copy of the selected
+                        key dims per query head), scores, softmax, value.
+* ``aqua-fused``        the package's default call ``aqua_decode(q_hat, k_hat_t, v, k_keep=k,
+                        selection=...)``: q arrives rotated (P = None), keys are cached rotated
+                        and dim-major; a Triton selection pre-pass, the split-N pass reading the
+                        k selected rows of K^T [d, N] and all of V, and the log-sum-exp combine.
+                        Rotating q and the new key is NOT counted (folded into W_Q / W_K, exact
+                        only without RoPE, or done by the caller): see ``aqua-step-topk``.
+* ``aqua-token-major``  the same call over a transposed view of a token-major K^ [N, d]:
+                        each kept channel costs whole memory sectors.
+* ``aqua-step-topk``    a decode step around the fused kernel, as the validation suite
+                        measured it until issue 11 (then called ``aqua-fused``): rotate q and
+                        the new key (torch.bmm), select with torch.topk (abs, group sum, topk),
+                        then the split-N kernel and its combine.
+* ``aqua-step-topk-token-major``  the same step over a token-major K^ (then ``aqua-token-major``).
 
-The eager selection ``topk`` is three launches (abs, group sum, torch.topk); a calibrated
+The torch selection ``topk`` is three launches (abs, group sum, torch.topk); a calibrated
 profile replaces its roofline time by the measured torch.topk time for its rows and length.
-* ``aqua-token-major`` the same fused kernel over a token-major K [N, d]: whole sectors.
 
 Prefill plans (T new tokens after N cached keys, causal): ``dense-fused`` (visible pairs
 only), ``dense-eager`` (the full rectangle, then a mask pass over it), ``aqua-eager`` (per-query
 selection by masking q^: the matmul still spans all d dims, so no FLOP saving), and
-``aqua-fused`` (an ideal fused kernel doing 2k FLOPs per visible pair; not yet built).
+``aqua-fused`` (an ideal fused kernel doing 2k FLOPs per visible pair; model-only).
+
+Validation results written before issue 11 (row schema 1) name plans by their old names;
+:data:`LEGACY_PLAN_NAMES` is the one table that maps them to the plans they measured.
 """
 
 from __future__ import annotations
@@ -38,10 +51,20 @@ from ..costs.convention import Convention, resolve
 from ..costs.flops import PHASES, flop_terms
 from ..costs.memory import GQA_SELECTIONS
 from ..costs.symbols import B, H_kv, H_q, N, T, d, k, s
-from .kernel import INDEX_BYTES, Kernel, Plan
+from .kernel import INDEX_BYTES, Implementation, Kernel, Plan
 
-DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major")
+DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major", "aqua-step-topk",
+                "aqua-step-topk-token-major")
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
+#: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
+#: plan those rows measured. Until then "aqua-fused" named the path the validation suite
+#: timed (q and the new key rotated by torch.bmm, torch.topk, then the fused kernel); that path
+#: is now "aqua-step-topk", and "aqua-fused" is the package's default ``aqua_decode`` call.
+LEGACY_PLAN_NAMES: dict[str, str] = {"aqua-fused": "aqua-step-topk", "aqua-token-major": "aqua-step-topk-token-major"}
+#: Bytes of one index as the Triton selection pre-pass writes it (int32).
+INDEX32_BYTES = 4
+#: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode).
+TRITON_SELECT, TRITON_SPLIT, TRITON_COMBINE = r"_select_kernel", r"_split_kernel", r"_combine_kernel"
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
 TOPK_LAUNCHES = 3
 #: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
@@ -79,7 +102,7 @@ def aqua_prologue(phase: str, terms: dict[str, sp.Expr]) -> list[Kernel]:
     new_keys = KV_HEADS * _queries(phase)
     return [
         Kernel("q_proj", per_query_heads(terms, "q_proj"), 2 * vectors_bytes(phase) + _projection_bytes(), "contiguous"),
-        Kernel("k_proj", per_query_heads(terms, "k_proj"), 2 * new_keys * d * s + _projection_bytes(), "contiguous"),
+        Kernel("k_proj", per_query_heads(terms, "k_proj"), 2 * memory.head_tensor_bytes(new_keys) + _projection_bytes(), "contiguous"),
         Kernel("topk", per_query_heads(terms, "select"), vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES),
                "contiguous", launches=TOPK_LAUNCHES, unit="vector", op="topk", op_rows=Q_HEADS * _queries(phase), op_length=d),
     ]
@@ -91,8 +114,46 @@ def _eager_tail(phase: str, dense_terms: dict[str, sp.Expr]) -> list[Kernel]:
     return [
         Kernel("softmax", per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
                op="softmax", op_rows=Q_HEADS * _queries(phase), op_length=_keys(phase)),
-        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * _keys(phase) * d * s + vectors_bytes(phase), "contiguous"),
+        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * memory.head_tensor_bytes(_keys(phase)) + vectors_bytes(phase), "contiguous"),
     ]
+
+
+_TRITON = "aqua_model.kernels.triton_decode"
+_EAGER = "aqua_model.kernels.eager"
+_SDPA = Implementation.of("torch.nn.functional", "scaled_dot_product_attention")
+#: What implements each plan, and the key copy it reads; a plan absent here is model-only.
+IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
+    ("decode", "dense-fused"): (_SDPA, "token-major"),
+    ("decode", "dense-eager"): (Implementation.of(_EAGER, "dense_eager_decode"), "token-major"),
+    ("decode", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_decode"), "rotated-dim-major"),
+    ("decode", "aqua-fused"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-dim-major"),
+    ("decode", "aqua-token-major"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-token-major"),
+    ("decode", "aqua-step-topk"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"), "rotated-dim-major"),
+    ("decode", "aqua-step-topk-token-major"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
+                                               "rotated-token-major"),
+    ("prefill", "dense-fused"): (_SDPA, "token-major"),
+    ("prefill", "dense-eager"): (Implementation.of(_EAGER, "dense_eager_prefill"), "token-major"),
+    ("prefill", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_prefill"), "rotated-token-major"),
+}
+#: One line per plan: what it is.
+DESCRIPTIONS: dict[tuple[str, str], str] = {
+    ("decode", "dense-fused"): "dense attention, one fused kernel (torch SDPA) reading K and V once",
+    ("decode", "dense-eager"): "dense attention in eager torch: scores, softmax, value; scores materialised",
+    ("decode", "aqua-eager"): "AQUA in eager torch: rotate q and the new key, torch.topk, gather a copy of the kept key rows, "
+                              "scores, softmax, value",
+    ("decode", "aqua-fused"): "AQUA attention as aqua_decode's default call: rotated q given, Triton selection pre-pass, "
+                              "split-N pass over the kept rows of a dim-major K^T, combine; rotating q and the new key is "
+                              "not counted",
+    ("decode", "aqua-token-major"): "aqua_decode's default call over a token-major K^ view: whole sectors per kept channel",
+    ("decode", "aqua-step-topk"): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
+                                  "the fused split-N kernel and combine (the validation suite's path until issue 11)",
+    ("decode", "aqua-step-topk-token-major"): "the aqua-step-topk step over a token-major K^ view",
+    ("prefill", "dense-fused"): "dense causal prefill, one fused kernel (torch SDPA), visible pairs only",
+    ("prefill", "dense-eager"): "dense prefill in eager torch: the full rectangle of scores, a causal mask pass, softmax, value",
+    ("prefill", "aqua-eager"): "AQUA prefill in eager torch: per-query selection as a 0/1 mask on q^ (no FLOP saving in "
+                               "the matmul)",
+    ("prefill", "aqua-fused"): "model-only: an ideal fused AQUA prefill kernel doing 2k FLOPs per visible pair (not built)",
+}
 
 
 @lru_cache(maxsize=None)
@@ -107,18 +168,38 @@ def build_plan(name: str, *, phase: str = "decode", selection: str = "group", co
         kernels = _decode_kernels(name, selection, conv)
     else:
         kernels = _prefill_kernels(name, conv)
-    return Plan(name=name, method=method, phase=phase, selection=selection, kernels=tuple(kernels))
+    impl, layout = IMPLEMENTATIONS.get((phase, name), (None, ""))
+    return Plan(name=name, method=method, phase=phase, selection=selection, kernels=tuple(kernels),
+                description=DESCRIPTIONS[(phase, name)], implementation=impl, key_layout=layout)
+
+
+def _selection_units(selection: str) -> sp.Expr:
+    """Selections made per layer: one per KV group ("group") or one per query head ("per-head")."""
+    return KV_HEADS if selection == "group" else Q_HEADS
 
 
 def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]:
     dense = flop_terms("dense", "decode", conv)
     aqua = flop_terms("aqua", "decode", conv)
     kv_dense = KV_HEADS * memory.decode_read_bytes("dense")
+    one_kv = KV_HEADS * memory.head_tensor_bytes()  # K (or V) of N tokens, every KV head of the batch
     if name == "dense-fused":
         return [Kernel("attention", per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * vectors_bytes("decode"), "contiguous", op="attention")]
     if name == "dense-eager":
-        scores = Kernel("scores", per_query_heads(dense, "scores"), KV_HEADS * N * d * s + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
+        scores = Kernel("scores", per_query_heads(dense, "scores"), one_kv + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
         return [scores, *_eager_tail("decode", dense)]
+    layout, pattern = ("token-major", "strided") if name.endswith("token-major") else ("dim-major", "contiguous")
+    kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
+    attention_flops = per_query_heads(aqua, "scores", "softmax", "value")
+    if name in ("aqua-fused", "aqua-token-major"):
+        # the pre-pass reads q^ and writes k int32 indices per selection unit; the split pass
+        # reads them back with q^, K^'s kept rows and V, and the combine writes the output
+        indices = _selection_units(selection) * k * INDEX32_BYTES
+        select = Kernel("select", per_query_heads(aqua, "select"), vectors_bytes("decode") + indices, "contiguous",
+                        unit="vector", launch_names=(TRITON_SELECT,))
+        attention = Kernel("attention", attention_flops, kv_aqua + 2 * vectors_bytes("decode") + indices, pattern,
+                           launches=SPLIT_N_LAUNCHES, op="attention", launch_names=(TRITON_SPLIT, TRITON_COMBINE))
+        return [select, attention]
     prologue = aqua_prologue("decode", aqua)
     if name == "aqua-eager":
         # torch.gather reads the selected dims of each query head's KV group and writes a
@@ -127,18 +208,17 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         gather = Kernel("gather", sp.Integer(0), Q_HEADS * N * k * s + gathered + Q_HEADS * k * INDEX_BYTES, "gather")
         scores = Kernel("scores", per_query_heads(aqua, "scores"), gathered + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
-    layout, pattern = ("dim-major", "contiguous") if name == "aqua-fused" else ("token-major", "strided")
-    kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
+    # aqua-step-topk and its token-major variant
     io = 2 * vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
-    return [*prologue, Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"), kv_aqua + io, pattern,
-                              launches=SPLIT_N_LAUNCHES, op="attention")]
+    return [*prologue, Kernel("attention", attention_flops, kv_aqua + io, pattern, launches=SPLIT_N_LAUNCHES, op="attention",
+                              launch_names=(TRITON_SPLIT, TRITON_COMBINE))]
 
 
 def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     dense_causal = flop_terms("dense", "prefill", conv, True)
     dense_rect = flop_terms("dense", "prefill", conv, False)
     aqua = flop_terms("aqua", "prefill", conv, True)
-    kv_read = 2 * KV_HEADS * (N + T) * d * s
+    kv_read = KV_HEADS * memory.kv_cache_bytes("dense").subs(N, N + T)  # K and V of the cached and new tokens
     io = 2 * vectors_bytes("prefill")
     if name == "dense-fused":
         return [Kernel("attention", per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention")]
@@ -146,7 +226,8 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
         return [*aqua_prologue("prefill", aqua), Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"),
                                                           kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous", op="attention")]
     score_elems = Q_HEADS * T * (N + T)
-    scores = Kernel("scores", per_query_heads(dense_rect, "scores"), KV_HEADS * (N + T) * d * s + vectors_bytes("prefill") + score_elems * s, "contiguous")
+    keys_read = KV_HEADS * memory.head_tensor_bytes(N + T)
+    scores = Kernel("scores", per_query_heads(dense_rect, "scores"), keys_read + vectors_bytes("prefill") + score_elems * s, "contiguous")
     # the causal mask is applied to the materialised scores in place: one more read and write
     mask = Kernel("mask", sp.Integer(0), 2 * score_elems * s, "contiguous", unit="vector")
     tail = [mask, *_eager_tail("prefill", dense_rect)]
@@ -160,4 +241,4 @@ def plan_names(phase: str) -> tuple[str, ...]:
     return DECODE_PLANS if check_choice("phase", phase, PHASES) == "decode" else PREFILL_PLANS
 
 
-__all__ = ["build_plan", "plan_names", "DECODE_PLANS", "PREFILL_PLANS", "TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]
+__all__ = ["build_plan", "plan_names", "DECODE_PLANS", "PREFILL_PLANS", "LEGACY_PLAN_NAMES", "IMPLEMENTATIONS", "TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]

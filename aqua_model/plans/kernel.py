@@ -28,6 +28,9 @@ COMPUTE_UNITS = ("matrix", "vector")
 LIBRARY_OPS = ("", "topk", "softmax", "attention")
 #: The word a plan without an implementation must carry in its description.
 MODEL_ONLY = "model-only"
+#: Key copies an implementation may read: token-major K, rotated token-major K^, rotated
+#: dim-major K^T ("" for a model-only plan).
+KEY_LAYOUTS = ("", "token-major", "rotated-token-major", "rotated-dim-major")
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,10 @@ class Plan:
     kernels: tuple[Kernel, ...]
     description: str = MODEL_ONLY
     implementation: Implementation | None = None
+    key_layout: str = ""
 
     def __post_init__(self) -> None:
+        check_choice("key_layout", self.key_layout, KEY_LAYOUTS)
         if self.implementation is None and MODEL_ONLY not in self.description:
             raise ValueError(f"plan {self.name!r} has no implementation, so its description must say "
                              f"{MODEL_ONLY!r}; got {self.description!r}")
@@ -141,4 +146,4 @@ def describe(plan: Plan) -> str:
     return f"{plan.name} ({plan.phase}): {plan.description} [{impl}]"
 
 
-__all__ = ["COMPUTE_UNITS", "INDEX_BYTES", "LIBRARY_OPS", "MODEL_ONLY", "Implementation", "Kernel", "Plan", "describe"]
+__all__ = ["COMPUTE_UNITS", "INDEX_BYTES", "KEY_LAYOUTS", "LIBRARY_OPS", "MODEL_ONLY", "Implementation", "Kernel", "Plan", "describe"]

@@ -33,7 +33,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .._checks import check_choice
-from ..costs import peers
+from ..costs import memory, peers
 from ..costs.convention import Convention, resolve
 from ..costs.flops import PHASES, flop_terms as base_flop_terms
 from ..costs.memory import GQA_SELECTIONS
@@ -82,16 +82,23 @@ def build_peer_plan(method: str, *, phase: str = "decode", selection: str = "gro
                     convention: Convention | None = None) -> Plan:
     """The plan of ``method`` (any of :data:`aqua_model.costs.peers.METHODS`) for ``phase``.
 
-    ``dense`` and ``aqua`` are the fused plans of :mod:`aqua_model.plans.attention`.
+    ``dense`` is the fused dense plan of :mod:`aqua_model.plans.attention`; ``aqua`` is its decode
+    step (``aqua-step-topk``: q and the new key rotated, then the fused kernel), since the peers'
+    plans pay their own projections too (Loki rotates by its PCA basis), and the fused prefill.
     """
     peers.check_method(method)
     check_choice("phase", phase, PHASES)
     check_choice("selection", selection, GQA_SELECTIONS)
     conv = resolve(convention)
-    if method in ("dense", "aqua"):
+    if method == "dense" or (method == "aqua" and phase == "prefill"):
         return build_plan(f"{method}-fused", phase=phase, selection=selection, convention=conv)
+    if method == "aqua":
+        return build_plan("aqua-step-topk", phase=phase, selection=selection, convention=conv)
     kernels = _decode_kernels(method, selection, layout, conv) if phase == "decode" else _prefill_kernels(method, layout, conv)
-    return Plan(name=f"{method}-{'fused' if phase == 'decode' else 'prefill'}", method=method, phase=phase, selection=selection, kernels=tuple(kernels))
+    description = (f"model-only: {method} {phase} as the kernels a fused implementation would launch "
+                   "(nothing in this package runs it)")
+    return Plan(name=f"{method}-{'fused' if phase == 'decode' else 'prefill'}", method=method, phase=phase, selection=selection,
+                kernels=tuple(kernels), description=description)
 
 
 def _decode_kernels(method: str, selection: str, layout: str | None, conv: Convention) -> list[Kernel]:
@@ -132,7 +139,7 @@ def _prefill_kernels(method: str, layout: str | None, conv: Convention) -> list[
     if method == "aqua-h2o":
         return list(build_plan("aqua-eager", phase="prefill", convention=conv).kernels)
     kernels = list(build_plan("dense-fused", phase="prefill", convention=conv).kernels)
-    new_keys = KV_HEADS * T * d * s
+    new_keys = KV_HEADS * memory.head_tensor_bytes(T)
     copy = Kernel("k_copy", sp.Integer(0), 2 * new_keys, "contiguous")  # read the new keys, write them dim-major
     if method in ("loki", "aqua-topk"):
         kernels.append(aqua_prologue("prefill", base_flop_terms("aqua", "prefill", conv))[1])  # rotate the new keys
@@ -140,7 +147,7 @@ def _prefill_kernels(method: str, layout: str | None, conv: Convention) -> list[
         kernels.append(copy)
     if method == "quest":  # min/max of each new page: read the keys, write 2 vectors per page
         kernels.append(Kernel("page_metadata", KV_HEADS * peers.QUEST_UPDATE_FLOPS_PER_DIM * T * d,
-                              new_keys + KV_HEADS * sp.ceiling(T / peers.p) * 2 * d * s, "contiguous", unit="vector"))
+                              new_keys + KV_HEADS * sp.ceiling(T / peers.p) * memory.kv_cache_bytes("dense").subs(N, 1), "contiguous", unit="vector"))
     return kernels
 
 

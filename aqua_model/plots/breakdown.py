@@ -19,7 +19,7 @@ from .speedup import Shape
 from .style import GREY, OKABE_ITO, new_figure, styled
 
 #: Plans compared, top to bottom.
-PLANS: tuple[str, ...] = ("dense-fused", "aqua-fused", "aqua-eager")
+PLANS: tuple[str, ...] = ("dense-fused", "aqua-step-topk", "aqua-eager")
 CONTEXT = 32768
 K = 96
 #: Colour per kernel (Okabe-Ito; "other" is measured time no kernel row accounts for).
@@ -74,7 +74,7 @@ def breakdown_data(*, gpu: str | HardwareProfile = "h200", shape: Shape = Shape(
     profile = resolve_profile(gpu)
     predicted = {}
     for plan in plans:
-        pred = predict(plan, phase="decode", context=context, k=_plan_k(plan, shape, k), profile=profile, **shape.kwargs())
+        pred = predict(plan=plan, phase="decode", context=context, k=_plan_k(plan, shape, k), gpu=profile, **shape.kwargs())
         predicted[plan] = [(str(kn["name"]), float(kn["share_s"])) for kn in pred.kernels]
     measured = measured_breakdown(list(rows), shape=shape, context=context, k=k, plans=plans)
     return Breakdown(shape, context, k, profile.name, profile.mode, predicted, measured)

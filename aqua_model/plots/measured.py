@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aqua_model.hardware import HardwareProfile, load as load_hardware
+from aqua_model.validate.runner import current_names
 
 #: Device folder of the committed measurements.
 DEFAULT_DEVICE = "h200"
@@ -72,7 +73,7 @@ def validation_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, 
     """Usable rows of the current-model re-prediction, else of ``validation.jsonl`` ([] when absent)."""
     folder = results_dir(root, device)
     path = folder / CURRENT_MODEL_FILE if (folder / CURRENT_MODEL_FILE).is_file() else folder / VALIDATION_FILE
-    return [r for r in read_jsonl(path) if usable(r)]
+    return [current_names(r) for r in read_jsonl(path) if usable(r)]
 
 
 def decode_kernel_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, Any]]:
@@ -105,7 +106,7 @@ def matches(row: Mapping[str, Any], **shape: Any) -> bool:
     return all(row.get(key) == value for key, value in shape.items())
 
 
-def measured_speedups(rows: Iterable[Mapping[str, Any]], *, aqua_plan: str = "aqua-fused",
+def measured_speedups(rows: Iterable[Mapping[str, Any]], *, aqua_plan: str = "aqua-step-topk",
                       dense_plan: str = "dense-fused", phase: str = "decode") -> list[dict[str, Any]]:
     """Measured dense/AQUA speedups from validation rows paired on the shape (all but plan and k)."""
     rows = [r for r in rows if r.get("phase") == phase]

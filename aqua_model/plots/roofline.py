@@ -19,7 +19,7 @@ from .speedup import Shape
 from .style import GREY, OKABE_ITO, PLAN_COLOURS, new_figure, note, styled
 
 #: Plans whose kernels are placed on the chart when predicting.
-PLANS: tuple[str, ...] = ("dense-fused", "dense-eager", "aqua-fused", "aqua-eager", "aqua-token-major")
+PLANS: tuple[str, ...] = ("dense-fused", "dense-eager", "aqua-step-topk", "aqua-eager", "aqua-step-topk-token-major")
 #: Context and k of the predicted points.
 CONTEXT = 32768
 K = 96
@@ -102,8 +102,8 @@ def predicted_points(*, gpu: str | HardwareProfile = "h200", shape: Shape = Shap
     """Each kernel of each plan at one decode shape, timed by the roofline (kernels with FLOPs only)."""
     out = []
     for plan in plans:
-        pred = predict(plan, phase="decode", context=context, k=shape.d if plan.startswith("dense") else k,
-                       profile=resolve_profile(gpu), **shape.kwargs())
+        pred = predict(plan=plan, phase="decode", context=context, k=shape.d if plan.startswith("dense") else k,
+                       gpu=resolve_profile(gpu), **shape.kwargs())
         out += [KernelPoint(plan, kern["name"], float(kern["flops"]), float(kern["bytes"]), float(kern["time_s"]), False)
                 for kern in pred.kernels if kern["flops"] > 0 and kern["bytes"] > 0]
     return out

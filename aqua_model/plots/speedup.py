@@ -23,6 +23,11 @@ from aqua_model.simulator import simulate, time_breakeven
 from .measured import NO_MEASUREMENTS
 from .style import CYCLE, GREY, new_figure, note, styled
 
+#: The AQUA plan of the speedup figures: a decode step, with q and the new key rotated (the
+#: figures are for Llama-3.1-8B, whose RoPE keeps P from being folded into W_Q and W_K), as the
+#: validation suite measured it.
+PLAN = "aqua-step-topk"
+
 #: Contexts of the heatmap (log-spaced, tokens) and its k values.
 HEATMAP_CONTEXT_RANGE: tuple[int, int] = (256, 131072)
 HEATMAP_POINTS = 64
@@ -82,7 +87,7 @@ def speedup_grid_data(*, gpu: str | HardwareProfile = "h200", shape: Shape = Sha
     profile = resolve_profile(gpu)
     ctx = np.asarray(contexts) if contexts is not None else log_contexts(*HEATMAP_CONTEXT_RANGE, HEATMAP_POINTS)
     k_arr = np.asarray(ks)
-    sim = simulate(gpu=profile, context=ctx[:, None], k=k_arr[None, :], plan="fused", **shape.kwargs())
+    sim = simulate(gpu=profile, context=ctx[:, None], k=k_arr[None, :], plan=PLAN, **shape.kwargs())
     return SpeedupGrid(ctx, k_arr, np.broadcast_to(sim.speedup, (ctx.size, k_arr.size)).copy(), profile.name, profile.mode, shape)
 
 
@@ -141,15 +146,15 @@ def speedup_lines_data(*, gpu: str | HardwareProfile = "h200", shape: Shape = Sh
     ctx = np.asarray(contexts) if contexts is not None else log_contexts(*LINE_CONTEXT_RANGE, LINE_POINTS)
     ks = tuple(int(k) for k in ks)
     k_arr = np.asarray(ks)[None, :]
-    pred = simulate(gpu=profile, context=ctx[:, None], k=k_arr, plan="fused", **shape.kwargs()).speedup
+    pred = simulate(gpu=profile, context=ctx[:, None], k=k_arr, plan=PLAN, **shape.kwargs()).speedup
     cal = None
     if calibrated is not None:
-        cal_s = simulate(gpu=calibrated, context=ctx[:, None], k=k_arr, plan="fused", **shape.kwargs()).speedup
+        cal_s = simulate(gpu=calibrated, context=ctx[:, None], k=k_arr, plan=PLAN, **shape.kwargs()).speedup
         cal = {k: np.asarray(cal_s[:, i]) for i, k in enumerate(ks)}
     return SpeedupLines(
         contexts=ctx, ks=ks, predicted={k: np.asarray(pred[:, i]) for i, k in enumerate(ks)},
         flop_breakeven={k: breakeven(shape.d, k, g=shape.g, phase="decode").n_star for k in ks},
-        time_breakeven={k: time_breakeven(gpu=profile, k=k, plan="fused", **shape.kwargs()) for k in ks},
+        time_breakeven={k: time_breakeven(gpu=profile, k=k, plan=PLAN, **shape.kwargs()) for k in ks},
         gpu=profile.name, mode=profile.mode, shape=shape, calibrated=cal,
         calibrated_mode=None if calibrated is None else calibrated.mode,
         measured=[dict(m) for m in measured],

@@ -55,17 +55,21 @@ GREY = "#7F7F7F"
 PLAN_COLOURS: dict[str, str] = {
     "dense-fused": OKABE_ITO["black"],
     "dense-eager": OKABE_ITO["reddish_purple"],
-    "aqua-fused": OKABE_ITO["blue"],
+    "aqua-step-topk": OKABE_ITO["blue"],
     "aqua-eager": OKABE_ITO["vermillion"],
-    "aqua-token-major": OKABE_ITO["bluish_green"],
+    "aqua-step-topk-token-major": OKABE_ITO["bluish_green"],
+    "aqua-fused": OKABE_ITO["sky_blue"],
+    "aqua-token-major": OKABE_ITO["orange"],
 }
 #: Marker per plan.
 PLAN_MARKERS: dict[str, str] = {
     "dense-fused": "s",
     "dense-eager": "D",
-    "aqua-fused": "o",
+    "aqua-step-topk": "o",
     "aqua-eager": "^",
-    "aqua-token-major": "v",
+    "aqua-step-topk-token-major": "v",
+    "aqua-fused": "p",
+    "aqua-token-major": "<",
 }
 
 #: matplotlib settings applied while a figure is built and saved.

@@ -71,7 +71,7 @@ REPORT_SPEEDUP_BATCH = 8
 
 def speedup_rows(
     *, gpu: str = "h200", model: str = "llama-3.1-8b", contexts: Sequence[int] = REPORT_SPEEDUP_CONTEXTS,
-    ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "fused",
+    ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "aqua-step-topk",
 ) -> list[dict[str, Any]]:
     """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused."""
     rows = []

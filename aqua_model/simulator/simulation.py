@@ -22,13 +22,13 @@ from ..costs.numeric import evaluate
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
 from ..models.shape import Shape, resolve_shape
-from ..plans import build_plan, plan_names
+from ..plans import build_plan, describe, plan_names
 from .roofline import KernelTime, contributions, plan_time
 
 #: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
 BASELINE_PLAN = "dense-fused"
 #: Short plan names accepted by simulate()/the CLI, mapped to plan names.
-AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major"}
+AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major", "step": "aqua-step-topk"}
 #: Upper end of the exact integer search for the time break-even (2^22 tokens).
 TIME_BREAKEVEN_SEARCH_LIMIT = 1 << 22
 
@@ -40,6 +40,8 @@ class PlanResult:
     plan: str
     kernels: list[KernelTime]
     time_s: np.ndarray
+    #: What the plan is and what implements it, or "model-only" (:func:`aqua_model.plans.describe`).
+    description: str = ""
 
     def table(self) -> list[dict[str, Any]]:
         """Per-kernel rows (scalars where the sweep is a single point). ``time_s`` is the
@@ -90,6 +92,7 @@ class Simulation:
             "inputs": {k: _scalar(v) for k, v in self.inputs.items()},
             "layers": self.shape.layers,
             "dense_plan": self.dense.plan, "aqua_plan": self.aqua.plan,
+            "dense_plan_description": self.dense.description, "aqua_plan_description": self.aqua.description,
             "dense_time_s": _scalar(self.dense.time_s), "aqua_time_s": _scalar(self.aqua.time_s),
             "dense_time_all_layers_s": _scalar(self.dense.time_s * self.shape.layers),
             "aqua_time_all_layers_s": _scalar(self.aqua.time_s * self.shape.layers),
@@ -189,8 +192,9 @@ def simulate(
 
 
 def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, values: dict[str, Any], dtype: str) -> PlanResult:
-    total, kernels = plan_time(build_plan(name, phase=phase, selection=selection, convention=conv), profile, values, dtype=dtype)
-    return PlanResult(name, kernels, total)
+    plan = build_plan(name, phase=phase, selection=selection, convention=conv)
+    total, kernels = plan_time(plan, profile, values, dtype=dtype)
+    return PlanResult(name, kernels, total, describe(plan))
 
 
 def speedup(**kwargs: Any) -> np.ndarray:
@@ -199,8 +203,8 @@ def speedup(**kwargs: Any) -> np.ndarray:
 
 
 def predict(
-    plan: str,
     *,
+    plan: str,
     phase: str,
     context: int,
     batch: int,
@@ -208,14 +212,15 @@ def predict(
     heads_kv: int,
     d: int,
     k: int,
-    profile: HardwareProfile | str,
+    gpu: HardwareProfile | str,
     dtype: str = "bf16",
     prompt: int | None = None,
     selection: str = "group",
     convention: Convention | None = None,
 ) -> Prediction:
-    """One plan's predicted per-layer time at one shape (any plan, dense or AQUA)."""
-    prof = resolve_profile(profile)
+    """One plan's predicted per-layer time at one shape (any plan, dense or AQUA): the total
+    and, in ``kernels``, each kernel's time alone and its share of the total."""
+    prof = resolve_profile(gpu)
     check_choice("plan", plan, plan_names(phase))
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     values = _values(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)

@@ -15,14 +15,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aqua_model._checks import check_choice, check_int
+from aqua_model.costs import memory
 from aqua_model.costs.dtypes import dtype_bytes
 from aqua_model.costs.flops import PHASES
-from aqua_model.plans import DECODE_PLANS
+from aqua_model.costs.numeric import evaluate
+from aqua_model.plans import build_plan, plan_names
 
-#: Plans the runner can execute per phase (the prefill "aqua-fused" kernel is not built yet).
+#: Plans the runner can execute per phase: those with an implementation (the others are model-only).
 RUNNABLE_PLANS: dict[str, tuple[str, ...]] = {
-    "decode": DECODE_PLANS,
-    "prefill": ("dense-fused", "dense-eager", "aqua-eager"),
+    phase: tuple(p for p in plan_names(phase) if not build_plan(p, phase=phase).model_only) for phase in PHASES
 }
 #: The dense baseline every AQUA plan's speedup is taken against.
 BASELINE_PLAN = "dense-fused"
@@ -121,7 +122,8 @@ class Case:
 
 def kv_bytes(case: Case) -> int:
     """Bytes of the dense K and V tensors of the case (whole batch, one layer)."""
-    return 2 * case.batch * case.heads_kv * case.keys * case.d * dtype_bytes(case.dtype)
+    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": case.keys, "d": case.d, "s": dtype_bytes(case.dtype)})
+    return int(per_head) * case.batch * case.heads_kv
 
 
 def working_set_bytes(case: Case) -> int:
@@ -158,6 +160,7 @@ def _decode_shape_cases(context: int, batch: int, heads_q: int, heads_kv: int, d
     out = [Case(plan="dense-fused", k=d, **common), Case(plan="dense-eager", k=d, **common)]
     out += [Case(plan="aqua-fused", k=k, **common) for k in ks]
     out += [Case(plan="aqua-eager", k=k, **common) for k in eager_ks]
+    out += [Case(plan="aqua-step-topk", k=k, **common) for k in eager_ks]
     out += [Case(plan="aqua-token-major", k=k, **common) for k in token_major_ks]
     return out
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 from aqua_model._checks import check_choice, check_real
 from aqua_model.hardware import HardwareProfile
 from aqua_model.plans import build_plan
+from aqua_model.plans.attention import LEGACY_PLAN_NAMES
 from aqua_model.simulator import predict
 from aqua_model.validate.cases import Case
 
@@ -30,8 +31,10 @@ from aqua_model.validate.cases import Case
 CASE_FIELDS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
 from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
-#: Schema version of a result row.
-ROW_SCHEMA_VERSION = 1
+#: Schema version of a result row. 2 (issue 11): plans have their current names; rows of schema
+#: 1 name decode plans as :data:`aqua_model.plans.attention.LEGACY_PLAN_NAMES` lists, and
+#: :func:`read_rows` maps them on reading (the files themselves are never edited).
+ROW_SCHEMA_VERSION = 2
 #: Row statuses.
 STATUSES: tuple[str, ...] = ("ok", "oom", "unsupported", "skipped", "error")
 #: Seed base of the random inputs (each shape adds a stable hash of its key).
@@ -94,8 +97,8 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
     kw = dict(phase=case.phase, context=case.context, batch=case.batch, heads_q=case.heads_q,
               heads_kv=case.heads_kv, d=case.d, k=case.k, dtype=case.dtype, prompt=case.prompt,
               selection=case.selection)
-    ds = predict(case.plan, profile=datasheet, **kw)
-    cal = predict(case.plan, profile=calibrated, **kw) if calibrated is not None else None
+    ds = predict(plan=case.plan, gpu=datasheet, **kw)
+    cal = predict(plan=case.plan, gpu=calibrated, **kw) if calibrated is not None else None
     units = {kern.name: kern.unit for kern in build_plan(case.plan, phase=case.phase, selection=case.selection).kernels}
     bw = datasheet.bandwidth_bytes_per_s
     kernels = []
@@ -232,8 +235,23 @@ def repair_tail(path: Path) -> None:
         fh.truncate()
 
 
+def current_names(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its plan under its current name: a schema-1 decode row of a plan in
+    :data:`~aqua_model.plans.attention.LEGACY_PLAN_NAMES` gets the new name in ``plan`` and
+    ``case_id`` and keeps the old one as ``legacy_plan``; any other row is returned as it is."""
+    old = row.get("plan")
+    if row.get("schema_version", 1) >= 2 or row.get("phase") != "decode" or old not in LEGACY_PLAN_NAMES:
+        return row
+    new = LEGACY_PLAN_NAMES[old]
+    out = {**row, "plan": new, "legacy_plan": old}
+    if isinstance(row.get("case_id"), str):
+        out["case_id"] = row["case_id"].replace(f"decode/{old}/", f"decode/{new}/", 1)
+    return out
+
+
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every complete JSON row of a results file (a torn last line is ignored)."""
+    """Every complete JSON row of a results file (a torn last line is ignored), with legacy
+    plan names mapped to the current ones (:func:`current_names`)."""
     rows = []
     p = Path(path)
     if not p.exists():
@@ -244,7 +262,7 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if not line:
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append(current_names(json.loads(line)))
             except json.JSONDecodeError:
                 continue
     return rows
