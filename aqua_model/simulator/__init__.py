@@ -20,10 +20,12 @@ from .simulation import (
     speedup,
     time_breakeven,
 )
+from .parallel import DecodeStep, DoesNotFit, Layout, decode_step, plan_layout, smallest_tensor_parallel
 from .whole_model import EndToEnd, end_to_end
 
 __all__ = [
     "AQUA_PLAN_ALIASES", "BASELINE_PLAN", "Comparison", "EndToEnd", "KernelTime", "MethodRow", "PlanResult", "Prediction",
     "Simulation", "check_fits_memory", "compare", "end_to_end", "kernel_time", "max_fitting_context", "plan_time", "predict",
     "simulate", "speedup", "time_breakeven",
+    "DecodeStep", "DoesNotFit", "Layout", "decode_step", "plan_layout", "smallest_tensor_parallel",
 ]

@@ -1,4 +1,5 @@
-"""A whole model's per-token decode latency: weights plus every layer's attention, so that an
+"""A whole model's per-token decode latency: weights plus every layer's attention (plus, on
+several GPUs, the all-reduces and point-to-point transfers of :mod:`.parallel`), so that an
 attention speedup becomes an end-to-end one through Amdahl's law."""
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_choice
+from ..costs.collectives import ALGORITHMS
 from ..costs.convention import Convention
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
+from .parallel import DecodeStep, decode_step, weights_time_s
 from .simulation import Simulation, simulate
 
 
@@ -20,7 +24,9 @@ class EndToEnd:
 
     The non-attention part is the larger of reading every weight once and doing 2 FLOPs
     per parameter per sequence (the matrix work of projections, MLP and LM head);
-    norms, RoPE and sampling are left out (a few percent of a decode step).
+    norms, RoPE and sampling are left out (a few percent of a decode step). On several GPUs
+    (``parallel`` set) every part is per GPU and summed over the pipeline stages, and the
+    all-reduce and point-to-point times of the layout are added to both plans.
     """
 
     weights_s: np.ndarray
@@ -28,14 +34,17 @@ class EndToEnd:
     aqua_attention_s: np.ndarray
     mode: str
     simulation: Simulation
+    all_reduce_s: Any = 0.0
+    point_to_point_s: Any = 0.0
+    parallel: DecodeStep | None = None
 
     @property
     def dense_s(self) -> np.ndarray:
-        return self.weights_s + self.dense_attention_s
+        return self.weights_s + self.dense_attention_s + self.all_reduce_s + self.point_to_point_s
 
     @property
     def aqua_s(self) -> np.ndarray:
-        return self.weights_s + self.aqua_attention_s
+        return self.weights_s + self.aqua_attention_s + self.all_reduce_s + self.point_to_point_s
 
     @property
     def speedup(self) -> np.ndarray:
@@ -49,14 +58,26 @@ class EndToEnd:
 
 
 def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
-               plan: str = "fused", selection: str = "group", convention: Convention | None = None) -> EndToEnd:
-    """Per-token decode latency of ``model`` with dense fused and with an AQUA plan."""
+               plan: str = "fused", selection: str = "group", convention: Convention | None = None,
+               tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
+               all_reduce: str = "ring") -> EndToEnd:
+    """Per-token decode latency of ``model`` with dense fused and with an AQUA plan.
+
+    ``tensor_parallel`` / ``pipeline_parallel`` (t, p; see :mod:`.parallel`) spread the model over
+    t * p GPUs of one node, add the all-reduces (``all_reduce``: "ring" or "tree") and transfers,
+    and check weights plus KV cache per GPU against the device (DoesNotFit, a ValueError, names
+    the smallest t that fits). Left at None, the single-GPU model checks the KV cache only.
+    """
     cfg = model if isinstance(model, ModelConfig) else load_model(model)
     profile = resolve_profile(gpu)
+    check_choice("all_reduce", all_reduce, ALGORITHMS)
+    if tensor_parallel is not None or pipeline_parallel is not None:
+        step = decode_step(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection,
+                           convention=convention, tensor_parallel=1 if tensor_parallel is None else tensor_parallel,
+                           pipeline_parallel=1 if pipeline_parallel is None else pipeline_parallel, all_reduce=all_reduce)
+        return EndToEnd(step.weights_s, step.dense_attention_s, step.aqua_attention_s, profile.mode, step.simulation,
+                        step.all_reduce_s, step.point_to_point_s, step)
     sim = simulate(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection, convention=convention)
-    weight_bytes = float(cfg.weight_bytes())
-    read_s = weight_bytes / (profile.bandwidth_bytes_per_s * profile.memory_efficiency("contiguous", weight_bytes))
-    flops = 2.0 * cfg.param_count * np.asarray(sim.inputs["batch"], dtype=float)
-    compute_s = flops / (profile.peak_flops(cfg.dtype) * profile.compute_efficiency)
-    weights_s = np.maximum(read_s, compute_s) + cfg.layers * profile.launch_overhead_s
+    weights_s = weights_time_s(profile, weight_bytes=float(cfg.weight_bytes()), params=float(cfg.param_count),
+                               batch=np.asarray(sim.inputs["batch"], dtype=float), dtype=cfg.dtype, layers=cfg.layers)
     return EndToEnd(weights_s, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s, profile.mode, sim)
