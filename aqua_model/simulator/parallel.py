@@ -201,6 +201,15 @@ def smallest_tensor_parallel(*, gpu: str | HardwareProfile, model: str | ModelCo
     return None
 
 
+def one_gpu_fit(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, batch: Any = 1) -> dict[str, Any]:
+    """Whether ``model``'s weights and KV cache fit one GPU, the bytes, and the smallest t that does."""
+    profile = resolve_profile(gpu)
+    cfg = model if isinstance(model, ModelConfig) else load_model(model)
+    mem = memory_per_gpu(profile, cfg, plan_layout(cfg, tensor_parallel=1, pipeline_parallel=1), context=context, batch=batch)
+    return {"fits": mem.fits, "memory_bytes": float(np.max(mem.total_bytes)), "device_memory_bytes": mem.capacity_bytes,
+            "smallest_tensor_parallel": 1 if mem.fits else smallest_tensor_parallel(gpu=profile, model=cfg, context=context, batch=batch)}
+
+
 def check_fits(profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, context: Any, batch: Any) -> MemoryPerGPU:
     """The memory per GPU, or DoesNotFit naming the bytes needed and the smallest t that fits."""
     mem = memory_per_gpu(profile, cfg, layout, context=context, batch=batch)
@@ -249,6 +258,19 @@ class DecodeStep:
     @property
     def communication_s(self) -> np.ndarray:
         return self.all_reduce_s + self.point_to_point_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: the layout, the memory per GPU and the communication parts."""
+        return {"layout": self.layout.to_dict(), "all_reduce": self.algorithm,
+                "all_reduces_per_layer": ALL_REDUCES_PER_LAYER, "message_bytes": _scalar(self.message_bytes),
+                "one_all_reduce_s": _scalar(self.one_all_reduce_s), "weight_bytes_per_gpu": self.memory.weight_bytes,
+                "kv_bytes_per_gpu": _scalar(self.memory.kv_bytes), "memory_bytes_per_gpu": _scalar(self.memory.total_bytes),
+                "device_memory_bytes": self.memory.capacity_bytes}
+
+
+def _scalar(x: Any) -> Any:
+    arr = np.asarray(x)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
 
 
 def _interconnect_args(profile: HardwareProfile) -> dict[str, float]:
