@@ -201,6 +201,7 @@ INT_UNITS = {
     "layers": "count", "hidden_size": "elements", "heads": "count", "kv_heads": "count", "head_dim": "elements",
     "intermediate_size": "elements", "vocab_size": "tokens", "max_context": "tokens", "sliding_window": "tokens",
 }
+OPTIONAL_UNITS = {"sliding_window_layers": "count"}
 
 
 @pytest.mark.parametrize("path", sorted(DATA_DIR.glob("*.toml")), ids=lambda p: p.stem)
@@ -212,7 +213,7 @@ def test_every_field_has_unit_and_source(path: Path) -> None:
     for field, entry in tables.items():
         assert entry["source"].startswith(("https://huggingface.co/", "derived:")), field
         if isinstance(entry["value"], (int, float)) and not isinstance(entry["value"], bool):
-            assert entry["unit"] == INT_UNITS[field], field
+            assert entry["unit"] == {**INT_UNITS, **OPTIONAL_UNITS}[field], field
     # each number's source points at this model's own config.json
     for field in INT_UNITS:
         assert raw["source"] in tables[field]["source"], field

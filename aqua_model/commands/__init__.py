@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import breakeven_cmd, compare_cmd, costs_cmd, figures_cmd, hardware_cmd, report_cmd, simulate_cmd, validate_cmd
+from . import breakeven_cmd, compare_cmd, costs_cmd, figures_cmd, hardware_cmd, models_cmd, report_cmd, simulate_cmd, validate_cmd
 
 COMMANDS: dict[str, ModuleType] = {
     "report": report_cmd,
@@ -13,6 +13,7 @@ COMMANDS: dict[str, ModuleType] = {
     "costs": costs_cmd,
     "simulate": simulate_cmd,
     "hardware": hardware_cmd,
+    "models": models_cmd,
     "compare": compare_cmd,
     "figures": figures_cmd,
     "validate": validate_cmd,

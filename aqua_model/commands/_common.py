@@ -1,26 +1,48 @@
-"""Small helpers shared by the subcommands."""
+"""Small helpers shared by the subcommands: the parser class (one-line errors), convention
+options, JSON output, output-path checks, error messages that name the flags."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 from ..costs.convention import SELECTION_MODELS, KEY_PROJECTION_MODELS, PROJECTION_PLACEMENTS, Convention
 
 JSON_SCHEMA_VERSION = 1
+#: Exit status of a bad argument (argparse's own), and of a failure while running.
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: message``), not the usage
+    block followed by the error; subparsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_convention_args(parser: argparse.ArgumentParser) -> None:
     """The convention fields as options (defaults are the documented Convention defaults)."""
     c = Convention()
-    parser.add_argument("--topk-cost", choices=SELECTION_MODELS, default=c.selection, help="convention: cost model of the top-k selection (default: %(default)s)")
-    parser.add_argument("--key-projection", choices=KEY_PROJECTION_MODELS, default=c.key_projection, help="(default: %(default)s)")
-    parser.add_argument("--projection", choices=PROJECTION_PLACEMENTS, default=c.projection, help="(default: %(default)s)")
-    parser.add_argument("--softmax-flops", type=float, default=c.softmax_flops_per_score, help="FLOPs per score in softmax (default: %(default)s)")
+    parser.add_argument("--topk-cost", choices=SELECTION_MODELS, default=c.selection,
+                        help="convention: cost model of the top-k selection (default: %(default)s)")
+    parser.add_argument("--key-projection", choices=KEY_PROJECTION_MODELS, default=c.key_projection,
+                        help="convention: each new key rotated once and cached ('shared') or every key every step (default: %(default)s)")
+    parser.add_argument("--projection", choices=PROJECTION_PLACEMENTS, default=c.projection,
+                        help="convention: P applied at run time ('online') or folded into W_Q, W_K (default: %(default)s)")
+    parser.add_argument("--softmax-flops", type=float, default=c.softmax_flops_per_score,
+                        help="convention: FLOPs per score in softmax (default: %(default)s)")
+
+
+#: Convention fields named by the options of :func:`add_convention_args`.
+CONVENTION_FLAGS: Mapping[str, str] = {"softmax_flops_per_score": "--softmax-flops"}
 
 
 def convention_from(args: argparse.Namespace) -> Convention:
@@ -33,10 +55,96 @@ def print_json(payload: dict[str, Any]) -> None:
     print(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=float))
 
 
+# -- output paths ----------------------------------------------------------------------------------
+
+
+def _first_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")  # pragma: no cover - the root always exists
+
+
+def check_output_file(flag: str, path: str | os.PathLike[str]) -> Path:
+    """``path`` as a file this command may write (its folders created if missing), or
+    ValueError naming ``flag``: it must not be a folder, and nothing above it may be a file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file to write")
+    blocker = _first_existing(p.parent)
+    if not blocker.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: {str(blocker)!r} is a file, not a folder")
+    if not os.access(blocker, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: folder {str(blocker)!r} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: the file is not writable")
+    return p
+
+
+def check_output_dir(flag: str, path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder this command may write into (created if missing), or ValueError
+    naming ``flag``: it must not be a file, and nothing above it may be a file."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a file; give a folder")
+    blocker = _first_existing(p)
+    if not blocker.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} cannot be created: {str(blocker)!r} is a file, not a folder")
+    if not os.access(blocker, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: folder {str(blocker)!r} is not writable")
+    return p
+
+
+def check_input_file(flag: str, path: str | os.PathLike[str]) -> Path:
+    """``path`` as an existing, readable file, or ValueError naming ``flag``."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file")
+    if not p.is_file():
+        raise ValueError(f"{flag} {str(path)!r} does not exist")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{flag} {str(path)!r} is not readable")
+    return p
+
+
+# -- errors that name the flags ---------------------------------------------------------------------
+
+
+def flag_names(parser: argparse.ArgumentParser, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Python argument name -> command-line flag: every option's destination (``heads_q`` ->
+    ``--heads-q``) plus ``extra`` for API arguments whose name differs from their flag
+    (``k_t`` -> ``--tokens``)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if longs and action.dest not in ("help", "version"):
+            names[action.dest] = longs[0]
+    names.update(CONVENTION_FLAGS)
+    names.update(extra or {})
+    return names
+
+
+def name_flags(message: str, names: Mapping[str, str]) -> str:
+    """``message`` with the Python argument names replaced by their flags.
+
+    A name that is spelled differently from its flag (``k_t``, ``heads_q``, ``p``) is replaced
+    wherever it stands as a word; a plain word that is also its flag (``context``, ``batch``) only
+    where it opens the message, so that prose ("batch and context as given") stays readable.
+    """
+    for name, flag in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        plain = flag == f"--{name}" and "_" not in name
+        word = re.escape(name)
+        pattern = rf"^{word}(?=[\s=(:,])" if plain else rf"(?<![\w./-]){word}(?![\w/-])"
+        message = re.sub(pattern, flag, message)
+    return message
+
+
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run the chosen subcommand. Bad arguments exit 2 with a one-line
-    message, never a traceback; a closed output pipe ends quietly."""
+    message that names the flag, never a traceback; an I/O failure while running exits 1 with
+    one line; a closed output pipe ends quietly."""
     args = parser.parse_args(argv)
+    where = f"aqua-model {args.command}"
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
@@ -44,5 +152,19 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
         return 0
     except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"aqua-model {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        message = name_flags(str(message), getattr(args, "flag_names", {}) or {})
+        print(f"{where}: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, MemoryError, OverflowError) as exc:
+        print(f"{where}: error: {_one_line(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n")).strip()
+
+
+def set_run(parser: argparse.ArgumentParser, run: Any, extra_flags: Mapping[str, str] | None = None) -> None:
+    """Make ``run`` the parser's action, with the flag names its errors are rewritten with
+    (call it after every option is added)."""
+    parser.set_defaults(run=run, flag_names=flag_names(parser, extra_flags))

@@ -6,7 +6,7 @@ import argparse
 
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
-from ._common import add_convention_args, convention_from, print_json
+from ._common import add_convention_args, convention_from, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -14,14 +14,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
     p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
     p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
-    p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--phase", choices=PHASES, default="decode", help="decode (N cached keys) or causal prefill (T new tokens) (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output with a schema version (default: a text summary)")
     add_convention_args(p)
-    p.set_defaults(run=run)
+    set_run(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = breakeven(args.d, args.k, g=args.g, phase=args.phase, convention=convention_from(args))
+    result = breakeven(d=args.d, k=args.k, g=args.g, phase=args.phase, convention=convention_from(args))
     if args.json:
         print_json({"breakeven": result.to_dict()})
     else:

@@ -9,19 +9,19 @@ from ..costs.flops import flop_terms
 from ..costs.memory import decode_read_bytes
 from ..simulator.report_rows import breakdown_rows
 from ..table_render import to_text
-from ._common import add_convention_args, convention_from, print_json
+from ._common import add_convention_args, convention_from, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="per-component decode FLOPs and bytes, dense vs AQUA")
-    p.add_argument("--d", type=int, default=128)
-    p.add_argument("--k", type=int, default=96)
-    p.add_argument("--g", type=int, default=1)
+    p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
+    p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
+    p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
     p.add_argument("--context", type=int, default=4096, help="cached keys N (default: %(default)s)")
     p.add_argument("--dtype-bytes", type=int, default=2, help="bytes per element (default: %(default)s, bf16)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output with a schema version (default: a table)")
     add_convention_args(p)
-    p.set_defaults(run=run)
+    set_run(p, run)
 
 
 def closed_forms(convention=None) -> dict[str, str]:

@@ -6,16 +6,17 @@ import argparse
 import json
 
 from .. import hardware
+from ._common import set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="list or show hardware profiles")
-    hsub = p.add_subparsers(dest="action", required=True)
-    hsub.add_parser("list", help="known devices").set_defaults(run=_list)
+    hsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_run(hsub.add_parser("list", help="known devices"), _list)
     show = hsub.add_parser("show", help="one device with every number's unit and source")
     show.add_argument("device", help="device name, alias or profile TOML path")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(run=_show)
+    show.add_argument("--json", action="store_true", help="machine-readable output (default: a text summary)")
+    set_run(show, _show)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from .._checks import check_choice, check_int, check_int_array
 from .convention import Convention, resolve
 from . import memory
+from .dtypes import DTYPE_BYTES, kv_element_bytes
 from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate
 
@@ -77,28 +78,51 @@ def decode_read_bytes(
     k: Any,
     context: Any,
     g: Any = 1,
-    dtype_bytes: Any = 2,
+    dtype_bytes: Any = None,
+    kv_dtype: str | None = None,
     layout: str = "dim-major",
     selection: str = "group",
     pattern: str = "random",
     sector_bytes: Any = 32,
 ) -> Any:
-    """K and V bytes one decode step reads, per KV head and layer (see :mod:`.memory`)."""
+    """K and V bytes one decode step reads, per KV head and layer (see :mod:`.memory`).
+
+    The element size is ``dtype_bytes`` (an integer) or that of ``kv_dtype`` (``bf16``, ``fp16``,
+    ``fp32``, ``fp8``, ``int4`` with its scales: :func:`.dtypes.kv_element_bytes`); bf16 if neither.
+    """
     values = _shape_values(d, k, g, method)
     values["N"] = check_int_array("context", context, minimum=1)
-    values["s"] = check_int_array("dtype_bytes", dtype_bytes, minimum=1)
+    values["s"] = _element_bytes(dtype_bytes, kv_dtype)
+    if layout == "token-major" and kv_dtype == "int4":
+        raise ValueError("layout 'token-major' with kv_dtype 'int4' is not modelled: the sector model needs a whole "
+                         "number of elements per sector, and int4 group scales are stored apart; use layout 'dim-major'")
     values["S"] = check_int_array("sector_bytes", sector_bytes, minimum=1)
     expr = memory.decode_read_bytes(method, layout=layout, selection=selection, pattern=pattern)
     return evaluate(expr, values)
 
 
-def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = 2, key_dims: Any = None) -> Any:
-    """KV-cache bytes per KV head and layer; AQUA may store only ``key_dims`` = m <= d key dims."""
+def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = None, kv_dtype: str | None = None,
+                   key_dims: Any = None) -> Any:
+    """KV-cache bytes per KV head and layer; AQUA may store only ``key_dims`` = m <= d key dims.
+
+    The element size is ``dtype_bytes`` (an integer) or that of ``kv_dtype`` (``fp8``: 1 byte,
+    ``int4``: 0.625 with its scales, ...); bf16 (2 bytes) if neither is given.
+    """
+    check_choice("method", method, METHODS)
     d_a = check_int_array("d", d, minimum=1)
-    values = {"d": d_a, "N": check_int_array("context", context, minimum=0), "s": check_int_array("dtype_bytes", dtype_bytes, minimum=1)}
+    values = {"d": d_a, "N": check_int_array("context", context, minimum=0), "s": _element_bytes(dtype_bytes, kv_dtype)}
     if method == "aqua":
         m_a = d_a if key_dims is None else check_int_array("key_dims", key_dims, minimum=1)
         if np.any(m_a > d_a):
             raise ValueError(f"key_dims must be <= d, got key_dims={key_dims!r}, d={d!r}")
         values["m"] = m_a
     return evaluate(memory.kv_cache_bytes(method), values)
+
+
+def _element_bytes(dtype_bytes: Any, kv_dtype: str | None) -> Any:
+    """The element size ``s``: ``dtype_bytes`` (integers >= 1) or ``kv_dtype``'s, bf16 by default."""
+    if dtype_bytes is not None and kv_dtype is not None:
+        raise ValueError(f"give dtype_bytes or kv_dtype, not both; got dtype_bytes={dtype_bytes!r}, kv_dtype={kv_dtype!r}")
+    if kv_dtype is not None:
+        return np.asarray(kv_element_bytes(kv_dtype))
+    return check_int_array("dtype_bytes", DTYPE_BYTES["bf16"] if dtype_bytes is None else dtype_bytes, minimum=1)

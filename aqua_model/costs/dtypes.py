@@ -1,8 +1,21 @@
 """Element types: their names and their storage size in bytes.
 
-Storage dtypes (``bf16``, ``fp16``, ``fp32``) are what tensors are kept in; compute dtypes
-add ``tf32``, a tensor-core mode that reads fp32 storage. A hardware profile gives a peak
-rate per compute dtype; a model config names one storage dtype.
+Storage dtypes (``bf16``, ``fp16``, ``fp32``) are what weights and activations are kept in;
+compute dtypes add ``tf32``, a tensor-core mode that reads fp32 storage. A hardware profile
+gives a peak rate per compute dtype; a model config names one storage dtype.
+
+KV-cache dtypes add two quantised formats, each with its scales as a named assumption:
+
+* ``fp8`` (e4m3 or e5m2): 1 byte per element, with one fp32 scale per KV tensor of a layer
+  (vLLM's ``k_scale`` / ``v_scale``), negligible beside N*d elements: counted as 0.
+* ``int4``: 0.5 byte per element plus, per group of :data:`INT4_GROUP_ELEMENTS` elements,
+  a scale and a zero point of :data:`INT4_SCALE_BYTES_PER_GROUP` bytes together (KIVI-style
+  asymmetric group quantisation: keys grouped along the tokens of each channel, values along
+  the channels of each token). A group's scales are read with its elements, so reading k of d
+  key rows of a dim-major cache reads k/d of the key scales: every byte expression scales by
+  the same per-element size and the byte ceiling 2d/(k+d) does not move.
+
+:func:`kv_element_bytes` is the one home of these sizes (the symbol ``s`` of the cost model).
 """
 
 from __future__ import annotations
@@ -21,10 +34,38 @@ STORAGE_DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 #: Dtypes a hardware profile may quote a peak rate for (``tf32`` reads fp32 storage).
 COMPUTE_DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp32", "tf32")
 
+#: fp8 KV cache: bytes per element (e4m3 / e5m2); its per-tensor fp32 scales are counted as 0.
+FP8_ELEMENT_BYTES = 1.0
+#: int4 KV cache: bytes per element, before scales (two 4-bit values per byte).
+INT4_ELEMENT_BYTES = 0.5
+#: int4 KV cache: elements sharing one scale and zero point (assumption: KIVI's group of 32).
+INT4_GROUP_ELEMENTS = 32
+#: int4 KV cache: bytes of one group's scale plus zero point (assumption: an fp16 each).
+INT4_SCALE_BYTES_PER_GROUP = 4.0
+
+#: Bytes per KV-cache element, scales included, of every KV-cache dtype.
+KV_DTYPE_BYTES: Mapping[str, float] = MappingProxyType({
+    **{name: float(size) for name, size in DTYPE_BYTES.items()},
+    "fp8": FP8_ELEMENT_BYTES,
+    "int4": INT4_ELEMENT_BYTES + INT4_SCALE_BYTES_PER_GROUP / INT4_GROUP_ELEMENTS,
+})
+
+#: KV-cache dtypes, in a stable order: the storage dtypes, then fp8 and int4.
+KV_DTYPES: tuple[str, ...] = tuple(KV_DTYPE_BYTES)
+
+#: KV-cache dtypes that are quantised (stored narrower than the attention computes in).
+QUANTISED_KV_DTYPES: tuple[str, ...] = ("fp8", "int4")
+
 
 def dtype_bytes(dtype: str) -> int:
     """Bytes per element of storage dtype ``dtype`` (``"bf16"``, ``"fp16"`` or ``"fp32"``)."""
     return DTYPE_BYTES[check_choice("dtype", dtype, STORAGE_DTYPES)]
+
+
+def kv_element_bytes(kv_dtype: str) -> float:
+    """Bytes per KV-cache element of ``kv_dtype``, its scales included: 2 for bf16/fp16, 4 for
+    fp32, 1 for fp8, 0.5 + 4/32 = 0.625 for int4 (see the module docstring)."""
+    return KV_DTYPE_BYTES[check_choice("kv_dtype", kv_dtype, KV_DTYPES)]
 
 
 def check_compute_dtype(dtype: str) -> str:

@@ -22,11 +22,20 @@ sliding_window         tokens      attention window; 0 means full causal attenti
 dtype                  (string)    storage dtype of the released weights: bf16, fp16, fp32
 tie_word_embeddings    (bool)      lm_head shares the embedding matrix
 attention_qkv_bias     (bool)      q, k, v projections carry a bias vector
-mlp                    (string)    ``swiglu`` (gate, up, down matrices) -- the only one supported
-norm                   (string)    ``rmsnorm`` (one weight vector per norm) -- the only one supported
+mlp                    (string)    a gated MLP of three matrices (gate, up, down): ``swiglu``
+                                   (SiLU gate) or ``geglu`` (GELU gate, Gemma)
+norm                   (string)    ``rmsnorm``: two RMSNorm weight vectors per layer (before
+                                   attention and before the MLP); ``rmsnorm-pre-post``: four
+                                   (before and after each, Gemma-2)
 =====================  ==========  =========================================================
 
+Optional fields: ``sliding_window_layers`` (count): how many layers use the sliding window
+(absent: all of them when ``sliding_window`` > 0; Gemma-2 alternates, so half of its layers);
+``rope_scaling`` (string): the RoPE scaling the config names, noted but not modelled.
+
 Derived, never stored: group size, parameter count, weight bytes, KV bytes per token.
+
+A Hugging Face ``config.json`` (or a folder holding one) loads too: :mod:`.hf_config` maps it.
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ import numpy as np
 
 from aqua_model._checks import check_int_array
 from aqua_model._datafiles import alias_map, existing_file, read_toml
-from aqua_model.costs.dtypes import STORAGE_DTYPES, dtype_bytes
+from aqua_model.costs.dtypes import STORAGE_DTYPES, dtype_bytes, kv_element_bytes
+from aqua_model.models.hf_config import read_hf_config
 
 SCHEMA_VERSION = 1
 
@@ -67,14 +77,20 @@ _INT_FIELDS: Mapping[str, str] = MappingProxyType(
     }
 )
 _BOOL_FIELDS: tuple[str, ...] = ("tie_word_embeddings", "attention_qkv_bias")
+#: Gated MLPs of three matrices (gate, up, down), by their gate's activation.
+MLPS: tuple[str, ...] = ("swiglu", "geglu")
+#: RMSNorm weight vectors per layer of each norm layout.
+NORMS_PER_LAYER: Mapping[str, int] = MappingProxyType({"rmsnorm": 2, "rmsnorm-pre-post": 4})
 _CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"dtype": STORAGE_DTYPES, "mlp": ("swiglu",), "norm": ("rmsnorm",)}
+    {"dtype": STORAGE_DTYPES, "mlp": MLPS, "norm": tuple(NORMS_PER_LAYER)}
 )
+_OPTIONAL_FIELDS: Mapping[str, str | None] = MappingProxyType({"sliding_window_layers": "count", "rope_scaling": None})
 _TOP_LEVEL: frozenset[str] = frozenset(
     {"schema_version", "name", "hf_repo", "source", "aliases", "notes"}
     | set(_INT_FIELDS)
     | set(_BOOL_FIELDS)
     | set(_CHOICE_FIELDS)
+    | set(_OPTIONAL_FIELDS)
 )
 
 
@@ -104,6 +120,10 @@ class ModelConfig:
     mlp: str
     norm: str
     sources: Mapping[str, str]
+    #: Layers that attend through the sliding window (0 when ``sliding_window`` is 0).
+    sliding_window_layers: int = 0
+    #: RoPE scaling named by the config (e.g. "llama3, factor 32"), noted, not modelled; None if none.
+    rope_scaling: str | None = None
 
     def __hash__(self) -> int:
         return hash((self.key, self.path))
@@ -113,6 +133,14 @@ class ModelConfig:
     def group_size(self) -> int:
         """Query heads per KV head, g = heads / kv_heads (1 for MHA)."""
         return self.heads // self.kv_heads
+
+    @property
+    def sliding_window_pattern(self) -> str:
+        """``"none"`` (full causal attention), ``"all"`` (every layer windowed) or ``"mixed"``
+        (some layers windowed, the others global: Gemma-2 alternates)."""
+        if self.sliding_window == 0 or self.sliding_window_layers == 0:
+            return "none"
+        return "all" if self.sliding_window_layers == self.layers else "mixed"
 
     @property
     def q_dim(self) -> int:
@@ -128,7 +156,8 @@ class ModelConfig:
         """Parameter counts by part; their sum is :attr:`param_count`.
 
         Per layer: q (h x q_dim), k and v (h x kv_dim each), o (q_dim x h), optional q/k/v
-        biases, SwiGLU gate/up/down (3 x h x intermediate), two RMSNorm weight vectors.
+        biases, a gated MLP's gate/up/down (3 x h x intermediate), two RMSNorm weight vectors
+        (four for ``rmsnorm-pre-post``).
         Plus the embedding (vocab x h), the final norm and the lm_head unless tied.
         """
         h = self.hidden_size
@@ -136,7 +165,7 @@ class ModelConfig:
         if self.attention_qkv_bias:
             attn += self.q_dim + 2 * self.kv_dim
         mlp = 3 * h * self.intermediate_size
-        norms = 2 * h
+        norms = NORMS_PER_LAYER[self.norm] * h
         return {
             "embedding": self.vocab_size * h,
             "attention": self.layers * attn,
@@ -147,16 +176,19 @@ class ModelConfig:
 
     @property
     def param_count(self) -> int:
-        """Total parameters (embeddings, attention, SwiGLU MLP, norms, lm_head unless tied)."""
+        """Total parameters (embeddings, attention, gated MLP, norms, lm_head unless tied)."""
         return sum(self.param_breakdown().values())
 
     def weight_bytes(self, dtype: str | None = None) -> int:
         """Bytes of all weights stored in ``dtype`` (default: the model's own dtype)."""
         return self.param_count * dtype_bytes(self.dtype if dtype is None else dtype)
 
-    def kv_bytes_per_token(self, dtype: str | None = None) -> int:
-        """Bytes of K and V cached per token, over all layers: 2 * layers * kv_heads * head_dim * s."""
-        return 2 * self.layers * self.kv_dim * dtype_bytes(self.dtype if dtype is None else dtype)
+    def kv_bytes_per_token(self, dtype: str | None = None) -> int | float:
+        """Bytes of K and V cached per token, over all layers: 2 * layers * kv_heads * head_dim * s,
+        with s of KV-cache dtype ``dtype`` (default: the model's dtype; ``fp8``, ``int4`` with its
+        scales too: :func:`aqua_model.costs.dtypes.kv_element_bytes`)."""
+        total = 2 * self.layers * self.kv_dim * kv_element_bytes(self.dtype if dtype is None else dtype)
+        return int(total) if float(total).is_integer() else total
 
     def attended_tokens(self, context: Any) -> np.ndarray:
         """Tokens one query attends to at ``context`` (scalar or array): min(context, window)
@@ -188,6 +220,9 @@ class ModelConfig:
             fields[f] = {"value": getattr(self, f), "unit": unit, "source": self.sources[f]}
         for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
             fields[f] = {"value": getattr(self, f), "source": self.sources[f]}
+        fields["sliding_window_layers"] = {"value": self.sliding_window_layers, "unit": "count",
+                                           "source": self.sources.get("sliding_window_layers", self.sources["sliding_window"])}
+        fields["rope_scaling"] = {"value": self.rope_scaling, "source": self.sources.get("rope_scaling", self.source)}
         return {
             "schema_version": SCHEMA_VERSION,
             "key": self.key,
@@ -200,6 +235,7 @@ class ModelConfig:
             "fields": fields,
             "derived": {
                 "group_size": self.group_size,
+                "sliding_window_pattern": self.sliding_window_pattern,
                 "param_count": self.param_count,
                 "param_breakdown": self.param_breakdown(),
                 "weight_bytes": self.weight_bytes(),
@@ -209,12 +245,14 @@ class ModelConfig:
         }
 
     def describe(self) -> str:
-        """A readable summary (for ``aqua-model model show``)."""
+        """A readable summary (for ``aqua-model models show``)."""
         lines = [f"{self.name} ({self.hf_repo})  key: {self.key}", f"config: {self.source}"]
         for f, unit in _INT_FIELDS.items():
             lines.append(f"  {f:<20} {getattr(self, f):>8} {unit}")
         for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
             lines.append(f"  {f:<20} {getattr(self, f)!s:>8}")
+        lines.append(f"  sliding_window_layers {self.sliding_window_layers:>6} count ({self.sliding_window_pattern})")
+        lines.append(f"  rope_scaling        {self.rope_scaling or 'none'} (noted, not modelled)")
         lines.append(f"  group size g        {self.group_size:>8}")
         lines.append(f"  parameters          {self.param_count / 1e9:>8.3f} B")
         lines.append(f"  weight bytes ({self.dtype})  {self.weight_bytes() / 1e9:.2f} GB")
@@ -240,26 +278,33 @@ def aliases() -> dict[str, str]:
 
 
 def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
-    """Load a model by key or alias (exact match, case-insensitive), or a TOML file by path.
+    """Load a model by key or alias (exact match, case-insensitive), a model TOML file by path,
+    or a Hugging Face ``config.json`` (or a folder holding one) by path (:mod:`.hf_config`).
 
     Names are matched whole: ``"llama"`` or ``"8b"`` match nothing. Raises ValueError listing
     the known names for an unknown one, and naming the file and field for a bad file.
     """
     if isinstance(name_or_path, os.PathLike):
-        return _load_path(Path(name_or_path))
+        return _load_any_path(Path(name_or_path))
     if not isinstance(name_or_path, str):
-        raise TypeError(f"model must be a model name or a path, got {name_or_path!r}")
+        raise TypeError(f"model must be a model name or a path, got {name_or_path!r} of type {type(name_or_path).__name__}")
     text = name_or_path.strip()
-    if text.endswith(".toml"):
-        return _load_path(Path(text))
+    if not text:
+        raise ValueError("model must be a model name or a path, got an empty string")
+    if text.endswith((".toml", ".json")):
+        return _load_any_path(Path(text))
     key = text.lower()
     amap = _alias_map()
     key = amap.get(key, key)
+    if key not in list_models() and Path(text).expanduser().exists():  # a model folder holding config.json
+        return _load_any_path(Path(text))
     if key not in list_models():
         alias_text = ", ".join(f"{a}->{k}" for a, k in sorted(amap.items()))
+        what = "is neither a known model nor an existing file or folder" if ("/" in text or os.sep in text) else "is not a known model"
         raise ValueError(
-            f"model {name_or_path!r} is not a known model; known models: {', '.join(list_models())} "
-            f"(aliases: {alias_text}); or pass the path of a TOML file that follows the model schema"
+            f"model {name_or_path!r} {what}; known models: {', '.join(list_models())} "
+            f"(aliases: {alias_text}); or pass the path of a model TOML file, of a Hugging Face config.json, "
+            f"or of a folder holding one"
         )
     return _load_path(DATA_DIR / f"{key}.toml")
 
@@ -267,6 +312,14 @@ def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
 @lru_cache(maxsize=1)
 def _alias_map() -> Mapping[str, str]:
     return alias_map(list_models(), lambda key: _load_path(DATA_DIR / f"{key}.toml").aliases, "model")
+
+
+def _load_any_path(path: Path) -> ModelConfig:
+    """A model TOML, a Hugging Face config.json, or a folder holding a config.json."""
+    path = path.expanduser()
+    if path.is_dir() or path.suffix == ".json":
+        return ModelConfig(**read_hf_config(path))
+    return _load_path(path)
 
 
 def _load_path(path: Path) -> ModelConfig:
@@ -331,6 +384,23 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
         raise ValueError(
             f"{where}: sliding_window ({values['sliding_window']}) exceeds max_context ({values['max_context']})"
         )
+    if "sliding_window_layers" in raw:
+        entry = _entry(raw, "sliding_window_layers", where, unit="count")
+        n = entry["value"]
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= values["layers"]:
+            raise ValueError(f"{where}: field 'sliding_window_layers' must be an integer in 0..layers ({values['layers']}), got {n!r}")
+        if values["sliding_window"] == 0 and n:
+            raise ValueError(f"{where}: field 'sliding_window_layers' is {n} but sliding_window is 0 (no window)")
+        values["sliding_window_layers"] = int(n)
+        sources["sliding_window_layers"] = entry["source"]
+    else:  # documented default: a window, when there is one, applies to every layer
+        values["sliding_window_layers"] = values["layers"] if values["sliding_window"] else 0
+    if "rope_scaling" in raw:
+        entry = _entry(raw, "rope_scaling", where, unit=None)
+        if not isinstance(entry["value"], str) or not entry["value"].strip():
+            raise ValueError(f"{where}: field 'rope_scaling' must be a non-empty string, got {entry['value']!r}")
+        values["rope_scaling"] = entry["value"]
+        sources["rope_scaling"] = entry["source"]
 
     return ModelConfig(
         key=path.stem.lower(),
