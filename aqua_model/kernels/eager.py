@@ -60,7 +60,13 @@ def dense_eager_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, out
     return [("scores", scores), *_softmax_value(buf, v, out)]
 
 
-def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep: int, buf: dict[str, torch.Tensor]) -> Stages:
+def query_projections(P: torch.Tensor, g: int) -> torch.Tensor:
+    """P per query head, [H_q, d, d] (query head h uses P[h // g]): one copy, made once."""
+    return P.repeat_interleave(g, dim=0) if g > 1 else P
+
+
+def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep: int, buf: dict[str, torch.Tensor],
+                   P_query: torch.Tensor | None = None) -> Stages:
     """q_proj, k_proj and topk of a decode step: one batched GEMM per projection (torch.matmul
     broadcasting P over the batch would materialise B copies of P first)."""
     B, hq, d = q.shape[0], q.shape[1], q.shape[3]
@@ -68,7 +74,7 @@ def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep
     g = hq // hkv
     buf["qh"] = torch.empty((B, hkv, g, d), dtype=q.dtype, device=q.device)
     buf["kh"] = torch.empty_like(k_new)
-    P_q = P.repeat_interleave(g, dim=0) if g > 1 else P  # [H_q, d, d]: query head h uses P[h // g]
+    P_q = query_projections(P, g) if P_query is None else P_query  # [H_q, d, d]
     q_rows = q.view(B, hq, d).transpose(0, 1)  # [H_q, B, d] view
     qh_rows = buf["qh"].view(B, hq, d).transpose(0, 1)
 
@@ -118,16 +124,18 @@ def aqua_eager_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_h
 
 
 def aqua_step_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Tensor, *,
-                     k_keep: int, selection: str = "group", select_in: str = "torch", out: torch.Tensor) -> torch.Tensor:
+                     k_keep: int, selection: str = "group", select_in: str = "torch", out: torch.Tensor,
+                     P_query: torch.Tensor | None = None) -> torch.Tensor:
     """A decode step around the fused kernel: rotate q and the new key (torch.bmm), then
     :func:`aqua_model.kernels.triton_decode.aqua_decode` selecting ``select_in`` ("torch":
     torch.topk). ``k_hat_t`` [B, H_kv, d, N] may be a transposed view of a token-major cache.
-    Returns ``out`` viewed as [B, H_q, d]."""
+    ``P_query``: P per query head (:func:`query_projections`), made once by the caller; without
+    it every call copies P (one more launch). Returns ``out`` viewed as [B, H_q, d]."""
     from aqua_model.kernels import triton_decode as td
 
     B, hq, _, _, _, d = _shape(q, v)
     buf: dict[str, torch.Tensor] = {}
-    q_proj, k_proj, _ = _aqua_prologue(q, P, k_new, k_keep, buf)
+    q_proj, k_proj, _ = _aqua_prologue(q, P, k_new, k_keep, buf, P_query)
     q_proj[1]()
     k_proj[1]()
     return td.aqua_decode(buf["qh"].view(B, hq, d), k_hat_t, v, None, k_keep=k_keep, selection=selection, scale=1.0,

@@ -238,8 +238,10 @@ def _arguments(case: Case, inp: Inputs, plan: Plan, out: torch.Tensor) -> tuple[
         return ((_rotated_query(inp, case), _keys_dim_major(inp, plan.key_layout), inp.v, None),
                 dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d)))
     if key == "aqua_model.kernels.eager.aqua_step_decode":
+        from aqua_model.kernels.eager import query_projections
+
         return ((inp.q, inp.P, inp.k_new, _keys_dim_major(inp, plan.key_layout), inp.v),
-                dict(k_keep=case.k, selection=case.selection, out=out))
+                dict(k_keep=case.k, selection=case.selection, out=out, P_query=query_projections(inp.P, case.g)))
     if key in ("aqua_model.kernels.eager.dense_eager_decode", "aqua_model.kernels.eager.dense_eager_prefill"):
         return (inp.q, inp.k, inp.v), dict(out=out)
     if key == "aqua_model.kernels.eager.aqua_eager_decode":
