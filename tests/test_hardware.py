@@ -316,7 +316,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
 
 CALIBRATION = {
     "device": "NVIDIA H200", "driver": "580.159.03", "torch": "2.11.0+cu130", "triton": "3.5.0",
-    "date": "2026-11-02", "method": "validation/calibrate.py: copy, matmul and SDPA sweeps",
+    "date": "2026-11-02", "method": "validation/calibrate.py: copy, matmul and SDPA sweeps", "base": "h200-sxm",
 }
 
 

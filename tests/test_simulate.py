@@ -169,7 +169,7 @@ def test_every_plan_builds_for_its_phase():
 
 def test_prediction_states_its_mode(tmp_path):
     text = (load("h200").path and open(load("h200").path).read()).replace('mode = "datasheet"', 'mode = "calibrated"')
-    text += '\n[calibration]\ndevice = "NVIDIA H200"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-11-28"\nmethod = "unit test copy of the datasheet file"\n'
+    text += '\n[calibration]\ndevice = "NVIDIA H200"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-11-28"\nmethod = "unit test copy of the datasheet file"\nbase = "h200-sxm"\n'
     path = tmp_path / "h200-test.toml"
     path.write_text(text)
     try:

@@ -3,7 +3,7 @@
     aqua-model validate calibrate --out PROFILE.toml [--device cpu|cuda] [--quick] [--base KEY]
     aqua-model validate run --profile PROFILE.toml --out results.jsonl [--device ...] [--max-cases N]
                             [--cpu-small] [--deadline-s S]
-    aqua-model validate report results.jsonl [--markdown summary.md] [--no-cases]
+    aqua-model validate report results.jsonl [--markdown summary.md] [--no-cases] [--lenient]
 
 Also runnable without the CLI registry: ``python -m aqua_model.commands.validate_cmd ...``.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from ._common import check_input_file, check_output_file, set_run
 
 #: Devices the suite runs on.
 DEVICES = ("cpu", "cuda")
@@ -34,46 +36,54 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
     c = vsub.add_parser("calibrate", help="micro-benchmarks -> calibrated hardware profile (TOML)")
     c.add_argument("--out", required=True, help="path of the calibrated profile TOML to write")
-    c.add_argument("--device", choices=DEVICES, default=None, help="default: cuda when available, else cpu")
-    c.add_argument("--quick", action="store_true", help="fewer sizes (seconds; for CI and the CPU mode)")
+    c.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
+    c.add_argument("--quick", action="store_true", help="fewer sizes (seconds; for CI and the CPU mode) (default: the full size set)")
     c.add_argument("--base", default=None, help="datasheet profile to build on (default: from the device name)")
-    c.set_defaults(run=run_calibrate)
+    set_run(c, run_calibrate)
 
     r = vsub.add_parser("run", help="measure the case grid, streaming rows to JSONL (resumes)")
     r.add_argument("--profile", required=True, help="calibrated profile TOML (from 'validate calibrate')")
     r.add_argument("--datasheet", default=None, help="datasheet profile (default: the calibrated profile's base)")
     r.add_argument("--out", required=True, help="results JSONL (appended; case ids already there are skipped)")
-    r.add_argument("--device", choices=DEVICES, default=None, help="default: cuda when available, else cpu")
-    r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases")
+    r.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
+    r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)")
     r.add_argument("--plans", nargs="+", default=None, metavar="PLAN",
-                   help="run only the cases of these plans (e.g. aqua-token-major)")
-    r.add_argument("--phase", choices=("decode", "prefill"), default=None, help="run only the cases of this phase")
-    r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default on --device cpu)")
-    r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds")
-    r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site (ms)")
-    r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site (ms)")
+                   help="run only the cases of these plans, e.g. aqua-token-major (default: every plan)")
+    r.add_argument("--phase", choices=("decode", "prefill"), default=None, help="run only the cases of this phase (default: both)")
+    r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default: on with --device cpu)")
+    r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds (default: no deadline)")
+    r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site in ms (default: the timer's)")
+    r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site in ms (default: the timer's)")
     r.add_argument("--eager", action="store_true",
                    help="time eager launches only (default on CUDA: CUDA-graph replays, plus the eager total)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.set_defaults(run=run_cases_cmd)
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar)")
+    set_run(r, run_cases_cmd)
 
     s = vsub.add_parser("report", help="per-case and per-plan errors, speedup-ratio errors, targets")
     s.add_argument("results", nargs="+",
                    help="results JSONL from 'validate run'; with several files, a measured ('ok') row of a later "
                         "file replaces the row of the same case in an earlier one (a rerun of a subset)")
-    s.add_argument("--markdown", default=None, help="also write a Markdown summary here")
-    s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines")
+    s.add_argument("--markdown", default=None, help="also write a Markdown summary here (default: none)")
+    s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines (default: listed)")
     s.add_argument("--repredict", default=None, metavar="PROFILE",
                    help="recompute every prediction with the current model, using this calibrated profile "
-                        "(and its base datasheet profile); the measurements are kept as they are")
-    s.add_argument("--out", default=None, help="with --repredict: also write the re-predicted rows to this JSONL")
-    s.set_defaults(run=run_report)
+                        "(and its base datasheet profile); the measurements are kept as they are (default: as recorded)")
+    s.add_argument("--out", default=None, help="with --repredict: also write the re-predicted rows to this JSONL (default: none)")
+    s.add_argument("--lenient", action="store_true",
+                   help="skip lines that break the row schema, counting them in the report (default: any bad line "
+                        "other than a torn last one is an error)")
+    set_run(s, run_report)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Run the micro-benchmarks and write the profile."""
     from aqua_model.validate.microbench import calibrate_profile
 
+    check_output_file("--out", args.out)
+    if args.base is not None:
+        from aqua_model.hardware import load
+
+        load(args.base)  # an unknown base is an error before the benchmarks run, not after
     device = args.device or _default_device()
     _check_device(device)
     prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base)
@@ -89,6 +99,7 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
     from aqua_model.validate.runner import Measurer, run_cases
     from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS
 
+    check_output_file("--out", args.out)
     device = args.device or _default_device()
     _check_device(device)
     calibrated = load(args.profile)
@@ -122,16 +133,42 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """Print the report and write the Markdown summary."""
     from aqua_model.validate.report import render_text, report_file
+    from aqua_model.validate.rows import BadRowsError, read_results
+    from aqua_model.validate.runner import current_names, merge_runs
 
-    from aqua_model.validate.runner import merge_runs, read_rows
-
-    rows = merge_runs([read_rows(path) for path in args.results])
+    for path in args.results:
+        check_input_file("results", path)
+    if args.markdown:
+        check_output_file("--markdown", args.markdown)
+    if args.out:
+        if not args.repredict:
+            raise ValueError("--out is only used with --repredict")
+        check_output_file("--out", args.out)
+    runs, skipped = [], []
+    for path in args.results:
+        try:
+            result = read_results(path, lenient=args.lenient)
+        except BadRowsError as exc:
+            for line in exc.result.lines():
+                print(f"aqua-model validate: {line}", file=sys.stderr)
+            raise ValueError(f"{len(exc.result.rejected)} bad line(s) in {path} (listed above); fix them or pass --lenient "
+                             "to skip them") from None
+        for line in result.lines():
+            print(f"aqua-model validate: {line}" + (" (skipped: --lenient)" if "torn" not in line else ""), file=sys.stderr)
+        skipped += [(path, r.line) for r in result.rejected]
+        runs.append([current_names(row) for row in result.rows])
+    rows = merge_runs(runs)
     if args.repredict:
         rows = _repredicted(rows, args.repredict, args.out)
-    elif args.out:
-        raise ValueError("--out is only used with --repredict")
     rep = report_file(args.results[0], markdown=args.markdown, rows=rows)
     print(render_text(rep, per_case=not args.no_cases))
+    if skipped:
+        note = f"rejected lines skipped (--lenient): {len(skipped)} (" + ", ".join(f"{p}:{n}" for p, n in skipped[:10]) + \
+               (", ..." if len(skipped) > 10 else "") + ")"
+        print(note)
+        if args.markdown:
+            with open(args.markdown, "a") as fh:
+                fh.write(f"\n{note}\n")
     if args.markdown:
         print(f"wrote {args.markdown}")
     return 0
@@ -157,11 +194,10 @@ def _repredicted(rows: list, profile: str, out: str | None) -> list:
 
 def _calibration_base(path: str) -> str | None:
     """The ``base`` datasheet key a calibrated profile was built on ([calibration] base)."""
-    from pathlib import Path
+    from aqua_model.hardware import load
 
-    from aqua_model._datafiles import read_toml
-
-    base = read_toml(Path(path)).get("calibration", {}).get("base")
+    calibration = load(path).calibration or {}
+    base = calibration.get("base")
     return base if isinstance(base, str) and base else None
 
 

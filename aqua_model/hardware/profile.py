@@ -25,7 +25,9 @@ increasing), ``x_unit = "bytes"``, ``y_unit = "fraction"`` and ``source``; when 
 pattern's efficiency is interpolated linearly in log(bytes) and held constant beyond the ends.
 
 A calibrated profile has ``mode = "calibrated"`` and a ``[calibration]`` table with ``device``,
-``driver``, ``torch``, ``triton``, ``date`` and ``method`` (strings); its mode label is
+``driver``, ``torch``, ``triton``, ``date``, ``method`` and ``base`` (strings; ``base`` names the
+datasheet profile it was built on); measured scalars in seconds (``*_s``) must be finite and
+> 0; its mode label is
 ``"calibrated:<file stem>"``. Shipped files are ``"datasheet"``.
 
 Optional table ``[interconnect]``: the link between the devices of a node (kind, devices per
@@ -530,13 +532,18 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         calibration = {}
         for field in _CALIBRATION_FIELDS:
             calibration[field] = _require_str(cal, field, where, prefix="calibration.")
+        calibration["base"] = _calibration_base(cal, where)
+        for field, value in cal.items():  # measured scalars in seconds: launch_overhead_s, dispatch_interval_s, ...
+            if field.endswith("_s") and not isinstance(value, (list, dict)) and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{where}: field 'calibration.{field}' must be a finite number of seconds > 0, got {value!r}")
         if "topk_rows_length_k_s" in cal:
             topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)
         if "softmax_length_bytes_s_efficiency" in cal:
             softmax_table = LengthTable.from_points(cal["softmax_length_bytes_s_efficiency"], "softmax_length_bytes_s_efficiency", where)
         if "attention_compute_efficiency" in cal:
-            attention_eff = float(cal["attention_compute_efficiency"])
-            if not 0 < attention_eff <= 1:
+            attention_eff = cal["attention_compute_efficiency"]
+            if isinstance(attention_eff, bool) or not isinstance(attention_eff, numbers.Real) or not 0 < attention_eff <= 1:
                 raise ValueError(f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}")
         mode = f"calibrated:{path.stem}"
     else:
@@ -563,6 +570,17 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         interconnect=parse_interconnect(raw["interconnect"], where, lambda e, f, dim: _quantity(e, f, dim, where, is_peak=False))
         if "interconnect" in raw else None,
     )
+
+
+def _calibration_base(cal: Mapping[str, Any], where: str) -> str:
+    """``calibration.base``: the datasheet profile a calibrated one was built on, a shipped
+    device (key or alias) or the path of a profile TOML."""
+    base = _require_str(cal, "base", where, prefix="calibration.")
+    known = base.strip().lower() in set(list_devices()) | set(_alias_map())
+    if not known and not (base.endswith(".toml") and Path(base).expanduser().is_file()):
+        raise ValueError(f"{where}: field 'calibration.base' is {base!r}, which names no datasheet profile; known devices: "
+                         f"{', '.join(list_devices())} (or the path of a profile TOML)")
+    return base
 
 
 def _require(raw: Mapping[str, Any], field: str, where: str, prefix: str = "") -> Any:

@@ -26,6 +26,7 @@ from aqua_model.plans import build_plan
 from aqua_model.plans.attention import LEGACY_PLAN_NAMES
 from aqua_model.simulator import predict
 from aqua_model.validate.cases import Case
+from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
 
 #: Row fields that rebuild a Case (its constructor arguments, less the skip reason).
 CASE_FIELDS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
@@ -35,8 +36,8 @@ from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_f
 #: 1 name decode plans as :data:`aqua_model.plans.attention.LEGACY_PLAN_NAMES` lists, and
 #: :func:`read_rows` maps them on reading (the files themselves are never edited).
 ROW_SCHEMA_VERSION = 2
-#: Row statuses.
-STATUSES: tuple[str, ...] = ("ok", "oom", "unsupported", "skipped", "error")
+#: Row statuses (their home is the row schema).
+STATUSES: tuple[str, ...] = ROW_STATUSES
 #: Seed base of the random inputs (each shape adds a stable hash of its key).
 SEED_BASE = 20261128
 #: Seconds the nvidia-smi query for the driver version may take.
@@ -249,23 +250,11 @@ def current_names(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every complete JSON row of a results file (a torn last line is ignored), with legacy
-    plan names mapped to the current ones (:func:`current_names`)."""
-    rows = []
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"results file {str(p)!r} does not exist")
-    with p.open() as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(current_names(json.loads(line)))
-            except json.JSONDecodeError:
-                continue
-    return rows
+def read_rows(path: str | os.PathLike[str], *, lenient: bool = False) -> list[dict[str, Any]]:
+    """Every row of a results file, checked against the row schema (:mod:`.rows`: a torn last
+    line is ignored, any other bad line raises unless ``lenient``), with legacy plan names mapped
+    to the current ones (:func:`current_names`)."""
+    return [current_names(row) for row in read_results(path, lenient=lenient).rows]
 
 
 def done_ids(path: Path) -> set[str]:
