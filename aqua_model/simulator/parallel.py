@@ -119,14 +119,20 @@ def plan_layout(cfg: ModelConfig, *, tensor_parallel: int, pipeline_parallel: in
                   math.ceil(cfg.vocab_size / t), stages)
 
 
-def stage_params(cfg: ModelConfig, layout: Layout) -> list[dict[str, int]]:
-    """Parameters one GPU of each pipeline stage holds, by part (sums to ``cfg.param_count``
-    at t = p = 1; see :meth:`ModelConfig.param_breakdown` for the parts)."""
+def layer_params(cfg: ModelConfig, layout: Layout) -> dict[str, int]:
+    """Parameters of one decoder layer on one GPU: attention (q, k, v, o and their biases),
+    SwiGLU MLP (gate, up, down) and the two replicated norm vectors."""
     h, d = cfg.hidden_size, cfg.head_dim
     q_cols, kv_cols = layout.heads_q * d, layout.heads_kv * d
     attn = h * q_cols + 2 * h * kv_cols + q_cols * h + ((q_cols + 2 * kv_cols) if cfg.attention_qkv_bias else 0)
-    mlp = 3 * h * layout.intermediate
-    per_layer = {"attention": attn, "mlp": mlp, "norms": 2 * h}
+    return {"attention": attn, "mlp": 3 * h * layout.intermediate, "norms": 2 * h}
+
+
+def stage_params(cfg: ModelConfig, layout: Layout) -> list[dict[str, int]]:
+    """Parameters one GPU of each pipeline stage holds, by part (sums to ``cfg.param_count``
+    at t = p = 1; see :meth:`ModelConfig.param_breakdown` for the parts)."""
+    h = cfg.hidden_size
+    per_layer = layer_params(cfg, layout)
     last = layout.pipeline_parallel - 1
     out = []
     for i, n_layers in enumerate(layout.stage_layers):
@@ -319,3 +325,34 @@ def decode_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context
         one = p2p = np.zeros_like(message)
     return DecodeStep(layout, algorithm, weights, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s,
                       cfg.layers * ALL_REDUCES_PER_LAYER * one, p2p, one, message, mem, sim)
+
+
+def layer_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
+               tensor_parallel: int = 1, plan: str = "fused", selection: str = "group",
+               convention: Convention | None = None, all_reduce: str = "ring") -> dict[str, np.ndarray]:
+    """One decoder layer on one GPU of a t-way tensor-parallel group (what
+    ``validation/parallel_decode_layer.py`` times): its weights, its attention (dense fused and
+    AQUA), its two all-reduces, and the layer's totals (seconds). No memory check: one layer."""
+    profile = resolve_profile(gpu)
+    cfg = model if isinstance(model, ModelConfig) else load_model(model)
+    algorithm = check_choice("all_reduce", all_reduce, ALGORITHMS)
+    layout = plan_layout(cfg, tensor_parallel=tensor_parallel, pipeline_parallel=1)
+    one_layer = dataclasses.replace(shard_config(cfg, layout), layers=1)
+    sim = simulate(gpu=profile, model=one_layer, context=context, k=k, batch=batch, plan=plan, selection=selection,
+                   convention=convention)
+    b = np.asarray(sim.inputs["batch"], dtype=float)
+    s = dtype_bytes(cfg.dtype)
+    params = float(sum(layer_params(cfg, layout).values()))
+    weights = weights_time_s(profile, weight_bytes=params * s, params=params, batch=b, dtype=cfg.dtype, layers=1)
+    message = b * cfg.hidden_size * s
+    if layout.tensor_parallel > 1:
+        if profile.interconnect is None:
+            raise ValueError(f"profile {profile.path} has no [interconnect] table; tensor_parallel > 1 needs one")
+        one = np.asarray(all_reduce_s(algorithm=algorithm, devices=layout.tensor_parallel, message_bytes=message,
+                                      **_interconnect_args(profile)))
+    else:
+        one = np.zeros_like(message)
+    reduces = ALL_REDUCES_PER_LAYER * one
+    return {"weights_s": weights, "dense_attention_s": np.asarray(sim.dense.time_s), "aqua_attention_s": np.asarray(sim.aqua.time_s),
+            "one_all_reduce_s": one, "all_reduces_s": reduces, "message_bytes": message,
+            "dense_layer_s": weights + sim.dense.time_s + reduces, "aqua_layer_s": weights + sim.aqua.time_s + reduces}
