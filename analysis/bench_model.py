@@ -16,6 +16,7 @@ import numpy as np
 
 import aqua_model
 from aqua_model import breakeven, component_flops
+from aqua_model.costs import Sizes
 from aqua_model.hardware import load
 from aqua_model.plans import build_plan
 from aqua_model.simulator.roofline import plan_time
@@ -34,9 +35,9 @@ def main() -> None:
     uncached = timeit.repeat(lambda: breakeven(d=4096, k=next(cold_k)), number=100, repeat=REPEATS)
     sweep = timeit.repeat(lambda: component_flops(method="aqua", phase="decode", d=128, k=k, context=context), number=1, repeat=REPEATS)
     batch = rng.integers(1, 65, POINTS)
-    h200, plan = load("h200"), build_plan("aqua-fused")
-    values = {"B": batch, "H_q": 32, "H_kv": 8, "g": 4, "N": context, "d": 128, "k": k, "s": 2}
-    roofline = timeit.repeat(lambda: plan_time(plan, h200, values), number=1, repeat=REPEATS)
+    h200, plan = load("h200"), build_plan("aqua-step-topk")
+    sizes = Sizes(heads_q=32, heads_kv=8, d=128, context=context, batch=batch, k=k)
+    roofline = timeit.repeat(lambda: plan_time(plan, h200, sizes), number=1, repeat=REPEATS)
     result = {
         "schema_version": 1,
         "warm_breakeven_s": {"median": float(np.median(warm)) / 10_000, "min": min(warm) / 10_000},

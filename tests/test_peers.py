@@ -209,13 +209,13 @@ def test_closed_form_breakeven_agrees_with_exact_search():
     conv = Convention(selection="select")
     values = {"d": 128, "g": 4, "b": 2048, "w": 1024}
     closed = float(evaluate(peers.breakeven_closed_form("h2o", conv), values))
-    exact = peers.breakeven_exact("h2o", values, convention=conv)
+    exact = peers.breakeven_exact("h2o", convention=conv, **values)
     assert exact == max(2048, int(np.floor(closed)) + 1)
 
 
 def test_sort_topk_over_context_has_no_closed_form_but_an_exact_breakeven():
     assert peers.breakeven_closed_form("sparq") is None
-    n_min = peers.breakeven_exact("sparq", {"d": 128, "g": 1, "r": 16, "k_t": 256})
+    n_min = peers.breakeven_exact("sparq", d=128, g=1, r=16, k_t=256)
     diff = peers.flop_difference("sparq")
     at = lambda n: float(evaluate(diff, {"d": 128, "g": 1, "r": 16, "k_t": 256, "N": n}))
     assert at(n_min) < 0 <= at(n_min - 1)

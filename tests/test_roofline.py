@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from aqua_model.costs import Sizes
 from aqua_model.costs.numeric import evaluate
 from aqua_model.hardware import load
 from aqua_model.plans import Kernel, Plan, build_plan
@@ -13,7 +14,9 @@ from aqua_model.simulator.roofline import contributions, kernel_time, plan_time
 
 H200 = load("h200")
 CALIBRATED = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200" / "h200-calibrated.toml"
-SHAPE = {"B": 8, "H_q": 32, "H_kv": 8, "g": 4, "N": 4096, "T": 512, "d": 128, "k": 32, "s": 2}
+SHAPE = Sizes(heads_q=32, heads_kv=8, d=128, context=4096, batch=8, k=32, phase="prefill", prompt=512)
+#: Any sizes: the kernels of the first test have constant FLOPs and bytes.
+ANY = Sizes(heads_q=1, heads_kv=1, d=1, context=1)
 
 
 def memory_kernel(name: str, nbytes: float) -> Kernel:
@@ -26,7 +29,7 @@ def test_later_launches_hide_behind_the_previous_kernel():
     long_busy, short_busy = 10 * launch, 0.25 * launch
     plan = Plan("test", "dense", "decode", "group", (memory_kernel("a", long_busy * bw), memory_kernel("b", short_busy * bw),
                                                      memory_kernel("c", short_busy * bw)))
-    total, kernels = plan_time(plan, H200, {})
+    total, kernels = plan_time(plan, H200, ANY)
     shares = contributions(kernels)
     # a: launch + busy; b: its launch hides behind a's 10 launches of work; c: only a quarter
     # of its launch hides behind b's short work
@@ -41,8 +44,8 @@ def test_later_launches_hide_behind_the_previous_kernel():
 def test_calibrated_library_kernels_replace_the_generic_roofline():
     cal = load(CALIBRATED)
     topk = next(k for k in build_plan("aqua-step-topk").kernels if k.name == "topk")
-    rows = SHAPE["B"] * SHAPE["H_q"]
-    measured = float(cal.topk_table(rows, SHAPE["d"]))
+    rows = int(SHAPE.batch) * SHAPE.heads_q
+    measured = float(cal.topk_table(rows, SHAPE.d))
     t = kernel_time(topk, cal, SHAPE)
     # the measured torch.topk (with its own launch) plus the abs and group-sum launches
     assert float(t.time_s) == pytest.approx(max(measured, float(np.maximum(t.compute_s, t.memory_s))) + (topk.launches - 1) * cal.launch_overhead_s)
@@ -51,7 +54,7 @@ def test_calibrated_library_kernels_replace_the_generic_roofline():
 
     softmax = next(k for k in build_plan("dense-eager", phase="prefill").kernels if k.name == "softmax")
     t = kernel_time(softmax, cal, SHAPE)
-    eff = float(cal.softmax_table(SHAPE["N"] + SHAPE["T"]))
+    eff = float(cal.softmax_table(int(SHAPE.context) + int(SHAPE.prompt)))
     assert float(t.memory_s) == pytest.approx(float(t.bytes) / (cal.bandwidth_bytes_per_s * eff))
 
     attention = build_plan("dense-fused", phase="prefill").kernels[0]

@@ -16,30 +16,21 @@ from . import memory
 from .dtypes import DTYPE_BYTES, kv_element_bytes
 from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate
+from .sizes import Sizes, check_context, check_kept_dims
 
-__all__ = ["COMPONENTS", "METHODS", "PHASES", "component_flops", "decode_read_bytes", "kv_cache_bytes", "flop_terms", "total", "evaluate"]
+__all__ = ["COMPONENTS", "METHODS", "PHASES", "Sizes", "component_flops", "decode_read_bytes", "kv_cache_bytes", "flop_terms", "total", "evaluate"]
 
 
 def _shape_values(d: Any, k: Any, g: Any, method: str) -> dict[str, np.ndarray]:
     d_a = check_int_array("d", d, minimum=1)
-    k_a = check_int_array("k", d if (method == "dense" and k is None) else k, minimum=1)
-    if np.any(k_a > d_a):
-        raise ValueError(f"k must be <= d (kept dims out of d), got k={k!r}, d={d!r}")
+    k_a = check_kept_dims(d if (method == "dense" and k is None) else k, d)
     return {"d": d_a, "k": k_a, "g": check_int_array("g", g, minimum=1)}
 
 
 def context_values(phase: str, context: Any, prompt: Any) -> dict[str, np.ndarray]:
-    """Validated N (and T for prefill): decode needs context >= 1 and no prompt; prefill
-    needs a prompt >= 1 after context >= 0 cached keys."""
-    check_choice("phase", phase, PHASES)
-    values = {"N": check_int_array("context", context, minimum=0 if phase == "prefill" else 1)}
-    if phase == "prefill":
-        if prompt is None:
-            raise ValueError("prompt (new tokens T) is required when phase='prefill'")
-        values["T"] = check_int_array("prompt", prompt, minimum=1)
-    elif prompt is not None:
-        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'")
-    return values
+    """Validated N (and T for prefill), by :func:`.sizes.check_context`."""
+    ctx, prompt_a = check_context(phase, context, prompt)
+    return {"N": ctx} if prompt_a is None else {"N": ctx, "T": prompt_a}
 
 
 def component_flops(

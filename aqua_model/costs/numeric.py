@@ -14,6 +14,7 @@ import numpy as np
 import sympy as sp
 from scipy.special import comb
 
+from .sizes import Sizes
 from .symbols import BY_NAME
 
 
@@ -33,12 +34,15 @@ def compile_expr(expr: sp.Expr) -> tuple[Callable[..., Any], tuple[str, ...]]:
     return fn, names
 
 
-def evaluate(expr: sp.Expr, values: Mapping[str, Any]) -> Any:
-    """Evaluate ``expr`` with symbol names mapped to numbers or numpy arrays (broadcast).
+def evaluate(expr: sp.Expr, values: Mapping[str, Any] | Sizes) -> Any:
+    """Evaluate ``expr`` with symbol names mapped to numbers or numpy arrays (broadcast), or
+    with the sizes of a :class:`~aqua_model.costs.sizes.Sizes`.
 
     Raises ValueError naming any symbol the expression needs and ``values`` lacks: no
     silent default for missing data.
     """
+    if isinstance(values, Sizes):
+        values = values.values()
     fn, names = compile_expr(sp.sympify(expr))
     missing = [n for n in names if n not in values]
     if missing:

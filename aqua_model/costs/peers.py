@@ -39,6 +39,8 @@ from .convention import Convention, resolve
 from .symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
 from . import memory
 from .flops import flop_terms as _base_flop_terms, selection_flops
+from .breakeven_algebra import breakeven_parts
+from .breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
 from .numeric import evaluate
 
 #: The peer parameters (defined with their meanings in :mod:`aqua_model.costs.symbols`).
@@ -343,10 +345,6 @@ def kv_memory_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = 2, 
 
 # -- FLOP break-even against dense ------------------------------------------------------------
 
-#: Upper end of the exact integer search for a FLOP break-even (2^22 tokens).
-BREAKEVEN_SEARCH_LIMIT = 1 << 22
-
-
 def flop_difference(method: str, convention: Convention | None = None) -> sp.Expr:
     """Method minus dense decode FLOPs per query head (negative where the method is cheaper)."""
     conv = resolve(convention)
@@ -373,31 +371,31 @@ def breakeven_closed_form(method: str, convention: Convention | None = None) -> 
 
 
 def _aqua_closed_form(convention: Convention | None) -> sp.Expr:
-    from .breakeven_algebra import breakeven_parts  # same package, no cycle
-
     return breakeven_parts("decode", resolve(convention))[0]
 
 
-def breakeven_exact(method: str, values: Mapping[str, Any], *, convention: Convention | None = None,
-                    limit: int = BREAKEVEN_SEARCH_LIMIT) -> int | None:
+def breakeven_exact(method: str, *, d: Any, g: Any = 1, convention: Convention | None = None,
+                    limit: int = BREAKEVEN_SEARCH_LIMIT, **params: Any) -> int | None:
     """Smallest integer context N at which the method needs strictly fewer FLOPs than dense.
 
-    ``values`` holds every symbol but N (scalars). The search runs over every N from the
-    smallest the parameters allow (N >= k_t, b, and whole Quest pages) to ``limit``;
-    ``None`` if the method never wins there.
+    ``params`` are the method's parameters by symbol name (:data:`PARAMETERS`: k, r, k_t, p,
+    b, w; scalars). The search (:func:`.breakeven_search.smallest_winning_context`) runs over
+    every N from the smallest the parameters allow (N >= k_t, b, and whole Quest pages) to
+    ``limit``; ``None`` if the method never wins there.
     """
+    check_method(method)
     if method == "dense":
         return None
-    params = {name: int(values[name]) for name in PARAMETERS[method]}
-    lower = max([1, params.get("k_t", 1), params.get("b", 1)])
+    missing = [name for name in PARAMETERS[method] if params.get(name) is None]
+    if missing:
+        raise ValueError(f"method {method!r} needs parameter(s) {missing} (allowed: {list(PARAMETERS[method])})")
+    own = {name: int(params[name]) for name in PARAMETERS[method]}
+    lower = max([1, own.get("k_t", 1), own.get("b", 1)])
     if method == "quest":
-        lower = max(lower, -(-params["k_t"] // params["p"]) * params["p"])
-    if lower > limit:
-        return None
-    contexts = np.arange(lower, limit + 1)
-    diff = evaluate(flop_difference(method, convention), {**values, "N": contexts})
-    wins = np.nonzero(np.broadcast_to(diff < 0, contexts.shape))[0]
-    return int(contexts[wins[0]]) if wins.size else None
+        lower = max(lower, -(-own["k_t"] // own["p"]) * own["p"])
+    diff = flop_difference(method, convention)
+    values = {"d": d, "g": g, **own}
+    return smallest_winning_context(lambda contexts: evaluate(diff, {**values, "N": contexts}) < 0, lower=lower, limit=limit)
 
 
 __all__ = [

@@ -52,7 +52,9 @@ import numpy as np
 
 from aqua_model._checks import check_int_array
 from aqua_model._datafiles import alias_map, existing_file, read_toml
+from aqua_model.costs import memory
 from aqua_model.costs.dtypes import STORAGE_DTYPES, dtype_bytes, kv_element_bytes
+from aqua_model.costs.numeric import evaluate
 from aqua_model.models.hf_config import read_hf_config
 
 SCHEMA_VERSION = 1
@@ -187,8 +189,10 @@ class ModelConfig:
         """Bytes of K and V cached per token, over all layers: 2 * layers * kv_heads * head_dim * s,
         with s of KV-cache dtype ``dtype`` (default: the model's dtype; ``fp8``, ``int4`` with its
         scales too: :func:`aqua_model.costs.dtypes.kv_element_bytes`)."""
-        total = 2 * self.layers * self.kv_dim * kv_element_bytes(self.dtype if dtype is None else dtype)
-        return int(total) if float(total).is_integer() else total
+        s = kv_element_bytes(self.dtype if dtype is None else dtype)
+        per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": 1, "d": self.head_dim, "s": s})  # the one KV-bytes formula
+        total = float(per_head) * self.kv_heads * self.layers
+        return int(total) if total.is_integer() else total
 
     def attended_tokens(self, context: Any) -> np.ndarray:
         """Tokens one query attends to at ``context`` (scalar or array): min(context, window)

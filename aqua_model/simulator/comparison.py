@@ -11,9 +11,9 @@ import sympy as sp
 from .._checks import check_choice, check_int
 from ..costs import peers
 from ..costs.convention import Convention, resolve
-from ..costs.dtypes import dtype_bytes
 from ..costs.memory import GQA_SELECTIONS
 from ..costs.numeric import evaluate
+from ..costs.sizes import Sizes
 from ..hardware import HardwareProfile, resolve_profile
 from ..models.shape import resolve_shape
 from ..plans import build_peer_plan, build_plan
@@ -147,11 +147,13 @@ def compare(
         settings["w"] = int(settings["b"] * DEFAULT_WINDOW_FRACTION)
     conv = resolve(convention)
     layouts = dict(layouts or {})
-    values: dict[str, Any] = {"B": check_int("batch", batch, minimum=1), "H_q": shape.heads_q, "H_kv": shape.heads_kv, "g": shape.g,
-                              "N": n_ctx, "d": shape.d, "s": dtype_bytes(dtype), "S": profile.sector_bytes, **settings}
-    check_fits_memory(shape, profile, values)
-    base_time, _ = plan_time(build_plan(baseline, phase="decode", selection=selection, convention=conv), profile, values, dtype=dtype)
-    dense_bytes = float(evaluate(peers.decode_read_bytes("dense"), values))
+    sizes = Sizes(heads_q=shape.heads_q, heads_kv=shape.heads_kv, d=shape.d, context=n_ctx, batch=check_int("batch", batch, minimum=1),
+                  k=settings["k"], dtype=dtype, approx_dims=settings["r"], kept_tokens=settings["k_t"], page_tokens=settings["p"],
+                  budget_tokens=settings["b"], window_tokens=settings["w"])
+    check_fits_memory(shape, profile, sizes)
+    base_time, _ = plan_time(build_plan(baseline, phase="decode", selection=selection, convention=conv), profile, sizes)
+    sector = {"S": profile.sector_bytes}  # token-major byte counts are in whole sectors of the device
+    dense_bytes = float(evaluate(peers.decode_read_bytes("dense"), {**sizes.values(), **sector}))
     rows = []
     for method in methods:
         layout = layouts.get(method)
@@ -159,18 +161,19 @@ def compare(
         if method == "aqua-topk":  # its approximate stage is matched to SparQ's and Loki's r dims
             own["k"] = settings["r"]
         peers.check_params(method, d=shape.d, context=n_ctx, params=own)
-        mvalues = {**values, **own}
+        msizes = sizes.with_(k=own["k"]) if "k" in own else sizes
+        mvalues = {**msizes.values(), **sector}
         method_bytes = float(evaluate(peers.decode_read_bytes(method, selection=selection, layout=layout), mvalues))
-        time_s, _ = plan_time(build_peer_plan(method, selection=selection, layout=layout, convention=conv), profile, mvalues, dtype=dtype)
+        time_s, _ = plan_time(build_peer_plan(method, selection=selection, layout=layout, convention=conv), profile, msizes)
         closed = peers.breakeven_closed_form(method, conv)
         rows.append(MethodRow(
             method=method, settings=own, bytes_per_step=method_bytes, bytes_ratio=method_bytes / dense_bytes,
             kv_memory_ratio=float(evaluate(peers.memory_ratio(method, layout=layout), mvalues)),
             ceiling=dense_bytes / method_bytes, predicted_speedup=float(base_time / time_s), time_s=float(time_s),
             flop_breakeven_closed_form=None if closed is None else str(closed),
-            flop_breakeven_context=peers.breakeven_exact(method, {"d": shape.d, "g": shape.g, **own}, convention=conv),
+            flop_breakeven_context=peers.breakeven_exact(method, d=shape.d, g=shape.g, convention=conv, **own),
             closed_forms=_closed_forms(method, selection, layout, conv)))
-    inputs = {"d": shape.d, "context": n_ctx, "batch": int(values["B"]), "heads_q": shape.heads_q, "heads_kv": shape.heads_kv,
+    inputs = {"d": shape.d, "context": n_ctx, "batch": int(sizes.batch), "heads_q": shape.heads_q, "heads_kv": shape.heads_kv,
               "dtype": dtype, "selection": selection, "layouts": layouts}
     return Comparison(profile.name, profile.mode, baseline, float(base_time), inputs, conv, rows)
 

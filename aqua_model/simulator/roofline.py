@@ -10,15 +10,12 @@ efficiency at its row length; a fused attention kernel its measured compute effi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice
-from ..costs.dtypes import STORAGE_DTYPES
 from ..costs.numeric import evaluate
+from ..costs.sizes import Sizes
 from ..hardware import HardwareProfile
 from ..plans import Kernel, Plan
 
@@ -50,10 +47,13 @@ class KernelTime:
         """"compute" or "memory" per point: the larger roofline term."""
         return np.where(self.compute_s > self.memory_s, "compute", "memory")
 
-def kernel_time(kernel: Kernel, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> KernelTime:
-    """Roofline time of ``kernel`` with symbol values (numbers or broadcastable arrays)."""
-    check_choice("dtype", dtype, STORAGE_DTYPES)
-    values = {"S": profile.sector_bytes, **values}
+def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> KernelTime:
+    """Roofline time of ``kernel`` at ``sizes`` (numbers or broadcastable arrays), in the
+    storage dtype of ``sizes``."""
+    if not isinstance(sizes, Sizes):
+        raise TypeError(f"sizes must be an aqua_model.costs.Sizes, got {type(sizes).__name__}")
+    dtype = sizes.dtype
+    values = {"S": profile.sector_bytes, **sizes.values()}
     flops = np.asarray(evaluate(kernel.flops, values), dtype=float)
     nbytes = np.asarray(evaluate(kernel.bytes, values), dtype=float)
     peak = profile.peak_flops(dtype if kernel.unit == "matrix" else VECTOR_DTYPE)
@@ -94,7 +94,7 @@ def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
     return shares
 
 
-def plan_time(plan: Plan, profile: HardwareProfile, values: Mapping[str, Any], *, dtype: str = "bf16") -> tuple[np.ndarray, list[KernelTime]]:
+def plan_time(plan: Plan, profile: HardwareProfile, sizes: Sizes) -> tuple[np.ndarray, list[KernelTime]]:
     """Total time of a plan (see :func:`contributions`) and each kernel's time as if launched alone."""
-    kernels = [kernel_time(kern, profile, values, dtype=dtype) for kern in plan.kernels]
+    kernels = [kernel_time(kern, profile, sizes) for kern in plan.kernels]
     return np.asarray(sum(contributions(kernels), start=np.zeros(()))), kernels

@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_choice, check_int, check_int_array
-from ..costs import context_values, memory
+from ..costs import memory
 from ..costs.convention import Convention, resolve
 from ..costs.dtypes import dtype_bytes
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
+from ..costs.breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
 from ..costs.numeric import evaluate
+from ..costs.sizes import Sizes, check_context
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
 from ..models.shape import Shape, resolve_shape
@@ -29,8 +31,6 @@ from .roofline import KernelTime, contributions, plan_time
 BASELINE_PLAN = "dense-fused"
 #: Short plan names accepted by simulate()/the CLI, mapped to plan names.
 AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major", "step": "aqua-step-topk"}
-#: Upper end of the exact integer search for the time break-even (2^22 tokens).
-TIME_BREAKEVEN_SEARCH_LIMIT = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -111,17 +111,18 @@ def _scalar(x: Any) -> Any:
     return arr.tolist()
 
 
-def _values(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prompt: Any) -> dict[str, Any]:
-    values: dict[str, Any] = context_values(phase, context, prompt)
-    ctx = values["N"]
-    if shape.max_context is not None and int(ctx.max()) + (0 if prompt is None else int(np.max(values["T"]))) > shape.max_context:
+def sizes_of(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prompt: Any) -> Sizes:
+    """The validated :class:`Sizes` of one evaluation of ``shape``: the context checked against
+    the model's maximum, and capped at its sliding window (a query attends to at most that)."""
+    ctx, prompt_a = check_context(phase, context, prompt)
+    if shape.max_context is not None and int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a))) > shape.max_context:
         raise ValueError(f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)")
     if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
-        values["N"] = np.minimum(ctx, shape.sliding_window)
-    values.update({"B": check_int_array("batch", batch, minimum=1), "H_q": shape.heads_q, "H_kv": shape.heads_kv,
-                   "g": shape.g, "d": shape.d, "k": check_int_array("k", k, minimum=1, maximum=shape.d),
-                   "s": dtype_bytes(shape.dtype)})
-    return values
+        ctx = np.minimum(ctx, shape.sliding_window)
+    if k is None:
+        raise ValueError("k (kept dims) is required")
+    return Sizes(heads_q=shape.heads_q, heads_kv=shape.heads_kv, d=shape.d, context=ctx, batch=batch, k=k,
+                 dtype=shape.dtype, phase=phase, prompt=prompt_a)
 
 
 def _kv_bytes_all_layers(shape: Shape, tokens: Any, batch: Any) -> np.ndarray:
@@ -135,10 +136,10 @@ def max_fitting_context(shape: Shape, profile: HardwareProfile, batch: int) -> i
     return int(profile.memory_bytes // per_token)
 
 
-def check_fits_memory(shape: Shape, profile: HardwareProfile, values: dict[str, Any]) -> None:
+def check_fits_memory(shape: Shape, profile: HardwareProfile, sizes: Sizes) -> None:
     """Raise if the dense KV cache of all layers does not fit the device memory."""
-    tokens = np.asarray(values["N"]) + np.asarray(values.get("T", 0))
-    worst = float(np.max(_kv_bytes_all_layers(shape, tokens, values["B"])))
+    tokens = np.asarray(sizes.context) + np.asarray(0 if sizes.prompt is None else sizes.prompt)
+    worst = float(np.max(_kv_bytes_all_layers(shape, tokens, sizes.batch)))
     if worst > profile.memory_bytes:
         raise ValueError(f"the KV cache needs {worst / 1e9:.1f} GB (all {shape.layers} layers, batch and context as given) "
                          f"but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB")
@@ -175,25 +176,25 @@ def simulate(
     aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
     aqua_plans = [p for p in plan_names(phase) if p.startswith("aqua")]
     check_choice("plan", aqua_name, aqua_plans)
-    values = _values(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
-    check_fits_memory(shape, profile, values)
+    sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    check_fits_memory(shape, profile, sizes)
     conv = resolve(convention)
-    dense = _run(BASELINE_PLAN, phase, selection, conv, profile, values, shape.dtype)
-    aqua = _run(aqua_name, phase, selection, conv, profile, values, shape.dtype)
+    dense = _run(BASELINE_PLAN, phase, selection, conv, profile, sizes)
+    aqua = _run(aqua_name, phase, selection, conv, profile, sizes)
     ceiling = None
     if phase == "decode":
-        ceiling = evaluate(memory.byte_ceiling_speedup(), {"d": shape.d, "k": values["k"]})
-    k_scalar = np.asarray(values["k"])
+        ceiling = evaluate(memory.byte_ceiling_speedup(), {"d": sizes.d, "k": sizes.k})
+    k_scalar = np.asarray(sizes.k)
     flop_be = breakeven(shape.d, int(k_scalar), g=shape.g, phase=phase, convention=conv).n_min if k_scalar.ndim == 0 else None
-    inputs = {"context": values["N"], "k": values["k"], "batch": values["B"], "selection": selection, "dtype": shape.dtype}
+    inputs = {"context": sizes.context, "k": sizes.k, "batch": sizes.batch, "selection": selection, "dtype": shape.dtype}
     if phase == "prefill":
-        inputs["prompt"] = values["T"]
+        inputs["prompt"] = sizes.prompt
     return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs)
 
 
-def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, values: dict[str, Any], dtype: str) -> PlanResult:
+def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, sizes: Sizes) -> PlanResult:
     plan = build_plan(name, phase=phase, selection=selection, convention=conv)
-    total, kernels = plan_time(plan, profile, values, dtype=dtype)
+    total, kernels = plan_time(plan, profile, sizes)
     return PlanResult(name, kernels, total, describe(plan))
 
 
@@ -223,12 +224,12 @@ def predict(
     prof = resolve_profile(gpu)
     check_choice("plan", plan, plan_names(phase))
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
-    values = _values(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
-    result = _run(plan, phase, selection, resolve(convention), prof, values, dtype)
+    sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    result = _run(plan, phase, selection, resolve(convention), prof, sizes)
     return Prediction(plan, prof.mode, float(result.time_s), result.table())
 
 
-def time_breakeven(*, limit: int = TIME_BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int | None:
+def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int | None:
     """Smallest context at which the AQUA plan is predicted faster than dense fused (decode).
 
     An exact search over every integer context 1..``limit`` (vectorised), capped at the
@@ -242,7 +243,4 @@ def time_breakeven(*, limit: int = TIME_BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -
                           d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"))
     cap = min(cap, shape.max_context or cap,
               max_fitting_context(shape, resolve_profile(kwargs["gpu"]), check_int("batch", kwargs.get("batch", 1), minimum=1)))
-    contexts = np.arange(1, cap + 1)
-    sim = simulate(context=contexts, **kwargs)
-    wins = np.nonzero(np.broadcast_to(sim.speedup > 1.0, contexts.shape))[0]
-    return int(contexts[wins[0]]) if wins.size else None
+    return smallest_winning_context(lambda contexts: simulate(context=contexts, **kwargs).speedup > 1.0, lower=1, limit=cap)

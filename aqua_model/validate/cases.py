@@ -19,6 +19,7 @@ from aqua_model.costs import memory
 from aqua_model.costs.dtypes import dtype_bytes
 from aqua_model.costs.flops import PHASES
 from aqua_model.costs.numeric import evaluate
+from aqua_model.costs.sizes import check_context, check_kept_dims
 from aqua_model.plans import build_plan, plan_names
 
 #: Plans the runner can execute per phase: those with an implementation (the others are model-only).
@@ -72,19 +73,16 @@ class Case:
     def __post_init__(self) -> None:
         check_choice("phase", self.phase, PHASES)
         check_choice("plan", self.plan, RUNNABLE_PLANS[self.phase])
-        check_int("context", self.context, minimum=1 if self.phase == "decode" else 0)
+        check_context(self.phase, check_int("context", self.context, minimum=0),
+                      None if self.prompt is None else check_int("prompt", self.prompt, minimum=1))
         check_int("batch", self.batch, minimum=1)
         check_int("heads_kv", self.heads_kv, minimum=1)
         check_int("heads_q", self.heads_q, minimum=self.heads_kv)
         if self.heads_q % self.heads_kv:
             raise ValueError(f"heads_q must be a multiple of heads_kv, got heads_q={self.heads_q}, heads_kv={self.heads_kv}")
         check_int("d", self.d, minimum=1)
-        check_int("k", self.k, minimum=1, maximum=self.d)
+        check_kept_dims(check_int("k", self.k, minimum=1), self.d)
         dtype_bytes(self.dtype)
-        if self.phase == "prefill":
-            check_int("prompt", self.prompt, minimum=1)
-        elif self.prompt is not None:
-            raise ValueError(f"prompt is only for phase='prefill', got prompt={self.prompt!r}")
 
     @property
     def g(self) -> int:
