@@ -89,3 +89,60 @@ def to_toml(doc: dict[str, Any], *, header: str = "") -> str:
 
     emit(doc, "")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Committed results (read by `aqua-model report` and `aqua-model figures`)
+# ---------------------------------------------------------------------------------------------
+
+#: The list of result files a wheel ships (one source for setup.py and for the readers).
+RESULTS_MANIFEST = Path(__file__).resolve().parent / "results_manifest.txt"
+#: Where a wheel keeps them (setup.py copies them there when it builds).
+SHIPPED_RESULTS_DIR = Path(__file__).resolve().parent / "_results"
+#: The repository root of a checkout (the package's parent folder), where they are committed.
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def results_manifest() -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """(required, optional) entries of the manifest; each entry is a tuple of alternative paths
+    (relative to a results root), the first present of which is read."""
+    required, optional = [], []
+    for line in RESULTS_MANIFEST.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entry = tuple(part.strip() for part in line.lstrip("?").split("|"))
+            (optional if line.startswith("?") else required).append(entry)
+    return tuple(required), tuple(optional)
+
+
+def _missing(root: Path) -> list[str]:
+    """The required entries no file of which is under ``root``, as text."""
+    return [" or ".join(entry) for entry in results_manifest()[0] if not any((root / rel).is_file() for rel in entry)]
+
+
+def results_root(explicit: str | Path | None = None, *, flag: str = "--results") -> Path:
+    """The folder the committed results are read from: ``explicit`` (a folder laid out as the
+    repository: validation/results/..., analysis/results/...), else the copy shipped inside
+    the package (a wheel), else the checkout the package was imported from.
+
+    Raises ValueError naming ``flag`` and every missing file, never falls back silently.
+    """
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        if not root.is_dir():
+            wanted = ", ".join(" or ".join(entry) for entry in results_manifest()[0])
+            raise ValueError(f"{flag} {str(explicit)!r} is not a folder; give a folder holding {wanted}")
+        missing = _missing(root)
+        if missing:
+            raise ValueError(f"{flag} {str(explicit)!r} lacks {', '.join(missing)}")
+        return root
+    for root in (SHIPPED_RESULTS_DIR, CHECKOUT_ROOT):
+        if not _missing(root):
+            return root
+    raise ValueError(f"the committed results are missing: neither {SHIPPED_RESULTS_DIR} (a wheel) nor the checkout "
+                     f"{CHECKOUT_ROOT} holds {', '.join(_missing(CHECKOUT_ROOT))}; pass {flag} ROOT (a checkout of aqua-model)")
+
+
+def results_file(rel: str, explicit: str | Path | None = None, *, flag: str = "--results") -> Path:
+    """One manifest file under :func:`results_root`."""
+    return results_root(explicit, flag=flag) / rel

@@ -83,7 +83,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.base is not None:
         from aqua_model.hardware import load
 
-        load(args.base)  # an unknown base is an error before the benchmarks run, not after
+        try:
+            load(args.base)  # an unknown base is an error before the benchmarks run, not after
+        except ValueError as exc:
+            raise ValueError(f"--base {args.base!r}: {exc}") from None
     device = args.device or _default_device()
     _check_device(device)
     prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base)

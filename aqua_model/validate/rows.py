@@ -109,7 +109,8 @@ def _show(x: Any) -> str:
 def check_row(row: Any) -> str | None:
     """Why ``row`` is not a valid result row, or None when it is (see the module docstring)."""
     if not isinstance(row, dict):
-        return f"not a JSON object (got {type(row).__name__} {_show(row)})"
+        kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+        return f"not a JSON object (got {kind.get(type(row), type(row).__name__)}: {_show(row)})"
     version = row.get("schema_version")
     if "schema_version" not in row:
         return "missing field 'schema_version'"
