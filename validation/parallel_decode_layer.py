@@ -20,8 +20,9 @@ What it measures, on t processes (one GPU each over NCCL, or CPU processes over 
    cache, the Triton kernels on CUDA, their torch reference on CPU; queries taken as already
    rotated, P folded into W_q; group-shared selection of k dims). Timed: the whole layer
    (``--layers-per-sample`` distinct layers back to back per sample, so a barrier's skew is
-   spread over several layers, CUDA-graph replays where capture works, L2 flushed before each
-   sample), and on each rank alone the attention and the matmuls without the all-reduces;
+   spread over several layers; eager launches timed by CUDA events, or CUDA-graph replays with
+   ``--graph-layer``; L2 flushed before each sample), and on each rank alone the attention and
+   the matmuls without the all-reduces (CUDA-graph replays, the single-GPU suite's timer);
 3. correctness, once per plan at the smallest context and batch: the all-reduced attention output
    and MLP output of the split layer against the same layer computed whole in fp32 on rank 0 from
    the full weights (the same seeded tensors every rank sliced), given the split layer's queries;
@@ -198,7 +199,7 @@ def attention_fn(plan: str, k_keep: int) -> Callable[[torch.Tensor, Cache], torc
     from aqua_model.kernels.triton_decode import aqua_decode
 
     def aqua(q: torch.Tensor, c: Cache) -> torch.Tensor:
-        return aqua_decode(q, c.k_t, c.v, k_keep=k_keep, selection="group")
+        return aqua_decode(q.contiguous(), c.k_t, c.v, k_keep=k_keep, selection="group")
     return aqua
 
 
@@ -333,8 +334,9 @@ def env_row(args: argparse.Namespace, device: torch.device, world: int) -> dict[
                            "date": datetime.date.today().isoformat(), "multicast_env": {k: os.environ.get(k) for k in MULTICAST_OFF},
                            "device": device.type}
     if device.type == "cuda":
+        version = torch.cuda.nccl.version()
         row.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   nccl=".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None)
+                   nccl=".".join(map(str, version)) if isinstance(version, tuple) else str(version))
         try:
             import triton
 
@@ -410,7 +412,7 @@ def run(rank: int, world: int, args: argparse.Namespace) -> None:
                         y = layer_forward(y, w, c, shard, shape, attend)
                     return y
 
-                fn, method = graphed(stack, clock, args.graphs)
+                fn, method = graphed(stack, clock, args.graph_layer)
                 stats = collective_stats(clock, fn, samples=args.samples, warmup=3, per_call=args.layers_per_sample)
                 row.update({f"layer_{k}": v for k, v in stats.items() if k != "samples"}, samples=stats["samples"], timing=method)
                 del fn
@@ -449,7 +451,7 @@ def check_layer(rank: int, world: int, shape: Shape, shard: Shard, full: dict[st
     """The split layer's all-reduced outputs against the whole layer in fp32 (on rank 0)."""
     trace: dict[str, torch.Tensor] = {}
     layer_forward(x, w, cache, shard, shape, attend, trace=trace)
-    q_parts = [torch.empty_like(trace["q"]) for _ in range(world)]
+    q_parts = [torch.empty(trace["q"].shape, dtype=trace["q"].dtype, device=device) for _ in range(world)]
     dist.all_gather(q_parts, trace["q"].contiguous())
     replicated = world > shape.heads_kv
     if plan == "aqua-fused" and replicated:
@@ -495,7 +497,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner", type=int, default=10, help="back-to-back all-reduces per sample")
     p.add_argument("--min-log2-bytes", type=int, default=10)
     p.add_argument("--max-log2-bytes", type=int, default=28)
-    p.add_argument("--no-graphs", dest="graphs", action="store_false", help="time eagerly on CUDA")
+    p.add_argument("--no-graphs", dest="graphs", action="store_false",
+                   help="time the attention and the matmuls of one rank eagerly on CUDA (default: CUDA-graph replays)")
+    p.add_argument("--graph-layer", action="store_true",
+                   help="also capture the layers with their all-reduces in a CUDA graph (default: eager launches, "
+                        "device time by CUDA events; a capture failing on one rank could stall the others)")
     p.add_argument("--quick", action="store_true", help="few samples and small sizes (the CPU check)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per spawned CPU process")
     p.add_argument("--seed", type=int, default=0)
