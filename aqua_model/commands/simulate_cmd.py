@@ -4,47 +4,65 @@ from __future__ import annotations
 
 import argparse
 
+from ..costs.collectives import ALGORITHMS
+from ..costs.dtypes import KV_DTYPES, STORAGE_DTYPES
 from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
-from ..costs.collectives import ALGORITHMS
+from ..models import load as load_model
 from ..simulator import AQUA_PLAN_ALIASES, end_to_end, simulate, time_breakeven
 from ..simulator.parallel import one_gpu_fit
 from ..table_render import to_text
-from ._common import add_convention_args, convention_from, print_json
+from ._common import add_convention_args, convention_from, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="roofline prediction of AQUA vs dense fused attention on a GPU")
-    p.add_argument("--gpu", default="h200", help="device name or profile TOML path (see `aqua-model hardware list`)")
-    p.add_argument("--model", default=None, help="model config name (see aqua_model.models.list_models())")
-    p.add_argument("--heads-q", type=int, default=None, help="explicit shape instead of --model")
-    p.add_argument("--heads-kv", type=int, default=None)
-    p.add_argument("--d", type=int, default=None)
-    p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--context", type=int, required=True, help="cached keys N")
-    p.add_argument("--prompt", type=int, default=None, help="new tokens T (prefill)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--plan", default="fused", help=f"AQUA plan: {', '.join(AQUA_PLAN_ALIASES)} (or a full plan name)")
+    p.add_argument("--gpu", default="h200", help="device name or profile TOML path, see `aqua-model hardware list` (default: %(default)s)")
+    p.add_argument("--model", default=None,
+                   help="model name (see `aqua-model models list`), a model TOML, a Hugging Face config.json or a folder "
+                        "holding one (default: none; give --heads-q, --heads-kv and --d instead)")
+    p.add_argument("--heads-q", type=int, default=None, help="query heads of an explicit shape (default: none; use --model)")
+    p.add_argument("--heads-kv", type=int, default=None, help="KV heads of an explicit shape (default: none; use --model)")
+    p.add_argument("--d", type=int, default=None, help="head dimension of an explicit shape (default: none; use --model)")
+    p.add_argument("--phase", choices=PHASES, default="decode", help="(default: %(default)s)")
+    p.add_argument("--context", type=int, required=True, help="cached keys N (required)")
+    p.add_argument("--prompt", type=int, default=None, help="new tokens T, with --phase prefill only (default: none)")
+    p.add_argument("--batch", type=int, default=1, help="sequences decoded together (default: %(default)s)")
+    p.add_argument("--k", type=int, required=True, help="kept dims per query, 1 <= k <= d (required)")
+    p.add_argument("--plan", default="fused", help=f"AQUA plan: {', '.join(AQUA_PLAN_ALIASES)} or a full plan name (default: %(default)s)")
+    p.add_argument("--dtype", choices=STORAGE_DTYPES, default=None,
+                   help="storage and compute dtype of weights and attention (default: the model's, bf16 for an explicit shape)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
+                   help="KV-cache dtype; fp8 is 1 byte, int4 0.5 byte plus its group scales (decode only; default: --dtype)")
     p.add_argument("--selection", choices=GQA_SELECTIONS, default="group", help="GQA selection (default: %(default)s)")
     p.add_argument("--tp", type=int, default=None, help="tensor-parallel degree: GPUs sharing each layer (needs --model, decode)")
     p.add_argument("--pp", type=int, default=None, help="pipeline-parallel degree: stages of consecutive layers (needs --model, decode)")
     p.add_argument("--all-reduce", choices=ALGORITHMS, default="ring", help="all-reduce algorithm under --tp (default: %(default)s)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output with a schema version (default: tables)")
     add_convention_args(p)
-    p.set_defaults(run=run)
+    set_run(p, run)
 
 
 def run(args: argparse.Namespace) -> int:
     conv = convention_from(args)
-    common = dict(gpu=args.gpu, model=args.model, heads_q=args.heads_q, heads_kv=args.heads_kv, d=args.d,
-                  phase=args.phase, batch=args.batch, k=args.k, plan=args.plan, selection=args.selection, convention=conv)
+    if args.prompt is not None and args.phase != "prefill":
+        raise ValueError(f"--prompt {args.prompt} is only used with --phase prefill (decode attends to --context cached keys)")
+    model = args.model
+    if model is not None:  # one loaded config, served in the dtypes asked for, for every step below
+        model = load_model(model).serving(dtype=args.dtype, kv_dtype=args.kv_dtype)
+        shape_args = dict(model=model)
+    else:
+        shape_args = dict(heads_q=args.heads_q, heads_kv=args.heads_kv, d=args.d, dtype=args.dtype)
+        if args.kv_dtype is not None:
+            shape_args["kv_dtype"] = args.kv_dtype
+    common = dict(gpu=args.gpu, phase=args.phase, batch=args.batch, k=args.k, plan=args.plan, selection=args.selection,
+                  convention=conv, **shape_args)
     e2e = None
     parallel = args.tp is not None or args.pp is not None
     if parallel and (args.model is None or args.phase != "decode"):
         raise ValueError(f"--tp/--pp need --model and --phase decode, got model={args.model!r}, phase={args.phase!r}")
     if args.phase == "decode" and args.model is not None:  # the whole model: end-to-end latency too
-        e2e = end_to_end(gpu=args.gpu, model=args.model, context=args.context, k=args.k, batch=args.batch,
+        e2e = end_to_end(gpu=args.gpu, model=model, context=args.context, k=args.k, batch=args.batch,
                          plan=args.plan, selection=args.selection, convention=conv, tensor_parallel=args.tp,
                          pipeline_parallel=args.pp, all_reduce=args.all_reduce)
         sim = e2e.simulation
@@ -61,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
         if e2e.parallel is not None:
             payload["end_to_end"]["parallel"] = e2e.parallel.to_dict()
         else:
-            payload["end_to_end"]["one_gpu_fit"] = one_gpu_fit(gpu=args.gpu, model=args.model, context=args.context, batch=args.batch)
+            payload["end_to_end"]["one_gpu_fit"] = one_gpu_fit(gpu=args.gpu, model=model, context=args.context, batch=args.batch)
     if args.json:
         print_json(payload)
         return 0
     print(f"{sim.gpu} ({sim.mode}), {sim.shape.name}, {args.phase}, N={args.context}, batch={args.batch}, k={args.k}, "
-          f"g={sim.shape.g}, per layer, convention {conv.label()}")
+          f"g={sim.shape.g}, per layer, convention {conv.label()}, {sim.shape.dtype} (KV cache {sim.shape.cache_dtype})")
+    if sim.shape.local_layers:
+        print(f"note: {sim.shape.local_layers} of the {sim.shape.layers} layers attend through a {sim.shape.local_window}-token "
+              "sliding window; the tables are a global layer's, the end-to-end latency sums both kinds")
     for label, result in (("dense", sim.dense), ("aqua", sim.aqua)):
         print(f"\n{label}: {result.plan}, {float(result.time_s) * 1e6:.1f} us per layer\n  {result.description}")
         print(to_text(result.table()))

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -50,10 +50,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from aqua_model._checks import check_int_array
+from aqua_model._checks import check_choice, check_int_array
 from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.costs import memory
-from aqua_model.costs.dtypes import STORAGE_DTYPES, dtype_bytes, kv_element_bytes
+from aqua_model.costs.dtypes import KV_DTYPES, STORAGE_DTYPES, dtype_bytes, kv_element_bytes
 from aqua_model.costs.numeric import evaluate
 from aqua_model.models.hf_config import read_hf_config
 
@@ -126,6 +126,8 @@ class ModelConfig:
     sliding_window_layers: int = 0
     #: RoPE scaling named by the config (e.g. "llama3, factor 32"), noted, not modelled; None if none.
     rope_scaling: str | None = None
+    #: KV-cache dtype it is served with (None: ``dtype``); set by :meth:`serving`, never stored.
+    kv_dtype: str | None = None
 
     def __hash__(self) -> int:
         return hash((self.key, self.path))
@@ -185,11 +187,25 @@ class ModelConfig:
         """Bytes of all weights stored in ``dtype`` (default: the model's own dtype)."""
         return self.param_count * dtype_bytes(self.dtype if dtype is None else dtype)
 
+    def serving(self, *, dtype: str | None = None, kv_dtype: str | None = None) -> "ModelConfig":
+        """This model served in storage dtype ``dtype`` (weights and attention compute) with a
+        KV cache in ``kv_dtype`` (``bf16``, ``fp16``, ``fp32``, ``fp8``, ``int4``); None keeps each."""
+        if dtype is not None:
+            check_choice("dtype", dtype, STORAGE_DTYPES)
+        if kv_dtype is not None:
+            check_choice("kv_dtype", kv_dtype, KV_DTYPES)
+        return replace(self, dtype=dtype or self.dtype, kv_dtype=kv_dtype or self.kv_dtype)
+
+    @property
+    def cache_dtype(self) -> str:
+        """The KV-cache dtype: ``kv_dtype`` when set, else ``dtype``."""
+        return self.kv_dtype or self.dtype
+
     def kv_bytes_per_token(self, dtype: str | None = None) -> int | float:
         """Bytes of K and V cached per token, over all layers: 2 * layers * kv_heads * head_dim * s,
-        with s of KV-cache dtype ``dtype`` (default: the model's dtype; ``fp8``, ``int4`` with its
+        with s of KV-cache dtype ``dtype`` (default: :attr:`cache_dtype`; ``fp8``, ``int4`` with its
         scales too: :func:`aqua_model.costs.dtypes.kv_element_bytes`)."""
-        s = kv_element_bytes(self.dtype if dtype is None else dtype)
+        s = kv_element_bytes(self.cache_dtype if dtype is None else dtype)
         per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": 1, "d": self.head_dim, "s": s})  # the one KV-bytes formula
         total = float(per_head) * self.kv_heads * self.layers
         return int(total) if total.is_integer() else total

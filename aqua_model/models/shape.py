@@ -64,7 +64,7 @@ def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads
                              f"and {', '.join(given)}")
         pattern = cfg.sliding_window_pattern
         return Shape(cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.layers, dtype or cfg.dtype, cfg.max_context, cfg.name,
-                     cfg.sliding_window if pattern == "all" else 0, kv_dtype,
+                     cfg.sliding_window if pattern == "all" else 0, kv_dtype or cfg.kv_dtype,
                      cfg.sliding_window if pattern == "mixed" else 0, cfg.sliding_window_layers if pattern == "mixed" else 0)
     missing = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is None]
     if missing:

@@ -24,7 +24,9 @@ class EndToEnd:
 
     The non-attention part is the larger of reading every weight once and doing 2 FLOPs
     per parameter per sequence (the matrix work of projections, MLP and LM head);
-    norms, RoPE and sampling are left out (a few percent of a decode step). On several GPUs
+    norms, RoPE and sampling are left out (a few percent of a decode step). A model whose
+    layers mix windowed and global attention (Gemma-2) sums each kind: ``simulation`` is a
+    global layer's. On several GPUs
     (``parallel`` set) every part is per GPU and summed over the pipeline stages, and the
     all-reduce and point-to-point times of the layout are added to both plans.
     """
@@ -80,4 +82,12 @@ def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context:
     sim = simulate(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection, convention=convention)
     weights_s = weights_time_s(profile, weight_bytes=float(cfg.weight_bytes()), params=float(cfg.param_count),
                                batch=np.asarray(sim.inputs["batch"], dtype=float), dtype=cfg.dtype, layers=cfg.layers)
-    return EndToEnd(weights_s, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s, profile.mode, sim)
+    dense_s, aqua_s = cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s
+    local_layers = sim.shape.local_layers
+    if local_layers:  # mixed windows (Gemma-2): the windowed layers attend to min(N, window) keys
+        local = simulate(gpu=profile, model=cfg, context=np.minimum(sim.inputs["context"], sim.shape.local_window), k=k,
+                         batch=batch, plan=plan, selection=selection, convention=convention)
+        full_layers = cfg.layers - local_layers
+        dense_s = full_layers * sim.dense.time_s + local_layers * local.dense.time_s
+        aqua_s = full_layers * sim.aqua.time_s + local_layers * local.aqua.time_s
+    return EndToEnd(weights_s, dense_s, aqua_s, profile.mode, sim)
