@@ -42,6 +42,7 @@ from ..costs.convention import Convention
 from ..costs.dtypes import dtype_bytes
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
+from .roofline import FLOPS_PER_PARAM_PER_TOKEN, weights_time_s  # the roofline time has one home
 from .simulation import Simulation, simulate
 
 #: All-reduces of the hidden state per layer under tensor parallelism (Megatron-LM): after the
@@ -49,8 +50,6 @@ from .simulation import Simulation, simulate
 ALL_REDUCES_PER_LAYER = 2
 #: Point-to-point transfers of the hidden state per pipeline-stage boundary and decode step.
 TRANSFERS_PER_STAGE_BOUNDARY = 1
-#: FLOPs per weight per sequence of a decode step (one multiply-add per parameter).
-FLOPS_PER_PARAM_PER_TOKEN = 2
 
 
 class DoesNotFit(ValueError):
@@ -232,17 +231,6 @@ def check_fits(profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, co
         f"{cfg.name} with tensor_parallel={layout.tensor_parallel}, pipeline_parallel={layout.pipeline_parallel} needs "
         f"{(mem.weight_bytes + kv) / 1e9:.1f} GB per GPU ({mem.weight_bytes / 1e9:.1f} GB of weights + {kv / 1e9:.1f} GB "
         f"of KV cache at the largest context and batch given) but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB; {hint}")
-
-
-def weights_time_s(profile: HardwareProfile, *, weight_bytes: float, params: float, batch: Any, dtype: str,
-                   layers: int) -> np.ndarray:
-    """Time of the non-attention work of ``layers`` layers on one GPU: the larger of reading its
-    ``weight_bytes`` once and doing 2 FLOPs per parameter per sequence, plus one launch overhead
-    per layer (norms, RoPE and sampling left out: a few percent of a decode step)."""
-    read_s = weight_bytes / (profile.bandwidth_bytes_per_s * profile.memory_efficiency("contiguous", weight_bytes))
-    flops = FLOPS_PER_PARAM_PER_TOKEN * params * np.asarray(batch, dtype=float)
-    compute_s = flops / (profile.peak_flops(dtype) * profile.compute_efficiency)
-    return np.maximum(read_s, compute_s) + layers * profile.launch_overhead_s
 
 
 @dataclass(frozen=True)

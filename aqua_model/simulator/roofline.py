@@ -11,6 +11,7 @@ efficiency at its row length; a fused attention kernel its measured compute effi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,16 @@ class KernelTime:
         """"compute" or "memory" per point: the larger roofline term."""
         return np.where(self.compute_s > self.memory_s, "compute", "memory")
 
+
+def roofline_terms_s(flops: Any, nbytes: Any, *, peak_flops_per_s: float, compute_efficiency: Any,
+                     bandwidth_bytes_per_s: float, memory_efficiency: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The two roofline terms (seconds): FLOPs over the achievable rate, bytes over the
+    achievable bandwidth. Every roofline time of the package is built from these."""
+    compute_s = flops / (peak_flops_per_s * compute_efficiency)
+    memory_s = nbytes / (bandwidth_bytes_per_s * np.asarray(memory_efficiency))
+    return compute_s, memory_s
+
+
 def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> KernelTime:
     """Roofline time of ``kernel`` at ``sizes`` (numbers or broadcastable arrays), in the
     storage dtype of ``sizes``."""
@@ -60,12 +71,12 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> Kerne
     compute_eff = profile.compute_efficiency
     if kernel.op == "attention" and profile.attention_compute_efficiency is not None:
         compute_eff = profile.attention_compute_efficiency
-    compute_s = flops / (peak * compute_eff)
     if kernel.op == "softmax" and profile.softmax_table is not None:
         efficiency = profile.softmax_table(evaluate(kernel.op_length, values))
     else:
         efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
-    memory_s = nbytes / (profile.bandwidth_bytes_per_s * np.asarray(efficiency))
+    compute_s, memory_s = roofline_terms_s(flops, nbytes, peak_flops_per_s=peak, compute_efficiency=compute_eff,
+                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s, memory_efficiency=efficiency)
     busy_s = np.maximum(compute_s, memory_s)
     launches = kernel.launches
     if kernel.op == "topk" and profile.topk_table is not None:
@@ -78,6 +89,32 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> Kerne
     flops_util = flops / time_s / peak
     bw_util = nbytes / time_s / profile.bandwidth_bytes_per_s
     return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, time_s, flops_util, bw_util)
+
+
+def floor_time_s(flops: Any, nbytes: Any, profile: HardwareProfile, *, unit: str, dtype: str) -> np.ndarray:
+    """The datasheet floor of a kernel: its larger roofline term at 100% efficiency, no launch
+    (``unit`` "matrix" runs at the storage dtype's peak, "vector" at fp32's)."""
+    peak = profile.peak_flops(dtype if unit == "matrix" else VECTOR_DTYPE)
+    compute_s, memory_s = roofline_terms_s(flops, nbytes, peak_flops_per_s=peak, compute_efficiency=1.0,
+                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s, memory_efficiency=1.0)
+    return np.maximum(compute_s, memory_s)
+
+
+#: FLOPs per parameter per token of the non-attention matrix work (one multiply-add each).
+FLOPS_PER_PARAM_PER_TOKEN = 2.0
+
+
+def weights_time_s(profile: HardwareProfile, *, weight_bytes: float, params: float, batch: Any, dtype: str,
+                   layers: int) -> np.ndarray:
+    """Time of the non-attention work of ``layers`` layers on one GPU: the larger of reading its
+    ``weight_bytes`` once and doing 2 FLOPs per parameter per sequence, plus one launch overhead
+    per layer (norms, RoPE and sampling left out: a few percent of a decode step)."""
+    flops = FLOPS_PER_PARAM_PER_TOKEN * params * np.asarray(batch, dtype=float)
+    compute_s, memory_s = roofline_terms_s(flops, weight_bytes, peak_flops_per_s=profile.peak_flops(dtype),
+                                           compute_efficiency=profile.compute_efficiency,
+                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
+                                           memory_efficiency=profile.memory_efficiency("contiguous", weight_bytes))
+    return np.maximum(memory_s, compute_s) + layers * profile.launch_overhead_s
 
 
 def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ from aqua_model.hardware import HardwareProfile
 from aqua_model.plans import build_plan
 from aqua_model.plans.attention import LEGACY_PLAN_NAMES
 from aqua_model.simulator import predict
+from aqua_model.simulator.roofline import floor_time_s
 from aqua_model.validate.cases import Case
 from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
 
@@ -101,12 +102,10 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
     ds = predict(plan=case.plan, gpu=datasheet, **kw)
     cal = predict(plan=case.plan, gpu=calibrated, **kw) if calibrated is not None else None
     units = {kern.name: kern.unit for kern in build_plan(case.plan, phase=case.phase, selection=case.selection).kernels}
-    bw = datasheet.bandwidth_bytes_per_s
     kernels = []
     floor = 0.0
     for i, kd in enumerate(ds.kernels):
-        peak = datasheet.peak_flops(case.dtype if units.get(kd["name"], "matrix") == "matrix" else "fp32")
-        k_floor = max(kd["bytes"] / bw, kd["flops"] / peak)
+        k_floor = float(floor_time_s(kd["flops"], kd["bytes"], datasheet, unit=units.get(kd["name"], "matrix"), dtype=case.dtype))
         floor += k_floor
         kernels.append({
             "name": kd["name"], "pattern": kd["pattern"], "flops": kd["flops"], "bytes": kd["bytes"],
