@@ -35,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
                    help="KV-cache dtype; fp8 is 1 byte, int4 0.5 byte plus its group scales (decode only; default: --dtype)")
     p.add_argument("--selection", choices=GQA_SELECTIONS, default="group", help="GQA selection (default: %(default)s)")
-    p.add_argument("--tp", type=int, default=None, help="tensor-parallel degree: GPUs sharing each layer (needs --model, decode)")
-    p.add_argument("--pp", type=int, default=None, help="pipeline-parallel degree: stages of consecutive layers (needs --model, decode)")
+    p.add_argument("--tp", type=int, default=None, help="tensor-parallel degree: GPUs sharing each layer, needs --model and decode (default: one GPU)")
+    p.add_argument("--pp", type=int, default=None, help="pipeline-parallel degree: stages of consecutive layers, needs --model and decode (default: one stage)")
     p.add_argument("--all-reduce", choices=ALGORITHMS, default="ring", help="all-reduce algorithm under --tp (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output with a schema version (default: tables)")
     add_convention_args(p)

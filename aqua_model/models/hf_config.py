@@ -194,7 +194,8 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     values["rope_scaling"] = _rope_scaling(raw.get("rope_scaling"), where)
     sources["rope_scaling"] = src("rope_scaling", "rope_scaling")
 
-    name = raw.get("_name_or_path") if isinstance(raw.get("_name_or_path"), str) and raw.get("_name_or_path") else path.parent.name
+    fallback = path.parent.name if path.name == CONFIG_NAME else path.stem  # a model folder, or a renamed config file
+    name = raw.get("_name_or_path") if isinstance(raw.get("_name_or_path"), str) and raw.get("_name_or_path") else fallback
     notes = [f"mapped from {path.name} (model_type {model_type})"]
     if values["rope_scaling"]:
         notes.append(f"RoPE scaling {values['rope_scaling']} noted, not modelled")
