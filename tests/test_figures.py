@@ -20,7 +20,7 @@ from aqua_model import breakeven as model_breakeven, kv_cache_bytes
 from aqua_model.hardware import load as load_hardware
 from aqua_model.models import load as load_model
 from aqua_model.plots import FIGURES, load_figures, register
-from aqua_model.plots import breakdown, breakeven, catalog, memory, parity, roofline, speedup
+from aqua_model.plots import breakdown, breakeven, catalog, kv_memory, parity, roofline_chart, speedup
 from aqua_model.plots.measured import NO_MEASUREMENTS, calibrated_profile, read_jsonl, validation_rows
 from aqua_model.plots.style import savefig
 from aqua_model.simulator import predict, simulate, time_breakeven
@@ -153,27 +153,27 @@ def test_speedup_lines_with_measurements(measured_root: Path) -> None:
 
 def test_roofline_points_and_roofs() -> None:
     prof = load_hardware("h200")
-    pts = roofline.predicted_points(gpu=prof)
-    pred = predict(plan="dense-fused", phase="decode", context=roofline.CONTEXT, k=128, gpu=prof, **SHAPE.kwargs())
+    pts = roofline_chart.predicted_points(gpu=prof)
+    pred = predict(plan="dense-fused", phase="decode", context=roofline_chart.CONTEXT, k=128, gpu=prof, **SHAPE.kwargs())
     att = next(p for p in pts if p.plan == "dense-fused" and p.kernel == "attention")
     assert att.intensity == pred.kernels[0]["flops"] / pred.kernels[0]["bytes"]
     assert att.flops_per_s == pred.kernels[0]["flops"] / pred.kernels[0]["time_s"]
     assert all(p.flops > 0 for p in pts)
-    roof = roofline.datasheet_roof(prof)
+    roof = roofline_chart.datasheet_roof(prof)
     assert roof.attainable(np.array([1e6]))[0] == prof.peak_flops("bf16")
     assert roof.attainable(np.array([1.0]))[0] == prof.bandwidth_bytes_per_s
-    fig = roofline.roofline_figure(pts, roofs=[roof, roofline.efficiency_roof(prof)])
+    fig = roofline_chart.roofline_figure(pts, roofs=[roof, roofline_chart.efficiency_roof(prof)])
     _non_empty(fig)
     assert NO_MEASUREMENTS in " ".join(_texts(fig))
 
 
 def test_roofline_measured(measured_root: Path) -> None:
     rows = validation_rows(measured_root)
-    pts = roofline.measured_points(rows)
+    pts = roofline_chart.measured_points(rows)
     assert pts and all(p.measured for p in pts)
     first = next(k for k in rows[0]["kernels"] if k["flops"] > 0)
     assert any(p.flops_per_s == first["flops"] / first["measured_s"] for p in pts)
-    _non_empty(roofline.roofline_figure(pts, roofs=[roofline.datasheet_roof(load_hardware("h200"))]))
+    _non_empty(roofline_chart.roofline_figure(pts, roofs=[roofline_chart.datasheet_roof(load_hardware("h200"))]))
 
 
 # -- (e) parity --------------------------------------------------------------------------------
@@ -196,14 +196,14 @@ def test_parity_placeholder_and_data(measured_root: Path) -> None:
 # -- (f) KV memory -----------------------------------------------------------------------------
 
 def test_kv_memory_matches_model() -> None:
-    curves = memory.kv_memory_data(contexts=(1024, 131072))
-    for c, name in zip(curves, memory.MODELS):
+    curves = kv_memory.kv_memory_data(contexts=(1024, 131072))
+    for c, name in zip(curves, kv_memory.MODELS):
         cfg = load_model(name)
-        np.testing.assert_array_equal(c.dense_bytes, cfg.kv_bytes_per_token() * c.contexts * memory.BATCH)
+        np.testing.assert_array_equal(c.dense_bytes, cfg.kv_bytes_per_token() * c.contexts * kv_memory.BATCH)
         np.testing.assert_array_equal(c.aqua_bytes[cfg.head_dim], c.dense_bytes)
-        want = kv_cache_bytes(method="aqua", d=cfg.head_dim, context=1024, key_dims=32) * cfg.kv_heads * cfg.layers * memory.BATCH
+        want = kv_cache_bytes(method="aqua", d=cfg.head_dim, context=1024, key_dims=32) * cfg.kv_heads * cfg.layers * kv_memory.BATCH
         assert c.aqua_bytes[32][0] == want
-    _non_empty(memory.kv_memory_figure(memory.kv_memory_data()))
+    _non_empty(kv_memory.kv_memory_figure(kv_memory.kv_memory_data()))
 
 
 # -- (g) breakdown -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ root)`` writes ``<out_dir>/<stem>.pdf`` and ``.png`` and returns the paths (``ro
 repository root, where committed results are read). Another module adds figures with
 ``@register("stem", "what it shows", "from what data")``; modules named in
 :data:`PLUGIN_MODULES` are imported by :func:`load_figures` when they exist (e.g. the
-peers engineer's ``aqua_model.plots.peers``), so adding one needs no edit here.
+peers engineer's ``aqua_model.plots.peers_chart``), so adding one needs no edit here.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ FIGURES: dict[str, FigureEntry] = {}
 
 #: Modules that register figures; missing optional ones are skipped.
 CORE_MODULES: tuple[str, ...] = ("aqua_model.plots.catalog",)
-PLUGIN_MODULES: list[str] = ["aqua_model.plots.peers", "aqua_model.plots.decoder_frontier"]
+PLUGIN_MODULES: list[str] = ["aqua_model.plots.peers_chart", "aqua_model.plots.decoder_frontier"]
 
 
 def register(name: str, shows: str, data: str) -> Callable[[FigureBuilder], FigureBuilder]:

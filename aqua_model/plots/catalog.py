@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aqua_model.hardware import load as load_hardware
 
-from . import breakdown, breakeven, memory, parity, roofline, speedup
+from . import breakdown, breakeven, kv_memory, parity, roofline_chart, speedup
 from . import register
 from .measured import calibrated_profile, decode_kernel_rows, fused_kernel_time, matches, measured_speedups, validation_rows
 from .style import savefig
@@ -61,17 +61,17 @@ def build_speedup_lines(out_dir: Path, root: Path) -> Sequence[Path]:
           "hardware profile h200; measured kernels from validation.jsonl, else kernels predicted by the plans at N = 32K, k = 96, batch 8")
 def build_roofline(out_dir: Path, root: Path) -> Sequence[Path]:
     profile = load_hardware(GPU)
-    roofs = [roofline.datasheet_roof(profile), roofline.efficiency_roof(profile)]
+    roofs = [roofline_chart.datasheet_roof(profile), roofline_chart.efficiency_roof(profile)]
     cal = calibrated_profile(root, GPU)
     if cal is not None:
-        roofs.append(roofline.efficiency_roof(cal))
-    points = roofline.measured_points(r for r in validation_rows(root, GPU) if r.get("phase") == "decode")
+        roofs.append(roofline_chart.efficiency_roof(cal))
+    points = roofline_chart.measured_points(r for r in validation_rows(root, GPU) if r.get("phase") == "decode")
     if points:
         title = f"{profile.name.replace('NVIDIA ', '')}, measured decode kernels"
     else:
-        points = roofline.predicted_points(gpu=profile, shape=SHAPE)
-        title = f"{profile.name.replace('NVIDIA ', '')}, decode N = {roofline.CONTEXT:,}, k = {roofline.K}, batch {SHAPE.batch}"
-    return savefig(roofline.roofline_figure(points, roofs=roofs, title=title), out_dir / "roofline")
+        points = roofline_chart.predicted_points(gpu=profile, shape=SHAPE)
+        title = f"{profile.name.replace('NVIDIA ', '')}, decode N = {roofline_chart.CONTEXT:,}, k = {roofline_chart.K}, batch {SHAPE.batch}"
+    return savefig(roofline_chart.roofline_figure(points, roofs=roofs, title=title), out_dir / "roofline")
 
 
 @register("parity", "(e) predicted against measured time per case, +-10 % band, per plan (datasheet and calibrated)",
@@ -83,7 +83,7 @@ def build_parity(out_dir: Path, root: Path) -> Sequence[Path]:
 @register("kv_memory", "(f) KV-cache memory against context for Llama-3.1-8B and 70B: dense and AQUA with m = 128, 96, 64, 32 stored key dims",
           "aqua_model.kv_cache_bytes() x KV heads x layers x batch 8; H200 memory from its profile")
 def build_kv_memory(out_dir: Path, root: Path) -> Sequence[Path]:
-    return savefig(memory.kv_memory_figure(memory.kv_memory_data(), gpu=GPU), out_dir / "kv_memory")
+    return savefig(kv_memory.kv_memory_figure(kv_memory.kv_memory_data(), gpu=GPU), out_dir / "kv_memory")
 
 
 @register("breakdown", "(g) per-kernel time of dense fused, AQUA fused and AQUA eager decode at N = 32K, k = 96, batch 8",
