@@ -1,4 +1,9 @@
-"""Symbolic cost model of dense attention and AQUA: FLOPs and bytes, per component.
+"""The costs layer (the lowest of the model): named symbols, the counting convention and the
+dtypes; the symbolic FLOPs (:mod:`.flops`, the only home of FLOP counts) and bytes
+(:mod:`.memory`, the only home of KV-cache and read bytes) of dense attention and AQUA, the
+pair counts, sums over steps, the FLOP break-even (algebra, :func:`breakeven`/:func:`max_k`,
+the one integer search), AQUA's peers, collectives, and :class:`Sizes`, the validated sizes
+of one evaluation. Nothing here knows about hardware, plans or the simulator.
 
 Numeric entry points (vectorised over numpy arrays) evaluate the symbolic expressions of
 :mod:`.flops` and :mod:`.memory` through :func:`.numeric.evaluate`; no formula is re-typed.
@@ -27,7 +32,7 @@ def _shape_values(d: Any, k: Any, g: Any, method: str) -> dict[str, np.ndarray]:
     return {"d": d_a, "k": k_a, "g": check_int_array("g", g, minimum=1)}
 
 
-def context_values(phase: str, context: Any, prompt: Any) -> dict[str, np.ndarray]:
+def _context_values(phase: str, context: Any, prompt: Any) -> dict[str, np.ndarray]:
     """Validated N (and T for prefill), by :func:`.sizes.check_context`."""
     ctx, prompt_a = check_context(phase, context, prompt)
     return {"N": ctx} if prompt_a is None else {"N": ctx, "T": prompt_a}
@@ -55,7 +60,7 @@ def component_flops(
     check_choice("phase", phase, PHASES)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {causal!r}")
-    values = {**_shape_values(d, k, g, method), **context_values(phase, context, prompt)}
+    values = {**_shape_values(d, k, g, method), **_context_values(phase, context, prompt)}
     terms = flop_terms(method, phase, resolve(convention), causal)
     out = {name: evaluate(expr, values) for name, expr in terms.items()}
     out["total"] = evaluate(total(terms), values)

@@ -7,6 +7,8 @@ Submodules:
 
 - :mod:`aqua_model.kernels.calibration`: SVD projections P per (layer, KV group), save / load.
 - :mod:`aqua_model.kernels.reference`: eager dense and AQUA attention, a projected-key cache.
+- :mod:`aqua_model.kernels.eager`: the eager-torch implementations the plans declare
+  (stage builders: each kernel of a plan as a callable).
 - :mod:`aqua_model.kernels.flop_counter`: matmul FLOPs of the reference counted by torch's own
   ``FlopCounterMode``, per cost-model component.
 - :mod:`aqua_model.kernels.triton_decode`: fused split-N AQUA and dense decode kernels, with a
