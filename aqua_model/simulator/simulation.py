@@ -173,8 +173,10 @@ def simulate(
     check_choice("selection", selection, GQA_SELECTIONS)
     profile = resolve_profile(gpu)
     shape = resolve_shape(model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype)
-    aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
     aqua_plans = [p for p in plan_names(phase) if p.startswith("aqua")]
+    if not isinstance(plan, str):  # names the argument rather than failing on the alias lookup
+        check_choice("plan", plan, (*AQUA_PLAN_ALIASES, *aqua_plans))
+    aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
     check_choice("plan", aqua_name, aqua_plans)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     check_fits_memory(shape, profile, sizes)
@@ -238,6 +240,8 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
     """
     if "context" in kwargs:
         raise ValueError("time_breakeven searches the context itself; do not pass context")
+    if "gpu" not in kwargs:
+        raise TypeError("time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does")
     cap = check_int("limit", limit, minimum=1)
     shape = resolve_shape(kwargs.get("model"), heads_q=kwargs.get("heads_q"), heads_kv=kwargs.get("heads_kv"),
                           d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"))
