@@ -65,11 +65,14 @@ def brute_force_decode_bytes(plan):
         gathered = (B, Hq, N, k)
         return {**prologue, "gather": nbytes(gathered, gathered) + nbytes((B, Hq, k), itemsize=IDX),
                 "scores": nbytes(q, gathered, scores), "softmax": nbytes(scores, scores), "value": nbytes(scores, KV, q)}
+    # the Triton prologue writes, per KV group, its kept rows (int32; group selection: k) and each of
+    # the g heads' q^ on them; the split pass reads both back (rows padded to 16 heads not counted)
+    g = Hq // Hkv
+    rows = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, g, k))
     if plan == "aqua-step-topk":  # group selection: k rows of K^T per KV head, all of V
         return {**prologue, "attention": nbytes(q, (B, Hkv, k, N), KV, q) + nbytes((B, Hq, k), itemsize=IDX)}
-    if plan == "aqua-fused":  # q^ given; the pre-pass writes k int32 indices per KV group, the split pass reads them
-        idx = nbytes((B, Hkv, k), itemsize=IDX32)
-        return {"select": nbytes(q) + idx, "attention": nbytes(q, (B, Hkv, k, N), KV, q) + idx}
+    if plan == "aqua-fused":  # q^ given; the prologue selects and writes the rows, the split pass reads them
+        return {"select": nbytes(q) + rows, "attention": nbytes((B, Hkv, k, N), KV, q) + rows}
     raise AssertionError(plan)
 
 
@@ -86,8 +89,9 @@ def test_token_major_bytes_count_whole_sectors():
     rows = nbytes((B, Hkv, N, d), (B, Hkv, N, d), (B, Hq, d), (B, Hq, d))
     step = build_plan("aqua-step-topk-token-major").kernels[-1]
     assert evaluate(step.bytes, SMALL) == pytest.approx(rows + nbytes((B, Hq, k), itemsize=IDX))
-    fused = build_plan("aqua-token-major").kernels[-1]
-    assert evaluate(fused.bytes, SMALL) == pytest.approx(rows + nbytes((B, Hkv, k), itemsize=IDX32))
+    fused = build_plan("aqua-token-major").kernels[-1]  # reads q^ on the rows instead of q, writes the output once
+    kept = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, Hq // Hkv, k))
+    assert evaluate(fused.bytes, SMALL) == pytest.approx(rows - nbytes((B, Hq, d)) + kept)
 
 
 def test_prefill_dense_fused_counts_visible_pairs_and_reads_kv_once():

@@ -1,21 +1,47 @@
 """Fused split-N (flash-decoding) Triton kernels: AQUA decode on a dim-major key cache, and dense.
 
 Layouts. Queries q [B, H_q, d] (one decode query per head; [B, H_q, 1, d] is accepted too).
-AQUA keys are cached rotated and dim-major, K^T [B, H_kv, m, N] (m <= d stored coordinates), so
-the k selected coordinates of a query are k contiguous rows of length N: every load is a
-coalesced row segment. Values are token-major [B, H_kv, N, d_v] and read in full, once per
-program. The dense control reads token-major keys [B, H_kv, N, d] (or dim-major).
+AQUA keys are cached rotated and dim-major, so the k selected coordinates of a query are k rows
+contiguous along N: either K^T [B, H_kv, m, N] (m <= d stored coordinates; any strides, e.g. a
+``[..., :N]`` view of an aligned-capacity buffer, or the transposed view of a token-major cache)
+or the paged layout of :class:`aqua_model.kernels.kv_cache.AquaKVCache`, [B, H_kv, pages, m, T]
+(T tokens per page: the kept rows of one block of tokens lie in one T*m region). Values are
+token-major [B, H_kv, N, d_v] and read in full, once per KV group.
 
-Pass 1 (``_split_kernel``): one program per (batch, selection unit, split of N). A selection
-unit is one query head ("per-head") or one KV group of g query heads ("group", one program then
-serves all g heads and reads each selected key row once). The program
-  1. picks the k coordinates: in the kernel from |q^| (rank counting over the m coordinates,
-     ties to the lower index; summed over the g heads in group mode), or from given indices,
-     or all of them (dense);
-  2. streams its block of N: gathers the k rows of K^T, scores = q_sel . K_sel on the tensor
-     cores (the head rows padded to 16), online softmax in base 2, accumulates P @ V;
-  3. writes an unnormalised partial output and (max, sum) per head.
-Pass 2 (``_combine_kernel``) merges the splits of each head with a log-sum-exp.
+Three launches (``KERNELS``):
+
+1. ``_prologue_kernel``, one program per (batch, KV head): loads the group's g queries, rotates
+   them by P (optional; fp32), optionally rotates the new key and appends it and the new value to
+   the cache (the decode step of ``AquaKVCache``), selects the kept coordinates (top-k of |q^|
+   per head, or of the sum of |q^| over the group, or given indices, or all), and writes the
+   *union* of the group's kept rows (ascending, at most ``R`` of them) with, per head, q^ at
+   those rows, zero where that head did not select the row.
+2. ``_split_kernel``, one program per (batch, KV head, split of N): streams its chunk of N,
+   loading each union row of K^T once (row-masked loads: unused slots move no bytes) and V once
+   for all g heads; scores = q_sel @ K_rows on the tensor cores (head rows padded to 16; the row
+   tile split into at most three power-of-two parts, e.g. 96 = 64 + 32, so that k = 96 is not
+   padded to 128), online softmax in base 2, P @ V; writes an unnormalised partial output and
+   (max, sum) per head.
+3. ``_combine_kernel``, one program per (batch, query head), merges its splits (log-sum-exp).
+   (Merging in the last split to finish, behind an atomic counter, saved the launch but put a
+   serial loop over the splits on the critical path: 151 us against 135 us at B = 8, H_kv = 8,
+   N = 16K, k = 96 on the H200, ``validation/results/h200/decode_v2_check_fused_combine.jsonl``.)
+
+So per-head selection under GQA reads the union of the g heads' rows, the bytes the cost model
+counts (``union_rows``), and group selection reads k rows per group.
+
+Alignment. Triton specialises integer arguments divisible by 16; a dim-major row stride that
+is not (K^T [.., m, N] contiguous with N % 16 != 0) makes every K load a scalar 2-byte load and
+drops its cp.async pipelining (``validation/decode_ptx_check.py`` shows it in the PTX). Pass a
+view of an aligned capacity (``AquaKVCache`` does: its rows are pages of T tokens).
+
+Host overhead. ``aqua_decode`` caches, per argument signature (shapes, strides, dtypes,
+alignment, options), the launch parameters, the workspaces and the compiled kernels, and
+launches them through Triton's compiled-kernel launcher directly; no torch op runs on the hot
+path except the output allocation (pass ``out=`` to avoid it). A CUDA graph captures a call
+like any other stream work: warm it up once eagerly (compiles and allocates), then capture with
+``torch.cuda.graph``; the workspaces are cached buffers, so replays reuse them (see
+:func:`aqua_decode`).
 
 The public wrappers fall back to the eager reference where triton or CUDA is missing
 (``TRITON_INTERPRET=1`` runs the kernels on CPU tensors through Triton's interpreter).
@@ -26,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Any
 
 import torch
 
@@ -42,25 +69,58 @@ except Exception:  # pragma: no cover - depends on the machine
     tl = None
     HAS_TRITON = False
 
+
+
+def _patch_interpreter_index() -> None:
+    """Triton 3.6's interpreter turns 1-element arrays into loop bounds with int(), which numpy
+    >= 2.4 refuses; take the element instead (only under TRITON_INTERPRET=1)."""
+    from triton.runtime import interpreter as it
+
+    orig = it._patch_lang_tensor
+    if getattr(orig, "aqua_patched", False):
+        return
+
+    def patched(tensor: Any, scope: Any) -> None:
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched.aqua_patched = True  # type: ignore[attr-defined]
+    it._patch_lang_tensor = patched
+
+
+if HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1":
+    _patch_interpreter_index()
+
 SELECTIONS = ("per-head", "group")
+#: Where the kept coordinates are chosen. "prepass" and "kernel": in the Triton prologue (the
+#: same launch; "kernel" is kept for callers of the first version, which selected inside pass 1);
+#: "torch": torch.topk first, the indices then passed to the prologue.
 SELECT_WHERE = ("kernel", "prepass", "torch")
-_MODE_DENSE, _MODE_GIVEN, _MODE_SELECT = 0, 1, 2
-_ROWS = 16  # query rows per program, padded to the smallest tensor-core tile
+#: The CUDA kernels one call launches, in order (what the ``aqua-fused`` plan lists).
+KERNELS = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
+_SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
+_MIN_ROWS = 16  # query rows per program: the smallest tensor-core tile
+#: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
+_NO_PAGE = 1 << 30
+#: Split-count rule (``choose_config``): aim at this many programs per SM, and give each split
+#: at least this many blocks of N (a pipeline of num_stages loads needs a few iterations to fill).
+PROGRAMS_PER_SM = 8
+MIN_BLOCKS_PER_SPLIT = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-    """Launch parameters of pass 1.
+    """Launch parameters of the split kernel.
 
     block_n: tokens per loop step; num_warps / num_stages: Triton's; programs_per_sm: the split
-    count is chosen so that batch * units * splits is about this many programs per SM (None:
-    use ``num_splits``); num_splits: explicit split count.
+    count is chosen so that batch * H_kv * splits is about this many programs per SM (None: the
+    rule's default); num_splits: an explicit split count (overrides programs_per_sm).
     """
 
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
-    programs_per_sm: int | None = 8
+    programs_per_sm: int | None = None
     num_splits: int | None = None
 
 
@@ -73,32 +133,170 @@ def triton_available(device: torch.device | None = None) -> bool:
     return device is not None and device.type == "cuda"
 
 
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def row_parts(rows: int) -> tuple[int, int, int]:
+    """The row tile for ``rows`` key rows: up to three power-of-two parts >= 16, largest first,
+    covering ``rows`` rounded up to a multiple of 16 (rounded further up when that needs more than
+    three parts). E.g. 96 -> (64, 32, 0), 112 -> (64, 32, 16), 40 -> (32, 16, 0), 128 -> (128, 0, 0)."""
+    rows = check_int("rows", rows, minimum=1)
+    r16 = -(-rows // _MIN_ROWS)
+    while bin(r16).count("1") > 3:
+        r16 += 1
+    parts = [1 << b for b in range(r16.bit_length() - 1, -1, -1) if r16 >> b & 1]
+    parts = [p * _MIN_ROWS for p in parts] + [0, 0, 0]
+    return parts[0], parts[1], parts[2]
+
+
+def tile_rows(*, m: int, k_keep: int, group: int, mode: int, shared: bool) -> int:
+    """Most key rows one program reads: all m (dense), k (the group shares one selection, or one
+    head per group), or the largest possible union of the g heads' selections, min(m, g * k)."""
+    if mode == _SEL_ALL:
+        return m
+    if shared or group == 1:
+        return k_keep
+    return min(m, group * k_keep)
+
+
 if HAS_TRITON:
 
     @triton.jit
-    def _block_step(
-        q_sel, krow_ptr, v_base, n0, end, stride_kn, stride_vn, row_valid, offs_dv,
-        m_i, l_i, acc, scale_log2,
-        BLOCK_N: tl.constexpr, MASK_ROWS: tl.constexpr, MASK_N: tl.constexpr,
+    def _topk_mask(mag, k_keep, D_PAD: tl.constexpr):
+        """Mask of the k_keep largest entries of each row of ``mag`` [.., D_PAD] (ties: lower
+        index first; entries < 0 are padding and never among them when k_keep <= valid count)."""
+        srt = tl.sort(mag, dim=len(mag.shape) - 1)
+        cols = tl.arange(0, D_PAD)
+        thr = tl.sum(tl.where(cols == D_PAD - k_keep, srt, 0.0), axis=len(mag.shape) - 1)
+        thr = tl.expand_dims(thr, len(mag.shape) - 1)
+        gt = mag > thr
+        eq = mag == thr
+        need = k_keep - tl.sum(gt.to(tl.int32), axis=len(mag.shape) - 1)
+        eq_rank = tl.cumsum(eq.to(tl.int32), axis=len(mag.shape) - 1)
+        return gt | (eq & (eq_rank <= tl.expand_dims(need, len(mag.shape) - 1)))
+
+    @triton.jit(do_not_specialize=["G", "heads_kv", "k_keep", "pos"])
+    def _prologue_kernel(
+        q_ptr, p_ptr, given_ptr, qs_ptr, idx_ptr, cnt_ptr,
+        kn_ptr, vn_ptr, kc_ptr, vc_ptr,
+        G, heads_kv, k_keep, pos,
+        stride_qb, stride_qh, stride_ph,
+        stride_gb, stride_gh, stride_gs,
+        stride_knb, stride_knh, stride_vnb, stride_vnh,
+        stride_kcb, stride_kch, stride_kct, stride_kcd,
+        stride_vcb, stride_vch, stride_vcn,
+        D: tl.constexpr, D_PAD: tl.constexpr, M_KEY: tl.constexpr, ROWS: tl.constexpr,
+        R_TOT: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr,
+        ROTATE: tl.constexpr, SELECT: tl.constexpr, APPEND: tl.constexpr, GIVEN_PER_HEAD: tl.constexpr,
     ):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
+        pid = tl.program_id(0)  # b * heads_kv + h
+        b = (pid // heads_kv).to(tl.int64)
+        h = pid % heads_kv
+        rows = tl.arange(0, ROWS)
+        dims = tl.arange(0, D_PAD)
+        head_ok = rows < G
+        dim_ok = dims < D
+        x = tl.load(
+            q_ptr + b * stride_qb + (h * G + rows)[:, None] * stride_qh + dims[None, :],
+            mask=head_ok[:, None] & dim_ok[None, :], other=0.0,
+        ).to(tl.float32)
+        if APPEND:  # the new key rides in row G of the tile and is rotated with the queries
+            kn = tl.load(kn_ptr + b * stride_knb + h * stride_knh + dims, mask=dim_ok, other=0.0).to(tl.float32)
+            x = tl.where((rows == G)[:, None], kn[None, :], x)
+        if ROTATE:
+            pm = tl.load(p_ptr + h * stride_ph + dims[:, None] * D + dims[None, :], mask=dim_ok[:, None] & dim_ok[None, :], other=0.0)
+            x = tl.dot(x, pm, input_precision="tf32x3")
+        if APPEND:  # row G of the tile is k^: a store masked to that row writes its first m coordinates
+            kc = kc_ptr + b * stride_kcb + h * stride_kch + (pos // PAGE) * stride_kct + (pos % PAGE)
+            tl.store(kc + rows[:, None] * 0 + dims[None, :] * stride_kcd, x.to(kc_ptr.dtype.element_ty),
+                     mask=(rows == G)[:, None] & (dims < M_KEY)[None, :])
+            offs_dv = tl.arange(0, DV)
+            vn = tl.load(vn_ptr + b * stride_vnb + h * stride_vnh + offs_dv)
+            tl.store(vc_ptr + b * stride_vcb + h * stride_vch + pos * stride_vcn + offs_dv, vn.to(vc_ptr.dtype.element_ty))
+        qh = x.to(q_ptr.dtype.element_ty).to(tl.float32)  # q^ at its storage precision
+        key_ok = head_ok[:, None] & (dims < M_KEY)[None, :]
+        if SELECT == 0:  # all stored coordinates (the dense control)
+            sel = key_ok
+        elif SELECT == 1:  # given indices: [.., G, k] per head or [.., k] per group
+            sel = key_ok & (dims[None, :] < 0)  # all false, in the tile's shape
+            for s in range(0, k_keep):
+                if GIVEN_PER_HEAD:
+                    col = tl.load(given_ptr + b * stride_gb + (h * G + rows) * stride_gh + s * stride_gs, mask=head_ok, other=-1)
+                else:
+                    col = tl.load(given_ptr + b * stride_gb + h * stride_gh + s * stride_gs + rows * 0)
+                sel = sel | (col[:, None] == dims[None, :])
+            sel = sel & key_ok
+        elif SELECT == 2:  # per head: top-k of |q^|
+            mag = tl.where(key_ok, tl.abs(qh), -1.0)
+            sel = _topk_mask(mag, k_keep, D_PAD) & key_ok
+        else:  # per group: top-k of the sum of |q^| over the g heads
+            # a running sum down the rows: the last row holds the group's sum of |q^|. Selecting
+            # on this 2-D tile and keeping the last row's mask compiles without local memory (a
+            # sort of the 1-D reduced vector does not)
+            gm = tl.cumsum(tl.where(key_ok, tl.abs(qh), 0.0), axis=0)
+            gm = tl.where((dims < M_KEY)[None, :], gm, -1.0)
+            last = _topk_mask(gm, k_keep, D_PAD) & (rows == ROWS - 1)[:, None]
+            sel = (tl.max(last.to(tl.int32), axis=0) > 0)[None, :] & key_ok
+        u = tl.max(sel.to(tl.int32), axis=0)  # [D_PAD]: the union of the group's rows
+        cnt = tl.sum(u, axis=0)
+        slot_of = tl.cumsum(u, axis=0) - 1  # ascending compaction: row j goes to slot slot_of[j]
+        in_union = (u > 0) & (slot_of < R_TOT)
+        tl.store(idx_ptr + pid * R_TOT + slot_of, dims, mask=in_union)
+        qm = tl.where(sel, qh, 0.0)  # each head's q^ at its own rows, zero at the others' rows
+        tl.store(qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slot_of[None, :],
+                 qm.to(qs_ptr.dtype.element_ty), mask=in_union[None, :])
+        tl.store(cnt_ptr + pid, cnt)
+
+    @triton.jit
+    def _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd,
+                   OFF: tl.constexpr, R: tl.constexpr, ROWS: tl.constexpr, R_TOT: tl.constexpr):
+        """One part of the row tile: q^ at its rows [ROWS, R], the rows' int32 offsets, validity."""
+        slots = OFF + tl.arange(0, R)
+        valid = slots < cnt  # slots past the union are never written by the prologue
+        idx = tl.load(idx_ptr + pid * R_TOT + slots, mask=valid, other=0)
+        rows = tl.arange(0, ROWS)
+        q = tl.load(qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slots[None, :], mask=valid[None, :], other=0.0)
+        return q, idx * stride_kd, valid
+
+    @triton.jit
+    def _part_scores(q, k_blk, rowoff, valid, offs_k, n_ok, MASK_N: tl.constexpr):
+        ptrs = k_blk + (rowoff[:, None] + offs_k[None, :])
         if MASK_N:
-            n_ok = offs_n < end
-            if MASK_ROWS:
-                kmask = row_valid[:, None] & n_ok[None, :]
-            else:
-                kmask = n_ok[None, :]
-            kt = tl.load(krow_ptr + offs_n[None, :] * stride_kn, mask=kmask, other=0.0)
-            vt = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :], mask=n_ok[:, None], other=0.0)
+            kt = tl.load(ptrs, mask=valid[:, None] & n_ok[None, :], other=0.0)
         else:
-            if MASK_ROWS:
-                kt = tl.load(krow_ptr + offs_n[None, :] * stride_kn, mask=row_valid[:, None], other=0.0)
-            else:
-                kt = tl.load(krow_ptr + offs_n[None, :] * stride_kn)
-            vt = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :])
-        s = tl.dot(q_sel, kt) * scale_log2  # [ROWS, BLOCK_N], log2 domain
+            kt = tl.load(ptrs, mask=valid[:, None], other=0.0)
+        return tl.dot(q.to(kt.dtype), kt)
+
+    @triton.jit
+    def _block_step(
+        blk, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn, stride_vn,
+        m_i, l_i, acc, scale_log2,
+        R1: tl.constexpr, R2: tl.constexpr, BLOCK_N: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr,
+        MASK_N: tl.constexpr,
+    ):
+        n0 = blk * BLOCK_N
+        offs = tl.arange(0, BLOCK_N)
+        # page arithmetic on block numbers keeps the offsets' divisibility visible to the compiler
+        # (n0 // PAGE and n0 % PAGE on token numbers would hide it and make every load scalar)
+        BLOCKS_PER_PAGE: tl.constexpr = PAGE // BLOCK_N
+        # (int32 offsets inside one (batch, head) slice: the wrapper checks it has < 2^31 elements)
+        k_blk = k_base + ((blk // BLOCKS_PER_PAGE) * stride_kt + (blk % BLOCKS_PER_PAGE) * (BLOCK_N * stride_kn))
+        offs_k = offs * stride_kn
+        n_ok = (n0 + offs) < end
+        s = _part_scores(q0, k_blk, ro0, ok0, offs_k, n_ok, MASK_N)
+        if R1 > 0:
+            s += _part_scores(q1, k_blk, ro1, ok1, offs_k, n_ok, MASK_N)
+        if R2 > 0:
+            s += _part_scores(q2, k_blk, ro2, ok2, offs_k, n_ok, MASK_N)
+        offs_dv = tl.arange(0, DV)
+        vptr = v_base + n0 * stride_vn + (offs[:, None] * stride_vn + offs_dv[None, :])
         if MASK_N:
-            s = tl.where(n_ok[None, :], s, float("-inf"))
+            vt = tl.load(vptr, mask=n_ok[:, None], other=0.0)
+            s = tl.where(n_ok[None, :], s * scale_log2, float("-inf"))
+        else:
+            vt = tl.load(vptr)
+            s = s * scale_log2
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -106,102 +304,65 @@ if HAS_TRITON:
         acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
         return m_new, l_i, acc
 
-    @triton.jit
-    def _rank_select(q_base, head_ok, slots, M_KEY: tl.constexpr, M_PAD: tl.constexpr):
-        """Coordinate of rank s (by summed |q^| over the served heads, ties to the lower index)."""
-        dims = tl.arange(0, M_PAD)
-        qa = tl.load(q_base[:, None] + dims[None, :], mask=head_ok[:, None] & (dims < M_KEY)[None, :], other=0.0)
-        mag = tl.sum(tl.abs(qa.to(tl.float32)), axis=0)  # [M_PAD]
-        mag = tl.where(dims < M_KEY, mag, -1.0)  # padding is never selected
-        mi = mag[:, None]
-        mj = mag[None, :]
-        beats = (mj > mi) | ((mj == mi) & (dims[None, :] < dims[:, None]))
-        rank = tl.sum(beats.to(tl.int32), axis=1)  # [M_PAD], a permutation of 0..M_PAD-1
-        onehot = rank[None, :] == slots[:, None]  # [KK_PAD, M_PAD]
-        return tl.sum(tl.where(onehot, dims[None, :], 0), axis=1)  # [KK_PAD]
-
-    @triton.jit
-    def _select_kernel(
-        q_ptr, idx_ptr, k_keep, units, stride_qb, stride_qh, stride_ib, stride_ih,
-        G: tl.constexpr, ROWS: tl.constexpr, M_KEY: tl.constexpr, M_PAD: tl.constexpr, KK_PAD: tl.constexpr,
-    ):
-        """Pre-pass: the kept coordinates of one selection unit, written as int32 [k_keep]."""
-        pid = tl.program_id(0)
-        b = (pid // units).to(tl.int64)
-        unit = pid % units
-        rows = tl.arange(0, ROWS)
-        q_base = q_ptr + b * stride_qb + (unit * G + rows) * stride_qh
-        slots = tl.arange(0, KK_PAD)
-        idx = _rank_select(q_base, rows < G, slots, M_KEY, M_PAD)
-        tl.store(idx_ptr + b * stride_ib + unit * stride_ih + slots, idx, mask=slots < k_keep)
-
-    @triton.jit
+    @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "num_splits"])
     def _split_kernel(
-        q_ptr, k_ptr, v_ptr, idx_ptr, part_acc_ptr, part_ml_ptr,
-        N, chunk, k_keep, group, heads_q, units, num_splits, scale_log2,
-        stride_qb, stride_qh,
-        stride_kb, stride_kh, stride_kd, stride_kn,
+        qs_ptr, idx_ptr, cnt_ptr, k_ptr, v_ptr, part_acc_ptr, part_ml_ptr,
+        N, chunk_blocks, G, heads_kv, num_splits, scale_log2,
+        stride_kb, stride_kh, stride_kt, stride_kd, stride_kn,
         stride_vb, stride_vh, stride_vn,
-        stride_ib, stride_ih,
-        MODE: tl.constexpr, G: tl.constexpr, ROWS: tl.constexpr,
-        M_KEY: tl.constexpr, M_PAD: tl.constexpr, KK_PAD: tl.constexpr, DV: tl.constexpr,
-        BLOCK_N: tl.constexpr, MASK_ROWS: tl.constexpr,
+        ROWS: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr, DV: tl.constexpr,
+        BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
     ):
-        pid_u = tl.program_id(0)  # b * units + unit
+        pid = tl.program_id(0)  # b * heads_kv + h
         pid_s = tl.program_id(1)  # split
-        b = (pid_u // units).to(tl.int64)  # 64-bit offsets: caches can exceed 2^31 elements
-        unit = pid_u % units
-        h0 = unit * G  # first query head served
-        hkv = h0 // group
-        rows = tl.arange(0, ROWS)
-        head_ok = rows < G
-        q_base = q_ptr + b * stride_qb + (h0 + rows) * stride_qh  # [ROWS] row pointers
-
-        slots = tl.arange(0, KK_PAD)
-        if MODE == 0:  # dense: all stored coordinates
-            idx = slots
-            row_valid = slots < M_KEY
-        elif MODE == 1:  # indices given by the caller
-            row_valid = slots < k_keep
-            idx = tl.load(idx_ptr + b * stride_ib + unit * stride_ih + slots, mask=row_valid, other=0)
-        else:  # select in the kernel: rank of each coordinate by (summed) |q^|
-            idx = _rank_select(q_base, head_ok, slots, M_KEY, M_PAD)
-            row_valid = slots < k_keep
-
-        q_sel = tl.load(q_base[:, None] + idx[None, :], mask=head_ok[:, None] & row_valid[None, :], other=0.0)
-        k_base = k_ptr + b * stride_kb + hkv * stride_kh
-        krow_ptr = k_base + idx[:, None] * stride_kd  # [KK_PAD, 1]
-        v_base = v_ptr + b * stride_vb + hkv * stride_vh
-        offs_dv = tl.arange(0, DV)
+        b = (pid // heads_kv).to(tl.int64)  # 64-bit offsets: caches can exceed 2^31 elements
+        h = pid % heads_kv
+        R_TOT: tl.constexpr = R0 + R1 + R2
+        cnt = tl.load(cnt_ptr + pid)
+        k_base = k_ptr + b * stride_kb + h * stride_kh
+        q0, ro0, ok0 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, 0, R0, ROWS, R_TOT)
+        if R1 > 0:
+            q1, ro1, ok1 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0, R1, ROWS, R_TOT)
+        else:
+            q1, ro1, ok1 = q0, ro0, ok0
+        if R2 > 0:
+            q2, ro2, ok2 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0 + R1, R2, ROWS, R_TOT)
+        else:
+            q2, ro2, ok2 = q0, ro0, ok0
+        v_base = v_ptr + b * stride_vb + h * stride_vh
 
         m_i = tl.full([ROWS], float("-inf"), tl.float32)
         l_i = tl.zeros([ROWS], tl.float32)
         acc = tl.zeros([ROWS, DV], tl.float32)
-        start = pid_s * chunk
-        end = tl.minimum(start + chunk, N)
-        n_full = start + ((end - start) // BLOCK_N) * BLOCK_N
-        for n0 in range(start, n_full, BLOCK_N):
+        blk0 = pid_s * chunk_blocks
+        end = tl.minimum((blk0 + chunk_blocks) * BLOCK_N, N)
+        blk_full = end // BLOCK_N
+        for blk in range(blk0, blk_full):
             m_i, l_i, acc = _block_step(
-                q_sel, krow_ptr, v_base, n0, end, stride_kn, stride_vn, row_valid, offs_dv,
-                m_i, l_i, acc, scale_log2, BLOCK_N, MASK_ROWS, False,
+                blk, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn, stride_vn,
+                m_i, l_i, acc, scale_log2, R1, R2, BLOCK_N, DV, PAGE, False,
             )
-        if n_full < end:
+        if blk_full * BLOCK_N < end:
             m_i, l_i, acc = _block_step(
-                q_sel, krow_ptr, v_base, n_full, end, stride_kn, stride_vn, row_valid, offs_dv,
-                m_i, l_i, acc, scale_log2, BLOCK_N, MASK_ROWS, True,
+                blk_full, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn,
+                stride_vn, m_i, l_i, acc, scale_log2, R1, R2, BLOCK_N, DV, PAGE, True,
             )
 
-        head = b * heads_q + h0 + rows  # [ROWS]
+        rows = tl.arange(0, ROWS)
+        head_ok = rows < G
+        head = pid * G + rows  # b * H_q + h * G + row
+        offs_dv = tl.arange(0, DV)
         part = head * num_splits + pid_s
         tl.store(part_acc_ptr + part[:, None] * DV + offs_dv[None, :], acc, mask=head_ok[:, None])
         tl.store(part_ml_ptr + part * 2, m_i, mask=head_ok)
         tl.store(part_ml_ptr + part * 2 + 1, l_i, mask=head_ok)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["num_splits"])
     def _combine_kernel(
         part_acc_ptr, part_ml_ptr, out_ptr, num_splits,
         DV: tl.constexpr, S_PAD: tl.constexpr,
     ):
+        """One program per (batch, query head): the log-sum-exp merge of its splits, all loaded at once."""
         head = tl.program_id(0)
         s = tl.arange(0, S_PAD)
         s_ok = s < num_splits
@@ -217,10 +378,6 @@ if HAS_TRITON:
         tl.store(out_ptr + head * DV + offs_dv, (num / den).to(out_ptr.dtype.element_ty))
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -234,75 +391,286 @@ def _sm_count(device: torch.device) -> int:
 
 
 def plan_splits(*, programs: int, context: int, config: DecodeConfig, device: torch.device) -> tuple[int, int]:
-    """(num_splits, chunk): split N into chunks (multiples of block_n) so that no split is empty."""
+    """(num_splits, chunk): N cut into chunks of whole blocks so that no split is empty.
+
+    With ``config.num_splits`` unset, the count aims at ``programs_per_sm`` (default
+    ``PROGRAMS_PER_SM``) programs per SM over ``programs`` = batch * H_kv, with at least
+    ``MIN_BLOCKS_PER_SPLIT`` blocks per split."""
     bn = config.block_n
     blocks = max(1, math.ceil(context / bn))
     if config.num_splits is not None:
         want = config.num_splits
     else:
-        want = math.ceil(config.programs_per_sm * _sm_count(device) / max(1, programs))
+        pps = config.programs_per_sm or PROGRAMS_PER_SM
+        want = min(math.ceil(pps * _sm_count(device) / max(1, programs)), math.ceil(blocks / MIN_BLOCKS_PER_SPLIT))
     want = max(1, min(want, blocks))
     chunk = math.ceil(blocks / want) * bn
     return math.ceil(context / chunk), chunk
 
 
-def _launch(
-    *,
-    mode: int,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    k_dim_major: bool,
-    v: torch.Tensor,
-    idx: torch.Tensor | None,
-    k_keep: int,
-    g_serve: int,
-    group: int,
-    scale: float,
-    config: DecodeConfig,
-    out: torch.Tensor | None,
-    poison_workspace: bool,
-) -> torch.Tensor:
-    B, hq, d = q.shape
-    hkv = k.shape[1]
-    if k_dim_major:
-        m, N = k.shape[2], k.shape[3]
-        s_kd, s_kn = k.stride(2), k.stride(3)
-    else:
-        N, m = k.shape[2], k.shape[3]
-        s_kd, s_kn = k.stride(3), k.stride(2)
-    dv = v.shape[3]
-    if dv != _next_pow2(dv) or dv < 16:
-        raise ValueError(f"the Triton kernels need a value head dim that is a power of two >= 16, got {dv}")
-    units = hq // g_serve
-    splits, chunk = plan_splits(programs=B * units, context=N, config=config, device=q.device)
-    f32 = torch.float32
-    fill = torch.full if poison_workspace else (lambda shape, _v, **kw: torch.empty(shape, **kw))
-    part_acc = fill((B * hq * splits, dv), float("nan"), dtype=f32, device=q.device)
-    part_ml = fill((B * hq * splits, 2), float("nan"), dtype=f32, device=q.device)
-    if out is None:
-        out = torch.empty(B, hq, dv, dtype=q.dtype, device=q.device)
-    m_pad = max(16, _next_pow2(m))
-    kk_pad = m_pad if mode == _MODE_DENSE else max(16, _next_pow2(k_keep))
-    mask_rows = (m != kk_pad) if mode == _MODE_DENSE else (k_keep != kk_pad)
-    if idx is None:
-        idx_t, s_ib, s_ih = q, 0, 0  # unused placeholder pointer
-    else:
-        idx_t, s_ib, s_ih = idx, idx.stride(0), idx.stride(1)
-    grid = (B * units, splits)
-    _split_kernel[grid](
-        q, k, v, idx_t, part_acc, part_ml,
-        N, chunk, k_keep, group, hq, units, splits, scale * math.log2(math.e),
-        q.stride(0), q.stride(1),
-        k.stride(0), k.stride(1), s_kd, s_kn,
-        v.stride(0), v.stride(1), v.stride(2),
-        s_ib, s_ih,
-        MODE=mode, G=g_serve, ROWS=max(_ROWS, _next_pow2(g_serve)),
-        M_KEY=m, M_PAD=m_pad, KK_PAD=kk_pad, DV=dv,
-        BLOCK_N=config.block_n, MASK_ROWS=mask_rows,
-        num_warps=config.num_warps, num_stages=config.num_stages,
-    )
-    _combine_kernel[(B * hq,)](part_acc, part_ml, out, splits, DV=dv, S_PAD=max(2, _next_pow2(splits)), num_warps=4)
-    return out
+def choose_config(*, rows: int, value_dim: int, page: int | None = None) -> DecodeConfig:
+    """Launch parameters by rule (the split count is then set by :func:`plan_splits`).
+
+    From the H200 sweep in ``validation/results/h200/decode_v2_tuning.jsonl`` (six shapes, seven
+    (block_n, num_warps, num_stages) shapes, paged and unpaged keys): a row tile of more than 64
+    rows streams best as blocks of 64 tokens, 4 warps, 4 stages (k = 96: 439 us against 472 us with
+    3 stages; the union tile of 128 rows: 425 us); 64 rows or fewer as blocks of 128 tokens, 8
+    warps, 3 stages (k = 32: 321 us; k = 64 at batch 32: 397 us), which needs pages of >= 128
+    tokens (else blocks of 64, 4 warps, 3 stages). ``value_dim`` is accepted for rules that will
+    need it (both rules were measured at d_v = 128)."""
+    check_int("rows", rows, minimum=1)
+    check_int("value_dim", value_dim, minimum=1)
+    if sum(row_parts(rows)) > 64:
+        return DecodeConfig(block_n=64 if page is None else min(64, page), num_warps=4, num_stages=4)
+    if page is None or page >= 128:
+        return DecodeConfig(block_n=128, num_warps=8, num_stages=3)
+    return DecodeConfig(block_n=min(64, page), num_warps=4, num_stages=3)
+
+
+# ---------------------------------------------------------------------------------------- launch
+
+
+_RUNTIME_KNOBS = getattr(getattr(triton, "knobs", None), "runtime", None)
+
+
+def _launch_hooks_set() -> bool:
+    """True when a launch hook is registered (a profiler): launches then go through the JIT.
+    Triton 3.6 keeps an empty ``HookChain`` when none is; older versions keep None."""
+    rt = _RUNTIME_KNOBS
+    if rt is None:
+        return False
+    enter, leave = rt.launch_enter_hook, rt.launch_exit_hook
+    return bool(getattr(enter, "calls", enter)) or bool(getattr(leave, "calls", leave))
+
+
+class _Kernel:
+    """One Triton kernel at fixed constexprs and options: first call through the JIT (compiles),
+    later calls through the compiled kernel's launcher (no re-binding of the arguments)."""
+
+    __slots__ = ("fn", "consts", "options", "compiled", "_launch", "_head", "_tail")
+
+    def __init__(self, fn: Any, consts: dict[str, Any], options: dict[str, int]) -> None:
+        names = list(getattr(fn, "arg_names", consts))  # the launcher takes every argument in order
+        self.fn, self.options = fn, options
+        self.consts = {n: consts[n] for n in sorted(consts, key=names.index)}
+        self.compiled = None
+        self._launch = self._head = None
+        self._tail = tuple(self.consts.values())
+
+    def __call__(self, grid: tuple[int, int, int], *args: Any) -> None:
+        if self.compiled is None or _launch_hooks_set():
+            ck = self.fn[grid](*args, **self.consts, **self.options)
+            if self.compiled is None and ck is not None and hasattr(ck, "run") and hasattr(ck, "function"):
+                self.compiled = ck
+                self._launch = ck.run  # the C launcher (a property of the compiled kernel)
+                self._head = (ck.function, ck.packed_metadata, None, None, None)
+            return
+        stream = _get_stream(torch.cuda.current_device())
+        self._launch(grid[0], grid[1], grid[2], stream, *self._head, *args, *self._tail)
+
+
+def _get_stream(device: int) -> int:
+    return triton.runtime.driver.active.get_current_stream(device)
+
+
+@dataclasses.dataclass
+class _Static:
+    """What fixes the compiled kernels and the workspaces of a call."""
+
+    B: int
+    hq: int
+    hkv: int
+    d: int
+    m: int
+    dv: int
+    group: int
+    mode: int
+    k_keep: int
+    rotate: bool
+    append: bool
+    given_per_head: bool
+    page: int  # PAGE constexpr (_NO_PAGE for an unpaged layout)
+    q_dtype: torch.dtype
+    device: torch.device
+    config: DecodeConfig
+    #: Triton's specialisation of the call's integer strides and pointers (see ``launch_spec``):
+    #: compiled kernels assume it, so calls that differ in it must not share a launcher.
+    spec: tuple = ()
+
+
+def launch_spec(*tensors: torch.Tensor | None, ints: tuple[int, ...] = ()) -> tuple:
+    """How Triton specialises a call: each tensor's strides (== 1, divisible by 16, or neither)
+    and 16-byte alignment, and the same for extra integer arguments."""
+    def cls(x: int) -> int:  # Triton: == 1 is a constant, % 16 == 0 a hint, >= 2^31 an int64
+        return (1 if x == 1 else (16 if x % 16 == 0 else 0)) + (64 if abs(x) >= 2**31 else 0)
+
+    out: list[int] = []
+    for t in tensors:
+        if t is None:
+            out.append(-1)
+            continue
+        out.append(t.data_ptr() % 16 == 0)
+        out.extend(cls(x) for x in t.stride())
+    out.extend(cls(x) for x in ints)
+    return tuple(out)
+
+
+class DecodeLauncher:
+    """Cached launch state of one call signature: workspaces, constexprs, compiled kernels.
+
+    ``run(...)`` launches the prologue, the split kernel and the combine (``KERNELS``). Workspaces are reused by every call: calls on one stream are ordered, so this is
+    safe there, and a CUDA graph that captures ``run`` replays on the same buffers."""
+
+    def __init__(self, st: _Static) -> None:
+        self.st = st
+        self.rows = max(_MIN_ROWS, _next_pow2(st.group + (1 if st.append else 0)))
+        r = tile_rows(m=st.m, k_keep=st.k_keep, group=st.group, mode=st.mode,
+                      shared=st.mode == _SEL_GROUP or (st.mode == _SEL_GIVEN and not st.given_per_head))
+        self.parts = row_parts(r)
+        self.r_tot = sum(self.parts)
+        d_pad = max(16, _next_pow2(st.d))
+        if self.r_tot > d_pad:  # rounding up never needs more rows than the padded coordinates
+            self.parts, self.r_tot = (d_pad, 0, 0), d_pad
+        units = st.B * st.hkv
+        dev = st.device
+        self.qs = torch.zeros(units, self.rows, self.r_tot, dtype=st.q_dtype, device=dev)
+        self.idx = torch.zeros(units, self.r_tot, dtype=torch.int32, device=dev)
+        self.cnt = torch.zeros(units, dtype=torch.int32, device=dev)
+        self.prologue = _Kernel(_prologue_kernel, dict(
+            D=st.d, D_PAD=d_pad, M_KEY=st.m, ROWS=self.rows, R_TOT=self.r_tot,
+            DV=st.dv, PAGE=st.page, ROTATE=st.rotate, SELECT=st.mode, APPEND=st.append,
+            GIVEN_PER_HEAD=st.given_per_head,
+        ), dict(num_warps=8 if st.rotate else 4))
+        cfg = st.config
+        self._split_opts = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        p0, p1, p2 = self.parts
+        self.split = _Kernel(_split_kernel, dict(
+            ROWS=self.rows, R0=p0, R1=p1, R2=p2, DV=st.dv, BLOCK_N=cfg.block_n, PAGE=st.page,
+        ), dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+        self._combine: dict[int, _Kernel] = {}
+        self._plans: dict[int, tuple[int, int]] = {}
+        self._ws: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.units = units
+
+    def splits_for(self, N: int) -> tuple[int, int]:
+        """(num_splits, chunk_blocks) at context N (cached per N)."""
+        plan = self._plans.get(N)
+        if plan is None:
+            splits, chunk = plan_splits(programs=self.units, context=N, config=self.st.config, device=self.st.device)
+            plan = (splits, chunk // self.st.config.block_n)
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[N] = plan
+        return plan
+
+    def _workspace(self, splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.st.B * self.st.hq * splits
+        ws = self._ws
+        if ws is None or ws[0].shape[0] < n:
+            dev = self.st.device
+            ws = (torch.empty(n, self.st.dv, dtype=torch.float32, device=dev),
+                  torch.empty(n, 2, dtype=torch.float32, device=dev))
+            self._ws = ws
+        return ws
+
+    def poison(self) -> None:
+        """Fill the workspaces with NaN (tests: every element the kernels read must be written)."""
+        for t in (self.qs,) + (self._ws or ()):
+            t.fill_(float("nan"))
+        self.idx.fill_(-(1 << 30))
+        self.cnt.fill_(-1)
+
+    def static_args(self, *, q: torch.Tensor, k_strides: tuple[int, int, int, int, int], v: torch.Tensor,
+                    P: torch.Tensor | None = None, given: torch.Tensor | None = None, k_new: torch.Tensor | None = None,
+                    v_new: torch.Tensor | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The integer arguments of a call signature (strides), for the prologue and the split
+        kernel: computed once per signature by the callers' caches."""
+        st = self.st
+        gs = given.stride() if given is not None else (0, 0, 0)
+        kn_s = (k_new.stride(0), k_new.stride(1)) if k_new is not None else (0, 0)
+        vn_s = (v_new.stride(0), v_new.stride(1)) if v_new is not None else (0, 0)
+        ph = P.stride(0) if (P is not None and P.dim() == 3) else 0
+        skb, skh, skt, skd, skn = k_strides
+        svb, svh, svn = v.stride(0), v.stride(1), v.stride(2)
+        pro = (st.group, st.hkv, st.k_keep) + (None,) + (
+            q.stride(0), q.stride(1), ph, gs[0], gs[1], gs[2], kn_s[0], kn_s[1], vn_s[0], vn_s[1],
+            skb, skh, skt, skd, svb, svh, svn)
+        split = (skb, skh, skt, skd, skn, svb, svh, svn)
+        return pro, split
+
+    def run(self, *, q: torch.Tensor, k: torch.Tensor, k_strides: tuple[int, int, int, int, int], v: torch.Tensor,
+            N: int, scale: float, out: torch.Tensor, P: torch.Tensor | None = None, given: torch.Tensor | None = None,
+            k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None, pos: int = 0,
+            static: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> torch.Tensor:
+        """Launch the kernels (arguments already validated by the caller; ``static`` from
+        :meth:`static_args` of the same call signature, or None to compute it)."""
+        global _LAST
+        _LAST = self
+        if static is None:
+            static = self.static_args(q=q, k_strides=k_strides, v=v, P=P, given=given, k_new=k_new, v_new=v_new)
+        pro, split = static
+        self.prologue(
+            (self.units, 1, 1),
+            q, q if P is None else P, self.idx if given is None else given, self.qs, self.idx, self.cnt,
+            q if k_new is None else k_new, q if v_new is None else v_new, k, v,
+            pro[0], pro[1], pro[2], pos, *pro[4:],
+        )
+        splits, chunk_blocks = self._plans.get(N) or self.splits_for(N)
+        ws = self._ws
+        if ws is None or ws[0].shape[0] < self.st.B * self.st.hq * splits:
+            ws = self._workspace(splits)
+        self.split(
+            (self.units, splits, 1),
+            self.qs, self.idx, self.cnt, k, v, ws[0], ws[1],
+            N, chunk_blocks, self.st.group, self.st.hkv, splits, scale * _LOG2E, *split,
+        )
+        s_pad = max(2, 1 << (splits - 1).bit_length())
+        comb = self._combine.get(s_pad)
+        if comb is None:
+            comb = self._combine[s_pad] = _Kernel(_combine_kernel, dict(DV=self.st.dv, S_PAD=s_pad), dict(num_warps=4))
+        comb((self.st.B * self.st.hq, 1, 1), ws[0], ws[1], out, splits)
+        return out
+
+
+_LOG2E = math.log2(math.e)
+
+
+_LAUNCHERS: dict[tuple, DecodeLauncher] = {}
+_LAST: DecodeLauncher | None = None
+
+
+def last_launcher() -> DecodeLauncher | None:
+    """The launcher of the most recent Triton call (its ``cnt`` holds the union sizes it read)."""
+    return _LAST
+
+
+_MAX_LAUNCHERS = 256
+
+
+def get_launcher(st: _Static, key: tuple | None = None) -> DecodeLauncher:
+    """The cached launcher of ``st`` (``key`` defaults to the fields of ``st``)."""
+    key = key if key is not None else tuple(dataclasses.astuple(st))
+    la = _LAUNCHERS.get(key)
+    if la is None:
+        if len(_LAUNCHERS) >= _MAX_LAUNCHERS:
+            _LAUNCHERS.pop(next(iter(_LAUNCHERS)))
+        la = DecodeLauncher(st)
+        _LAUNCHERS[key] = la
+    return la
+
+
+def key_strides(k: torch.Tensor) -> tuple[int, tuple[int, int, int, int, int], int]:
+    """(N capacity, (stride_b, stride_h, stride_page, stride_dim, stride_token), PAGE) of a key
+    tensor: 4-D [B, H_kv, m, N] (any strides) or paged 5-D [B, H_kv, pages, m, T]."""
+    if k.dim() == 5:
+        s = k.stride()
+        return k.shape[2] * k.shape[4], (s[0], s[1], s[2], s[3], s[4]), k.shape[4]
+    s = k.stride()
+    # unpaged: one "page" of _NO_PAGE tokens, so the page stride never contributes
+    return k.shape[3], (s[0], s[1], 0, s[2], s[3]), _NO_PAGE
+
+
+# ---------------------------------------------------------------------------------------- checks
 
 
 def _as_3d_query(q: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -328,15 +696,19 @@ def _check_cache(name: str, x: torch.Tensor, B: int, doc: str) -> torch.Tensor:
 
 
 def _check_keys(k: torch.Tensor, B: int) -> torch.Tensor:
-    """Rotated keys as a [B, H_kv, m, N] tensor: dim-major (rows contiguous along N), or the
-    transposed view of a token-major [B, H_kv, N, m] cache (``K.transpose(-1, -2)``), which the
-    kernel reads through its strides: each kept coordinate then costs whole memory sectors."""
-    doc = "[B, H_kv, m, N] (dim-major, or a transposed token-major view)"
+    """Rotated keys: [B, H_kv, m, N] dim-major (rows contiguous along N; any other strides), or
+    the transposed view of a token-major [B, H_kv, N, m] cache (``K.transpose(-1, -2)``: each
+    kept coordinate then costs whole memory sectors), or paged [B, H_kv, pages, m, T]."""
+    doc = "[B, H_kv, m, N] (dim-major, or a transposed token-major view) or paged [B, H_kv, pages, m, T]"
     if not isinstance(k, torch.Tensor) or not k.is_floating_point():
         raise TypeError(f"k_dimmajor must be a floating torch.Tensor {doc}, got {type(k).__name__}")
-    if k.dim() != 4 or k.shape[0] != B:
+    if k.dim() not in (4, 5) or k.shape[0] != B:
         raise ValueError(f"k_dimmajor must be {doc} with B={B}, got shape {tuple(k.shape)}")
-    if k.stride(-1) != 1 and k.stride(-2) != 1:
+    if k.dim() == 5:
+        T = k.shape[4]
+        if k.stride(4) != 1 or T < 16 or T != _next_pow2(T):
+            raise ValueError(f"a paged k_dimmajor needs contiguous pages of a power-of-two T >= 16 tokens, got shape {tuple(k.shape)} strides {k.stride()}")
+    elif k.stride(-1) != 1 and k.stride(-2) != 1:
         raise ValueError(f"k_dimmajor must be contiguous along N (dim-major) or along m (token-major view), got strides {k.stride()}")
     return k
 
@@ -345,6 +717,48 @@ def _check_out(out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype) 
     if not isinstance(out, torch.Tensor) or out.dtype != dtype or not out.is_contiguous() or out.numel() != B * hq * dv:
         raise ValueError(f"out must be a contiguous {dtype} tensor of B*H_q*d_v = {B * hq * dv} elements")
     return out.view(B, hq, dv)
+
+
+def _check_length(length: int | None, capacity: int) -> int:
+    if length is None:
+        return capacity
+    return check_int("length", length, minimum=1, maximum=capacity)
+
+
+#: Elements of one (batch, KV head) slice of K or V the kernels address with int32 offsets.
+MAX_SLICE_ELEMENTS = 2**31 - 1
+
+
+def check_slice_size(*, m: int, capacity: int, value_dim: int, value_rows: int) -> None:
+    """ValueError when one (batch, KV head) slice of K (m x capacity) or V is too large for the
+    kernels' int32 offsets (about 16M tokens at m = d_v = 128)."""
+    for name, n in (("m * capacity of k", m * capacity), ("N * d_v of v", value_rows * value_dim)):
+        if n > MAX_SLICE_ELEMENTS:
+            raise ValueError(f"{name} = {n} elements per (batch, KV head) exceeds {MAX_SLICE_ELEMENTS} (int32 offsets)")
+
+
+def _dense_keys(k: torch.Tensor, N: int) -> torch.Tensor:
+    """Token-major [B, H_kv, N, m] view or copy of the first N keys of any accepted key layout."""
+    if k.dim() == 5:
+        B, H, pages, m, T = k.shape
+        return k.permute(0, 1, 2, 4, 3).reshape(B, H, pages * T, m)[:, :, :N]
+    return k.transpose(-1, -2)[:, :, :N]
+
+
+def _fast_key(q, k, v, P, indices, out, k_keep, selection, select_in, scale, config, length) -> tuple:
+    return (
+        q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, v.shape, v.stride(), v.dtype,
+        None if P is None else (P.shape, P.stride(), P.dtype, P.data_ptr() % 16),
+        None if indices is None else (indices.shape, indices.stride(), indices.dtype, indices.data_ptr() % 16),
+        None if out is None else (out.shape, out.stride(), out.dtype, out.data_ptr() % 16),
+        q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16, k_keep, selection, select_in, scale, config,
+        length is None,
+    )
+
+
+#: Fast path of aqua_decode: argument signature -> (launcher, capacity, k strides, scale, 4-D query,
+#: static integer arguments).
+_FAST: dict[tuple, tuple[DecodeLauncher, int, tuple, float, bool, tuple]] = {}
 
 
 def aqua_decode(
@@ -360,30 +774,64 @@ def aqua_decode(
     indices: torch.Tensor | None = None,
     config: DecodeConfig | None = None,
     out: torch.Tensor | None = None,
+    length: int | None = None,
     poison_workspace: bool = False,
 ) -> torch.Tensor:
     """AQUA decode attention against a rotated dim-major key cache.
 
-    q [B, H_q, d] or [B, H_q, 1, d]: the query (already rotated when P is None, else rotated
-    here by P [d, d] / [H_kv, d, d]). k_dimmajor [B, H_kv, m, N]: rotated keys, m <= d stored
-    coordinates; a transposed view of a token-major [B, H_kv, N, m] cache is accepted too (the
-    layout of the ``aqua-token-major`` plan: correct, but each kept coordinate is a strided read). v [B, H_kv, N, d_v]. k_keep: coordinates kept (1..m); selection "per-head" or
-    "group"; select_in "kernel" (rank counting inside pass 1), "prepass" (the same ranking in
-    a small Triton kernel launched first; the default: on the H200 pass 1 then needs 142 rather
-    than 254 registers at k=96 and ran 2-3% faster) or "torch" (torch.topk).
-    indices: optional precomputed kept coordinates, int32 [B, H_q, k_keep] ("per-head") or
-    [B, H_kv, k_keep] ("group"), e.g. to time the kernel without its selection step.
+    q [B, H_q, d] or [B, H_q, 1, d]: the query (already rotated when P is None, else rotated in
+    the prologue kernel by P [d, d] / [H_kv, d, d], in fp32, then rounded to q's dtype).
+    k_dimmajor: rotated keys [B, H_kv, m, N] (m <= d stored coordinates; rows contiguous along N;
+    for full speed the row stride should be a multiple of 16 elements: pass a view of an aligned
+    capacity), a transposed view of a token-major [B, H_kv, N, m] cache (the ``aqua-token-major``
+    layout: correct, each kept coordinate a strided read), or paged [B, H_kv, pages, m, T].
+    v [B, H_kv, N_cap, d_v] token-major. length: tokens to attend (default: all of N).
+    k_keep: coordinates kept (1..m); selection "per-head" (each head its own top-k of |q^|; under
+    GQA the group's program reads the union of its heads' rows once) or "group" (top-k of the
+    sum of |q^| over the group); select_in "prepass"/"kernel" (the Triton prologue) or "torch"
+    (torch.topk, then the prologue with those indices). indices: precomputed kept coordinates,
+    int32 [B, H_q, k_keep] ("per-head") or [B, H_kv, k_keep] ("group").
     scale defaults to 1/sqrt(d). Returns [B, H_q, d_v] (or [B, H_q, 1, d_v]) in q's dtype.
-    Falls back to :func:`reference.aqua_attention_rotated` without triton / CUDA (where
-    ``indices`` must be None).
+
+    Launches ``KERNELS``. Repeated calls with the
+    same signature reuse cached launch parameters, workspaces and compiled kernels. CUDA graphs:
+    call once eagerly (with the same shapes), then ``with torch.cuda.graph(g): aqua_decode(...)``
+    with ``out=`` a static buffer; replays use the cached workspaces, so do not run two captured
+    graphs of the same signature concurrently on different streams. Falls back to
+    :func:`reference.aqua_attention_rotated` without triton / CUDA (where ``indices`` must be None).
     """
+    key = None
+    if not poison_workspace:
+        try:
+            key = _fast_key(q, k_dimmajor, v, P, indices, out, k_keep, selection, select_in, scale, config, length)
+            hit = _FAST.get(key)
+        except (AttributeError, TypeError):  # not tensors, or unhashable: the checks below say why
+            key = hit = None
+        if hit is not None and length is not None and not (type(length) is int and 1 <= length <= hit[1]):
+            hit = None  # a bad length: the checks below say why
+        if hit is not None:
+            la, cap, ks, s, four, static = hit
+            N = cap if length is None else length
+            q3 = q[:, :, 0, :] if four else q
+            if out is None:
+                o = torch.empty(q3.shape[0], q3.shape[1], la.st.dv, dtype=q3.dtype, device=q3.device)
+            else:
+                o = out.view(q3.shape[0], q3.shape[1], la.st.dv)
+            given = indices
+            if given is None and select_in == "torch":
+                given = _torch_topk(q3, P, la.st)
+            la.run(q=q3, k=k_dimmajor, k_strides=ks, v=v, N=N, scale=s, out=o, P=P, given=given, static=static)
+            return o.unsqueeze(2) if four else o
     q3, four = _as_3d_query(q)
     B, hq, d = q3.shape
     k_dimmajor = _check_keys(k_dimmajor, B)
     v = _check_cache("v", v, B, "[B, H_kv, N, d_v]")
-    hkv, m, N = k_dimmajor.shape[1:]
-    if v.shape[1] != hkv or v.shape[2] != N:
-        raise ValueError(f"v must be [B, H_kv={hkv}, N={N}, d_v], got {tuple(v.shape)}")
+    hkv = k_dimmajor.shape[1]
+    m = k_dimmajor.shape[-2]
+    cap, k_strides, page = key_strides(k_dimmajor)
+    N = _check_length(length, cap)
+    if v.shape[1] != hkv or v.shape[2] < N:
+        raise ValueError(f"v must be [B, H_kv={hkv}, N >= {N}, d_v], got {tuple(v.shape)}")
     if not 1 <= m <= d:
         raise ValueError(f"k_dimmajor stores m coordinates with 1 <= m <= d={d}, got m={m}")
     if hkv < 1 or hq % hkv:
@@ -395,51 +843,78 @@ def aqua_decode(
     s = ref._scale(scale, d)
     if P is not None:
         P = ref._check_projection(P, heads_kv=hkv, d=d)
-        q3 = ref.rotate(q3.unsqueeze(2).float(), P.float(), g=g).squeeze(2).to(q3.dtype)
-    g_serve = g if selection == "group" else 1
+    g_sel = g if selection == "group" else 1
     if indices is not None:
-        want = (B, hq // g_serve, k_keep)
+        want = (B, hq // g_sel, k_keep)
         if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int32 or tuple(indices.shape) != want:
             raise ValueError(f"indices must be an int32 tensor of shape {want}, got {getattr(indices, 'shape', indices)!r}")
         if not triton_available(q3.device):
             raise ValueError("indices are only supported on the Triton path (CUDA or TRITON_INTERPRET=1)")
     if not triton_available(q3.device):
+        q_hat = q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=g).squeeze(2).to(q3.dtype)
         o = ref.aqua_attention_rotated(
-            q3.unsqueeze(2), k_dimmajor.transpose(-1, -2), v, k_keep=k_keep, selection=selection, causal=True, scale=s
-        )
-        o = o[:, :, 0, :]
+            q_hat.unsqueeze(2), _dense_keys(k_dimmajor, N), v[:, :, :N], k_keep=k_keep, selection=selection,
+            causal=True, scale=s,
+        )[:, :, 0, :]
         if out is not None:
-            out.copy_(o)
-            o = out
+            out.copy_(o.reshape(out.shape))
+            o = out.view(o.shape)
         return o.unsqueeze(2) if four else o
-    q3 = q3.contiguous()
-    idx = None
-    mode = _MODE_SELECT
-    if indices is not None:
-        idx, mode = indices.contiguous(), _MODE_GIVEN
-    elif select_in == "prepass":
-        units = hq // g_serve
-        idx = torch.empty(B, units, k_keep, dtype=torch.int32, device=q3.device)
-        m_pad = max(16, _next_pow2(m))
-        _select_kernel[(B * units,)](
-            q3, idx, k_keep, units, q3.stride(0), q3.stride(1), idx.stride(0), idx.stride(1),
-            G=g_serve, ROWS=max(_ROWS, _next_pow2(g_serve)), M_KEY=m, M_PAD=m_pad,
-            KK_PAD=max(16, _next_pow2(k_keep)), num_warps=4,
-        )
-        mode = _MODE_GIVEN
-    elif select_in == "torch":
-        mag = q3[..., :m].abs().float()
-        if g_serve > 1:
-            mag = mag.reshape(B, hkv, g, m).sum(2)
-        idx = torch.topk(mag, k_keep, dim=-1).indices.to(torch.int32).contiguous()
-        mode = _MODE_GIVEN
+    if q3.stride(-1) != 1:
+        raise ValueError(f"q must be contiguous in its last dim, got strides {tuple(q3.stride())}")
+    check_slice_size(m=m, capacity=cap, value_dim=v.shape[3], value_rows=v.shape[2])
+    dv = v.shape[3]
+    if dv != _next_pow2(dv) or dv < 16:
+        raise ValueError(f"the Triton kernels need a value head dim that is a power of two >= 16, got {dv}")
+    if P is not None and (P.dtype != torch.float32 or not P.is_contiguous()):
+        P = P.float().contiguous()  # a torch op on every call: pass P as contiguous fp32 to avoid it
+        key = None  # the converted P is not the caller's: no fast path for this signature
     if out is not None:
-        out = _check_out(out, B, hq, v.shape[3], q3.dtype)
-    o = _launch(
-        mode=mode, q=q3, k=k_dimmajor, k_dim_major=True, v=v, idx=idx, k_keep=k_keep, g_serve=g_serve,
-        group=g, scale=s, config=config or DecodeConfig(), out=out, poison_workspace=poison_workspace,
-    )
-    return o.unsqueeze(2) if four else o
+        out3 = _check_out(out, B, hq, dv, q3.dtype)
+    else:
+        out3 = torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
+    mode = _SEL_GROUP if selection == "group" else _SEL_HEAD
+    if indices is not None or select_in == "torch":
+        mode = _SEL_GIVEN
+    shared = selection == "group"
+    if config is None:
+        config = choose_config(rows=tile_rows(m=m, k_keep=k_keep, group=g, mode=mode, shared=shared), value_dim=dv,
+                               page=None if page == _NO_PAGE else page)
+    elif page != _NO_PAGE and page % config.block_n:
+        raise ValueError(f"config.block_n must divide the page of {page} tokens, got {config.block_n}")
+    st = _Static(B=B, hq=hq, hkv=hkv, d=d, m=m, dv=dv, group=g, mode=mode, k_keep=k_keep, rotate=P is not None,
+                 append=False, given_per_head=not shared, page=page, q_dtype=q3.dtype, device=q3.device, config=config)
+    given = indices
+    if given is None and select_in == "torch":
+        given = _torch_topk(q3, P, st)
+    st = dataclasses.replace(st, spec=launch_spec(q3, v, P, given, out3, ints=k_strides) + (k_dimmajor.data_ptr() % 16 == 0,))
+    la = get_launcher(st)
+    if poison_workspace:
+        la.poison()
+    static = la.static_args(q=q3, k_strides=k_strides, v=v, P=P, given=given)
+    la.run(q=q3, k=k_dimmajor, k_strides=k_strides, v=v, N=N, scale=s, out=out3, P=P, given=given, static=static)
+    if key is not None:
+        if len(_FAST) >= _MAX_LAUNCHERS:
+            _FAST.pop(next(iter(_FAST)))
+        _FAST[key] = (la, cap, k_strides, s, four, static)
+    return out3.unsqueeze(2) if four else out3
+
+
+def _torch_topk(q3: torch.Tensor, P: torch.Tensor | None, st: _Static) -> torch.Tensor:
+    """Kept coordinates by torch.topk of |q^| (rotated in torch when P is given), int32."""
+    qh = q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=st.group).squeeze(2).to(q3.dtype)
+    mag = qh[..., : st.m].abs().float()
+    if st.mode == _SEL_GIVEN and not st.given_per_head:
+        mag = mag.reshape(st.B, st.hkv, st.group, st.m).sum(2)
+    return torch.topk(mag, st.k_keep, dim=-1).indices.to(torch.int32)
+
+
+def union_rows(indices: torch.Tensor, *, group: int, m: int) -> torch.Tensor:
+    """Distinct coordinates selected by the g heads of each KV group: [B, H_q, k] -> [B, H_kv]."""
+    B, hq, kk = indices.shape
+    hit = torch.zeros(B, hq // group, m, dtype=torch.bool, device=indices.device)
+    hit.scatter_(-1, indices.long().reshape(B, hq // group, group * kk), True)
+    return hit.sum(-1)
 
 
 def dense_decode(
@@ -453,7 +928,7 @@ def dense_decode(
     out: torch.Tensor | None = None,
     poison_workspace: bool = False,
 ) -> torch.Tensor:
-    """Dense decode with the same split-N structure (the control): one program per KV group.
+    """Dense decode with the same kernels (the control): every stored coordinate is kept.
 
     q [B, H_q, d] or [B, H_q, 1, d]; k [B, H_kv, N, d] ("token-major") or [B, H_kv, d, N]
     ("dim-major"); v [B, H_kv, N, d_v]. Falls back to :func:`reference.dense_attention`.
@@ -476,14 +951,20 @@ def dense_decode(
     if not triton_available(q3.device):
         o = ref.dense_attention(q3.unsqueeze(2), k_tok, v, causal=True, scale=s)[:, :, 0, :]
         if out is not None:
-            out.copy_(o)
-            o = out
+            out.copy_(o.reshape(out.shape))
+            o = out.view(o.shape)
         return o.unsqueeze(2) if four else o
-    if out is not None:
-        out = _check_out(out, B, hq, v.shape[3], q3.dtype)
-    o = _launch(
-        mode=_MODE_DENSE, q=q3.contiguous(), k=k, k_dim_major=key_layout == "dim-major", v=v, idx=None,
-        k_keep=d, g_serve=g, group=g, scale=s, config=config or DecodeConfig(), out=out,
-        poison_workspace=poison_workspace,
-    )
-    return o.unsqueeze(2) if four else o
+    q3 = q3.contiguous()
+    dv = v.shape[3]
+    out3 = _check_out(out, B, hq, dv, q3.dtype) if out is not None else torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
+    kT = k_tok.transpose(-1, -2)  # [B, H_kv, d, N] view
+    cap, k_strides, page = key_strides(kT)
+    st = _Static(B=B, hq=hq, hkv=hkv, d=d, m=d, dv=dv, group=g, mode=_SEL_ALL, k_keep=d, rotate=False, append=False,
+                 given_per_head=False, page=page, q_dtype=q3.dtype, device=q3.device,
+                 config=config or choose_config(rows=d, value_dim=dv),
+                 spec=launch_spec(q3, v, out3, ints=k_strides) + (kT.data_ptr() % 16 == 0,))
+    la = get_launcher(st)
+    if poison_workspace:
+        la.poison()
+    la.run(q=q3, k=kT, k_strides=k_strides, v=v, N=N, scale=s, out=out3)
+    return out3.unsqueeze(2) if four else out3

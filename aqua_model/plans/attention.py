@@ -15,8 +15,9 @@ Decode plans (one new token per sequence against N cached keys):
                         key dims per query head), scores, softmax, value.
 * ``aqua-fused``        the package's default call ``aqua_decode(q_hat, k_hat_t, v, k_keep=k,
                         selection=...)``: q arrives rotated (P = None), keys are cached rotated
-                        and dim-major; a Triton selection pre-pass, the split-N pass reading the
-                        k selected rows of K^T [d, N] and all of V, and the log-sum-exp combine.
+                        and dim-major; a Triton prologue (selection, and the union of the group's
+                        kept rows with each head's q^ on them), the split-N pass reading those rows
+                        of K^T [d, N] once per KV group and all of V, and the log-sum-exp combine.
                         Rotating q and the new key is NOT counted (folded into W_Q / W_K, exact
                         only without RoPE, or done by the caller): see ``aqua-step-topk``.
 * ``aqua-token-major``  the same call over a transposed view of a token-major K^ [N, d]:
@@ -26,6 +27,10 @@ Decode plans (one new token per sequence against N cached keys):
                         the new key (torch.bmm), select with torch.topk (abs, group sum, topk),
                         then the split-N kernel and its combine.
 * ``aqua-step-topk-token-major``  the same step over a token-major K^ (then ``aqua-token-major``).
+* ``aqua-cache-step``   a whole decode step of ``AquaKVCache`` (``kv_cache.decode_step``): one
+                        Triton prologue rotates q and the new key by P, writes k^ (dim-major
+                        pages) and v into the cache and selects; then the split-N pass and the
+                        combine over the cache including the new token.
 
 The torch selection ``topk`` is three launches (abs, group sum, torch.topk); a calibrated
 profile replaces its roofline time by the measured torch.topk time for its rows and length.
@@ -54,7 +59,7 @@ from ..costs.symbols import B, H_kv, H_q, N, T, d, k, s
 from .kernel import INDEX_BYTES, Implementation, Kernel, Plan
 
 DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major", "aqua-step-topk",
-                "aqua-step-topk-token-major")
+                "aqua-step-topk-token-major", "aqua-cache-step")
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
 #: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
 #: plan those rows measured. Until then "aqua-fused" named the path the validation suite
@@ -63,8 +68,8 @@ PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
 LEGACY_PLAN_NAMES: dict[str, str] = {"aqua-fused": "aqua-step-topk", "aqua-token-major": "aqua-step-topk-token-major"}
 #: Bytes of one index as the Triton selection pre-pass writes it (int32).
 INDEX32_BYTES = 4
-#: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode).
-TRITON_SELECT, TRITON_SPLIT, TRITON_COMBINE = r"_select_kernel", r"_split_kernel", r"_combine_kernel"
+#: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode.KERNELS).
+TRITON_PROLOGUE, TRITON_SPLIT, TRITON_COMBINE = r"_prologue_kernel", r"_split_kernel", r"_combine_kernel"
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
 TOPK_LAUNCHES = 3
 #: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
@@ -131,6 +136,7 @@ IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
     ("decode", "aqua-step-topk"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"), "rotated-dim-major"),
     ("decode", "aqua-step-topk-token-major"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
                                                "rotated-token-major"),
+    ("decode", "aqua-cache-step"): (Implementation.of("aqua_model.kernels.kv_cache", "decode_step"), "rotated-dim-major"),
     ("prefill", "dense-fused"): (_SDPA, "token-major"),
     ("prefill", "dense-eager"): (Implementation.of(_EAGER, "dense_eager_prefill"), "token-major"),
     ("prefill", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_prefill"), "rotated-token-major"),
@@ -148,6 +154,8 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("decode", "aqua-step-topk"): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
                                   "the fused split-N kernel and combine (the validation suite's path until issue 11)",
     ("decode", "aqua-step-topk-token-major"): "the aqua-step-topk step over a token-major K^ view",
+    ("decode", "aqua-cache-step"): "a whole AQUA decode step on AquaKVCache: one Triton prologue rotates q and the new key, "
+                                   "appends k^ and v to the cache and selects; split-N pass and combine over the cache",
     ("prefill", "dense-fused"): "dense causal prefill, one fused kernel (torch SDPA), visible pairs only",
     ("prefill", "dense-eager"): "dense prefill in eager torch: the full rectangle of scores, a causal mask pass, softmax, value",
     ("prefill", "aqua-eager"): "AQUA prefill in eager torch: per-query selection as a 0/1 mask on q^ (no FLOP saving in "
@@ -173,11 +181,6 @@ def build_plan(name: str, *, phase: str = "decode", selection: str = "group", co
                 description=DESCRIPTIONS[(phase, name)], implementation=impl, key_layout=layout)
 
 
-def _selection_units(selection: str) -> sp.Expr:
-    """Selections made per layer: one per KV group ("group") or one per query head ("per-head")."""
-    return KV_HEADS if selection == "group" else Q_HEADS
-
-
 def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]:
     dense = flop_terms("dense", "decode", conv)
     aqua = flop_terms("aqua", "decode", conv)
@@ -191,15 +194,23 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     layout, pattern = ("token-major", "strided") if name.endswith("token-major") else ("dim-major", "contiguous")
     kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
     attention_flops = per_query_heads(aqua, "scores", "softmax", "value")
-    if name in ("aqua-fused", "aqua-token-major"):
-        # the pre-pass reads q^ and writes k int32 indices per selection unit; the split pass
-        # reads them back with q^, K^'s kept rows and V, and the combine writes the output
-        indices = _selection_units(selection) * k * INDEX32_BYTES
-        select = Kernel("select", per_query_heads(aqua, "select"), vectors_bytes("decode") + indices, "contiguous",
-                        unit="vector", launch_names=(TRITON_SELECT,))
-        attention = Kernel("attention", attention_flops, kv_aqua + 2 * vectors_bytes("decode") + indices, pattern,
+    if name in ("aqua-fused", "aqua-token-major", "aqua-cache-step"):
+        # the prologue reads q^ and writes, per KV group, the kept rows (int32) and each head's q^ on
+        # them; the split pass reads them back with K^'s kept rows and V, the combine writes the output
+        rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
+        select = Kernel("select", per_query_heads(aqua, "select"), vectors_bytes("decode") + rows, "contiguous",
+                        unit="vector", launch_names=(TRITON_PROLOGUE,))
+        attention = Kernel("attention", attention_flops, kv_aqua + vectors_bytes("decode") + rows, pattern,
                            launches=SPLIT_N_LAUNCHES, op="attention", launch_names=(TRITON_SPLIT, TRITON_COMBINE))
-        return [select, attention]
+        if name != "aqua-cache-step":
+            return [select, attention]
+        # the step's prologue also rotates q (per query head) and the new key (per KV head) by P and
+        # writes k^ and v at the next position: P, the new key and value read, k^ and v written
+        new_kv = 2 * KV_HEADS * d * s
+        step = Kernel("prologue", per_query_heads(aqua, "q_proj", "k_proj", "select"),
+                      vectors_bytes("decode") + _projection_bytes() + 2 * new_kv + rows, "contiguous",
+                      unit="vector", launch_names=(TRITON_PROLOGUE,))
+        return [step, attention]
     prologue = aqua_prologue("decode", aqua)
     if name == "aqua-eager":
         # torch.gather reads the selected dims of each query head's KV group and writes a

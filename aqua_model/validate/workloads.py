@@ -237,6 +237,12 @@ def _arguments(case: Case, inp: Inputs, plan: Plan, out: torch.Tensor) -> tuple[
     if key == "aqua_model.kernels.triton_decode.aqua_decode":
         return ((_rotated_query(inp, case), _keys_dim_major(inp, plan.key_layout), inp.v, None),
                 dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d)))
+    if key == "aqua_model.kernels.kv_cache.decode_step":
+        from aqua_model.kernels.kv_cache import cache_holding  # repeats the step of the last cached token
+
+        cache, k_last, v_last = cache_holding(inp.k_hat_t, inp.v, inp.P)
+        return ((cache, inp.q.view(B, hq, d), k_last, v_last),
+                dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d), position=case.keys - 1))
     if key == "aqua_model.kernels.eager.aqua_step_decode":
         from aqua_model.kernels.eager import query_projections
 
