@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
 
 from . import register
 from .style import GREY, OKABE_ITO, new_figure, note, savefig, styled
@@ -32,6 +33,8 @@ SERIES = {
 """Colour, marker and label per (method, selection) series (Okabe-Ito palette)."""
 
 LANG_STYLES = {"en": "-", "de": "--"}
+SPEEDUP_TICKS = (0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+"""Speedup ticks of the log x axis."""
 SYMLOG_LINEAR_PCT = 1.0
 """Perplexity increases below this many percent are drawn on a linear scale, above on a log scale."""
 Y_TOP_PCT = 1000.0
@@ -57,7 +60,7 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
     if missing:
         raise ValueError(f"rows miss the columns {sorted(missing)}")
     targets = list(dict.fromkeys(str(r["target"]) for r in rows))
-    fig, axes = new_figure(width="double", height_in=2.6, ncols=len(targets), sharey=True)
+    fig, axes = new_figure(width="double", height_in=3.0, ncols=len(targets), sharey=True)
     axes = [axes] if len(targets) == 1 else list(axes)
     for ax, target in zip(axes, targets):
         mine = [r for r in rows if r["target"] == target]
@@ -71,6 +74,11 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
         ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
         ax.axhline(0.0, color=GREY, linewidth=0.6)
         ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(SPEEDUP_TICKS))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-SYMLOG_LINEAR_PCT, Y_TOP_PCT)
         context = mine[0].get("context", "")
         ax.set_title(f"{target}, context {context}, batch {mine[0].get('batch', '')}")
@@ -80,7 +88,7 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
     handles = [Line2D([], [], color=s["color"], marker=s["marker"], markersize=3, linewidth=0.9, label=s["label"]) for s in SERIES.values()]
     handles += [Line2D([], [], color=GREY, linestyle=ls, label={"en": "held-out English", "de": "German"}[lang])
                 for lang, ls in LANG_STYLES.items()]
-    axes[-1].legend(handles=handles, loc="upper left", ncol=2, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
     note(fig, "quality: SmolLM2-135M, 128-token segments; speed: roofline, H200 datasheet")
     return fig
 
