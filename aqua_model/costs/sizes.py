@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_choice, check_int, check_int_array
-from .dtypes import STORAGE_DTYPES, dtype_bytes
+from .dtypes import KV_DTYPES, STORAGE_DTYPES, kv_element_bytes
 from .flops import PHASES
 
 
@@ -71,6 +71,8 @@ class Sizes:
     page_tokens: Any = None
     budget_tokens: Any = None
     window_tokens: Any = None
+    #: KV-cache dtype (None: ``dtype``): sets ``s``, the bytes per element (:func:`.dtypes.kv_element_bytes`).
+    kv_dtype: str | None = None
 
     def __post_init__(self) -> None:
         hq = check_int("heads_q", self.heads_q, minimum=1)
@@ -88,6 +90,8 @@ class Sizes:
         set_(self, "batch", check_int_array("batch", self.batch, minimum=1))
         set_(self, "k", check_kept_dims(d if self.k is None else self.k, d))
         check_choice("dtype", self.dtype, STORAGE_DTYPES)
+        if self.kv_dtype is not None:
+            check_choice("kv_dtype", self.kv_dtype, KV_DTYPES)
         for name in PEER_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -101,7 +105,7 @@ class Sizes:
     def values(self) -> dict[str, Any]:
         """Symbol name -> value, for :func:`aqua_model.costs.numeric.evaluate`."""
         out: dict[str, Any] = {"B": self.batch, "H_q": self.heads_q, "H_kv": self.heads_kv, "g": self.g, "N": self.context,
-                               "d": self.d, "k": self.k, "s": dtype_bytes(self.dtype)}
+                               "d": self.d, "k": self.k, "s": kv_element_bytes(self.kv_dtype or self.dtype)}
         if self.prompt is not None:
             out["T"] = self.prompt
         out.update({sym: getattr(self, name) for name, sym in PEER_FIELDS.items() if getattr(self, name) is not None})

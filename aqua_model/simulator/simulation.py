@@ -14,7 +14,7 @@ import numpy as np
 from .._checks import check_choice, check_int, check_int_array
 from ..costs import memory
 from ..costs.convention import Convention, resolve
-from ..costs.dtypes import dtype_bytes
+from ..costs.dtypes import QUANTISED_KV_DTYPES
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
@@ -121,12 +121,15 @@ def sizes_of(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prom
         ctx = np.minimum(ctx, shape.sliding_window)
     if k is None:
         raise ValueError("k (kept dims) is required")
+    if phase == "prefill" and shape.cache_dtype in QUANTISED_KV_DTYPES:
+        raise ValueError(f"kv_dtype {shape.cache_dtype!r} is modelled for decode only: the plans count every tensor at the KV "
+                         "element size, and prefill's score tensors dominate its bytes")
     return Sizes(heads_q=shape.heads_q, heads_kv=shape.heads_kv, d=shape.d, context=ctx, batch=batch, k=k,
-                 dtype=shape.dtype, phase=phase, prompt=prompt_a)
+                 dtype=shape.dtype, phase=phase, prompt=prompt_a, kv_dtype=shape.kv_dtype)
 
 
 def _kv_bytes_all_layers(shape: Shape, tokens: Any, batch: Any) -> np.ndarray:
-    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": tokens, "d": shape.d, "s": dtype_bytes(shape.dtype)})
+    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": tokens, "d": shape.d, "s": shape.kv_element_bytes})
     return per_head * shape.heads_kv * shape.layers * np.asarray(batch)
 
 
@@ -162,22 +165,28 @@ def simulate(
     selection: str = "group",
     dtype: str | None = None,
     convention: Convention | None = None,
+    kv_dtype: str | None = None,
 ) -> Simulation:
     """Predict the dense fused plan and an AQUA plan side by side (per layer).
 
     ``plan`` is an AQUA plan: ``fused``, ``eager``, ``token-major`` or a full plan name.
+    ``kv_dtype`` stores the KV cache in ``fp8`` or ``int4`` (decode; see
+    :mod:`aqua_model.costs.dtypes`) while attention computes in ``dtype``.
     ``context``, ``k`` and ``batch`` may be arrays (broadcast). Raises on a context beyond
     the model's maximum or a KV cache larger than the device memory.
     """
     check_choice("phase", phase, PHASES)
     check_choice("selection", selection, GQA_SELECTIONS)
     profile = resolve_profile(gpu)
-    shape = resolve_shape(model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype)
+    shape = resolve_shape(model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype, kv_dtype=kv_dtype)
     aqua_plans = [p for p in plan_names(phase) if p.startswith("aqua")]
     if not isinstance(plan, str):  # names the argument rather than failing on the alias lookup
         check_choice("plan", plan, (*AQUA_PLAN_ALIASES, *aqua_plans))
     aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
     check_choice("plan", aqua_name, aqua_plans)
+    if shape.cache_dtype == "int4" and "token-major" in aqua_name:
+        raise ValueError(f"plan {aqua_name!r} with kv_dtype 'int4' is not modelled: the sector model needs a whole number of "
+                         "elements per sector, and int4 group scales are stored apart")
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     check_fits_memory(shape, profile, sizes)
     conv = resolve(convention)
@@ -188,7 +197,8 @@ def simulate(
         ceiling = evaluate(memory.byte_ceiling_speedup(), {"d": sizes.d, "k": sizes.k})
     k_scalar = np.asarray(sizes.k)
     flop_be = breakeven(shape.d, int(k_scalar), g=shape.g, phase=phase, convention=conv).n_min if k_scalar.ndim == 0 else None
-    inputs = {"context": sizes.context, "k": sizes.k, "batch": sizes.batch, "selection": selection, "dtype": shape.dtype}
+    inputs = {"context": sizes.context, "k": sizes.k, "batch": sizes.batch, "selection": selection, "dtype": shape.dtype,
+              "kv_dtype": shape.cache_dtype}
     if phase == "prefill":
         inputs["prompt"] = sizes.prompt
     return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs)
@@ -242,9 +252,10 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
         raise ValueError("time_breakeven searches the context itself; do not pass context")
     if "gpu" not in kwargs:
         raise TypeError("time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does")
-    cap = check_int("limit", limit, minimum=1)
+    cap = check_int("limit", limit, minimum=1, maximum=BREAKEVEN_SEARCH_LIMIT)  # the search holds every context at once
     shape = resolve_shape(kwargs.get("model"), heads_q=kwargs.get("heads_q"), heads_kv=kwargs.get("heads_kv"),
-                          d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"))
+                          d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"),
+                          kv_dtype=kwargs.get("kv_dtype"))
     cap = min(cap, shape.max_context or cap,
               max_fitting_context(shape, resolve_profile(kwargs["gpu"]), check_int("batch", kwargs.get("batch", 1), minimum=1)))
     return smallest_winning_context(lambda contexts: simulate(context=contexts, **kwargs).speedup > 1.0, lower=1, limit=cap)
