@@ -81,8 +81,8 @@ def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def decode_byte_ratio(k: int, d: int) -> float:
     """Bytes one AQUA decode step reads over dense, from the cost model: (k/d + 1)/2."""
     from aqua_model.costs.memory import decode_read_bytes
-    from aqua_model.symbols import d as d_sym
-    from aqua_model.symbols import k as k_sym
+    from aqua_model.costs.symbols import d as d_sym
+    from aqua_model.costs.symbols import k as k_sym
 
     k = check_int("k", k, minimum=0)
     d = check_int("d", d, minimum=1)
