@@ -49,19 +49,28 @@ def component_flops(
     g: Any = 1,
     causal: bool = True,
     convention: Convention | None = None,
+    selection_tile: Any = None,
 ) -> dict[str, Any]:
     """FLOPs per query head by component (keys of :data:`COMPONENTS`), plus ``"total"``.
 
     Decode: one query against ``context`` keys. Prefill: ``prompt`` new queries after
-    ``context`` cached keys (pass ``context=0`` for a plain prompt). Every size may be a
-    numpy array; results broadcast.
+    ``context`` cached keys (pass ``context=0`` for a plain prompt). ``selection_tile``
+    (prefill): queries sharing one selection (None: per query; 1 gives the same counts).
+    Every size may be a numpy array; results broadcast.
     """
     check_choice("method", method, METHODS)
     check_choice("phase", phase, PHASES)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {causal!r}")
     values = {**_shape_values(d, k, g, method), **_context_values(phase, context, prompt)}
-    terms = flop_terms(method, phase, resolve(convention), causal)
+    granularity = "query"
+    if selection_tile is not None:
+        if phase != "prefill":
+            raise ValueError(f"selection_tile (queries sharing one selection) is a prefill option; phase must be "
+                             f"'prefill', got phase={phase!r} with selection_tile={selection_tile!r}")
+        values["M_t"] = check_int_array("selection_tile", selection_tile, minimum=1)
+        granularity = "tile"
+    terms = flop_terms(method, phase, resolve(convention), causal, granularity)
     out = {name: evaluate(expr, values) for name, expr in terms.items()}
     out["total"] = evaluate(total(terms), values)
     return out

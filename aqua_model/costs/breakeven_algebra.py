@@ -19,27 +19,28 @@ from .symbols import N, T, k
 from .flops import PHASES, flop_terms, total
 
 
-def cost_difference(phase: str, convention: Convention) -> sp.Expr:
+def cost_difference(phase: str, convention: Convention, granularity: str = "query") -> sp.Expr:
     """AQUA minus dense FLOPs per query head (negative where AQUA is cheaper).
 
-    Decode is a function of N; prefill of T (a plain prompt: no cached keys, causal).
+    Decode is a function of N; prefill of T (a plain prompt: no cached keys, causal), and of
+    M_t under tile-shared selection (``granularity="tile"``).
     """
     check_choice("phase", phase, PHASES)
-    aqua = total(flop_terms("aqua", phase, convention))
+    aqua = total(flop_terms("aqua", phase, convention, True, granularity))
     dense = total(flop_terms("dense", phase, convention))
     diff = sp.expand(aqua - dense)
     return diff if phase == "decode" else sp.expand(diff.subs(N, 0))
 
 
 @lru_cache(maxsize=None)
-def breakeven_parts(phase: str, convention: Convention) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-    """``(n_star, overhead, saving_rate)`` as expressions in d, k, g.
+def breakeven_parts(phase: str, convention: Convention, granularity: str = "query") -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """``(n_star, overhead, saving_rate)`` as expressions in d, k, g (and M_t for tiles).
 
     The difference is linear in the context after dividing out the query count:
     diff/queries = overhead - saving_rate * x, with x = N (decode) or T + 1 (prefill).
     n_star is the root in N (decode) or in T (prefill).
     """
-    diff = cost_difference(phase, convention)
+    diff = cost_difference(phase, convention, granularity)
     if phase == "decode":
         overhead = diff.subs(N, 0)
         saving_rate = -sp.diff(diff, N)
@@ -56,9 +57,9 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
 
 
 @lru_cache(maxsize=None)
-def max_k_expr(phase: str, convention: Convention) -> sp.Expr:
+def max_k_expr(phase: str, convention: Convention, granularity: str = "query") -> sp.Expr:
     """The k at which AQUA and dense cost the same at context N (decode) or T (prefill)."""
-    diff = cost_difference(phase, convention)
+    diff = cost_difference(phase, convention, granularity)
     roots = sp.solve(sp.Eq(diff, 0), k)
     if len(roots) != 1:  # pragma: no cover - the model is linear in k by construction
         raise RuntimeError(f"expected one root in k, got {roots}")

@@ -34,6 +34,9 @@ class Convention:
         selection: cost model of picking the top-k of d magnitudes per query. ``"sort"``:
             d*log2(d) comparisons (a full sort, the conservative default); ``"select"``:
             a linear selection, ``select_flops_per_dim * d``; ``"none"``: free.
+        tile_sum_flops_per_dim: FLOPs per dim of each further query of a selection tile
+            (tile-shared selection in prefill): its |q^| and one add into the tile's sum, 2.
+            A tile of M queries pays M - 1 of these sums and one top-k (``selection``).
         select_flops_per_dim: the constant c of ``"select"`` (c*d). 2: one magnitude
             and about one comparison per element for introselect on average.
         key_projection: ``"shared"``: each new key is rotated once (d x d) and cached
@@ -50,6 +53,7 @@ class Convention:
     softmax_flops_per_score: float = 5.0
     selection: str = "sort"
     select_flops_per_dim: float = 2.0
+    tile_sum_flops_per_dim: float = 2.0
     key_projection: str = "shared"
     projection: str = "online"
 
@@ -58,6 +62,7 @@ class Convention:
         check_real("softmax_flops_per_score", self.softmax_flops_per_score, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
         check_choice("selection", self.selection, SELECTION_MODELS)
         check_real("select_flops_per_dim", self.select_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
+        check_real("tile_sum_flops_per_dim", self.tile_sum_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
         check_choice("key_projection", self.key_projection, KEY_PROJECTION_MODELS)
         check_choice("projection", self.projection, PROJECTION_PLACEMENTS)
 

@@ -20,6 +20,7 @@ G = sp.Symbol("G", **_POS)          #: generated tokens (decode steps)
 d = sp.Symbol("d", **_POS)          #: head dimension
 k = sp.Symbol("k", **_POS)          #: kept (selected) rotated dimensions per query, 1 <= k <= d
 m = sp.Symbol("m", **_POS)          #: statically stored key dimensions, k <= m <= d
+M_t = sp.Symbol("M_t", **_POS)      #: queries sharing one dimension selection (a prefill tile; 1 = per query)
 s = sp.Symbol("s", positive=True)   #: bytes per element of the KV cache (2 for bf16)
 L = sp.Symbol("L", **_POS)          #: layers
 S = sp.Symbol("S", **_POS)          #: memory sector size in bytes (32 on NVIDIA GPUs)
@@ -47,6 +48,7 @@ MEANING: dict[sp.Symbol, str] = {
     d: "head dimension",
     k: "kept rotated dimensions per query",
     m: "statically stored key dimensions",
+    M_t: "queries sharing one dimension selection (rows of a prefill tile; 1 = per-query selection)",
     s: "bytes per element",
     L: "layers",
     S: "memory sector size in bytes",

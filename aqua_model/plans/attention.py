@@ -56,11 +56,12 @@ from ..costs.convention import Convention, resolve
 from ..costs.flops import PHASES, flop_terms
 from ..costs.memory import GQA_SELECTIONS
 from ..costs.symbols import B, H_kv, H_q, N, T, d, k, s
+from . import prefill_fused
 from .kernel import INDEX_BYTES, Implementation, Kernel, Plan
 
 DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major", "aqua-step-topk",
                 "aqua-step-topk-token-major", "aqua-cache-step")
-PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused")
+PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", *prefill_fused.PLANS)
 #: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
 #: plan those rows measured. Until then "aqua-fused" named the path the validation suite
 #: timed (q and the new key rotated by torch.bmm, torch.topk, then the fused kernel); that path
@@ -170,6 +171,8 @@ def build_plan(name: str, *, phase: str = "decode", selection: str = "group", co
     check_choice("phase", phase, PHASES)
     check_choice("plan", name, DECODE_PLANS if phase == "decode" else PREFILL_PLANS)
     check_choice("selection", selection, GQA_SELECTIONS)
+    if phase == "prefill" and name in prefill_fused.PLANS:  # the tiled prefill kernel (plans/prefill_fused.py)
+        return prefill_fused.build(name, convention=convention)
     conv = resolve(convention)
     method = name.split("-", 1)[0]
     if phase == "decode":
