@@ -27,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the data files first: a missing one is an error before any output
-    if args.profile is not None:
-        calibrated = str(check_input_file("--profile", args.profile))
+    if args.profile is not None:  # a profile TOML (checked here) or a device name (checked by the loader)
+        is_path = args.profile.endswith(".toml") or "/" in args.profile
+        calibrated = str(check_input_file("--profile", args.profile)) if is_path else args.profile
     else:
         calibrated = str(results_file(COMMITTED_PROFILE, args.results))
     print("FLOP break-even of AQUA vs dense attention (per query head, g = 1, default convention)")
