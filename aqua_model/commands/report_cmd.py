@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._datafiles import results_file
+from ..hardware import load as load_hardware
 from ..simulator.report_rows import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
 from ..table_render import to_text
 from ._common import check_input_file, set_run
@@ -30,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if args.profile is not None:  # a profile TOML (checked here) or a device name (checked by the loader)
         is_path = args.profile.endswith(".toml") or "/" in args.profile
         calibrated = str(check_input_file("--profile", args.profile)) if is_path else args.profile
+        try:
+            load_hardware(calibrated)
+        except ValueError as exc:
+            raise ValueError(f"--profile {args.profile!r}: {exc}") from None
     else:
         calibrated = str(results_file(COMMITTED_PROFILE, args.results))
     print("FLOP break-even of AQUA vs dense attention (per query head, g = 1, default convention)")
