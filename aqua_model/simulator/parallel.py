@@ -180,7 +180,7 @@ def memory_per_gpu(profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *
     tokens = cfg.attended_tokens(context)
     b = check_int_array("batch", batch, minimum=1)
     stage_weights = [float(sum(parts.values()) * s) for parts in stage_params(cfg, layout)]
-    per_head_layer = np.asarray(kv_cache_bytes(method="dense", d=cfg.head_dim, context=tokens, dtype_bytes=s), dtype=float)
+    per_head_layer = np.asarray(kv_cache_bytes(method="dense", d=cfg.head_dim, context=tokens, kv_dtype=cfg.cache_dtype), dtype=float)
     kv_per_layer = per_head_layer * layout.heads_kv * b
     # the fullest stage (the same at every point: the KV cache grows with context and batch alike)
     at_max = [w + float(np.max(kv_per_layer)) * n for w, n in zip(stage_weights, layout.stage_layers)]
