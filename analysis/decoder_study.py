@@ -9,10 +9,12 @@ and German text (aqua_model/fidelity_data/, see SOURCES.md), in segments of --se
 tokens without a cache.
 
 Usage: python analysis/decoder_study.py [--out analysis/results] [--segments 8] [--segment-tokens 128]
-       [--calibration-segments 12] [--fresh] [--no-progress]
+       [--calibration-segments 12] [--fresh] [--no-progress] [--tables-only]
 
 Resumable: per-segment rows stream to decoder_segments.csv and are not recomputed; P is saved to
-decoder_projections_{en,de}.pt and reloaded. --fresh starts over. Writes, under --out:
+decoder_projections_{en,de}.pt and reloaded. --fresh starts over. --tables-only loads no model and
+rewrites the tables from the streamed rows (the frontier's speedups come from the simulator as it
+is now; tests/test_decoder_readme.py says when they are stale). Writes, under --out:
   decoder_segments.csv        one row per (dataset, config, segment): token count and sums
   decoder_summary.csv/.md     per (dataset, config): perplexity increase, KL, top-1, 95% CIs
   decoder_sweep.md            perplexity increase per method and k/d, English and German
@@ -207,11 +209,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads (default 1: see DEFAULT_THREADS)")
     parser.add_argument("--fresh", action="store_true", help="delete the streamed rows and projections first")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="no model: rewrite the tables from the streamed rows and decoder_run.json (e.g. after a simulator change)")
     args = parser.parse_args()
     start = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     seg_csv = out / "decoder_segments.csv"
+    if args.tables_only:
+        rewrite_tables(out, args)
+        return
     if args.fresh:
         for p in [seg_csv, *(out / f"decoder_projections_{lang}.pt" for lang in LANGUAGES)]:
             p.unlink(missing_ok=True)
@@ -266,6 +273,17 @@ def main() -> None:
         pass
     (out / "decoder_run.json").write_text(json.dumps(run, indent=2) + "\n")
     print(f"done in {elapsed:.1f} s", file=sys.stderr)
+
+
+def rewrite_tables(out: Path, args: Any) -> None:
+    """Rewrite every table from decoder_segments.csv at the sizes recorded in decoder_run.json."""
+    run = json.loads((out / "decoder_run.json").read_text())
+    args.segments, args.segment_tokens = run["heldout_segments"], run["segment_tokens"]
+    args.calibration_segments = run["calibration_tokens"]["en"] // run["segment_tokens"]
+    cfgs = configs(run["d"], args.segment_tokens)
+    keys = {c.key for c in cfgs}
+    rows = [r for r in study.read_segment_rows(out / "decoder_segments.csv") if r["config"] in keys and r["segment"] < args.segments]
+    write_tables(study.summarize(rows), cfgs, d=run["d"], T=args.segment_tokens, out=out, args=args)
 
 
 def write_tables(summary: dict[tuple[str, str], dict[str, Any]], cfgs: list[Config], *, d: int, T: int, out: Path, args: Any) -> None:
