@@ -92,3 +92,25 @@ def test_the_frontier_sentence_is_the_committed_frontier():
     small = [float(r["predicted_speedup"]) for r in rows if r["target"] == "SmolLM2-135M" and r["method"] == "aqua"]
     assert max(small) < 1 and f"({min(small):.2f}x to {max(small):.2f}x)" in text
     assert f"H2O at half the tokens is predicted at {float(by[('Llama-3.1-8B', 'dense-h2o64')]['predicted_speedup']):.2f}x" in text
+
+
+def test_the_committed_frontier_speedups_are_the_simulators_current_ones():
+    """The frontier's speedups are predictions: when the simulator changes they must be re-derived
+    (``python analysis/decoder_study.py --tables-only``, no model needed)."""
+    from fractions import Fraction
+
+    import aqua_model
+
+    with (RESULTS / "decoder_frontier.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["predicted_plan"] == "aqua-fused"]
+    assert rows
+    shapes = {"SmolLM2-135M": ({"heads_q": 9, "heads_kv": 3, "d": 64, "layers": 30}, 64),
+              "Llama-3.1-8B": ({"model": "llama-3.1-8b"}, 128)}
+    for r in rows[:: max(1, len(rows) // 8)] + rows[-1:]:
+        shape, d = shapes[r["target"]]
+        k = int(Fraction(r["k_over_d"]) * d)
+        now = aqua_model.simulate(gpu="h200", context=int(r["context"]), batch=int(r["batch"]), k=k, plan="fused",
+                                  selection=r["selection"], **shape)
+        assert abs(float(now.speedup) / float(r["predicted_speedup"]) - 1) < 1e-9, (
+            f"{r['target']} {r['config']}: committed {r['predicted_speedup']}, simulator now {float(now.speedup)}; "
+            "rerun python analysis/decoder_study.py --tables-only")
