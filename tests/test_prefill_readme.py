@@ -42,7 +42,7 @@ def test_accuracy_numbers_are_the_committed_study() -> None:
     assert f"+{float(acc[(48, 1)]['ppl increase %']):.2f}% (KL {float(acc[(48, 1)]['KL nats/token']):.4f}" in text
     assert f"{inc(48, 16)}, {inc(48, 64)} and {inc(48, 128)}" in text
     kl = [float(acc[(48, m)]["KL nats/token"]) for m in (16, 64, 128)]
-    assert "(KL " + ", ".join(f"{x:.3f}" for x in kl) + ")" in text
+    assert "(KL " + ", ".join(f"{x:.3f}" for x in kl) + ";" in text
     assert f"{inc(32, 1)} per query against {inc(32, 16)} to {inc(32, 128)}" in text
     assert f"{inc(16, 1, 1)} against {inc(16, 16, 1)} to {inc(16, 128, 1)}" in text
     ratios = [x / float(acc[(48, 1)]["KL nats/token"]) for x in kl]
