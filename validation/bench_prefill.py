@@ -30,6 +30,8 @@ and the kernel at k = d are credited the same work. The kernel's compute ceiling
 Usage: PYTHONPATH=. python3 validation/bench_prefill.py [--out DIR] [--budget-s 540] [--smoke]
        python validation/bench_prefill.py --report [--out DIR]   (tables and the plan's prediction errors
        from the rows: analysis/results/prefill_kernels.{csv,md})
+       python validation/bench_prefill.py --ptx [--out DIR]   (no GPU, needs triton: compile for sm_90a,
+       registers, spills, shared memory, wgmma: prefill_ptx.jsonl)
 --smoke: tiny sizes, any device (CPU: the reference fallback; TRITON_INTERPRET=1: the
 interpreter), to check the script only.
 """
@@ -59,6 +61,9 @@ DEFAULT_OUT = Path("validation/results/h200")
 ROWS_FILE = "prefill_kernels.jsonl"
 CHECKS_FILE = "prefill_checks.jsonl"
 CALIBRATION_FILE = "prefill_calibration.json"
+PTX_FILE = "prefill_ptx.jsonl"
+H200_SHARED_BYTES = 232448
+"""Most shared memory one block may use on an H200 (compute capability 9.0: 227 KB)."""
 TOL = 1e-2
 """Largest relative Frobenius error of bf16 outputs against the float32 reference (operands rounded
 to 8 significant bits, fp32 accumulation: a few 1e-3 are expected)."""
@@ -72,8 +77,10 @@ HEADS = ((32, 32, 128), (32, 8, 128), (32, 8, 64))
 CALIBRATION_SHAPE = {"T": 12288, "batch": 2, "heads_q": 32, "heads_kv": 8, "d": 128}
 """The kernel's calibration point: outside the grid (T = 12K, batch 2), k = d."""
 TUNE_SHAPE = {"T": 8192, "batch": 2, "heads_q": 32, "heads_kv": 8}
-TUNE_CONFIGS = [(bn, w, st) for bn in (64, 128) for w in (4, 8) for st in (2, 3, 4)]
-"""(block_n, num_warps, num_stages) tried at k = d, d = 128, block_m = 128 (the headline tile)."""
+TUNE_CONFIGS = [(64, 8, 2), (64, 8, 3), (64, 8, 4), (128, 8, 2), (128, 8, 3)]
+"""(block_n, num_warps, num_stages) tried at k = d, d = 128, block_m = 128 (the headline tile). From the
+offline sm_90a compile (--ptx): 4 warps spill at this tile, and 128-key blocks in 4 stages need
+288 KB of shared memory (the H200 has 227 KB per block), so neither is tried."""
 TUNE_CONFIGS_SHORT = [(64, 4, 3), (64, 8, 3), (128, 8, 3), (64, 4, 2)]
 """The shorter list for the other (d, block_m): every compile costs seconds of the one call."""
 WARMUP_MS, REP_MS, QUICK_REP_MS = 10.0, 60.0, 20.0
@@ -284,6 +291,59 @@ def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int,
     return rows
 
 
+def ptx_check(out: Path) -> int:
+    """Compile the kernel for sm_90a on this machine (no GPU: Triton's own ptxas) at every (d, k,
+    block_m) default config and the tuning list; record shared memory, registers and spills, and
+    whether the PTX uses wgmma (Hopper tensor cores) and cp.async (pipelined loads)."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = tp._prefill_kernel
+    names = list(fn.arg_names)
+    ptxas = Path(tp.triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    pointers = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "o_ptr": "*bf16", "idx_ptr": "*i32"}
+    cases = []
+    for d in (64, 128):
+        for k_keep in KS:
+            for block_m in (64, 128):
+                if k_keep <= d:
+                    cases.append((d, k_keep, tp.default_config(d=d, block_m=block_m)))
+    cases += [(128, k_keep, tp.PrefillConfig(block_m=128, block_n=bn, num_warps=w, num_stages=st))
+              for bn, w, st in TUNE_CONFIGS for k_keep in (96, 128)]
+    rows = []
+    for d, k_keep, cfg in cases:
+        k1, k2, k3 = tp.slot_parts(k_keep=k_keep, d=d)
+        consts = dict(D=d, DV=d, K1=k1, K2=k2, K3=k3, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SELECT=k_keep < d,
+                      CAUSAL=True, WRITE_IDX=False, stride_kn=1)  # dim-major K^T: unit stride along N
+        sig = {n: pointers.get(n, "constexpr" if n in consts else ("fp32" if n == "qk_scale" else "i32")) for n in names}
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in pointers or (n.startswith("stride") and n not in consts)}
+        src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
+        row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target": "cuda sm_90a (compile only, no GPU)", "d": d, "k": k_keep,
+                               **cfg_dict(cfg), "triton": tp.triton.__version__}
+        try:
+            kern = tp.triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+            ptx = kern.asm["ptx"]
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
+                fh.write(ptx)
+            info = subprocess.run([str(ptxas), "--gpu-name", "sm_90a", "-v", fh.name, "-o", os.devnull],
+                                  capture_output=True, text=True).stderr
+            os.unlink(fh.name)
+            num = lambda pat: int(m.group(1)) if (m := re.search(pat, info)) else None  # noqa: E731
+            row.update(shared_bytes=kern.metadata.shared, registers=num(r"Used (\d+) registers"),
+                       spill_store_bytes=num(r"(\d+) bytes spill stores"), wgmma="wgmma" in ptx, cp_async="cp.async" in ptx,
+                       fits_shared=kern.metadata.shared <= H200_SHARED_BYTES)
+        except Exception as exc:  # noqa: BLE001 - a failed compile is the finding
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        rows.append(row)
+        log(json.dumps(row))
+    (out / PTX_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -291,9 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--report", action="store_true", help="only write the tables from the committed rows")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where --report writes prefill_kernels.{csv,md}")
+    parser.add_argument("--ptx", action="store_true", help="compile for sm_90a without a GPU; write prefill_ptx.jsonl")
     args = parser.parse_args(argv)
     if args.report:
         return report(args.out, results=args.results)
+    if args.ptx:
+        return ptx_check(args.out)
     budget = Budget(args.budget_s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
