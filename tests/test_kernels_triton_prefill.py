@@ -172,6 +172,8 @@ CASES = [  # B, hq, hkv, T, N, d, k_keep, block_m, block_n, causal
     (2, 4, 2, 33, 33, 64, 24, 16, 16, True),   # 24 -> 32 slots, 8 padded
     (1, 2, 1, 70, 70, 64, 56, 32, 16, True),   # 56 rounds up to 64 = d slots: 8 zero, still selected
     (1, 1, 1, 50, 50, 64, 40, 16, 16, False),
+    (1, 6, 2, 4, 4, 64, 24, 16, 16, True),     # g = 3, fewer queries than one tile
+    (1, 2, 1, 3, 20, 16, 9, 16, 16, True),     # 3 queries after 17 cached keys, d = 16
 ]
 
 
@@ -200,6 +202,16 @@ def test_interpreter_dense_control_and_token_major_keys(key_layout) -> None:
     aqua, idx = tp.aqua_prefill(q, kt, v, k_keep=16, config=cfg, return_indices=True)
     want = tp.aqua_prefill_reference(q, k, v, k_keep=16, block_m=16, indices=idx)
     assert (aqua - want).abs().max().item() <= FP32_TOL
+
+
+@pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
+def test_interpreter_value_dim_differs_from_the_key_dim() -> None:
+    q, k, v = _inputs(23, B=1, hq=2, hkv=1, T=66, d=64, dv=32)
+    cfg = tp.PrefillConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
+    got, idx = tp.aqua_prefill(q, k.transpose(-1, -2).contiguous(), v, k_keep=27, config=cfg, return_indices=True)
+    assert got.shape == (1, 2, 66, 32)
+    want = tp.aqua_prefill_reference(q, k, v, k_keep=27, block_m=32, indices=idx)
+    assert (got - want).abs().max().item() <= FP32_TOL
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
