@@ -254,6 +254,7 @@ def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int,
     if sdpa_row is not None:
         sdpa[sdpa_row["backend"]] = {f: sdpa_row[f] for f in ("median_s", "q25_s", "q75_s", "timing")}
     elif device.type == "cuda":
+        expanded: tuple[torch.Tensor, torch.Tensor] | None = None
         for name, backend in sdpa_backends():
             fn = sdpa_fn(q, k, v, g, backend)
             try:
@@ -261,8 +262,22 @@ def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int,
                 torch.cuda.synchronize()
             except Exception as exc:  # noqa: BLE001 - a backend that refuses these inputs
                 sdpa[name] = f"unsupported: {str(exc).splitlines()[0][:120]}"
-                continue
+                if g == 1:
+                    continue
+                # under GQA, give a backend without enable_gqa the K and V repeated per query head
+                # (made before timing, not timed): compute-bound, so the baseline is not slowed
+                if expanded is None:
+                    expanded = (k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1))
+                fn = sdpa_fn(q, *expanded, 1, backend)
+                name = f"{name} (K/V repeated)"
+                try:
+                    fn()
+                    torch.cuda.synchronize()
+                except Exception as exc2:  # noqa: BLE001
+                    sdpa[name] = f"unsupported: {str(exc2).splitlines()[0][:120]}"
+                    continue
             sdpa[name] = run(fn)
+        del expanded
     else:
         sdpa["eager"] = run(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=g > 1))
     timed = {n: t for n, t in sdpa.items() if isinstance(t, dict)}
