@@ -90,7 +90,9 @@ def test_the_frontier_sentence_is_the_committed_frontier():
     per_head = by[("Llama-3.1-8B", "aqua-k48-per-head-cal_en")]
     assert f"buys {float(per_head['predicted_speedup']):.2f}x there" in text
     small = [float(r["predicted_speedup"]) for r in rows if r["target"] == "SmolLM2-135M" and r["method"] == "aqua"]
-    assert max(small) < 1 and f"({min(small):.2f}x to {max(small):.2f}x)" in text
+    # only k = 16 of 64 with group selection is predicted faster than dense (issue 12's launch counts)
+    wins = [r["config"] for r in rows if r["target"] == "SmolLM2-135M" and r["method"] == "aqua" and float(r["predicted_speedup"]) > 1]
+    assert wins == ["aqua-k16-group-cal_en"] and f"({min(small):.2f}x to {max(small):.2f}x)" in text
     assert f"H2O at half the tokens is predicted at {float(by[('Llama-3.1-8B', 'dense-h2o64')]['predicted_speedup']):.2f}x" in text
 
 

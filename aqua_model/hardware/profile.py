@@ -52,6 +52,7 @@ from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.costs.dtypes import COMPUTE_DTYPES, check_compute_dtype
 from aqua_model.costs.memory import PATTERNS
 from aqua_model.hardware.interconnect import Interconnect, parse as parse_interconnect
+from aqua_model.hardware.calibrated_terms import CalibratedTerms, parse as parse_calibrated_terms
 
 SCHEMA_VERSION = 1
 
@@ -236,6 +237,8 @@ class HardwareProfile:
     softmax_table: LengthTable | None = None
     attention_compute_efficiency: float | None = None
     interconnect: Interconnect | None = None  # [interconnect] table (aqua_model.hardware.interconnect)
+    #: Calibrated model terms (graph timing, SM count, stream tables, intervals), issue 12.
+    terms: CalibratedTerms = CalibratedTerms()
 
     def __hash__(self) -> int:
         return hash((self.key, self.path, self.mode))
@@ -525,6 +528,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
     topk_table: TopkTable | None = None
     softmax_table: LengthTable | None = None
     attention_eff: float | None = None
+    terms = CalibratedTerms()
     if mode_raw == "calibrated":
         cal = _require(raw, "calibration", where)
         if not isinstance(cal, dict):
@@ -545,6 +549,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
             attention_eff = cal["attention_compute_efficiency"]
             if isinstance(attention_eff, bool) or not isinstance(attention_eff, numbers.Real) or not 0 < attention_eff <= 1:
                 raise ValueError(f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}")
+        terms = parse_calibrated_terms(cal, where)
         mode = f"calibrated:{path.stem}"
     else:
         if "calibration" in raw:
@@ -569,6 +574,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         attention_compute_efficiency=attention_eff,
         interconnect=parse_interconnect(raw["interconnect"], where, lambda e, f, dim: _quantity(e, f, dim, where, is_peak=False))
         if "interconnect" in raw else None,
+        terms=terms,
     )
 
 

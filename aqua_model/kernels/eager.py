@@ -85,11 +85,9 @@ def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep
         return torch.bmm(k_new, P, out=buf["kh"])  # [H_kv, B, d]
 
     def topk() -> torch.Tensor:
-        mag = buf["qh"].abs()
-        if g > 1:
-            mag = mag.sum(dim=2, dtype=torch.float32)  # [B, H_kv, d], summed in fp32 like the kernel
-        else:
-            mag = mag.view(B, hkv, d)
+        # [B, H_kv, d], summed in fp32 like the kernel; at g = 1 the sum is the fp32 copy, so the
+        # selection launches the same kernels (abs, sum, torch.topk) whatever g is
+        mag = buf["qh"].abs().sum(dim=2, dtype=torch.float32)
         buf["idx"] = torch.topk(mag, k_keep, dim=-1).indices  # [B, H_kv, k]
         return buf["idx"]
 

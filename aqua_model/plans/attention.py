@@ -32,8 +32,19 @@ Decode plans (one new token per sequence against N cached keys):
                         pages) and v into the cache and selects; then the split-N pass and the
                         combine over the cache including the new token.
 
-The torch selection ``topk`` is three launches (abs, group sum, torch.topk); a calibrated
-profile replaces its roofline time by the measured torch.topk time for its rows and length.
+Launches are what the implementations launch (``tests/test_launch_counts.py`` checks them with
+torch.profiler on a GPU): torch SDPA's decode is cuDNN's flash kernel and its split-KV
+reduction (``attention`` and ``reduce``); the eager torch selection ``topk`` is |q^| (abs), the
+sum over the group's heads and torch.topk, itself two kernels (gatherTopK, bitonicSortKVInPlace);
+the eager gather is two (the kept key rows, then q^'s kept dims); the step's selection inside
+``aqua_decode(select_in="torch")`` adds a float copy and an int32 copy of the indices (6 with
+group selection, 5 per head), then the Triton prologue takes the given indices; the eager AQUA
+prefill's selection also fills and scatters a 0/1 keep mask (6) and its scores multiply q^ by
+that mask before the matmul (2). The Triton split-N call is three kernels: the prologue
+(``select``), the split pass (``attention``) and the log-sum-exp combine (``combine``). A
+calibrated profile replaces the roofline of torch.topk by its measured time for its rows and
+length, and may hold micro-benchmarked device times of the implementations' own kernels
+(``Kernel.stream``).
 
 Prefill plans (T new tokens after N cached keys, causal): ``dense-fused`` (visible pairs
 only), ``dense-eager`` (the full rectangle, then a mask pass over it), ``aqua-eager`` (per-query
@@ -71,9 +82,18 @@ LEGACY_PLAN_NAMES: dict[str, str] = {"aqua-fused": "aqua-step-topk", "aqua-token
 INDEX32_BYTES = 4
 #: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode.KERNELS).
 TRITON_PROLOGUE, TRITON_SPLIT, TRITON_COMBINE = r"_prologue_kernel", r"_split_kernel", r"_combine_kernel"
+#: Launches of one torch.topk call over rows of d (gatherTopK, then bitonicSortKVInPlace).
+TORCH_TOPK_LAUNCHES = 2
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
-TOPK_LAUNCHES = 3
-#: Launches of the split-N fused decode kernel: the split pass and the log-sum-exp combine.
+TOPK_LAUNCHES = 2 + TORCH_TOPK_LAUNCHES
+#: Launches of the selection ``aqua_decode(select_in="torch")`` runs before its prologue: abs, a
+#: float copy, the group sum (group selection only), torch.topk, an int32 copy of the indices.
+STEP_TOPK_LAUNCHES = {"group": 4 + TORCH_TOPK_LAUNCHES, "per-head": 3 + TORCH_TOPK_LAUNCHES}
+#: Launches of the eager AQUA prefill's selection: abs, group sum, torch.topk, the zero fill and
+#: the scatter of its 0/1 keep mask.
+PREFILL_TOPK_LAUNCHES = TOPK_LAUNCHES + 2
+#: Launches of the split-N fused decode: the split pass and the log-sum-exp combine (each a kernel
+#: of its own in the plans, ``attention`` and ``combine``).
 SPLIT_N_LAUNCHES = 2
 
 # -- tensor sizes used by several kernels (elements x bytes per element) --------------------
@@ -103,14 +123,19 @@ def per_query_heads(terms: dict[str, sp.Expr], *names: str) -> sp.Expr:
     return Q_HEADS * sp.Add(*(terms[n] for n in names))
 
 
-def aqua_prologue(phase: str, terms: dict[str, sp.Expr]) -> list[Kernel]:
-    """q_proj, k_proj and topk, shared by every AQUA plan."""
+def aqua_prologue(phase: str, terms: dict[str, sp.Expr], *, topk_launches: int = TOPK_LAUNCHES,
+                  topk_extra_bytes: sp.Expr = sp.Integer(0), selection: str = "group") -> list[Kernel]:
+    """q_proj, k_proj and topk, shared by every AQUA plan (``topk_launches``: what the plan's
+    selection launches; ``topk_extra_bytes``: bytes it moves beyond |q^| and the indices;
+    torch.topk runs over one row per KV group under group selection, per query head otherwise)."""
     new_keys = KV_HEADS * _queries(phase)
+    topk_rows = (KV_HEADS if selection == "group" else Q_HEADS) * _queries(phase)
     return [
         Kernel("q_proj", per_query_heads(terms, "q_proj"), 2 * vectors_bytes(phase) + _projection_bytes(), "contiguous"),
         Kernel("k_proj", per_query_heads(terms, "k_proj"), 2 * memory.head_tensor_bytes(new_keys) + _projection_bytes(), "contiguous"),
-        Kernel("topk", per_query_heads(terms, "select"), vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES),
-               "contiguous", launches=TOPK_LAUNCHES, unit="vector", op="topk", op_rows=Q_HEADS * _queries(phase), op_length=d),
+        Kernel("topk", per_query_heads(terms, "select"),
+               vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES) + topk_extra_bytes,
+               "contiguous", launches=topk_launches, unit="vector", op="topk", op_rows=topk_rows, op_length=d),
     ]
 
 
@@ -120,7 +145,8 @@ def _eager_tail(phase: str, dense_terms: dict[str, sp.Expr]) -> list[Kernel]:
     return [
         Kernel("softmax", per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
                op="softmax", op_rows=Q_HEADS * _queries(phase), op_length=_keys(phase)),
-        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * memory.head_tensor_bytes(_keys(phase)) + vectors_bytes(phase), "contiguous"),
+        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * memory.head_tensor_bytes(_keys(phase)) + vectors_bytes(phase), "contiguous",
+               stream="torch-matvec" if phase == "decode" else ""),
     ]
 
 
@@ -184,48 +210,85 @@ def build_plan(name: str, *, phase: str = "decode", selection: str = "group", co
                 description=DESCRIPTIONS[(phase, name)], implementation=impl, key_layout=layout)
 
 
+def split_tile_rows(selection: str) -> sp.Expr:
+    """Key rows one split-N program holds (:func:`aqua_model.costs.split_rule.tile_rows`): k when
+    the group shares one selection, else up to the union of its g heads' rows, min(d, g k)."""
+    return k if selection == "group" else sp.Min(d, (H_q / H_kv) * k)
+
+
+def _split_n(name: str, selection: str, attention_flops: sp.Expr, kv_bytes: sp.Expr, extra_bytes: sp.Expr,
+             pattern: str) -> list[Kernel]:
+    """The split pass (``attention``: K^'s kept rows and V, the selected q^ and indices) and the
+    combine (the merge of the splits, writing the output). The splits' partial outputs (B H_q
+    splits (d + 2) fp32 values) are not counted as bytes: small against K and V, and inside
+    the combine's calibrated time. A contiguous dim-major K^T [d, N] has a row stride of N
+    elements; the paged cache's rows are aligned by construction; a token-major view has no
+    row stride to align (its pattern is strided)."""
+    token_major = name.endswith("token-major")
+    row_stride = sp.Integer(0) if (token_major or name == "aqua-cache-step") else N
+    attention = Kernel("attention", attention_flops, kv_bytes + extra_bytes, pattern, op="attention",
+                       launch_names=(TRITON_SPLIT,), stream="" if token_major else "triton-split",
+                       tile_rows=split_tile_rows(selection), row_stride=row_stride)
+    combine = Kernel("combine", sp.Integer(0), vectors_bytes("decode"), "contiguous", unit="vector",
+                     launch_names=(TRITON_COMBINE,), stream="triton-combine")
+    return [attention, combine]
+
+
 def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]:
     dense = flop_terms("dense", "decode", conv)
     aqua = flop_terms("aqua", "decode", conv)
     kv_dense = KV_HEADS * memory.decode_read_bytes("dense")
     one_kv = KV_HEADS * memory.head_tensor_bytes()  # K (or V) of N tokens, every KV head of the batch
     if name == "dense-fused":
-        return [Kernel("attention", per_query_heads(dense, "scores", "softmax", "value"), kv_dense + 2 * vectors_bytes("decode"), "contiguous", op="attention")]
+        # cuDNN's flash decode kernel splits N and writes partials; its reduction merges them
+        return [Kernel("attention", per_query_heads(dense, "scores", "softmax", "value"), kv_dense + vectors_bytes("decode"),
+                       "contiguous", op="attention", stream="sdpa-decode"),
+                Kernel("reduce", sp.Integer(0), vectors_bytes("decode"), "contiguous", unit="vector")]
     if name == "dense-eager":
-        scores = Kernel("scores", per_query_heads(dense, "scores"), one_kv + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
+        scores = Kernel("scores", per_query_heads(dense, "scores"), one_kv + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous",
+                        stream="torch-matvec")
         return [scores, *_eager_tail("decode", dense)]
     layout, pattern = ("token-major", "strided") if name.endswith("token-major") else ("dim-major", "contiguous")
     kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
     attention_flops = per_query_heads(aqua, "scores", "softmax", "value")
+    # per KV group, the kept rows (int32) and each head's q^ on them: written by the prologue,
+    # read back by the split pass
+    rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
     if name in ("aqua-fused", "aqua-token-major", "aqua-cache-step"):
-        # the prologue reads q^ and writes, per KV group, the kept rows (int32) and each head's q^ on
-        # them; the split pass reads them back with K^'s kept rows and V, the combine writes the output
-        rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
         select = Kernel("select", per_query_heads(aqua, "select"), vectors_bytes("decode") + rows, "contiguous",
-                        unit="vector", launch_names=(TRITON_PROLOGUE,))
-        attention = Kernel("attention", attention_flops, kv_aqua + vectors_bytes("decode") + rows, pattern,
-                           launches=SPLIT_N_LAUNCHES, op="attention", launch_names=(TRITON_SPLIT, TRITON_COMBINE))
+                        unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+        tail = _split_n(name, selection, attention_flops, kv_aqua, rows, pattern)
         if name != "aqua-cache-step":
-            return [select, attention]
+            return [select, *tail]
         # the step's prologue also rotates q (per query head) and the new key (per KV head) by P and
         # writes k^ and v at the next position: P, the new key and value read, k^ and v written
         new_kv = 2 * KV_HEADS * d * s
         step = Kernel("prologue", per_query_heads(aqua, "q_proj", "k_proj", "select"),
                       vectors_bytes("decode") + _projection_bytes() + 2 * new_kv + rows, "contiguous",
-                      unit="vector", launch_names=(TRITON_PROLOGUE,))
-        return [step, attention]
-    prologue = aqua_prologue("decode", aqua)
+                      unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+        return [step, *tail]
     if name == "aqua-eager":
+        prologue = aqua_prologue("decode", aqua)
         # torch.gather reads the selected dims of each query head's KV group and writes a
-        # [N, k] copy per query head; the matmul then reads that copy.
+        # [N, k] copy per query head (one launch), then gathers q^'s kept dims (a second);
+        # the matmul then reads that copy.
         gathered = Q_HEADS * N * k * s
-        gather = Kernel("gather", sp.Integer(0), Q_HEADS * N * k * s + gathered + Q_HEADS * k * INDEX_BYTES, "gather")
-        scores = Kernel("scores", per_query_heads(aqua, "scores"), gathered + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous")
+        gather = Kernel("gather", sp.Integer(0), Q_HEADS * N * k * s + gathered + Q_HEADS * k * (INDEX_BYTES + 2 * s), "gather",
+                        launches=2)
+        scores = Kernel("scores", per_query_heads(aqua, "scores"), gathered + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous",
+                        stream="torch-matvec")
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
-    # aqua-step-topk and its token-major variant
-    io = 2 * vectors_bytes("decode") + Q_HEADS * k * INDEX_BYTES
-    return [*prologue, Kernel("attention", attention_flops, kv_aqua + io, pattern, launches=SPLIT_N_LAUNCHES, op="attention",
-                              launch_names=(TRITON_SPLIT, TRITON_COMBINE))]
+    # aqua-step-topk and its token-major variant: rotate (torch.bmm), select with torch.topk inside
+    # aqua_decode(select_in="torch"), then the Triton prologue with the given indices, the split
+    # pass and the combine
+    # the selection's float copy of |q^| (written, then read by the sum: 2 x 4 bytes per element)
+    # and the int32 copy of the indices it hands the prologue
+    given_index_bytes = (KV_HEADS if selection == "group" else Q_HEADS) * k * INDEX32_BYTES
+    prologue = aqua_prologue("decode", aqua, topk_launches=STEP_TOPK_LAUNCHES[selection],
+                             topk_extra_bytes=Q_HEADS * d * (2 * 4) + given_index_bytes, selection=selection)
+    given = Kernel("select", sp.Integer(0), vectors_bytes("decode") + given_index_bytes + rows, "contiguous",
+                   unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+    return [*prologue, given, *_split_n(name, selection, attention_flops, kv_aqua, rows, pattern)]
 
 
 def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
@@ -235,7 +298,8 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     kv_read = KV_HEADS * memory.kv_cache_bytes("dense").subs(N, N + T)  # K and V of the cached and new tokens
     io = 2 * vectors_bytes("prefill")
     if name == "dense-fused":
-        return [Kernel("attention", per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention")]
+        return [Kernel("attention", per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention",
+                       stream="sdpa-prefill")]
     if name == "aqua-fused":
         return [*aqua_prologue("prefill", aqua), Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"),
                                                           kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous", op="attention")]
@@ -247,7 +311,12 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     tail = [mask, *_eager_tail("prefill", dense_rect)]
     if name == "dense-eager":
         return [scores, *tail]
-    return [*aqua_prologue("prefill", aqua), scores, *tail]
+    # the selection also writes a 0/1 keep mask [B, H_kv, T, d] (a zero fill, then a scatter);
+    # the scores first multiply q^ by it (read q^ and the mask, write the masked q^), then the matmul
+    keep = KV_HEADS * T * d * s
+    masked = Kernel("scores", per_query_heads(dense_rect, "scores"), scores.bytes + 2 * vectors_bytes("prefill") + keep,
+                    "contiguous", launches=2)
+    return [*aqua_prologue("prefill", aqua, topk_launches=PREFILL_TOPK_LAUNCHES, topk_extra_bytes=2 * keep), masked, *tail]
 
 
 def plan_names(phase: str) -> tuple[str, ...]:
@@ -255,4 +324,5 @@ def plan_names(phase: str) -> tuple[str, ...]:
     return DECODE_PLANS if check_choice("phase", phase, PHASES) == "decode" else PREFILL_PLANS
 
 
-__all__ = ["build_plan", "plan_names", "DECODE_PLANS", "PREFILL_PLANS", "LEGACY_PLAN_NAMES", "IMPLEMENTATIONS", "TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]
+__all__ = ["build_plan", "plan_names", "split_tile_rows", "DECODE_PLANS", "PREFILL_PLANS", "LEGACY_PLAN_NAMES", "IMPLEMENTATIONS",
+           "TOPK_LAUNCHES", "TORCH_TOPK_LAUNCHES", "STEP_TOPK_LAUNCHES", "PREFILL_TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]

@@ -15,6 +15,7 @@ import sympy as sp
 
 from .._checks import check_choice
 from ..costs.memory import PATTERNS
+from ..hardware.calibrated_terms import STREAM_NAMES
 
 #: Bytes of one top-k index as torch returns it (int64).
 INDEX_BYTES = 8
@@ -26,6 +27,12 @@ COMPUTE_UNITS = ("matrix", "vector")
 #: time), ``softmax`` (torch.softmax: bandwidth efficiency against row length) and
 #: ``attention`` (a fused attention kernel: its own compute efficiency).
 LIBRARY_OPS = ("", "topk", "softmax", "attention")
+#: Implementation kernels whose own device time a calibrated profile measures by micro-benchmarks
+#: (``[calibration] stream`` tables, :class:`aqua_model.hardware.profile.StreamTable`): torch
+#: SDPA's decode and causal-prefill kernels, the three kernels of the Triton split-N decode
+#: (prologue, split pass, combine) and torch's matmul/matvec kernels of the eager plans. ""
+#: means the generic roofline of the kernel's access pattern.
+STREAMS = ("",) + STREAM_NAMES
 #: The word a plan without an implementation must carry in its description.
 MODEL_ONLY = "model-only"
 #: Key copies an implementation may read: token-major K, rotated token-major K^, rotated
@@ -39,6 +46,11 @@ class Kernel:
 
     ``launch_names``: optional regular expressions, one per launch in order, matching the
     names of the CUDA kernels it stands for (checked by ``tests/test_launch_counts.py``).
+    ``stream``: the implementation kernel whose micro-benchmarked device time a calibrated
+    profile may hold (:data:`STREAMS`); ``tile_rows``: key rows one program of a split-N kernel
+    holds (its launch geometry, :mod:`aqua_model.costs.split_rule`); ``row_stride``: elements
+    between consecutive key rows it streams (0: aligned by construction), whose alignment to 16
+    elements decides whether Triton vectorises the loads.
     """
 
     name: str
@@ -51,9 +63,13 @@ class Kernel:
     op_rows: sp.Expr = sp.Integer(0)
     op_length: sp.Expr = sp.Integer(0)
     launch_names: tuple[str, ...] = ()
+    stream: str = ""
+    tile_rows: sp.Expr = sp.Integer(0)
+    row_stride: sp.Expr = sp.Integer(0)
 
     def __post_init__(self) -> None:
         check_choice("pattern", self.pattern, PATTERNS)
+        check_choice("stream", self.stream, STREAMS)
         check_choice("unit", self.unit, COMPUTE_UNITS)
         check_choice("op", self.op, LIBRARY_OPS)
         if self.launch_names and len(self.launch_names) != self.launches:
@@ -146,4 +162,4 @@ def describe(plan: Plan) -> str:
     return f"{plan.name} ({plan.phase}): {plan.description} [{impl}]"
 
 
-__all__ = ["COMPUTE_UNITS", "INDEX_BYTES", "KEY_LAYOUTS", "LIBRARY_OPS", "MODEL_ONLY", "Implementation", "Kernel", "Plan", "describe"]
+__all__ = ["COMPUTE_UNITS", "INDEX_BYTES", "KEY_LAYOUTS", "LIBRARY_OPS", "MODEL_ONLY", "STREAMS", "Implementation", "Kernel", "Plan", "describe"]

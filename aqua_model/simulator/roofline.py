@@ -6,6 +6,18 @@ bytes))) + launches * launch overhead. Efficiencies and the overhead come from t
 library kernel measured by a calibrated profile uses that measurement: torch.topk takes the
 larger of its roofline time and its measured time; torch.softmax its measured bandwidth
 efficiency at its row length; a fused attention kernel its measured compute efficiency.
+
+Calibrated terms (issue 12; only where a calibrated profile holds them, see
+:mod:`aqua_model.hardware.calibrated_terms`): a kernel whose implementation was micro-benchmarked
+(``Kernel.stream``) takes its device time from that table: a small-transfer latency plus its
+bytes (or FLOPs) over the measured efficiency, where a split-N Triton kernel's efficiency is read
+at its programs per SM (the split rule of :mod:`aqua_model.costs.split_rule` against the SM
+count: occupancy and wave quantization) and falls by the measured factor when its key rows are
+not 16-element aligned. A profile that says how a CUDA graph is timed replaces the launch
+overhead and its overlap by graph_launch + the kernels' device times + one gap per launch after
+the first (:func:`contributions`); every other kernel's device time is then its roofline (on
+size tables net of the pattern's small-transfer latency) plus that latency, and the device time
+of a tiny kernel per further launch.
 """
 
 from __future__ import annotations
@@ -17,11 +29,17 @@ import numpy as np
 
 from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes
+from ..costs.split_rule import split_programs
 from ..hardware import HardwareProfile
 from ..plans import Kernel, Plan
+from ..plans.attention import TORCH_TOPK_LAUNCHES
 
 #: Elementwise work (softmax, |q|, selection) runs on the fp32 vector units.
 VECTOR_DTYPE = "fp32"
+#: Triton specialises an integer argument divisible by 16 (its ``do_not_specialize`` docs); a key
+#: row stride that is not makes every key load a scalar load (``validation/decode_ptx_check.py``,
+#: ``analysis/results/decode_kernels_ptx.md``). In elements.
+ALIGN_ELEMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,9 @@ class KernelTime:
 
     ``flops_utilisation`` and ``bandwidth_utilisation`` are the fractions of the datasheet
     peak rate (of the unit the kernel runs on) and bandwidth that the predicted time implies.
+    ``time_s`` is the kernel launched alone and ``overhead_s`` the part of it that is launch;
+    ``graph_gap_s`` is set (seconds per launch after a plan's first) when the profile times
+    graphs of kernels (:func:`contributions`), else None.
     """
 
     name: str
@@ -42,6 +63,8 @@ class KernelTime:
     time_s: np.ndarray
     flops_utilisation: np.ndarray
     bandwidth_utilisation: np.ndarray
+    launches: int = 1
+    graph_gap_s: float | None = None
 
     @property
     def bound(self) -> np.ndarray:
@@ -56,6 +79,45 @@ def roofline_terms_s(flops: Any, nbytes: Any, *, peak_flops_per_s: float, comput
     compute_s = flops / (peak_flops_per_s * compute_efficiency)
     memory_s = nbytes / (bandwidth_bytes_per_s * np.asarray(memory_efficiency))
     return compute_s, memory_s
+
+
+def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
+    """Programs a stream kernel runs (its launch geometry): the split pass B H_kv x splits, the
+    prologue one per (batch, KV head), the combine one per (batch, query head)."""
+    if kernel.stream == "triton-split":
+        rows = np.rint(evaluate(kernel.tile_rows, values)).astype(np.int64)
+        return split_programs(batch=values["B"], heads_kv=values["H_kv"], context=values["N"], rows=rows, d=values["d"],
+                              sm_count=sm_count).astype(float)
+    heads = values["H_kv"] if kernel.stream == "triton-prologue" else values["H_q"]
+    return np.asarray(values["B"], dtype=float) * float(heads)
+
+
+def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], flops: np.ndarray,
+                   nbytes: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(device time, compute term, memory term) from the kernel's stream table, or None."""
+    terms = profile.terms
+    if not kernel.stream:
+        return None
+    rows = int(np.max(np.rint(evaluate(kernel.tile_rows, values)))) if kernel.tile_rows != 0 else 0
+    table = terms.stream(kernel.stream, d=int(values["d"]), gqa=int(values["H_q"]) != int(values["H_kv"]), rows=rows)
+    if table is None or (table.x == "programs_per_sm" and terms.sm_count is None):
+        return None
+    x = {"bytes": nbytes, "flops": flops}.get(table.x)
+    if x is None:
+        x = _programs(kernel, values, terms.sm_count) / terms.sm_count
+    zero = np.zeros(np.shape(x))
+    if table.y == "s":
+        busy = np.asarray(table(x), dtype=float) + table.latency_s
+        return busy, zero, busy
+    eff = np.asarray(table(x), dtype=float)
+    if table.misaligned_efficiency is not None and kernel.row_stride != 0:
+        stride = np.rint(evaluate(kernel.row_stride, values)).astype(np.int64)
+        eff = np.where(stride % ALIGN_ELEMENTS != 0, eff * table.misaligned_efficiency, eff)
+    if table.x == "flops":
+        compute_s = flops / (peak * eff)
+        return table.latency_s + compute_s, compute_s, zero
+    memory_s = nbytes / (profile.bandwidth_bytes_per_s * eff)
+    return table.latency_s + memory_s, zero, memory_s
 
 
 def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> KernelTime:
@@ -79,16 +141,35 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> Kerne
                                            bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s, memory_efficiency=efficiency)
     busy_s = np.maximum(compute_s, memory_s)
     launches = kernel.launches
-    if kernel.op == "topk" and profile.topk_table is not None:
-        # measured torch.topk time, which includes its own launch
-        busy_s = np.maximum(busy_s, profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)))
-        launches -= 1
-    overhead = launches * profile.launch_overhead_s
+    terms = profile.terms
+    if terms.graph_timing:
+        # device time of every launch: the stream table where the implementation was measured, else
+        # the roofline plus a tiny kernel's device time per launch (the size tables are net of it)
+        stream = _stream_busy_s(kernel, profile, values, flops, nbytes, peak)
+        if stream is not None:
+            busy_s, compute_s, memory_s = stream
+        elif kernel.op == "topk" and profile.topk_table is not None:
+            # a measured torch.topk replay is graph_launch + its two kernels + one gap
+            call_s = profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values))
+            call_s = np.maximum(call_s - terms.graph_launch_s - terms.graph_gap_s, terms.tiny_kernel_s)
+            busy_s = np.maximum(busy_s, call_s) + (launches - TORCH_TOPK_LAUNCHES) * terms.tiny_kernel_s
+        else:  # the pattern's small-transfer latency (its size table is net of it), a tiny kernel per extra launch
+            busy_s = busy_s + terms.pattern_latency_s.get(kernel.pattern, terms.tiny_kernel_s) + (launches - 1) * terms.tiny_kernel_s
+        overhead = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
+        gap: float | None = terms.graph_gap_s
+    else:
+        if kernel.op == "topk" and profile.topk_table is not None:
+            # measured torch.topk time, which includes its own launch
+            busy_s = np.maximum(busy_s, profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)))
+            launches -= 1
+        overhead = launches * profile.launch_overhead_s
+        gap = None
     time_s = busy_s + overhead
     # achieved fraction of the datasheet peak rate and bandwidth over the kernel's time
     flops_util = flops / time_s / peak
     bw_util = nbytes / time_s / profile.bandwidth_bytes_per_s
-    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, time_s, flops_util, bw_util)
+    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, time_s, flops_util, bw_util,
+                      kernel.launches, gap)
 
 
 def floor_time_s(flops: Any, nbytes: Any, profile: HardwareProfile, *, unit: str, dtype: str) -> np.ndarray:
@@ -122,8 +203,16 @@ def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
 
     Kernels run one after another on one stream, queued asynchronously: the first pays its
     launch overhead in full; each later kernel's launch overlaps the previous kernel's work,
-    so only the part of its overhead longer than that work is exposed.
+    so only the part of its overhead longer than that work is exposed. On a profile that times
+    CUDA graphs (``graph_gap_s`` set) the plan is graph_launch + every kernel's device time +
+    one gap per launch after the first, so a later kernel adds its device time and a gap per
+    launch.
     """
+    if kernels and all(kt.graph_gap_s is not None for kt in kernels):
+        shares = [kernels[0].time_s]
+        for cur in kernels[1:]:
+            shares.append((cur.time_s - cur.overhead_s) + cur.launches * cur.graph_gap_s)
+        return shares
     shares = [kernels[0].time_s]
     for prev, cur in zip(kernels, kernels[1:]):
         busy_prev = prev.time_s - prev.overhead_s

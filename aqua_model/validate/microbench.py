@@ -13,7 +13,10 @@ same timer, warm-up and L2 flush as the validation cases):
 * gathers: ``torch.gather`` of k rows of a dim-major [H, d, L] tensor into a [H, k, L] copy,
   counted as bytes read plus bytes written (the aqua-eager plan's gather);
 * matmul throughput against size for bf16, fp16 and fp32 (square n x n x n, 2 n^3 FLOPs);
-* ``torch.topk`` time against rows and length.
+* ``torch.topk`` time against rows and length;
+* the implementations' own kernels (:mod:`aqua_model.validate.streams`): graph timing, SDPA decode
+  and prefill, the Triton split pass (programs per SM, alignment, latency), prologue and combine,
+  torch's eager matvec and torch.softmax, all at calibration shapes that are no validation case.
 
 A memory efficiency is bytes / ((time - launch overhead) / bandwidth), because the roofline
 adds the launch overhead on top of the memory term; it is capped at 1. The calibrated profile
@@ -100,15 +103,29 @@ class Calibration:
     matmul: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # dtype -> (n, FLOP/s)
     topk: list[tuple[int, int, int, float]] = field(default_factory=list)  # (rows, length, k, seconds)
     method: str = ""
+    streams: Any = None  # aqua_model.validate.streams.StreamResult, or None (not measured)
+    sm_count: int | None = None
 
 
 def _t(fn: Callable[[], Any], device: str, *, graph: bool = True) -> float:
     return time_fn(fn, device=device, warmup_ms=BENCH_WARMUP_MS, rep_ms=BENCH_REP_MS, graph=graph).median_s
 
 
-def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = True) -> Calibration:
-    """Run every micro-benchmark on ``device`` ("cpu" or "cuda"); ``quick`` uses fewer sizes."""
+#: Programs-per-SM denominator on a CPU: the Triton decode wrapper's own SM count off CUDA.
+CPU_SM_COUNT = 8
+
+
+def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = True, streams: bool = True,
+                        deadline_s: float | None = None, base: str | None = None) -> Calibration:
+    """Run every micro-benchmark on ``device`` ("cpu" or "cuda"); ``quick`` uses fewer sizes;
+    ``streams`` adds the implementation-kernel benchmarks (:mod:`.streams`), started only while
+    fewer than ``deadline_s`` seconds have passed (``base``: the datasheet profile whose rates
+    their efficiencies are fractions of; default from the device name)."""
+    import time as _time
+
     import torch
+
+    t_start = _time.monotonic()
 
     from aqua_model.validate.runner import environment
 
@@ -173,6 +190,15 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
         kk = max(1, 3 * length // 4)
         cal.topk.append((rows, length, kk, _t(lambda: torch.topk(x, kk, dim=-1), device)))
     say("topk: " + ", ".join(f"{r}x{n}: {t * 1e6:.1f} us" for r, n, _, t in cal.topk))
+
+    cal.sm_count = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else CPU_SM_COUNT
+    if streams:
+        from aqua_model.validate.streams import run_stream_benchmarks
+
+        ref = load(base or base_profile_name(str(cal.env.get("gpu") if device == "cuda" else "cpu"), device))
+        left = None if deadline_s is None else max(0.0, deadline_s - (_time.monotonic() - t_start))
+        cal.streams = run_stream_benchmarks(device=device, sm_count=cal.sm_count, deadline_s=left, progress=say,
+                                            profile_rates={"bandwidth": ref.bandwidth_bytes_per_s, "peak_bf16": ref.peak_flops("bf16")})
 
     tf32 = bool(torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else False
     cal.method = (f"aqua_model.validate.microbench, timer {'triton do_bench of CUDA-graph replays with L2 flush' if device == 'cuda' else 'perf_counter'}, "
@@ -264,6 +290,7 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
                         "source": f"measured: {what}, at {int(pts[-1][0])} bytes, net of launch overhead, {where}"}
         size_tables[pattern] = {"points": [[x, y] for x, y in pts], "x_unit": "bytes", "y_unit": "fraction",
                                 "source": f"measured: {what}, net of launch overhead, {where}"}
+    latency = _latency_net_tables(cal, bw, where, eff, size_tables) if cal.streams is not None else None
     eff["size_table"] = size_tables
     doc["efficiency"] = eff
     doc["calibration"] = {
@@ -279,7 +306,49 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
         "matmul_n_flops_per_s": {dt: [[float(n), r] for n, r in pts] for dt, pts in cal.matmul.items()},
         "topk_rows_length_k_s": [[float(r), float(n), float(kk), t] for r, n, kk, t in cal.topk],
     }
+    if cal.sm_count is not None:
+        doc["calibration"]["sm_count"] = int(cal.sm_count)
+    if latency is not None:
+        doc["calibration"]["pattern_latency_s"] = latency
+    if cal.streams is not None:
+        from aqua_model.validate.streams import calibration_spread
+
+        st = cal.streams
+        doc["calibration"].update({k: v for k, v in st.graph.items()})
+        doc["calibration"]["calibration_spread"] = calibration_spread(st)
+        doc["calibration"]["stream_profiler"] = "torch.profiler per-kernel durations" if st.profiler else "whole-call times"
+        if st.softmax:
+            doc["calibration"]["softmax_length_bytes_s_efficiency"] = st.softmax
+        if st.attention_compute_efficiency is not None:
+            doc["calibration"]["attention_compute_efficiency"] = st.attention_compute_efficiency
+        doc["calibration"]["stream"] = st.tables
     return doc
+
+
+def _latency_net_tables(cal: Calibration, bw: float, where: str, eff: dict[str, Any],
+                        size_tables: dict[str, Any]) -> dict[str, float]:
+    """With graph timing measured, each pattern's size table is net of its small-transfer latency
+    (the intercept of its ladder of device times, replay - graph launch), which the profile keeps
+    as ``pattern_latency_s``; the contiguous pattern is then the copy ladder (an elementwise
+    kernel reads and writes, as the plans count it) rather than the read-only sum."""
+    from aqua_model.validate.streams import efficiency_table
+
+    launch = cal.streams.graph["graph_launch_s"]
+    ladders = {
+        "contiguous": (cal.copy, "dst.copy_(src) of bf16, bytes read plus written"),
+        "strided": (cal.strided, f"sum over a strided view of the first {STRIDED_CHANNELS} of {BENCH_HEAD_DIM} channels, "
+                                 f"bytes counted as {SECTOR_BYTES}-byte sectors touched"),
+        "gather": (cal.gather, f"torch.gather of {GATHER_ROWS} of {BENCH_HEAD_DIM} rows of a dim-major [{GATHER_HEADS}, "
+                               f"{BENCH_HEAD_DIM}, L] tensor, bytes read plus written"),
+    }
+    latency: dict[str, float] = {}
+    for pattern, (points, what) in ladders.items():
+        lat, table = efficiency_table([(float(b), max(t - launch, 1e-9)) for b, t in points], bw)
+        latency[pattern] = lat
+        source = f"measured: {what}; device time = graph replay - graph launch, net of the fitted latency {lat:.3g} s; {where}"
+        eff[pattern] = {"value": table[-1][1], "unit": "fraction", "source": source}
+        size_tables[pattern] = {"points": table, "x_unit": "bytes", "y_unit": "fraction", "source": source}
+    return latency
 
 
 def _unit_factor(unit: str) -> float:
@@ -313,7 +382,7 @@ def write_profile(cal: Calibration, out_path: str | os.PathLike[str], *, base: s
 
 
 def calibrate_profile(*, out_path: str | os.PathLike[str], device: str, quick: bool = False, base: str | None = None,
-              progress: bool = True) -> HardwareProfile:
+              progress: bool = True, streams: bool = True, deadline_s: float | None = None) -> HardwareProfile:
     """Run the micro-benchmarks on ``device`` and write the calibrated profile to ``out_path``."""
-    cal = run_microbenchmarks(device=device, quick=quick, progress=progress)
+    cal = run_microbenchmarks(device=device, quick=quick, progress=progress, streams=streams, deadline_s=deadline_s, base=base)
     return write_profile(cal, out_path, base=base)

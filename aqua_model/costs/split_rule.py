@@ -1,0 +1,114 @@
+"""The launch geometry of the split-N decode kernels, without torch: how many programs they run.
+
+The Triton decode of :mod:`aqua_model.kernels.triton_decode` runs three kernels: a prologue with
+one program per (batch, KV head), the split-N pass with one program per (batch, KV head, split
+of N), and the combine with one program per (batch, query head). How many splits it cuts N into,
+and the row tile and token block each program streams, follow the rule written here; the
+simulator reads the same functions to place the programs against the GPU's SMs (occupancy and
+wave quantization of the split pass, :mod:`aqua_model.simulator.roofline`), so the rule has one
+home. Every function takes numpy arrays (broadcast) or ints.
+
+Rule (read off the H200 sweep ``validation/results/h200/decode_v2_tuning.jsonl`` by the
+kernels work of issue 15):
+
+* row tile: the key rows one program reads, rounded up to a multiple of 16 and cut into at most
+  three power-of-two parts (:func:`row_parts`); group selection reads k rows, per-head selection
+  under GQA up to min(d, g k) (the union of the g heads' rows);
+* token block: a row tile of more than 64 rows streams blocks of 64 tokens (4 warps, 4 stages),
+  64 rows or fewer blocks of 128 tokens (8 warps, 3 stages), or 64 when the keys are paged in
+  pages of fewer than 128 tokens (:func:`launch_rule`);
+* splits: about ``PROGRAMS_PER_SM`` programs per SM over the batch's B H_kv (KV group, batch)
+  units, at least ``MIN_BLOCKS_PER_SPLIT`` blocks per split, never an empty split
+  (:func:`split_count`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_int
+
+#: Split-count rule: aim at this many programs per SM, and give each split at least this many
+#: blocks of N (a pipeline of num_stages loads needs a few iterations to fill).
+PROGRAMS_PER_SM = 8
+MIN_BLOCKS_PER_SPLIT = 4
+#: Smallest tile of rows (query heads or key rows) a program holds: one tensor-core tile.
+MIN_ROWS = 16
+#: Row tiles above this many rows stream the smaller token block (more rows, fewer tokens).
+WIDE_TILE_ROWS = 64
+
+
+def row_parts(rows: int) -> tuple[int, int, int]:
+    """The row tile for ``rows`` key rows: up to three power-of-two parts >= 16, largest first,
+    covering ``rows`` rounded up to a multiple of 16 (rounded further up when that needs more than
+    three parts). E.g. 96 -> (64, 32, 0), 112 -> (64, 32, 16), 40 -> (32, 16, 0), 128 -> (128, 0, 0)."""
+    rows = check_int("rows", rows, minimum=1)
+    r16 = -(-rows // MIN_ROWS)
+    while bin(r16).count("1") > 3:
+        r16 += 1
+    parts = [1 << b for b in range(r16.bit_length() - 1, -1, -1) if r16 >> b & 1]
+    parts = [p * MIN_ROWS for p in parts] + [0, 0, 0]
+    return parts[0], parts[1], parts[2]
+
+
+def tile_rows(*, d: int, k: int, g: int, selection: str) -> int:
+    """Most key rows one split-N program reads: k when the group shares one selection (or
+    g = 1), else the largest possible union of the g heads' selections, min(d, g k)."""
+    if selection == "group" or g == 1:
+        return int(k)
+    return int(min(d, g * k))
+
+
+def padded_tile_rows(rows: int, d: int) -> int:
+    """Rows of the tile actually loaded: the sum of :func:`row_parts`, at most d padded to a
+    power of two >= 16 (rounding never needs more rows than the padded coordinates)."""
+    d_pad = max(MIN_ROWS, 1 << max(0, (int(d) - 1).bit_length()))
+    return min(sum(row_parts(rows)), d_pad)
+
+
+def launch_rule(rows: int, *, page: int | None = None) -> tuple[int, int, int]:
+    """(block_n, num_warps, num_stages) of the split pass for a tile of ``rows`` key rows, with
+    keys unpaged (``page`` None) or paged in pages of ``page`` tokens."""
+    if sum(row_parts(rows)) > WIDE_TILE_ROWS:
+        return (64 if page is None else min(64, page)), 4, 4
+    if page is None or page >= 128:
+        return 128, 8, 3
+    return min(64, page), 4, 3
+
+
+def split_count(*, programs: Any, context: Any, block_n: Any, sm_count: int,
+                programs_per_sm: int = PROGRAMS_PER_SM, num_splits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(num_splits, chunk tokens) of the split pass: N cut into chunks of whole blocks so that no
+    split is empty. ``programs`` is B H_kv (one unit per batch element and KV head); with
+    ``num_splits`` unset the count aims at ``programs_per_sm`` programs per SM, with at least
+    ``MIN_BLOCKS_PER_SPLIT`` blocks per split. Arrays broadcast."""
+    bn = np.asarray(block_n, dtype=np.int64)
+    ctx = np.asarray(context, dtype=np.int64)
+    units = np.maximum(1, np.asarray(programs, dtype=np.int64))
+    blocks = np.maximum(1, -(-ctx // bn))
+    if num_splits is not None:
+        want = np.full(np.broadcast(blocks, units).shape, int(num_splits), dtype=np.int64)
+    else:
+        want = np.minimum(-(-(programs_per_sm * int(sm_count)) // units), -(-blocks // MIN_BLOCKS_PER_SPLIT))
+    want = np.maximum(1, np.minimum(want, blocks))
+    chunk = -(-blocks // want) * bn
+    return -(-ctx // chunk), chunk
+
+
+def split_programs(*, batch: Any, heads_kv: Any, context: Any, rows: Any, d: Any, sm_count: int,
+                   page: int | None = None) -> np.ndarray:
+    """Programs of the split pass at these sizes (B H_kv units times their splits), by the rule
+    above; ``rows`` the tile rows (:func:`tile_rows`). Arrays broadcast."""
+    b, h, n, r, dd = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (batch, heads_kv, context, rows, d)))
+    units = b * h
+    block_n = np.empty(b.shape, dtype=np.int64)
+    for rr, dv in {(int(x), int(y)) for x, y in zip(r.reshape(-1), dd.reshape(-1))}:
+        block_n[(r == rr) & (dd == dv)] = launch_rule(padded_tile_rows(max(1, rr), dv), page=page)[0]
+    splits, _ = split_count(programs=units, context=n, block_n=block_n, sm_count=sm_count)
+    return units * splits
+
+
+__all__ = ["MIN_BLOCKS_PER_SPLIT", "MIN_ROWS", "PROGRAMS_PER_SM", "WIDE_TILE_ROWS", "launch_rule", "padded_tile_rows",
+           "row_parts", "split_count", "split_programs", "tile_rows"]
