@@ -48,3 +48,25 @@ def test_accuracy_numbers_are_the_committed_study() -> None:
     ratios = [x / float(acc[(48, 1)]["KL nats/token"]) for x in kl]
     assert f"{int(min(ratios))} to {int(max(ratios))} times the KL" in text
     assert f"{inc(48, 128)} (M = 128) to {inc(48, 64)} (M = 64)" in text
+
+
+def test_measured_numbers_are_the_committed_h200_rows() -> None:
+    """Every measured prefill number in the README is recomputed from analysis/results/prefill_kernels.csv
+    (written by `python validation/bench_prefill.py --report` from the committed H200 rows)."""
+    import statistics
+
+    text = _section()
+    with (ROOT / "analysis" / "results" / "prefill_kernels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 0 and f"over {len(rows)} rows" in text
+    at_d = [float(r["aqua_TFLOP_s"]) / float(r["sdpa_TFLOP_s"]) for r in rows if r["k"] == r["d"]]
+    assert f"median {statistics.median(at_d):.3f} of SDPA's achieved TFLOP/s (minimum {min(at_d):.3f}" in text
+    long_rows = [r for r in rows if int(r["T"]) >= 16384 and r["d"] == "128"]
+    for k in (32, 64, 96):
+        med = statistics.median(float(r["speedup"]) for r in long_rows if int(r["k"]) == k)
+        assert f"{med:.3f}x at k = {k}" in text or f"{med:.3f}x at k = {k}," in text, (k, med)
+    best32 = max(float(r["speedup"]) for r in rows if r["k"] == "32")
+    best96 = max(float(r["speedup"]) for r in rows if r["k"] == "96")
+    assert f"best {best32:.3f}x" in text and f"best {best96:.3f}x" in text
+    err = statistics.median(abs(float(r["aqua_error_pct"])) for r in rows)
+    assert f"median error {err:.1f}%" in text
