@@ -10,6 +10,7 @@ from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
 from ..models import load as load_model
 from ..simulator import AQUA_PLAN_ALIASES, end_to_end, simulate, time_breakeven
+from ..simulator.intervals import fmt_interval
 from ..simulator.parallel import one_gpu_fit
 from ..table_render import to_text
 from ._common import add_convention_args, convention_from, print_json, set_run
@@ -88,13 +89,18 @@ def run(args: argparse.Namespace) -> int:
     if sim.shape.local_layers:
         print(f"note: {sim.shape.local_layers} of the {sim.shape.layers} layers attend through a {sim.shape.local_window}-token "
               "sliding window; the tables are a global layer's, the end-to-end latency sums both kinds")
+    statuses = sim.statuses
     for label, result in (("dense", sim.dense), ("aqua", sim.aqua)):
-        print(f"\n{label}: {result.plan}, {float(result.time_s) * 1e6:.1f} us per layer\n  {result.description}")
+        time_text = fmt_interval(float(result.time_s), sim.time_interval(label), unit=" us", scale=1e6, digits=1)
+        print(f"\n{label}: {result.plan}, {time_text} per layer\n  {result.description}")
+        if statuses.get(result.plan):
+            print(f"  {result.plan}: {statuses[result.plan]}")
         print(to_text(result.table()))
-    line = f"speedup {float(sim.speedup):.3f}x"
+    line = f"speedup {fmt_interval(float(sim.speedup), sim.speedup_interval, digits=3)}"
     if sim.ceiling is not None:
         line += f" (byte ceiling of dimension-only sparsity 2d/(k+d) = {float(sim.ceiling):.3f}x)"
     print(line)
+    print(f"interval: 80%, {payload['intervals']['source']}")
     print(f"FLOP break-even context: {sim.flop_breakeven}; time break-even context on {sim.gpu}: {payload.get('time_breakeven_context')}")
     if "end_to_end" in payload:
         e = payload["end_to_end"]

@@ -4,6 +4,10 @@
     aqua-model validate run --profile PROFILE.toml --out results.jsonl [--device ...] [--max-cases N]
                             [--cpu-small] [--deadline-s S]
     aqua-model validate report results.jsonl [--markdown summary.md] [--no-cases] [--lenient]
+                            [--heldout heldout.jsonl --heldout-markdown heldout.md --status-out plan_status.toml]
+    aqua-model validate sample --seed S --n N --out cases.jsonl
+    aqua-model validate run --profile PROFILE.toml --cases cases.jsonl --out heldout-S.jsonl
+    aqua-model validate intervals --profile PROFILE.toml --results insample.jsonl --out PROFILE.toml
 
 Also runnable without the CLI registry: ``python -m aqua_model.commands.validate_cmd ...``.
 """
@@ -39,7 +43,26 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     c.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
     c.add_argument("--quick", action="store_true", help="fewer sizes (seconds; for CI and the CPU mode) (default: the full size set)")
     c.add_argument("--base", default=None, help="datasheet profile to build on (default: from the device name)")
+    c.add_argument("--deadline-s", type=float, default=None,
+                   help="start no new implementation micro-benchmark after this many seconds (default: no deadline)")
+    c.add_argument("--no-streams", action="store_true",
+                   help="skip the implementation micro-benchmarks (graph timing, SDPA, Triton, matvec) (default: run them)")
     set_run(c, run_calibrate)
+
+    sm = vsub.add_parser("sample", help="draw held-out cases from the documented distribution (validation/README.md)")
+    sm.add_argument("--seed", type=int, required=True, help="the seed (chosen after the freeze, by the rule in validation/README.md)")
+    sm.add_argument("--n", type=int, required=True, help="fewest cases to draw")
+    sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
+    sm.add_argument("--model-commit", default=None, help="the commit the model is frozen at (default: the checkout's HEAD)")
+    sm.add_argument("--scale", choices=("h200", "cpu"), default="h200",
+                    help="the distribution: the documented H200 one, or its tiny CPU form (CI) (default: %(default)s)")
+    set_run(sm, run_sample)
+
+    iv = vsub.add_parser("intervals", help="freeze 80%% prediction intervals from in-sample results into a calibrated profile")
+    iv.add_argument("--profile", required=True, help="the calibrated profile the results were predicted with")
+    iv.add_argument("--results", nargs="+", required=True, help="in-sample results JSONL")
+    iv.add_argument("--out", required=True, help="the profile to write (may be --profile itself)")
+    set_run(iv, run_intervals)
 
     r = vsub.add_parser("run", help="measure the case grid, streaming rows to JSONL (resumes)")
     r.add_argument("--profile", required=True, help="calibrated profile TOML (from 'validate calibrate')")
@@ -51,6 +74,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="run only the cases of these plans, e.g. aqua-token-major (default: every plan)")
     r.add_argument("--phase", choices=("decode", "prefill"), default=None, help="run only the cases of this phase (default: both)")
     r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default: on with --device cpu)")
+    r.add_argument("--grid", choices=("gpu", "reduced", "cpu"), default=None,
+                   help="the case grid: the full H200 grid, the reduced in-sample grid of a held-out call, or the CPU grid "
+                        "(default: gpu, or cpu with --device cpu / --cpu-small)")
+    r.add_argument("--cases", default=None,
+                   help="held-out case file from 'validate sample' instead of a grid; refused if the model changed since "
+                        "(default: a grid)")
+    r.add_argument("--model-commit", default=None,
+                   help="the commit the model is frozen at, recorded in every row (default: the case file's, else none)")
     r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds (default: no deadline)")
     r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site in ms (default: the timer's)")
     r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site in ms (default: the timer's)")
@@ -69,6 +100,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="recompute every prediction with the current model, using this calibrated profile "
                         "(and its base datasheet profile); the measurements are kept as they are (default: as recorded)")
     s.add_argument("--out", default=None, help="with --repredict: also write the re-predicted rows to this JSONL (default: none)")
+    s.add_argument("--heldout", nargs="+", default=None, metavar="HELDOUT",
+                   help="held-out results: print them beside the in-sample results, with the issue's targets and the "
+                        "interval coverage (default: none)")
+    s.add_argument("--heldout-markdown", default=None, help="with --heldout: write that comparison here (default: none)")
+    s.add_argument("--status-out", default=None,
+                   help="with --heldout: write the plan verdicts (unvalidated where the held-out p90 > 25%%) here (default: none)")
     s.add_argument("--lenient", action="store_true",
                    help="skip lines that break the row schema, counting them in the report (default: any bad line "
                         "other than a torn last one is an error)")
@@ -89,7 +126,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise ValueError(f"--base {args.base!r}: {exc}") from None
     device = args.device or _default_device()
     _check_device(device)
-    prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base)
+    prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base,
+                             streams=not args.no_streams, deadline_s=args.deadline_s)
     print(f"wrote {args.out} (mode {prof.mode})")
     print(prof.describe())
     return 0
@@ -98,7 +136,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_cases_cmd(args: argparse.Namespace) -> int:
     """Measure the case grid against both prediction modes."""
     from aqua_model.hardware import load
-    from aqua_model.validate.cases import cpu_grid, gpu_grid
     from aqua_model.validate.runner import Measurer, run_cases
     from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS
 
@@ -114,7 +151,23 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
     datasheet = load(base)
     if args.max_cases is not None and args.max_cases < 1:
         raise ValueError(f"--max-cases must be >= 1, got {args.max_cases}")
-    cases = cpu_grid() if (args.cpu_small or device == "cpu") else gpu_grid()
+    row_extra: dict = {"case_source": "grid"}
+    if args.cases:
+        from aqua_model.validate.sampling import check_frozen, read_cases
+
+        check_input_file("--cases", args.cases)
+        meta, cases = read_cases(args.cases)
+        check_frozen(meta)
+        row_extra = {"case_source": "heldout", "heldout_seed": meta["seed"], "model_commit": meta.get("model_commit"),
+                     "model_sha256": meta.get("model_sha256")}
+    else:
+        from aqua_model.validate.cases import grid
+
+        name = args.grid or ("cpu" if (args.cpu_small or device == "cpu") else "gpu")
+        cases = grid(name)
+        row_extra["grid"] = name
+    if args.model_commit:
+        row_extra["model_commit"] = args.model_commit
     if args.plans:
         known = sorted({c.plan for c in cases})
         unknown = sorted(set(args.plans) - set(known))
@@ -127,7 +180,7 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
                         rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS, graph=not args.eager)
     counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
                        measure=measurer, deadline_s=args.deadline_s, max_cases=args.max_cases,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, row_extra=row_extra)
     measurer.release()
     print("cases: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
@@ -165,6 +218,10 @@ def run_report(args: argparse.Namespace) -> int:
         rows = _repredicted(rows, args.repredict, args.out)
     rep = report_file(args.results[0], markdown=args.markdown, rows=rows)
     print(render_text(rep, per_case=not args.no_cases))
+    if args.heldout:
+        _heldout_report(args, rep)
+    elif args.heldout_markdown or args.status_out:
+        raise ValueError("--heldout-markdown and --status-out need --heldout")
     if skipped:
         note = f"rejected lines skipped (--lenient): {len(skipped)} (" + ", ".join(f"{p}:{n}" for p, n in skipped[:10]) + \
                (", ..." if len(skipped) > 10 else "") + ")"
@@ -174,6 +231,71 @@ def run_report(args: argparse.Namespace) -> int:
                 fh.write(f"\n{note}\n")
     if args.markdown:
         print(f"wrote {args.markdown}")
+    return 0
+
+
+def _heldout_report(args: argparse.Namespace, insample) -> None:
+    """Held-out rows beside the in-sample report; the issue's targets; the plan verdicts."""
+    from aqua_model.validate.report import build_report, heldout_markdown, heldout_targets, status_entries, write_status
+    from aqua_model.validate.runner import merge_runs, read_rows
+
+    for path in args.heldout:
+        check_input_file("--heldout", path)
+    rows = merge_runs([read_rows(p, lenient=args.lenient) for p in args.heldout])
+    if args.repredict:
+        rows = _repredicted(rows, args.repredict, None)
+    held = build_report(rows)
+    seeds = sorted({r.get("heldout_seed") for r in rows if r.get("heldout_seed") is not None})
+    commits = sorted({r.get("model_commit") for r in rows if r.get("model_commit")})
+    if len(seeds) > 1 or len(commits) > 1:
+        raise ValueError(f"--heldout mixes seeds {seeds} or frozen commits {commits}: report one held-out run at a time")
+    meta = {"seed": seeds[0] if seeds else None, "model_commit": commits[0] if commits else None,
+            "model_sha256": next((r.get("model_sha256") for r in rows if r.get("model_sha256")), None),
+            "cases": len(rows), "shapes": len({r.get("case_id", "").split("/", 2)[-1] for r in rows})}
+    text = heldout_markdown(insample, held, meta=meta)
+    print("\n" + text)
+    if args.heldout_markdown:
+        check_output_file("--heldout-markdown", args.heldout_markdown)
+        with open(args.heldout_markdown, "w") as fh:
+            fh.write(text)
+        print(f"wrote {args.heldout_markdown}")
+    if args.status_out:
+        check_output_file("--status-out", args.status_out)
+        write_status(status_entries(held, seed=meta["seed"], commit=meta["model_commit"]), args.status_out)
+        print(f"wrote {args.status_out}")
+    missed = [t["target"] for t in heldout_targets(held) if t["met"] is False]
+    print("held-out targets: " + ("all met" if not missed else f"{len(missed)} MISSED: " + "; ".join(missed)))
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Draw held-out cases and write the case file."""
+    from aqua_model.validate.sampling import write_cases
+
+    check_output_file("--out", args.out)
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    meta = write_cases(seed=args.seed, n=args.n, out_path=args.out, model_commit=args.model_commit, scale=args.scale)
+    print(f"wrote {args.out}: {meta['cases']} cases from {meta['shapes']} shapes (seed {meta['seed']}; model "
+          f"{meta['model_commit']}, fingerprint {meta['model_sha256'][:12]}{', tree dirty' if meta['model_dirty'] else ''}); "
+          f"redraws {meta['redraws']}")
+    return 0
+
+
+def run_intervals(args: argparse.Namespace) -> int:
+    """Freeze the intervals of in-sample results into the profile."""
+    from aqua_model.validate.intervals import freeze_intervals
+
+    check_input_file("--profile", args.profile)
+    for path in args.results:
+        check_input_file("--results", path)
+    check_output_file("--out", args.out)
+    entries = freeze_intervals(profile=args.profile, results=args.results, out=args.out)
+    for e in entries:
+        sp = f", speedup [{e['speedup'][0]:+.3f}, {e['speedup'][1]:+.3f}] (n {e['n_speedup']})" if "speedup" in e else ""
+        print(f"{e['phase']}/{e['plan']}: ln(measured/predicted) in [{e['time'][0]:+.3f}, {e['time'][1]:+.3f}] (n {e['n_time']}){sp}")
+    print(f"wrote {args.out} ({len(entries)} plan intervals)")
     return 0
 
 

@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from aqua_model._checks import check_choice, check_int
+from aqua_model.costs.split_rule import MIN_BLOCKS_PER_SPLIT, MIN_ROWS, PROGRAMS_PER_SM, launch_rule, row_parts
 from aqua_model.kernels import reference as ref
 
 try:  # triton is optional: the module imports and falls back without it
@@ -99,13 +100,11 @@ SELECT_WHERE = ("kernel", "prepass", "torch")
 #: The CUDA kernels one call launches, in order (what the ``aqua-fused`` plan lists).
 KERNELS = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
 _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
-_MIN_ROWS = 16  # query rows per program: the smallest tensor-core tile
+_MIN_ROWS = MIN_ROWS  # query rows per program: the smallest tensor-core tile
 #: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
 _NO_PAGE = 1 << 30
-#: Split-count rule (``choose_config``): aim at this many programs per SM, and give each split
-#: at least this many blocks of N (a pipeline of num_stages loads needs a few iterations to fill).
-PROGRAMS_PER_SM = 8
-MIN_BLOCKS_PER_SPLIT = 4
+# The launch rule (row tiles, token blocks, split counts: PROGRAMS_PER_SM, MIN_BLOCKS_PER_SPLIT)
+# has one home, aqua_model.costs.split_rule, which the simulator reads too.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,19 +134,6 @@ def triton_available(device: torch.device | None = None) -> bool:
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
-
-
-def row_parts(rows: int) -> tuple[int, int, int]:
-    """The row tile for ``rows`` key rows: up to three power-of-two parts >= 16, largest first,
-    covering ``rows`` rounded up to a multiple of 16 (rounded further up when that needs more than
-    three parts). E.g. 96 -> (64, 32, 0), 112 -> (64, 32, 16), 40 -> (32, 16, 0), 128 -> (128, 0, 0)."""
-    rows = check_int("rows", rows, minimum=1)
-    r16 = -(-rows // _MIN_ROWS)
-    while bin(r16).count("1") > 3:
-        r16 += 1
-    parts = [1 << b for b in range(r16.bit_length() - 1, -1, -1) if r16 >> b & 1]
-    parts = [p * _MIN_ROWS for p in parts] + [0, 0, 0]
-    return parts[0], parts[1], parts[2]
 
 
 def tile_rows(*, m: int, k_keep: int, group: int, mode: int, shared: bool) -> int:
@@ -420,11 +406,8 @@ def choose_config(*, rows: int, value_dim: int, page: int | None = None) -> Deco
     need it (both rules were measured at d_v = 128)."""
     check_int("rows", rows, minimum=1)
     check_int("value_dim", value_dim, minimum=1)
-    if sum(row_parts(rows)) > 64:
-        return DecodeConfig(block_n=64 if page is None else min(64, page), num_warps=4, num_stages=4)
-    if page is None or page >= 128:
-        return DecodeConfig(block_n=128, num_warps=8, num_stages=3)
-    return DecodeConfig(block_n=min(64, page), num_warps=4, num_stages=3)
+    block_n, num_warps, num_stages = launch_rule(rows, page=page)
+    return DecodeConfig(block_n=block_n, num_warps=num_warps, num_stages=num_stages)
 
 
 # ---------------------------------------------------------------------------------------- launch

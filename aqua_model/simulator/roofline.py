@@ -40,6 +40,9 @@ VECTOR_DTYPE = "fp32"
 #: row stride that is not makes every key load a scalar load (``validation/decode_ptx_check.py``,
 #: ``analysis/results/decode_kernels_ptx.md``). In elements.
 ALIGN_ELEMENTS = 16
+#: Tokens per page of the AQUA KV cache (aqua_model.kernels.kv_cache.DEFAULT_PAGE_TOKENS; checked
+#: equal by tests/test_heldout_model.py, since this layer cannot import torch).
+CACHE_PAGE_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,14 @@ def roofline_terms_s(flops: Any, nbytes: Any, *, peak_flops_per_s: float, comput
 
 def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
     """Programs a stream kernel runs (its launch geometry): the split pass B H_kv x splits, the
-    prologue one per (batch, KV head), the combine one per (batch, query head)."""
+    prologue one per (batch, KV head), the combine one per (batch, query head). Keys whose rows
+    are aligned by construction (a paged cache, ``row_stride`` 0) are paged in pages of
+    ``CACHE_PAGE_TOKENS``, which the launch rule's token block must divide."""
     if kernel.stream == "triton-split":
         rows = np.rint(evaluate(kernel.tile_rows, values)).astype(np.int64)
+        page = CACHE_PAGE_TOKENS if kernel.row_stride == 0 else None
         return split_programs(batch=values["B"], heads_kv=values["H_kv"], context=values["N"], rows=rows, d=values["d"],
-                              sm_count=sm_count).astype(float)
+                              sm_count=sm_count, page=page).astype(float)
     heads = values["H_kv"] if kernel.stream == "triton-prologue" else values["H_q"]
     return np.asarray(values["B"], dtype=float) * float(heads)
 

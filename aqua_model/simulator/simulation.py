@@ -25,6 +25,8 @@ from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
 from ..models.shape import Shape, resolve_shape
 from ..plans import build_plan, describe, plan_names
+from .intervals import fmt_interval, speedup_bounds, time_bounds
+from .plan_status import plan_status
 from .roofline import KernelTime, contributions, plan_time
 
 #: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
@@ -57,12 +59,24 @@ class PlanResult:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A single plan's predicted time at one shape (the validation suite's unit)."""
+    """A single plan's predicted time at one shape (the validation suite's unit), with its 80%
+    interval [``low_s``, ``high_s``] where the profile carries one (calibrated mode, a plan the
+    in-sample grid measured: :mod:`aqua_model.simulator.intervals`), else None; ``status`` is
+    "unvalidated: <reason>" for a plan whose held-out p90 error exceeds 25%
+    (:mod:`aqua_model.simulator.plan_status`), else ""."""
 
     plan: str
     mode: str
     total_s: float
     kernels: list[dict[str, Any]]
+    low_s: float | None = None
+    high_s: float | None = None
+    status: str = ""
+
+    def interval_text(self, *, scale: float = 1e6, unit: str = " us") -> str:
+        """``"167.4 us [160.2, 175.1]"``."""
+        bounds = None if self.low_s is None else (self.low_s, self.high_s)
+        return fmt_interval(self.total_s, bounds, unit=unit, scale=scale, digits=1)
 
 
 @dataclass(frozen=True)
@@ -79,11 +93,32 @@ class Simulation:
     flop_breakeven: int | None
     convention: Convention
     inputs: dict[str, Any] = field(default_factory=dict)
+    profile: HardwareProfile | None = None
 
     @property
     def speedup(self) -> np.ndarray:
         """Dense fused time over AQUA plan time."""
         return self.dense.time_s / self.aqua.time_s
+
+    @property
+    def speedup_interval(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The 80% interval of the speedup (calibrated profiles with a frozen interval), or None."""
+        return None if self.profile is None else speedup_bounds(self.profile, self.phase, self.aqua.plan, self.speedup)
+
+    def time_interval(self, which: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The 80% interval of the ``"dense"`` or ``"aqua"`` plan's time, or None."""
+        check_choice("which", which, ("dense", "aqua"))
+        res = self.dense if which == "dense" else self.aqua
+        return None if self.profile is None else time_bounds(self.profile, self.phase, res.plan, res.time_s)
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """Per plan of the two, "unvalidated: <reason>" or "" (:mod:`aqua_model.simulator.plan_status`)."""
+        return {res.plan: plan_status(self.phase, res.plan) for res in (self.dense, self.aqua)}
+
+    def speedup_text(self) -> str:
+        """``"1.31x [1.24, 1.38]"`` (a scalar simulation)."""
+        return fmt_interval(float(np.asarray(self.speedup).reshape(-1)[0]), self.speedup_interval)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (per-layer times; all-layer times multiply by ``layers``)."""
@@ -101,7 +136,21 @@ class Simulation:
             "flop_breakeven_context": self.flop_breakeven,
             "convention": self.convention.to_dict(),
             "kernels": {"dense": self.dense.table(), "aqua": self.aqua.table()},
+            "intervals": self._intervals_dict(),
+            "plan_status": self.statuses,
         }
+
+    def _intervals_dict(self) -> dict[str, Any]:
+        """The 80% intervals (None where the profile has none) and where they come from."""
+        out: dict[str, Any] = {"level": 0.8}
+        for key, bounds in (("dense_time_s", self.time_interval("dense")), ("aqua_time_s", self.time_interval("aqua")),
+                            ("speedup", self.speedup_interval)):
+            out[key] = None if bounds is None else [_scalar(bounds[0]), _scalar(bounds[1])]
+        iv = None if self.profile is None else self.profile.terms.interval(self.phase, self.aqua.plan)
+        out["source"] = iv.source if iv is not None else (
+            "none: datasheet mode (a lead, not a prediction)" if self.mode == "datasheet" else
+            "none: this calibrated profile holds no interval for the plan")
+        return out
 
 
 def _scalar(x: Any) -> Any:
@@ -201,7 +250,7 @@ def simulate(
               "kv_dtype": shape.cache_dtype}
     if phase == "prefill":
         inputs["prompt"] = sizes.prompt
-    return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs)
+    return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs, profile)
 
 
 def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, sizes: Sizes) -> PlanResult:
@@ -238,7 +287,10 @@ def predict(
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     result = _run(plan, phase, selection, resolve(convention), prof, sizes)
-    return Prediction(plan, prof.mode, float(result.time_s), result.table())
+    total = float(result.time_s)
+    bounds = time_bounds(prof, phase, plan, total)
+    low, high = (None, None) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    return Prediction(plan, prof.mode, total, result.table(), low, high, plan_status(phase, plan))
 
 
 def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int | None:

@@ -130,6 +130,8 @@ def working_set_bytes(case: Case) -> int:
     total = kv_bytes(case)
     if case.plan.startswith("aqua"):
         total += kv_bytes(case) // 2  # a second copy of the keys (rotated, in the plan's layout)
+    if case.plan == "aqua-cache-step":
+        total += kv_bytes(case)  # the paged cache's own copy of K^ and V
     score_elems = case.batch * case.heads_q * case.queries * case.keys
     if case.plan.endswith("eager"):
         total += 3 * score_elems * s  # scores, probabilities and a softmax temporary
@@ -215,7 +217,44 @@ def cpu_grid() -> list[Case]:
     return [_skip(c, case_limit=CPU_CASE_BYTES_LIMIT, kv_limit=CPU_CASE_BYTES_LIMIT) for c in cases]
 
 
+#: The reduced in-sample grid (issue 12): shapes of the grid above, every runnable plan, the plans
+#: the held-out targets name first (so that a deadline cuts the others).
+REDUCED_CONTEXTS: tuple[int, ...] = (512, 8192, 131072)
+REDUCED_EXTRA: tuple[tuple[int, int, int], ...] = ((1, 8, 2048), (1, 8, 32768), (64, 8, 2048), (64, 8, 32768))
+
+
+def reduced_grid(*, case_limit: float = GPU_CASE_BYTES_LIMIT, kv_limit: float = GPU_KV_BYTES_LIMIT) -> list[Case]:
+    """The in-sample grid of a held-out call: batch 8 at N in ``REDUCED_CONTEXTS`` for MHA and
+    GQA g = 4, 8 (dense-fused; aqua-fused at k = 32 and 96, and per head at k = 32 under GQA;
+    then the decode step, the cache step, the eager plans and the token-major plans at one k each),
+    the fused pair at batch 1 and 64 (``REDUCED_EXTRA``), and prefill at T = 512, 2048, 8192
+    (batch 1; MHA and g = 4): SDPA, then the eager plans."""
+    first: list[Case] = []
+    rest: list[Case] = []
+    for context in REDUCED_CONTEXTS:
+        for heads_kv in HEADS_KV_CHOICES:
+            common = dict(phase="decode", context=context, batch=8, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
+            first += [Case(plan="dense-fused", k=HEAD_DIM, **common), Case(plan="aqua-fused", k=32, **common),
+                      Case(plan="aqua-fused", k=96, **common)]
+            if heads_kv != HEADS_Q:
+                first.append(Case(plan="aqua-fused", k=32, selection="per-head", **common))
+            rest += [Case(plan="aqua-step-topk", k=32, **common), Case(plan="aqua-cache-step", k=96, **common),
+                     Case(plan="aqua-token-major", k=32, **common), Case(plan="aqua-step-topk-token-major", k=96, **common)]
+            if context <= 32768:
+                rest += [Case(plan="dense-eager", k=HEAD_DIM, **common), Case(plan="aqua-eager", k=96, **common)]
+    for batch, heads_kv, context in REDUCED_EXTRA:
+        common = dict(phase="decode", context=context, batch=batch, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
+        first += [Case(plan="dense-fused", k=HEAD_DIM, **common), Case(plan="aqua-fused", k=32, **common),
+                  Case(plan="aqua-fused", k=96, **common)]
+    for heads_kv in HEADS_KV_CHOICES[:2]:
+        for prompt in PREFILL_PROMPTS:
+            common = dict(phase="prefill", context=0, prompt=prompt, batch=1, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
+            first.append(Case(plan="dense-fused", k=HEAD_DIM, **common))
+            rest += [Case(plan="dense-eager", k=HEAD_DIM, **common), Case(plan="aqua-eager", k=32, **common)]
+    return [_skip(c, case_limit=case_limit, kv_limit=kv_limit) for c in first + rest]
+
+
 def grid(name: str) -> list[Case]:
-    """A grid by name: "gpu" or "cpu"."""
-    check_choice("grid", name, ("gpu", "cpu"))
-    return gpu_grid() if name == "gpu" else cpu_grid()
+    """A grid by name: "gpu", "reduced" (the in-sample grid of a held-out call) or "cpu"."""
+    check_choice("grid", name, ("gpu", "reduced", "cpu"))
+    return {"gpu": gpu_grid, "reduced": reduced_grid, "cpu": cpu_grid}[name]()

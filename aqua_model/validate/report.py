@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from aqua_model.simulator.plan_status import STATUS_SCHEMA_VERSION, UNVALIDATED_P90
 from aqua_model.validate.runner import read_rows
 
 #: Modes a row carries predictions for.
@@ -92,8 +93,14 @@ def spearman(x: Any, y: Any) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def _shape_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row.get(f) for f in ("phase", "context", "prompt", "batch", "heads_q", "heads_kv", "d", "dtype", "selection"))
+def pairing_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a speedup ratio pairs an AQUA row with its dense-fused row on: the shape (phase,
+    context, prompt, batch, heads, d, dtype), not the plan, k or the selection (dense attention
+    selects nothing), and the run (``heldout_seed``: rows of different held-out runs never pair)."""
+    return tuple(row.get(f) for f in ("phase", "context", "prompt", "batch", "heads_q", "heads_kv", "d", "dtype", "heldout_seed"))
+
+
+_shape_key = pairing_key
 
 
 def _ok(row: dict[str, Any]) -> bool:
@@ -150,14 +157,15 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
                 if sel:
                     stats[(f"{phase}/{plan}", m)] = error_stats([p for _, p in sel], [r["measured_s"] for r, _ in sel])
 
-    baseline = {_shape_key(r): r for r in ok if r["plan"] == BASELINE_PLAN}
+    baseline = {pairing_key(r): r for r in ok if r["plan"] == BASELINE_PLAN}
     ratio_rows = []
     for r in ok:
-        if not r["plan"].startswith("aqua") or _shape_key(r) not in baseline:
+        if not r["plan"].startswith("aqua") or pairing_key(r) not in baseline:
             continue
-        b = baseline[_shape_key(r)]
+        b = baseline[pairing_key(r)]
         item = {"case_id": r["case_id"], "plan": r["plan"], "phase": r["phase"],
-                "measured_speedup": b["measured_s"] / r["measured_s"]}
+                "measured_speedup": b["measured_s"] / r["measured_s"],
+                "low": r.get("predicted_speedup_low"), "high": r.get("predicted_speedup_high")}
         for m in MODES:
             pa, pb = _pred(r, m), _pred(b, m)
             item[f"predicted_speedup_{m}"] = pb / pa if (pa and pb) else None
@@ -376,3 +384,165 @@ def report_file(path: str | os.PathLike[str], *, markdown: str | os.PathLike[str
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown).write_text(render_markdown(rep))
     return rep
+
+
+# -- held-out against in-sample (issue 12) ---------------------------------------------------------
+
+#: Targets on held-out cases, calibrated mode (issue 12): (name, plan key, statistic, threshold).
+HELDOUT_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("decode aqua-fused: median abs error", "time", "decode/aqua-fused", "median_abs", 0.04),
+    ("decode aqua-fused: p90 abs error", "time", "decode/aqua-fused", "p90_abs", 0.10),
+    ("decode aqua-fused: max abs error", "time", "decode/aqua-fused", "max_abs", 0.25),
+    ("decode dense-fused (SDPA): median abs error", "time", "decode/dense-fused", "median_abs", 0.04),
+    ("decode dense-fused (SDPA): p90 abs error", "time", "decode/dense-fused", "p90_abs", 0.10),
+    ("decode dense-fused (SDPA): max abs error", "time", "decode/dense-fused", "max_abs", 0.25),
+    ("decode aqua-fused / SDPA speedup: median error", "ratio", "decode/aqua-fused", "median_abs", 0.03),
+    ("decode aqua-fused / SDPA speedup: p90 error", "ratio", "decode/aqua-fused", "p90_abs", 0.08),
+    ("prefill dense-fused (SDPA causal): median abs error", "time", "prefill/dense-fused", "median_abs", 0.05),
+    ("prefill dense-fused (SDPA causal): p90 abs error", "time", "prefill/dense-fused", "p90_abs", 0.12),
+)
+#: The goal for the share of held-out measurements inside their 80% interval.
+COVERAGE_GOAL = (0.75, 0.85)
+
+
+def coverage(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per phase/plan and "all": (measurements inside their calibrated 80% time interval, rows with an interval)."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        lo, hi = r.get("predicted_calibrated_low_s"), r.get("predicted_calibrated_high_s")
+        if not _ok(r) or lo is None or hi is None:
+            continue
+        inside = int(lo <= r["measured_s"] <= hi)
+        for key in (f"{r['phase']}/{r['plan']}", "all"):
+            out[key][0] += inside
+            out[key][1] += 1
+    return {k: (v[0], v[1]) for k, v in sorted(out.items())}
+
+
+def speedup_coverage(rep: Report) -> dict[str, tuple[int, int]]:
+    """Per phase/plan and "all": (measured speedups inside their 80% interval, speedups with an interval)."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for x in rep.ratio_rows:
+        lo, hi = x.get("low"), x.get("high")
+        if lo is None or hi is None:
+            continue
+        inside = int(lo <= x["measured_speedup"] <= hi)
+        for key in (f"{x['phase']}/{x['plan']}", "all"):
+            out[key][0] += inside
+            out[key][1] += 1
+    return {k: (v[0], v[1]) for k, v in sorted(out.items())}
+
+
+def heldout_targets(rep: Report) -> list[dict[str, Any]]:
+    """Each issue-12 target on held-out rows: value, threshold, met (None when not evaluable)."""
+    out = []
+    for name, kind, key, stat, limit in HELDOUT_TARGETS:
+        table = rep.stats if kind == "time" else rep.ratio_stats
+        s = table.get((key, "calibrated"))
+        value = getattr(s, stat) if s is not None and s.n else math.nan
+        out.append({"target": name, "n": s.n if s is not None else 0, "value": value, "threshold": limit,
+                    "met": None if math.isnan(value) else bool(value <= limit)})
+    inside, n = coverage(rep.rows).get("all", (0, 0))
+    value = inside / n if n else math.nan
+    out.append({"target": "80% interval coverage of held-out times", "n": n, "value": value, "threshold": COVERAGE_GOAL,
+                "met": None if math.isnan(value) else bool(COVERAGE_GOAL[0] <= value <= COVERAGE_GOAL[1])})
+    return out
+
+
+def status_entries(rep: Report, *, seed: Any, commit: Any) -> list[dict[str, Any]]:
+    """Per phase/plan measured held out: its calibrated p90, and "unvalidated" (with the reason)
+    when that exceeds ``UNVALIDATED_P90``, else "validated"."""
+    out = []
+    for key, mode in sorted(rep.stats):
+        if mode != "calibrated" or "/" not in key or key.startswith(("decode (", "prefill (")):
+            continue
+        phase, plan = key.split("/", 1)
+        s = rep.stats[(key, mode)]
+        worst = max((c for c in rep.case_errors if c["plan"] == plan and c["case_id"].startswith(phase + "/")
+                     and c.get("error_calibrated") is not None), key=lambda c: abs(c["error_calibrated"]), default=None)
+        entry = {"phase": phase, "plan": plan, "n": s.n, "heldout_median_abs": s.median_abs, "heldout_p90_abs": s.p90_abs,
+                 "heldout_max_abs": s.max_abs, "seed": seed, "model_commit": commit,
+                 "status": "unvalidated" if s.p90_abs > UNVALIDATED_P90 else "validated"}
+        if entry["status"] == "unvalidated":
+            device = rep.env.get("gpu") if rep.env.get("device") == "cuda" else rep.env.get("cpu", "cpu")
+            entry["reason"] = (f"held-out p90 error {s.p90_abs:.0%} > {UNVALIDATED_P90:.0%} over {s.n} cases ({device}, seed {seed}, "
+                               f"model frozen at {str(commit)[:10]}; median {s.median_abs:.0%}, median signed "
+                               f"{s.median_signed:+.0%}" + (f"; worst {worst['case_id']} {worst['error_calibrated']:+.0%}" if worst else "")
+                               + ")")
+        out.append(entry)
+    return out
+
+
+def write_status(entries: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Write the plan verdicts read by :mod:`aqua_model.simulator.plan_status`."""
+    from aqua_model._datafiles import to_toml
+
+    doc = {"schema_version": STATUS_SCHEMA_VERSION,
+           "note": (f"Held-out verdicts per plan (calibrated mode, H200): 'unvalidated' where the held-out p90 of "
+                    f"|predicted / measured - 1| exceeds {UNVALIDATED_P90:.0%}. Written by aqua-model validate report --heldout "
+                    "--status-out; read by aqua_model.simulator.plan_status."),
+           "plan": entries}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(to_toml(doc, header="Plan verdicts from the held-out validation (issue 12)"))
+
+
+def _cell(s: ErrorStats | None) -> str:
+    if s is None or not s.n:
+        return "– | – | – | 0"
+    return f"{_apct(s.median_abs)} | {_apct(s.p90_abs)} | {_apct(s.max_abs)} | {s.n}"
+
+
+def side_by_side(insample: Report, heldout: Report) -> list[str]:
+    """Markdown: per phase/plan, in-sample against held-out errors (calibrated mode), time and speedup,
+    and the held-out coverage of the 80% intervals."""
+    keys = sorted({k for (k, m) in list(insample.stats) + list(heldout.stats) if m == "calibrated" and "/" in k
+                   and not k.startswith(("decode (", "prefill ("))})
+    cov_t, cov_s = coverage(heldout.rows), speedup_coverage(heldout)
+    lines = ["| plan | in-sample median | p90 | max | n | held-out median | p90 | max | n | held-out 80% coverage |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key in keys:
+        inside, n = cov_t.get(key, (0, 0))
+        cov = f"{inside / n:.0%} ({inside}/{n})" if n else "–"
+        lines.append(f"| {key} | {_cell(insample.stats.get((key, 'calibrated')))} | {_cell(heldout.stats.get((key, 'calibrated')))} | {cov} |")
+    lines += ["", "| AQUA/SDPA speedup of | in-sample median | p90 | max | n | held-out median | p90 | max | n | held-out 80% coverage |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rkeys = sorted({k for (k, m) in list(insample.ratio_stats) + list(heldout.ratio_stats) if m == "calibrated" and "/" in k
+                    and not k.startswith(("decode (", "prefill ("))})
+    for key in rkeys:
+        inside, n = cov_s.get(key, (0, 0))
+        cov = f"{inside / n:.0%} ({inside}/{n})" if n else "–"
+        lines.append(f"| {key} | {_cell(insample.ratio_stats.get((key, 'calibrated')))} | "
+                     f"{_cell(heldout.ratio_stats.get((key, 'calibrated')))} | {cov} |")
+    return lines
+
+
+def heldout_markdown(insample: Report, heldout: Report, *, meta: dict[str, Any] | None = None) -> str:
+    """The held-out summary: provenance, side-by-side tables, the issue's targets, coverage, verdicts."""
+    meta = meta or {}
+    lines = ["# Held-out validation: in-sample (the grid) against held-out (drawn after the freeze)", ""]
+    if meta:
+        lines.append(f"Model frozen at commit `{meta.get('model_commit')}` (fingerprint `{str(meta.get('model_sha256'))[:16]}`); "
+                     f"held-out seed {meta.get('seed')}; {meta.get('cases')} cases from {meta.get('shapes')} shapes; "
+                     f"redraws {meta.get('redraws')}.")
+        lines.append("")
+    env = heldout.env or insample.env
+    if env:
+        lines.append(f"Device: {env.get('gpu')}; driver {env.get('driver')}; torch {env.get('torch')}; triton {env.get('triton')}; "
+                     f"CUDA {env.get('cuda')}; date {env.get('date')}. Time: CUDA-graph replays (device time); eager time recorded "
+                     "beside it (`measured_eager_s`).")
+        lines.append("")
+    lines += ["Statuses, in-sample: " + ", ".join(f"{k} {v}" for k, v in sorted(insample.status_counts.items())) +
+              "; held-out: " + ", ".join(f"{k} {v}" for k, v in sorted(heldout.status_counts.items())) + ".", ""]
+    lines += ["## Calibrated mode, per plan", ""] + side_by_side(insample, heldout) + [""]
+    lines += ["## The issue's targets (held-out, calibrated mode)", "", "| target | n | measured | threshold | met |",
+              "|---|---:|---:|---:|---|"]
+    for t in heldout_targets(heldout):
+        thr = t["threshold"]
+        thr_txt = f"{thr[0]:.0%}-{thr[1]:.0%}" if isinstance(thr, tuple) else f"<= {thr:.0%}"
+        met = "not evaluated" if t["met"] is None else ("yes" if t["met"] else "no")
+        lines.append(f"| {t['target']} | {t['n']} | {_apct(t['value'])} | {thr_txt} | {met} |")
+    lines += ["", "## Plans the held-out run could not predict (p90 > 25%)", ""]
+    bad = [e for e in status_entries(heldout, seed=meta.get("seed"), commit=meta.get("model_commit")) if e["status"] == "unvalidated"]
+    lines += [f"- {e['phase']}/{e['plan']}: unvalidated: {e['reason']}" for e in bad] or ["- none"]
+    lines += ["", "## Host overhead on held-out cases", ""] + _host_overhead_lines(heldout)
+    return "\n".join(lines) + "\n"

@@ -25,10 +25,17 @@ from aqua_model.hardware import HardwareProfile
 from aqua_model.plans import build_plan
 from aqua_model.plans.attention import LEGACY_PLAN_NAMES
 from aqua_model.simulator import predict
+from aqua_model.simulator.intervals import speedup_bounds
 from aqua_model.simulator.roofline import floor_time_s
 from aqua_model.validate.cases import Case
 from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
 
+#: The dense baseline of every predicted speedup.
+BASELINE_PLAN = "dense-fused"
+#: Prediction fields a re-prediction recomputes.
+PREDICTION_FIELDS = ("predicted_datasheet_s", "predicted_calibrated_s", "predicted_calibrated_low_s", "predicted_calibrated_high_s",
+                     "predicted_speedup_calibrated", "predicted_speedup_low", "predicted_speedup_high", "datasheet_mode",
+                     "calibrated_mode", "roofline_floor_s", "flops", "bytes")
 #: Row fields that rebuild a Case (its constructor arguments, less the skip reason).
 CASE_FIELDS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
 from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
@@ -101,6 +108,15 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
               selection=case.selection)
     ds = predict(plan=case.plan, gpu=datasheet, **kw)
     cal = predict(plan=case.plan, gpu=calibrated, **kw) if calibrated is not None else None
+    speedup: dict[str, Any] = {}
+    if cal is not None and case.plan.startswith("aqua"):
+        # the predicted speedup over dense-fused at the same shape, and its frozen interval
+        dense = predict(plan=BASELINE_PLAN, gpu=calibrated, **{**kw, "k": case.d, "selection": "group"})
+        sp = dense.total_s / cal.total_s
+        bounds = speedup_bounds(calibrated, case.phase, case.plan, sp)
+        speedup = {"predicted_speedup_calibrated": sp,
+                   "predicted_speedup_low": None if bounds is None else float(bounds[0]),
+                   "predicted_speedup_high": None if bounds is None else float(bounds[1])}
     units = {kern.name: kern.unit for kern in build_plan(case.plan, phase=case.phase, selection=case.selection).kernels}
     kernels = []
     floor = 0.0
@@ -117,6 +133,8 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
         })
     return {
         "predicted_datasheet_s": ds.total_s, "predicted_calibrated_s": cal.total_s if cal else None,
+        "predicted_calibrated_low_s": cal.low_s if cal else None, "predicted_calibrated_high_s": cal.high_s if cal else None,
+        **speedup,
         "datasheet_mode": ds.mode, "calibrated_mode": cal.mode if cal else None,
         "roofline_floor_s": floor, "flops": sum(k["flops"] for k in kernels),
         "bytes": sum(k["bytes"] for k in kernels), "kernels": kernels,
@@ -318,8 +336,9 @@ def _merge_kernels(pred: dict[str, Any], measured: dict[str, Any] | None) -> lis
 
 
 def make_row(case: Case, *, status: str, env: dict[str, Any], pred: dict[str, Any], measured: dict[str, Any] | None,
-             error: str | None = None, wall_s: float = 0.0) -> dict[str, Any]:
-    """One results row (see the module docstring for the fields)."""
+             error: str | None = None, wall_s: float = 0.0, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One results row (see the module docstring for the fields); ``extra`` fields (the frozen
+    model's commit and fingerprint, the held-out seed, the case source) are added as they are."""
     check_choice("status", status, STATUSES)
     m = measured or {}
     row: dict[str, Any] = {"schema_version": ROW_SCHEMA_VERSION, **case.to_dict(), "status": status}
@@ -328,8 +347,7 @@ def make_row(case: Case, *, status: str, env: dict[str, Any], pred: dict[str, An
         "measured_q25_s": m.get("measured_q25_s"), "measured_q75_s": m.get("measured_q75_s"),
         "measured_eager_s": m.get("measured_eager_s"), "measured_eager_iqr_s": m.get("measured_eager_iqr_s"),
         "eager_timing_method": m.get("eager_timing_method"),
-        "predicted_datasheet_s": pred.get("predicted_datasheet_s"),
-        "predicted_calibrated_s": pred.get("predicted_calibrated_s"),
+        **{key: pred.get(key) for key in PREDICTION_FIELDS[:7]},
         "datasheet_mode": pred.get("datasheet_mode"), "calibrated_mode": pred.get("calibrated_mode"),
         "roofline_floor_s": pred.get("roofline_floor_s"), "flops": pred.get("flops"), "bytes": pred.get("bytes"),
         "timing_method": m.get("timing_method"), "cache_policy": m.get("cache_policy"),
@@ -338,6 +356,7 @@ def make_row(case: Case, *, status: str, env: dict[str, Any], pred: dict[str, An
         "notes": m.get("notes", []), "error": error, "skip_reason": case.skip_reason,
         "wall_s": wall_s, "env": env,
     })
+    row.update(extra or {})
     return row
 
 
@@ -353,6 +372,7 @@ def run_cases(
     max_cases: int | None = None,
     progress: bool = True,
     env: dict[str, Any] | None = None,
+    row_extra: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Run every case not yet in ``out_path``; returns counts per status (and "resumed").
 
@@ -393,7 +413,7 @@ def run_cases(
                 if pred_error:
                     error = pred_error if error is None else f"{error}; {pred_error}"
                 row = make_row(case, status=status, env=env, pred=pred, measured=measured, error=error,
-                               wall_s=time.monotonic() - t0)
+                               wall_s=time.monotonic() - t0, extra=row_extra)
                 _append(fh, row)
                 counts[status] += 1
                 bar.update(_progress_text(row))
@@ -478,9 +498,9 @@ def repredict_rows(rows: list[dict[str, Any]], *, datasheet: HardwareProfile, ca
         measured = {kern["name"]: {"measured_s": kern.get("measured_s"), "measured_iqr_s": kern.get("measured_iqr_s")}
                     for kern in row.get("kernels", []) if kern.get("measured_s") is not None}
         new = dict(row)
-        for key in ("predicted_datasheet_s", "predicted_calibrated_s", "datasheet_mode", "calibrated_mode",
-                    "roofline_floor_s", "flops", "bytes"):
-            new[key] = pred.get(key)
+        for key in PREDICTION_FIELDS:
+            if key in pred or key in new:
+                new[key] = pred.get(key)
         new["kernels"] = _merge_kernels(pred, measured)
         out.append(new)
     return out

@@ -290,6 +290,29 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
         res.tables.append(entry)
 
     dims = CAL_HEAD_DIMS[kind]
+    # -- torch SDPA decode -------------------------------------------------------------------------
+    import torch.nn.functional as F
+
+    for d in dims:
+        for gqa in (False, True):
+            if late():
+                break
+            hq, hkv = CAL_HEADS[gqa]
+            pts = []
+            for b, n in DECODE_LADDER[kind]:
+                q, k, v = rand(b, hq, 1, d), rand(b, hkv, n, d), rand(b, hkv, n, d)
+                ds = _main(clock.kernels(lambda: F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=gqa)))
+                res.spread.append(_spread(ds))
+                work = _plan_work("dense-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d, context=n, batch=b, k=d)
+                pts.append((work, _median(ds)))
+                del q, k, v
+            lat, eff = efficiency_table(pts, bw)
+            add_table("sdpa-decode", d, gqa, 0, "bytes", "efficiency", lat, eff,
+                      f"torch SDPA decode's main (longest) kernel, (B, N) in {list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
+                      f"d={d}, bf16; bytes as the dense-fused plan counts them")
+            progress(f"sdpa-decode d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
+                     + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff))
+
     # -- the Triton split pass: programs per SM, alignment, latency -------------------------------
     from aqua_model.kernels import triton_decode as td
 
@@ -374,29 +397,6 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
                       "the combine's device time against B H_q / SMs; " + what)
             progress(f"triton prologue/combine d={d}: " + ", ".join(f"{x:.2g}/SM {t * 1e6:.1f}/{c * 1e6:.1f} us"
                                                                    for (x, t), (_, c) in zip(pro, comb)))
-
-    # -- torch SDPA decode -------------------------------------------------------------------------
-    import torch.nn.functional as F
-
-    for d in dims:
-        for gqa in (False, True):
-            if late():
-                break
-            hq, hkv = CAL_HEADS[gqa]
-            pts = []
-            for b, n in DECODE_LADDER[kind]:
-                q, k, v = rand(b, hq, 1, d), rand(b, hkv, n, d), rand(b, hkv, n, d)
-                ds = _main(clock.kernels(lambda: F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=gqa)))
-                res.spread.append(_spread(ds))
-                work = _plan_work("dense-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d, context=n, batch=b, k=d)
-                pts.append((work, _median(ds)))
-                del q, k, v
-            lat, eff = efficiency_table(pts, bw)
-            add_table("sdpa-decode", d, gqa, 0, "bytes", "efficiency", lat, eff,
-                      f"torch SDPA decode's main (longest) kernel, (B, N) in {list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
-                      f"d={d}, bf16; bytes as the dense-fused plan counts them")
-            progress(f"sdpa-decode d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
-                     + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff))
 
     # -- torch SDPA causal prefill -----------------------------------------------------------------
     for d in dims:

@@ -18,8 +18,9 @@ Conventions shared by every plan:
 * AQUA keys are cached already rotated (random orthogonal P per KV head); plans that rotate
   the one new key per KV head (decode) or the T new keys (prefill) read ``k_new``; plans given
   a rotated query (``aqua-fused``) read q^ = q P, computed once, untimed;
-* selection is "group": the g query heads of a KV group share the k dims with the largest
-  sum of |q^| (what :func:`aqua_model.predict` assumes by default);
+* selection is the case's: "group" (the g query heads of a KV group share the k dims with the
+  largest sum of |q^|, what :func:`aqua_model.predict` assumes by default) or, for the Triton
+  implementations, "per-head";
 * GQA never copies K or V: queries are viewed as [B, H_kv, g, ...].
 """
 
@@ -44,6 +45,8 @@ CHECK_TOLERANCE = 3e-2
 #: Fewest output vectors that must be within CHECK_TOLERANCE (the rest may be near-tie
 #: selection flips between bf16 and float32; see :func:`fraction_close`).
 CHECK_MIN_FRACTION = 0.9
+#: Implementations that take ``selection`` ("group" or "per-head"); the eager ones select per group.
+PER_HEAD_FUNCTIONS = ("aqua_decode", "decode_step", "aqua_step_decode")
 #: Query rows of a prefill case compared with the reference (first, middle, last ...).
 CHECK_PREFILL_ROWS = 16
 
@@ -176,7 +179,8 @@ def _reference(case: Case, inp: Inputs, result: Callable[[], torch.Tensor]) -> C
         # Group selection sums |q^| over g heads: in float32 (the Triton kernel) or in the
         # storage dtype (an eager sum); near-ties may pick different dims, and both are
         # faithful, so each output vector is compared with the closer of the two references.
-        refs = [_ref_attention(q_hat * kref.group_keep_mask(q_hat[None], k_keep=case.k, g=case.g, sum_dtype=dt)[0], keys, v, mask)
+        g_sel = case.g if case.selection == "group" else 1  # per-head: each head its own top-k
+        refs = [_ref_attention(q_hat * kref.group_keep_mask(q_hat[None], k_keep=case.k, g=g_sel, sum_dtype=dt)[0], keys, v, mask)
                 for dt in (torch.float32, inp.q.dtype)]
         err = [torch.linalg.vector_norm(out - r, dim=-1, keepdim=True) for r in refs]
         return out, torch.where(err[0] <= err[1], refs[0], refs[1])
@@ -272,9 +276,12 @@ def build(case: Case, inp: Inputs) -> Workload:
     if f"{impl.module}.{impl.function}" == "torch.nn.functional.scaled_dot_product_attention":
         attention = _sdpa_call(case, inp, fn, fixed)
         notes.append("SDPA allocates its output (not poisoned); checked against the float32 reference")
-        return Workload([("attention", attention)], attention, None, _reference(case, inp, attention), notes)
-    if case.selection != "group":
-        raise Unsupported(f"the workloads select per KV group only, got selection={case.selection!r}")
+        # a plan of one kernel is timed as that kernel too; decode's two (the flash kernel and its
+        # split-KV reduction) are one call, timed as a whole
+        stages = [("attention", attention)] if len(plan.kernels) == 1 else []
+        return Workload(stages, attention, None, _reference(case, inp, attention), notes)
+    if case.selection != "group" and impl.function not in PER_HEAD_FUNCTIONS:
+        raise Unsupported(f"{impl.label()} selects per KV group only, got selection={case.selection!r}")
     out = torch.full(view, float("nan"), dtype=inp.q.dtype, device=inp.q.device)
     args, kwargs = _arguments(case, inp, plan, out)
     kwargs.update(fixed)
