@@ -1,0 +1,99 @@
+"""The held-out validation tables of the README (issue 12), from the committed H200 files.
+
+Reads ``validation/results/h200/heldout-<seed>-insample.jsonl`` (the reduced grid, in-sample) and
+``heldout-<seed>.jsonl`` (the held-out cases), both measured in one call with the model frozen at
+the commit their rows record, and writes ``analysis/results/heldout_validation.md``: the errors of
+the calibrated predictions per plan side by side, the speedup-ratio errors, the issue's targets,
+the 80%-interval coverage, and two diagnostics of the fused AQUA decode's misses (its error against
+the split pass's blocks per split and programs per SM, by the launch rule of
+:mod:`aqua_model.costs.split_rule`): diagnostics only, never inputs of the model.
+
+    python analysis/heldout_tables.py [--seed 173469101]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aqua_model.costs.split_rule import launch_rule, padded_tile_rows, split_count, tile_rows  # noqa: E402
+from aqua_model.validate.report import build_report, heldout_targets, side_by_side  # noqa: E402
+from aqua_model.validate.runner import read_rows  # noqa: E402
+
+RESULTS = ROOT / "validation" / "results" / "h200"
+OUT = ROOT / "analysis" / "results" / "heldout_validation.md"
+SEED = 173469101
+#: SMs of the H200 the held-out run measured (its rows' env.sm_count).
+SM_COUNT = 132
+#: Bins of the diagnostics: blocks of N per split, and split programs per SM.
+BLOCK_BINS = ((1, 4), (5, 8), (9, 32), (33, 10**9))
+PROGRAM_BINS = ((0.0, 1.0), (1.0, 4.0), (4.0, 9.0), (9.0, float("inf")))
+
+
+def split_geometry(row: dict) -> tuple[int, float]:
+    """(blocks per split, split programs per SM) of an aqua-fused row, by the launch rule."""
+    g = row["heads_q"] // row["heads_kv"]
+    rows = tile_rows(d=row["d"], k=row["k"], g=g, selection=row["selection"])
+    block_n = launch_rule(padded_tile_rows(rows, row["d"]))[0]
+    units = row["batch"] * row["heads_kv"]
+    splits, chunk = split_count(programs=units, context=row["context"], block_n=block_n, sm_count=SM_COUNT)
+    return int(chunk) // block_n, units * int(splits) / SM_COUNT
+
+
+def diagnostics(rows: list[dict]) -> list[str]:
+    fused = [r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"]
+    pts = [(*split_geometry(r), r["predicted_calibrated_s"] / r["measured_s"] - 1) for r in fused]
+    lines = ["| blocks of N per split | cases | median signed error |", "|---|---:|---:|"]
+    for lo, hi in BLOCK_BINS:
+        sel = [e for b, _, e in pts if lo <= b <= hi]
+        if sel:
+            lines.append(f"| {lo}-{hi if hi < 10**9 else 'more'} | {len(sel)} | {statistics.median(sel):+.1%} |")
+    lines += ["", "| split programs per SM | cases | median signed error |", "|---|---:|---:|"]
+    for lo, hi in PROGRAM_BINS:
+        sel = [e for _, p, e in pts if lo <= p < hi]
+        if sel:
+            lines.append(f"| {lo:g}-{hi:g} | {len(sel)} | {statistics.median(sel):+.1%} |")
+    return lines
+
+
+def tables(seed: int) -> str:
+    insample_rows = read_rows(RESULTS / f"heldout-{seed}-insample.jsonl")
+    heldout_rows = read_rows(RESULTS / f"heldout-{seed}.jsonl")
+    ins, held = build_report(insample_rows), build_report(heldout_rows)
+    commit = next(r["model_commit"] for r in heldout_rows if r.get("model_commit"))
+    lines = ["# Held-out validation on the H200 (issue 12)", "",
+             f"Model frozen at commit `{commit}`; held-out seed {seed} (the integer value of the commit's first 8 hex digits); "
+             f"{len(insample_rows)} in-sample cases (the reduced grid) and {len(heldout_rows)} held-out cases, one call; "
+             "calibrated mode (`validation/results/h200/h200-heldout.toml`), CUDA-graph device time. Error = predicted / "
+             "measured - 1; median, p90 and max of its absolute value.", ""]
+    side = side_by_side(ins, held)
+    split = side.index("")
+    lines += side[:split] + ["", "Speedup over SDPA at the same shape:", ""] + side[split + 1:] + [""]
+    lines += ["| target (held-out, calibrated) | n | measured | threshold | met |", "|---|---:|---:|---:|---|"]
+    for t in heldout_targets(held):
+        thr = t["threshold"]
+        thr_txt = f"{thr[0]:.0%}-{thr[1]:.0%}" if isinstance(thr, tuple) else f"<= {thr:.0%}"
+        met = "not evaluated" if t["met"] is None else ("yes" if t["met"] else "no")
+        lines.append(f"| {t['target']} | {t['n']} | {100 * t['value']:.1f}% | {thr_txt} | {met} |")
+    lines += ["", "Diagnostics of the fused AQUA decode (held-out): its error against the split pass's geometry.", ""]
+    lines += diagnostics(heldout_rows)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=SEED)
+    args = ap.parse_args(argv)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(tables(args.seed))
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
