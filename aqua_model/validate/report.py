@@ -461,7 +461,9 @@ def status_entries(rep: Report, *, seed: Any, commit: Any) -> list[dict[str, Any
         worst = max((c for c in rep.case_errors if c["plan"] == plan and c["case_id"].startswith(phase + "/")
                      and c.get("error_calibrated") is not None), key=lambda c: abs(c["error_calibrated"]), default=None)
         entry = {"phase": phase, "plan": plan, "n": s.n, "heldout_median_abs": s.median_abs, "heldout_p90_abs": s.p90_abs,
-                 "heldout_max_abs": s.max_abs, "seed": seed, "model_commit": commit,
+                 "heldout_max_abs": s.max_abs, "seed": seed,
+                 # TOML has no null: a run outside a git checkout records that instead of a commit
+                 "model_commit": commit if commit is not None else "unknown (not a git checkout)",
                  "status": "unvalidated" if s.p90_abs > UNVALIDATED_P90 else "validated"}
         if entry["status"] == "unvalidated":
             device = rep.env.get("gpu") if rep.env.get("device") == "cuda" else rep.env.get("cpu", "cpu")
