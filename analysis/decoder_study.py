@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from fractions import Fraction
@@ -263,14 +262,8 @@ def main() -> None:
         "calibration_tokens": {lang: p.n_tokens for lang, p in projections.items()},
         "configs": len(cfgs), "bootstrap_resamples": study.BOOTSTRAP_RESAMPLES, "confidence": study.CONFIDENCE,
         "wall_time_s_last_invocation": round(elapsed, 1),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}",
-        "python": platform.python_version(),
+        **study.run_environment(),
     }
-    try:
-        import transformers
-        run["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover
-        pass
     (out / "decoder_run.json").write_text(json.dumps(run, indent=2) + "\n")
     print(f"done in {elapsed:.1f} s", file=sys.stderr)
 

@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from fractions import Fraction
@@ -229,14 +228,8 @@ def main() -> None:
         "heldout_tokens": len(segs) * T, "calibration_tokens": projections.n_tokens, "tiles": list(TILES),
         "k": sorted({c.k for c in cfgs}), "checks": checks, "bootstrap_resamples": study.BOOTSTRAP_RESAMPLES,
         "wall_time_s_last_invocation": round(elapsed, 1),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}",
-        "python": platform.python_version(),
+        **study.run_environment(),
     }
-    try:
-        import transformers
-        run["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover
-        pass
     (out / "prefill_accuracy_run.json").write_text(json.dumps(run, indent=2) + "\n")
     print(f"done in {elapsed:.1f} s", file=sys.stderr)
 

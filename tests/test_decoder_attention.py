@@ -220,3 +220,20 @@ def test_apply_rejects_missing_or_misshapen_projections(tiny):
     with pytest.raises(TypeError, match="projections must be"):
         aq.apply(model, "P.pt", k=4)
     aq.restore(model)
+
+
+def test_the_run_record_names_machine_python_and_libraries() -> None:
+    """Both decoder studies (analysis/decoder_study.py, analysis/prefill_accuracy.py) record where they ran
+    through one function."""
+    import os
+    import platform
+
+    import torch
+
+    from aqua_model.fidelity.decoder import run_environment
+
+    env = run_environment()
+    assert env["python"] == platform.python_version()
+    assert env["machine"].startswith(f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}")
+    transformers = pytest.importorskip("transformers")
+    assert env["transformers"] == transformers.__version__

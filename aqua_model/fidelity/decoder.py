@@ -286,6 +286,26 @@ def run_configs(
 # --------------------------------------------------------------------------- statistics
 
 
+
+def run_environment() -> dict[str, str]:
+    """Where a study ran, for its run record: machine and CPU count, torch and its thread count,
+    Python, and transformers when installed."""
+    import os
+    import platform
+
+    import torch
+
+    env = {
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}",
+        "python": platform.python_version(),
+    }
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - the decoder extra brings it
+        return env
+    env["transformers"] = transformers.__version__
+    return env
+
 def _interval(samples: np.ndarray) -> tuple[float, float]:
     tail = (1.0 - CONFIDENCE) / 2 * 100
     lo, hi = np.percentile(samples, [tail, 100 - tail])
