@@ -10,6 +10,7 @@ from ..costs import component_flops, decode_read_bytes
 from ..costs.convention import Convention, resolve
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import COMPONENTS
+from .parallel import one_gpu_fit
 from .whole_model import end_to_end
 
 #: Head dimensions of the report: 64 (GPT-2, MiniLM-scale), 128 (Llama, Mistral, Qwen), 256 (Gemma).
@@ -73,13 +74,18 @@ def speedup_rows(
     *, gpu: str = "h200", model: str = "llama-3.1-8b", contexts: Sequence[int] = REPORT_SPEEDUP_CONTEXTS,
     ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "aqua-step-topk",
 ) -> list[dict[str, Any]]:
-    """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused."""
+    """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused, each row
+    with the weights + KV-cache bytes of one GPU and whether they fit it (else the smallest tensor-parallel
+    degree that does: the end-to-end figure of such a row is for a configuration one GPU cannot hold)."""
     rows = []
     for k in ks:
         for ctx in contexts:
             e2e = end_to_end(gpu=gpu, model=model, context=ctx, k=k, batch=batch, plan=plan)
             sim = e2e.simulation
+            fit = one_gpu_fit(gpu=gpu, model=model, context=ctx, batch=batch)
+            fits = "yes" if fit["fits"] else f"no (t >= {fit['smallest_tensor_parallel']})"
             rows.append({"k": k, "context": ctx, "batch": batch, "dense_us_per_layer": round(float(sim.dense.time_s) * 1e6, 1),
                          "aqua_us_per_layer": round(float(sim.aqua.time_s) * 1e6, 1), "speedup": round(float(sim.speedup), 3),
-                         "ceiling": round(float(sim.ceiling), 3), "end_to_end_speedup": round(float(e2e.speedup), 3), "mode": sim.mode})
+                         "ceiling": round(float(sim.ceiling), 3), "end_to_end_speedup": round(float(e2e.speedup), 3),
+                         "memory_GB": round(fit["memory_bytes"] / 1e9, 1), "fits_one_gpu": fits, "mode": sim.mode})
     return rows
