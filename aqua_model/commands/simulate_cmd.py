@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         line += f" (byte ceiling of dimension-only sparsity 2d/(k+d) = {float(sim.ceiling):.3f}x)"
     print(line)
     print(f"interval: 80%, {payload['intervals']['source']}")
-    print(f"FLOP break-even context: {sim.flop_breakeven}; time break-even context on {sim.gpu}: {payload.get('time_breakeven_context')}")
+    counted = ("--projection online: rotating q and the new key counted" if conv.projection == "online"
+               else "--projection folded: the rotation folded into the weights")
+    print(f"FLOP break-even context: {sim.flop_breakeven} [{counted}; set by the convention, not by the plan]; "
+          f"time break-even context on {sim.gpu}: {payload.get('time_breakeven_context')}")
     if "end_to_end" in payload:
         e = payload["end_to_end"]
         print(f"end-to-end per token: dense {e['dense_s'] * 1e3:.3f} ms, AQUA {e['aqua_s'] * 1e3:.3f} ms, "
