@@ -22,7 +22,10 @@ A calibrated profile's ``[calibration]`` table may hold, beside the raw micro-be
     "efficiency" (of the bandwidth, or of the peak for "flops") net of ``latency_s`` (the
     kernel's small-transfer latency: its time at vanishing size), or "s" (a time); optional
     ``misaligned_efficiency``: the factor by which the kernel's bandwidth falls when its key row
-    stride is not a multiple of 16 elements; ``source``.
+    stride is not a multiple of 16 elements; optional ``fill_s`` (``triton-split`` only): the
+    per-program fixed cost of the split pass (its pipeline fill and drain), charged once per
+    program an SM runs after its first (:func:`split_fill_s`), with ``fill_points`` (the raw
+    [bytes, programs, seconds] of its micro-benchmark) and ``fill_source``.
 ``intervals``
     An array of tables, one per (phase, plan): the 10% and 90% quantiles of ln(measured /
     predicted) for the plan's time (``time``) and for its speedup over dense-fused
@@ -71,6 +74,8 @@ class StreamTable:
     latency_s: float
     misaligned_efficiency: float | None
     source: str
+    fill_s: float = 0.0
+    fill_source: str = ""
 
     def __call__(self, x: Any) -> np.ndarray:
         lx = np.log(np.maximum(np.asarray(x, dtype=float), 1e-30))
@@ -85,7 +90,22 @@ class StreamTable:
             out["gqa"] = self.gqa
         if self.misaligned_efficiency is not None:
             out["misaligned_efficiency"] = self.misaligned_efficiency
+        if self.fill_s:
+            out["fill_s"] = self.fill_s
+            out["fill_source"] = self.fill_source
         return out
+
+
+def split_fill_s(programs: Any, sm_count: int, fill_s: float) -> np.ndarray:
+    """The split pass's pipeline fill and drain (seconds): ``fill_s`` for every program an SM runs
+    after its first, ceil(programs / SMs) - 1 of them (the first program's fill is inside the
+    kernel's one-block latency). 0 when ``fill_s`` is 0; grows with the splits."""
+    if isinstance(sm_count, bool) or not isinstance(sm_count, int) or sm_count < 1:
+        raise ValueError(f"sm_count must be an integer >= 1, got {sm_count!r}")
+    if not math.isfinite(fill_s) or fill_s < 0:
+        raise ValueError(f"fill_s must be a finite number of seconds >= 0, got {fill_s!r}")
+    waves = np.ceil(np.maximum(np.asarray(programs, dtype=float), 1.0) / sm_count)
+    return (waves - 1.0) * float(fill_s)
 
 
 @dataclass(frozen=True)
@@ -194,10 +214,16 @@ def _stream(entry: Any, i: int, where: str) -> StreamTable:
     source = entry["source"]
     if not isinstance(source, str) or not source.startswith(("measured:", "derived:")):
         raise ValueError(f"{where}: {name}.source must start with 'measured:' or 'derived:', got {source!r:.60}")
+    fill = _number(entry.get("fill_s", 0.0), f"{name}.fill_s", where, positive=False)
+    if fill < 0 or (fill and entry["stream"] != "triton-split"):
+        raise ValueError(f"{where}: {name}.fill_s must be >= 0 seconds and only on a triton-split table, got {fill!r}")
+    fill_source = entry.get("fill_source", "")
+    if fill and (not isinstance(fill_source, str) or not fill_source.startswith("measured:")):
+        raise ValueError(f"{where}: {name}.fill_source must start with 'measured:' when fill_s is set, got {fill_source!r:.60}")
     return StreamTable(entry["stream"], int(_number(entry["d"], f"{name}.d", where)), gqa,
                        int(_number(entry.get("rows", 0), f"{name}.rows", where, positive=False)), entry["x"], entry["y"],
                        tuple(xs), tuple(ys), _number(entry["latency_s"], f"{name}.latency_s", where, positive=False),
-                       None if mis is None else float(mis), source)
+                       None if mis is None else float(mis), source, fill, str(fill_source))
 
 
 def _interval(entry: Any, i: int, where: str) -> PlanInterval:
@@ -250,4 +276,4 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
                            MappingProxyType(latency), MappingProxyType(intervals))
 
 
-__all__ = ["INTERVAL_LEVEL", "STREAM_NAMES", "STREAM_X", "STREAM_Y", "CalibratedTerms", "PlanInterval", "StreamTable", "parse"]
+__all__ = ["INTERVAL_LEVEL", "STREAM_NAMES", "STREAM_X", "STREAM_Y", "CalibratedTerms", "PlanInterval", "StreamTable", "parse", "split_fill_s"]

@@ -13,7 +13,9 @@ Calibrated terms (issue 12; only where a calibrated profile holds them, see
 bytes (or FLOPs) over the measured efficiency, where a split-N Triton kernel's efficiency is read
 at its programs per SM (the split rule of :mod:`aqua_model.costs.split_rule` against the SM
 count: occupancy and wave quantization) and falls by the measured factor when its key rows are
-not 16-element aligned. A profile that says how a CUDA graph is timed replaces the launch
+not 16-element aligned; a split table with a measured per-program fill (``fill_s``, the
+pipeline fill and drain of one split) adds it once per program each SM runs after its first
+(:func:`aqua_model.hardware.calibrated_terms.split_fill_s`). A profile that says how a CUDA graph is timed replaces the launch
 overhead and its overlap by graph_launch + the kernels' device times + one gap per launch after
 the first (:func:`contributions`); every other kernel's device time is then its roofline (on
 size tables net of the pattern's small-transfer latency) plus that latency, and the device time
@@ -31,6 +33,7 @@ from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes
 from ..costs.split_rule import split_programs
 from ..hardware import HardwareProfile
+from ..hardware.calibrated_terms import split_fill_s
 from ..plans import Kernel, Plan
 from ..plans.attention import TORCH_TOPK_LAUNCHES
 
@@ -109,8 +112,12 @@ def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, A
     if table is None or (table.x == "programs_per_sm" and terms.sm_count is None):
         return None
     x = {"bytes": nbytes, "flops": flops}.get(table.x)
+    fill_s: Any = 0.0
     if x is None:
-        x = _programs(kernel, values, terms.sm_count) / terms.sm_count
+        programs = _programs(kernel, values, terms.sm_count)
+        x = programs / terms.sm_count
+        if table.fill_s:  # the split pass's per-program pipeline fill and drain, per program after each SM's first
+            fill_s = split_fill_s(programs, terms.sm_count, table.fill_s)
     zero = np.zeros(np.shape(x))
     if table.y == "s":
         busy = np.asarray(table(x), dtype=float) + table.latency_s
@@ -123,7 +130,7 @@ def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, A
         compute_s = flops / (peak * eff)
         return table.latency_s + compute_s, compute_s, zero
     memory_s = nbytes / (profile.bandwidth_bytes_per_s * eff)
-    return table.latency_s + memory_s, zero, memory_s
+    return table.latency_s + memory_s + fill_s, zero, memory_s
 
 
 def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> KernelTime:

@@ -15,7 +15,10 @@ named here, so no calibration point is a validation case. Each gives one term of
 * ``triton-split``: the split-N pass of ``aqua_decode`` with the split count forced, so that its
   programs per SM sweep 1/4 .. 32 (occupancy and wave quantization), per head dim and row tile;
   the same pass on a row stride that is not 16-aligned (``misaligned_efficiency``) and at one
-  block of one head (its small-transfer latency);
+  block of one head (its small-transfer latency); and the same forced split counts at shorter
+  power-of-two contexts (``FILL_CONTEXTS``), so that each program count is timed at several
+  chunk lengths: the per-program pipeline fill and drain (``fill_s``, :func:`fit_split_fill`),
+  of which the efficiency table is then net;
 * ``triton-prologue`` and ``triton-combine``: the prologue's and the combine's device times
   against their programs per SM (batches of 4 KV heads, 16 query heads, N = 256);
 * ``torch-matvec``: the eager decode's score matmul (torch.matmul of q against K^T) over the
@@ -47,7 +50,8 @@ import numpy as np
 
 from aqua_model.costs import Sizes
 from aqua_model.costs.numeric import evaluate
-from aqua_model.costs.split_rule import launch_rule
+from aqua_model.costs.split_rule import launch_rule, split_count
+from aqua_model.hardware.calibrated_terms import split_fill_s
 from aqua_model.plans import build_plan
 from aqua_model.validate.timing import time_fn
 
@@ -73,6 +77,11 @@ SPLIT_PROGRAMS_PER_SM: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0,
 SPLIT_ROWS: dict[int, tuple[int, ...]] = {128: (16, 32, 64, 96, 128), 64: (16, 32, 64), 32: (16,)}
 SPLIT_HEADS_KV, SPLIT_GROUP = 4, 4
 SPLIT_CONTEXT: dict[str, int] = {"cuda": 262144, "cpu": 2048}
+#: Split-fill sweep: shorter power-of-two contexts at which the split pass is timed again with the
+#: split counts of these programs per SM (each program count then streams chunks of 4x and 16x
+#: fewer blocks than at ``SPLIT_CONTEXT``: 1 to 31 blocks per split on an H200).
+FILL_CONTEXTS: dict[str, tuple[int, ...]] = {"cuda": (16384, 65536), "cpu": (512,)}
+FILL_PROGRAMS_PER_SM: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 #: Elements added to the split sweep's context for the misaligned row stride (not a multiple of 16).
 MISALIGN_ELEMENTS = 8
 #: Programs per SM at which the misaligned stride is measured (the launch rule's target).
@@ -215,6 +224,33 @@ def fit_latency(points: list[tuple[float, float]]) -> tuple[float, list[tuple[fl
     return a, [(float(x), float(y - a)) for x, y in zip(w, t)]
 
 
+def fit_split_fill(points: list[tuple[float, float, float]], *, latency_s: float, sm_count: int) -> float:
+    """The split pass's per-program fill (seconds) from (bytes, programs, time) points: the least
+    squares (weighted by 1/time^2) of time - latency = bytes / bw(programs) + (ceil(programs /
+    SMs) - 1) fill, one streaming rate per program count (occupancy) and one fill shared, so the
+    fill is what stays when a program count streams fewer bytes. Clipped to >= 0; 0 when no
+    program count with more than one program per SM is timed at two sizes (not identifiable)."""
+    if isinstance(sm_count, bool) or not isinstance(sm_count, int) or sm_count < 1:
+        raise ValueError(f"sm_count must be an integer >= 1, got {sm_count!r}")
+    if not points:
+        return 0.0
+    keys = sorted({int(round(p[1])) for p in points})
+    col = {k: i for i, k in enumerate(keys)}
+    a = np.zeros((len(points), len(keys) + 1))
+    y = np.zeros(len(points))
+    w = np.zeros(len(points))
+    for i, (nbytes, programs, t) in enumerate(points):
+        if not (t > 0 and nbytes > 0):
+            raise ValueError(f"points[{i}] needs bytes > 0 and time > 0, got {(nbytes, programs, t)!r}")
+        a[i, col[int(round(programs))]] = nbytes
+        a[i, -1] = float(split_fill_s(programs, sm_count, 1.0))
+        y[i], w[i] = t - latency_s, 1.0 / t
+    if np.linalg.matrix_rank(a) < a.shape[1]:
+        return 0.0
+    sol, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+    return float(max(0.0, sol[-1]))
+
+
 def efficiency_table(points: list[tuple[float, float]], rate: float) -> tuple[float, list[list[float]]]:
     """(latency, [[work, efficiency], ...]) with efficiency = work / ((time - latency) rate),
     capped to [MIN_EFFICIENCY, 1]; works that repeat keep the first."""
@@ -343,33 +379,58 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             lat_d = clock.kernels(lambda: td.aqua_decode(q1, kt1, v1, None, k_keep=rows, selection="group", scale=1.0,
                                                          config=cfg1, out=out1))
             latency = _median(_main(lat_d, TRITON_NAMES["triton-split"])) if triton_ok else 0.0
-            pts = []
+            def programs(splits: int, length: int) -> int:  # the kernel's own split count (plan_splits)
+                got, _ = split_count(programs=hkv, context=length, block_n=block_n, sm_count=sm_count, num_splits=splits)
+                return hkv * int(got)
+
+            pts, fill_pts = [], []
             for x in SPLIT_PROGRAMS_PER_SM:
                 splits = max(1, round(x * sm_count / hkv))
                 durs = clock.kernels(call(kt_al, splits, n_ctx))
                 ds = _main(durs, TRITON_NAMES["triton-split"])
                 res.spread.append(_spread(ds))
-                pts.append((hkv * splits / sm_count, _median(ds)))
+                pts.append((programs(splits, n_ctx), _median(ds)))
+                fill_pts.append((work, float(pts[-1][0]), pts[-1][1]))
+            for length in FILL_CONTEXTS[kind]:
+                if late():
+                    break
+                work_n = _plan_work("aqua-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d,
+                                    context=length, batch=1, k=rows)
+                for x in FILL_PROGRAMS_PER_SM:
+                    splits = max(1, round(x * sm_count / hkv))
+                    ds = _main(clock.kernels(call(kt_al[:, :, :, :length], splits, length)), TRITON_NAMES["triton-split"])
+                    fill_pts.append((work_n, float(programs(splits, length)), _median(ds)))
+            fill = fit_split_fill(fill_pts, latency_s=latency, sm_count=sm_count) if triton_ok else 0.0
             eff_pts = []
-            for xp, t in sorted(pts):
+            for prog, t in sorted(pts):
+                xp = prog / sm_count
                 if eff_pts and xp <= eff_pts[-1][0]:
                     continue
-                net = t - latency
+                net = t - latency - float(split_fill_s(prog, sm_count, fill))
                 eff_pts.append([xp, float(min(1.0, max(MIN_EFFICIENCY, work / (net * bw) if net > 0 else 1.0)))])
             mis = None
             if triton_ok:
                 splits = max(1, round(MISALIGN_AT_PROGRAMS_PER_SM * sm_count / hkv))
+                fixed = latency + float(split_fill_s(programs(splits, n_ctx), sm_count, fill))
                 kt_mis = rand(1, hkv, d, n_ctx + MISALIGN_ELEMENTS)[:, :, :, :n_ctx]  # row stride N + 8
                 t_al = _median(_main(clock.kernels(call(kt_al, splits, n_ctx)), TRITON_NAMES["triton-split"]))
                 t_mis = _median(_main(clock.kernels(call(kt_mis, splits, n_ctx)), TRITON_NAMES["triton-split"]))
-                mis = float(min(1.0, max(MIN_EFFICIENCY, (t_al - latency) / max(t_mis - latency, 1e-12))))
+                mis = float(min(1.0, max(MIN_EFFICIENCY, (t_al - fixed) / max(t_mis - fixed, 1e-12))))
                 del kt_mis
             add_table("triton-split", d, True, rows, "programs_per_sm", "efficiency", latency, eff_pts,
                       f"aqua_decode's split pass (group selection, k = {rows} rows, {block_n}-token blocks, {warps} warps, "
                       f"{stages} stages) over B=1, H_kv={hkv}, g={SPLIT_GROUP}, N={n_ctx}, d={d}, bf16, with the split count "
                       f"forced; bytes as the aqua-fused plan counts them; latency: one block of one head; misaligned: "
-                      f"row stride N+{MISALIGN_ELEMENTS} at {MISALIGN_AT_PROGRAMS_PER_SM:g} programs per SM", mis)
-            progress(f"triton-split d={d} rows={rows}: latency {latency * 1e6:.2f} us, efficiency "
+                      f"row stride N+{MISALIGN_ELEMENTS} at {MISALIGN_AT_PROGRAMS_PER_SM:g} programs per SM; efficiencies net "
+                      f"of the latency and the fill", mis)
+            if fill:
+                res.tables[-1]["fill_s"] = fill
+                res.tables[-1]["fill_points"] = [[b, p, t] for b, p, t in fill_pts]
+                res.tables[-1]["fill_source"] = (
+                    f"measured: the same split pass with the split counts of {list(FILL_PROGRAMS_PER_SM)} programs per SM "
+                    f"also at N in {list(FILL_CONTEXTS[kind])} (fill_points: [bytes, programs, s]); fit_split_fill: one "
+                    f"rate per program count, one fill per program after each SM's first; {where}")
+            progress(f"triton-split d={d} rows={rows}: latency {latency * 1e6:.2f} us, fill {fill * 1e6:.3f} us, efficiency "
                      + ", ".join(f"{x:g}/SM {e:.2f}" for x, e in eff_pts) + (f", misaligned x{mis:.2f}" if mis else ""))
             del q, v, kt_al, out
             if device == "cuda":
