@@ -8,7 +8,8 @@ the 80%-interval coverage, and two diagnostics of the fused AQUA decode's misses
 the split pass's blocks per split and programs per SM, by the launch rule of
 :mod:`aqua_model.costs.split_rule`): diagnostics only, never inputs of the model.
 
-    python analysis/heldout_tables.py [--seed 173469101]
+    python analysis/heldout_tables.py [--seed 173469101]    (the first run: heldout_validation.md)
+    python analysis/heldout_tables.py --seed 2599853000     (the second: heldout_validation-2599853000.md)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from aqua_model.validate.runner import read_rows  # noqa: E402
 RESULTS = ROOT / "validation" / "results" / "h200"
 OUT = ROOT / "analysis" / "results" / "heldout_validation.md"
 SEED = 173469101
+#: Each run's calibrated profile (the first run's keeps its original name).
+PROFILES = {173469101: "h200-heldout.toml", 2599853000: "h200-heldout-2599853000.toml"}
 #: SMs of the H200 the held-out run measured (its rows' env.sm_count).
 SM_COUNT = 132
 #: Bins of the diagnostics: blocks of N per split, and split programs per SM.
@@ -61,6 +64,34 @@ def diagnostics(rows: list[dict]) -> list[str]:
     return lines
 
 
+def deficits(rows: list[dict]) -> list[str]:
+    """The fused AQUA decode's absolute miss (measured - predicted, microseconds) at short chunks
+    (at most 8 blocks per split), against split programs per SM (added with the second run)."""
+    fused = [r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"]
+    pts = [(*split_geometry(r), r) for r in fused]
+    lines = ["| split programs per SM (at most 8 blocks per split) | cases | median measured - predicted (us) "
+             "| median signed error |", "|---|---:|---:|---:|"]
+    for lo, hi in PROGRAM_BINS:
+        sel = [r for b, p, r in pts if b <= 8 and lo <= p < hi]
+        if sel:
+            gap_us = statistics.median((r["measured_s"] - r["predicted_calibrated_s"]) * 1e6 for r in sel)
+            err = statistics.median(r["predicted_calibrated_s"] / r["measured_s"] - 1 for r in sel)
+            lines.append(f"| {lo:g}-{hi:g} | {len(sel)} | {gap_us:.1f} | {err:+.1%} |")
+    return lines
+
+
+def fills(seed: int) -> list[str]:
+    """The split pass's measured per-program fill of each table of the run's profile."""
+    import tomllib
+
+    doc = tomllib.loads((RESULTS / PROFILES[seed]).read_text())
+    lines = ["| split table (d, tile rows) | latency (us) | fill per program after each SM's first (us) |", "|---|---:|---:|"]
+    for t in doc["calibration"].get("stream", []):
+        if t["stream"] == "triton-split":
+            lines.append(f"| d={t['d']}, {t['rows']} rows | {t['latency_s'] * 1e6:.2f} | {t.get('fill_s', 0.0) * 1e6:.2f} |")
+    return lines
+
+
 def tables(seed: int) -> str:
     insample_rows = read_rows(RESULTS / f"heldout-{seed}-insample.jsonl")
     heldout_rows = read_rows(RESULTS / f"heldout-{seed}.jsonl")
@@ -69,7 +100,7 @@ def tables(seed: int) -> str:
     lines = ["# Held-out validation on the H200 (issue 12)", "",
              f"Model frozen at commit `{commit}`; held-out seed {seed} (the integer value of the commit's first 8 hex digits); "
              f"{len(insample_rows)} in-sample cases (the reduced grid) and {len(heldout_rows)} held-out cases, one call; "
-             "calibrated mode (`validation/results/h200/h200-heldout.toml`), CUDA-graph device time. Error = predicted / "
+             f"calibrated mode (`validation/results/h200/{PROFILES.get(seed, 'h200-heldout.toml')}`), CUDA-graph device time. Error = predicted / "
              "measured - 1; median, p90 and max of its absolute value.", ""]
     side = side_by_side(ins, held)
     split = side.index("")
@@ -82,16 +113,25 @@ def tables(seed: int) -> str:
         lines.append(f"| {t['target']} | {t['n']} | {100 * t['value']:.1f}% | {thr_txt} | {met} |")
     lines += ["", "Diagnostics of the fused AQUA decode (held-out): its error against the split pass's geometry.", ""]
     lines += diagnostics(heldout_rows)
+    if seed != SEED:  # the runs after the first: the per-program fill they measured, and the miss left at short chunks
+        lines += ["", "The split pass's per-program fill (the calibration's micro-benchmark):", ""] + fills(seed)
+        lines += ["", "The fused AQUA decode's absolute miss at short chunks:", ""] + deficits(heldout_rows)
     return "\n".join(lines) + "\n"
+
+
+def out_path(seed: int) -> Path:
+    """The tables file of a run: the first run's ``heldout_validation.md``, later ones by seed."""
+    return OUT if seed == SEED else OUT.with_name(f"heldout_validation-{seed}.md")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args(argv)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(tables(args.seed))
-    print(f"wrote {OUT}")
+    out = out_path(args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(tables(args.seed))
+    print(f"wrote {out}")
     return 0
 
 
