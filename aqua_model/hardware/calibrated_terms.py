@@ -26,6 +26,13 @@ A calibrated profile's ``[calibration]`` table may hold, beside the raw micro-be
     per-program fixed cost of the split pass (its pipeline fill and drain), charged once per
     program an SM runs after its first (:func:`split_fill_s`), with ``fill_points`` (the raw
     [bytes, programs, seconds] of its micro-benchmark) and ``fill_source``.
+``prologue_combine_s``
+    The small kernels of the Triton split-N decode, timed alone (their own device time by
+    torch.profiler) at calibration shapes: ``points`` [[kernel, selection, g, d, units, seconds],
+    ...] with kernel "prologue" (units = B H_kv, its programs) or "combine" (units = B H_q), every
+    (g, d) pair measured per (kernel, selection), each at one or more units, and ``source``. These kernels are latency
+    bound (a tl.sort of d entries per program, a few small writes), so their time follows programs
+    per SM and d, not bytes (:class:`SmallKernelTable`).
 ``intervals``
     An array of tables, one per (phase, plan): the 10% and 90% quantiles of ln(measured /
     predicted) for the plan's time (``time``) and for its speedup over dense-fused
@@ -108,6 +115,93 @@ def split_fill_s(programs: Any, sm_count: int, fill_s: float) -> np.ndarray:
     return (waves - 1.0) * float(fill_s)
 
 
+#: Kernels of ``prologue_combine_s`` and what their units count.
+SMALL_KERNELS: dict[str, str] = {"prologue": "B H_kv", "combine": "B H_q"}
+#: Selections a ``prologue_combine_s`` point may name (aqua_model.kernels.triton_decode's).
+SMALL_KERNEL_SELECTIONS: tuple[str, ...] = ("per-head", "group")
+
+
+def _interp_axis(x: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``ys`` (first axis over ``xs``) at scalar ``x``, clipped to the ends."""
+    if len(xs) == 1:
+        return ys[0]
+    x = float(np.clip(x, xs[0], xs[-1]))
+    j = int(np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2))
+    w = (x - xs[j]) / (xs[j + 1] - xs[j])
+    return (1.0 - w) * ys[j] + w * ys[j + 1]
+
+
+@dataclass(frozen=True)
+class SmallKernelTable:
+    """Measured device time of the split-N decode's prologue and combine (``prologue_combine_s``).
+
+    Per (kernel, selection) a full (g, d) grid, each cell a curve of seconds over units (the
+    combine's units, B H_q, differ by g); read by interpolating log(seconds) linearly in
+    log(units) on each curve, then in d, then in g, each held constant beyond the measured ends. A selection that was not measured falls back to the other one."""
+
+    grids: Mapping[tuple[str, str], tuple[tuple[float, ...], tuple[float, ...], Mapping[tuple[float, float], tuple[tuple[float, ...], np.ndarray]]]]
+    source: str
+    points: tuple[tuple[Any, ...], ...] = ()
+
+    def __call__(self, kernel: str, selection: str, *, g: float, d: float, units: Any) -> np.ndarray:
+        """Seconds of one launch of ``kernel`` at ``units`` programs (array), group size ``g``, head dim ``d``."""
+        if kernel not in SMALL_KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(SMALL_KERNELS)}, got {kernel!r}")
+        key = (kernel, selection)
+        if key not in self.grids:
+            have = sorted(s for k, s in self.grids if k == kernel)
+            if not have:
+                raise ValueError(f"prologue_combine_s holds no {kernel!r} points")
+            key = (kernel, have[0])
+        gs, ds, curves = self.grids[key]
+        lu = np.log(np.maximum(np.asarray(units, dtype=float), 1e-30))
+        # log seconds at these units on every measured (g, d) curve, then linear in d, then in g
+        at = np.array([[np.interp(lu, np.log(np.asarray(curves[(g_, d_)][0])), curves[(g_, d_)][1]) for d_ in ds] for g_ in gs])
+        plane = _interp_axis(float(g), np.asarray(gs), at)
+        return np.exp(_interp_axis(float(d), np.asarray(ds), plane))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML/JSON form of ``[calibration] prologue_combine_s``."""
+        return {"points": [list(p) for p in self.points], "source": self.source}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> "SmallKernelTable":
+        """Parse and check ``calibration.prologue_combine_s``."""
+        name = "calibration.prologue_combine_s"
+        if not isinstance(raw, dict) or "points" not in raw or "source" not in raw:
+            raise ValueError(f"{where}: {name} must be a table with 'points' and 'source', got {raw!r:.80}")
+        source = raw["source"]
+        if not isinstance(source, str) or not source.startswith("measured:"):
+            raise ValueError(f"{where}: {name}.source must start with 'measured:', got {source!r:.60}")
+        pts = raw["points"]
+        if not isinstance(pts, list) or not pts:
+            raise ValueError(f"{where}: {name}.points must be a non-empty array of [kernel, selection, g, d, units, seconds]")
+        cells: dict[tuple[str, str], dict[tuple[float, float, float], float]] = {}
+        for p in pts:
+            if not (isinstance(p, list) and len(p) == 6):
+                raise ValueError(f"{where}: {name}.points entries must be [kernel, selection, g, d, units, seconds], got {p!r:.80}")
+            kernel, selection = p[0], p[1]
+            if kernel not in SMALL_KERNELS:
+                raise ValueError(f"{where}: {name}.points kernel is {kernel!r}; allowed: {', '.join(SMALL_KERNELS)}")
+            if selection not in SMALL_KERNEL_SELECTIONS:
+                raise ValueError(f"{where}: {name}.points selection is {selection!r}; allowed: {', '.join(SMALL_KERNEL_SELECTIONS)}")
+            g, d, units, sec = (_number(v, f"{name}.points", where) for v in p[2:])
+            cells.setdefault((kernel, selection), {})[(g, d, units)] = sec
+        grids = {}
+        for key, cell in cells.items():
+            gs, ds = (sorted({c[i] for c in cell}) for i in range(2))
+            missing = [(g, d) for g in gs for d in ds if not any(c[:2] == (g, d) for c in cell)]
+            if missing:
+                raise ValueError(f"{where}: {name}.points must cover every (g, d) pair for {key}; missing {missing[:4]}")
+            curves = {}
+            for g in gs:
+                for d in ds:
+                    us = sorted(c[2] for c in cell if c[:2] == (g, d))
+                    curves[(g, d)] = (tuple(us), np.log(np.array([cell[(g, d, u)] for u in us])))
+            grids[key] = (tuple(gs), tuple(ds), MappingProxyType(curves))
+        return cls(MappingProxyType(grids), source, tuple(tuple(p) for p in pts))
+
+
 @dataclass(frozen=True)
 class PlanInterval:
     """The frozen 80% interval of one plan: quantiles of ln(measured / predicted)."""
@@ -152,6 +246,7 @@ class CalibratedTerms:
     streams: tuple[StreamTable, ...] = ()
     pattern_latency_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     intervals: Mapping[tuple[str, str], PlanInterval] = field(default_factory=lambda: MappingProxyType({}))
+    small_kernels: SmallKernelTable | None = None
 
     @property
     def graph_timing(self) -> bool:
@@ -271,9 +366,10 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
     for i, e in enumerate(intervals_raw):
         iv = _interval(e, i, where)
         intervals[(iv.phase, iv.plan)] = iv
+    small = SmallKernelTable.from_dict(cal["prologue_combine_s"], where) if "prologue_combine_s" in cal else None
     return CalibratedTerms(graph.get("graph_launch_s"), graph.get("graph_gap_s"), graph.get("tiny_kernel_s"), sm,
                            tuple(_stream(e, i, where) for i, e in enumerate(streams_raw)),
-                           MappingProxyType(latency), MappingProxyType(intervals))
+                           MappingProxyType(latency), MappingProxyType(intervals), small)
 
 
-__all__ = ["INTERVAL_LEVEL", "STREAM_NAMES", "STREAM_X", "STREAM_Y", "CalibratedTerms", "PlanInterval", "StreamTable", "parse", "split_fill_s"]
+__all__ = ["INTERVAL_LEVEL", "SMALL_KERNELS", "SMALL_KERNEL_SELECTIONS", "SmallKernelTable", "STREAM_NAMES", "STREAM_X", "STREAM_Y", "CalibratedTerms", "PlanInterval", "StreamTable", "parse", "split_fill_s"]

@@ -15,7 +15,11 @@ at its programs per SM (the split rule of :mod:`aqua_model.costs.split_rule` aga
 count: occupancy and wave quantization) and falls by the measured factor when its key rows are
 not 16-element aligned; a split table with a measured per-program fill (``fill_s``, the
 pipeline fill and drain of one split) adds it once per program each SM runs after its first
-(:func:`aqua_model.hardware.calibrated_terms.split_fill_s`). A profile that says how a CUDA graph is timed replaces the launch
+(:func:`aqua_model.hardware.calibrated_terms.split_fill_s`). The split-N decode's prologue (when it
+selects: a tl.sort of d entries per program) and its combine take, where the profile holds
+``prologue_combine_s``, their measured time at the plan's selection, g, d and units (B H_kv
+programs for the prologue, B H_q for the combine): latency-bound kernels a byte roofline cannot
+see (:class:`aqua_model.hardware.calibrated_terms.SmallKernelTable`). A profile that says how a CUDA graph is timed replaces the launch
 overhead and its overlap by graph_launch + the kernels' device times + one gap per launch after
 the first (:func:`contributions`); every other kernel's device time is then its roofline (on
 size tables net of the pattern's small-transfer latency) plus that latency, and the device time
@@ -101,6 +105,26 @@ def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarr
     return np.asarray(values["B"], dtype=float) * float(heads)
 
 
+def _small_kernel_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], selection: str | None) -> np.ndarray | None:
+    """Measured device time of the split-N prologue or combine (``prologue_combine_s``), or None.
+
+    The prologue's table holds the selecting prologue (``select`` with its selection FLOPs); a
+    prologue handed the indices (``aqua-step-topk``) or one that also rotates (the cache step) keeps
+    its stream table."""
+    table = profile.terms.small_kernels
+    if table is None or selection is None:
+        return None
+    if kernel.stream == "triton-prologue" and kernel.name == "select" and kernel.flops != 0:
+        which, heads = "prologue", values["H_kv"]
+    elif kernel.stream == "triton-combine":
+        which, heads = "combine", values["H_q"]
+    else:
+        return None
+    units = np.asarray(values["B"], dtype=float) * np.asarray(heads, dtype=float)
+    g = float(np.max(np.asarray(values["H_q"], dtype=float) / np.asarray(values["H_kv"], dtype=float)))
+    return np.asarray(table(which, selection, g=g, d=float(np.max(values["d"])), units=units), dtype=float)
+
+
 def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], flops: np.ndarray,
                    nbytes: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(device time, compute term, memory term) from the kernel's stream table, or None."""
@@ -133,9 +157,10 @@ def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, A
     return table.latency_s + memory_s + fill_s, zero, memory_s
 
 
-def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> KernelTime:
+def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selection: str | None = None) -> KernelTime:
     """Roofline time of ``kernel`` at ``sizes`` (numbers or broadcastable arrays), in the
-    storage dtype of ``sizes``."""
+    storage dtype of ``sizes``; ``selection`` (the plan's) picks the measured prologue/combine
+    times of a calibrated profile (None: not used)."""
     if not isinstance(sizes, Sizes):
         raise TypeError(f"sizes must be an aqua_model.costs.Sizes, got {type(sizes).__name__}")
     dtype = sizes.dtype
@@ -158,8 +183,11 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes) -> Kerne
     if terms.graph_timing:
         # device time of every launch: the stream table where the implementation was measured, else
         # the roofline plus a tiny kernel's device time per launch (the size tables are net of it)
-        stream = _stream_busy_s(kernel, profile, values, flops, nbytes, peak)
-        if stream is not None:
+        small = _small_kernel_s(kernel, profile, values, selection)
+        stream = _stream_busy_s(kernel, profile, values, flops, nbytes, peak) if small is None else None
+        if small is not None:  # a latency-bound kernel's measured time (its launch is the graph's)
+            busy_s, compute_s, memory_s = small + (launches - 1) * terms.tiny_kernel_s, np.zeros(np.shape(small)), small
+        elif stream is not None:
             busy_s, compute_s, memory_s = stream
         elif kernel.op == "topk" and profile.topk_table is not None:
             # a measured torch.topk replay is graph_launch + its two kernels + one gap
@@ -235,5 +263,5 @@ def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
 
 def plan_time(plan: Plan, profile: HardwareProfile, sizes: Sizes) -> tuple[np.ndarray, list[KernelTime]]:
     """Total time of a plan (see :func:`contributions`) and each kernel's time as if launched alone."""
-    kernels = [kernel_time(kern, profile, sizes) for kern in plan.kernels]
+    kernels = [kernel_time(kern, profile, sizes, selection=plan.selection) for kern in plan.kernels]
     return np.asarray(sum(contributions(kernels), start=np.zeros(()))), kernels

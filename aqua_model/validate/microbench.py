@@ -322,6 +322,8 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
         if st.attention_compute_efficiency is not None:
             doc["calibration"]["attention_compute_efficiency"] = st.attention_compute_efficiency
         doc["calibration"]["stream"] = st.tables
+        if st.small_kernels is not None:
+            doc["calibration"]["prologue_combine_s"] = st.small_kernels
     return doc
 
 

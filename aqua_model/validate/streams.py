@@ -19,6 +19,8 @@ named here, so no calibration point is a validation case. Each gives one term of
   power-of-two contexts (``FILL_CONTEXTS``), so that each program count is timed at several
   chunk lengths: the per-program pipeline fill and drain (``fill_s``, :func:`fit_split_fill`),
   of which the efficiency table is then net;
+* ``prologue_combine_s``: the prologue's and the combine's own device times over units (B H_kv,
+  B H_q), g in {1, 4, 8}, d and both selections (:class:`aqua_model.hardware.calibrated_terms.SmallKernelTable`);
 * ``triton-prologue`` and ``triton-combine``: the prologue's and the combine's device times
   against their programs per SM (batches of 4 KV heads, 16 query heads, N = 256);
 * ``torch-matvec``: the eager decode's score matmul (torch.matmul of q against K^T) over the
@@ -89,6 +91,15 @@ MISALIGN_AT_PROGRAMS_PER_SM = 8.0
 #: Prologue / combine sweep: batches of SPLIT_HEADS_KV KV heads at a short context.
 PROLOGUE_BATCHES: dict[str, tuple[int, ...]] = {"cuda": (1, 8, 32, 128, 512, 1024), "cpu": (1, 4)}
 PROLOGUE_CONTEXT = 256
+#: The prologue/combine table (``prologue_combine_s``): units = B H_kv (one KV head per batch row,
+#: so B = units) in powers of two, g in {1, 4, 8}, both selections, every calibration d, k = d / 2.
+SMALL_UNITS: dict[str, tuple[int, ...]] = {"cuda": (1, 4, 16, 64, 256, 1024), "cpu": (1, 4)}
+SMALL_GROUPS: dict[str, tuple[int, ...]] = {"cuda": (1, 4, 8), "cpu": (1, 4)}
+SMALL_SELECTIONS: tuple[str, ...] = ("per-head", "group")
+#: Tokens of all units together (B H_kv N): the context shrinks as units grow, so the launch rule
+#: still spreads splits (programs per SM) as it does at the long contexts of a case and the combine
+#: merges as many splits as there; 2^19 = 524288 tokens: N = 512K at one unit, 512 at 1024.
+SMALL_TOTAL_TOKENS: dict[str, int] = {"cuda": 1 << 19, "cpu": 1 << 10}
 #: Softmax row lengths and input bytes per length (as validation/calibrate_library_kernels.py).
 SOFTMAX_LENGTHS: tuple[int, ...] = (128, 512, 2048, 8192, 32768)
 SOFTMAX_INPUT_BYTES: dict[str, int] = {"cuda": 1 << 30, "cpu": 1 << 22}
@@ -110,6 +121,7 @@ class StreamResult:
     """Everything the stream micro-benchmarks measured (raw points kept for the profile)."""
 
     tables: list[dict[str, Any]] = field(default_factory=list)
+    small_kernels: dict[str, Any] | None = None  # calibration.prologue_combine_s
     graph: dict[str, Any] = field(default_factory=dict)
     softmax: list[list[float]] = field(default_factory=list)
     attention_compute_efficiency: float | None = None
@@ -459,6 +471,13 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             progress(f"triton prologue/combine d={d}: " + ", ".join(f"{x:.2g}/SM {t * 1e6:.1f}/{c * 1e6:.1f} us"
                                                                    for (x, t), (_, c) in zip(pro, comb)))
 
+    # -- the prologue/combine table: each kernel's own device time over units, g, d, selection ----
+    if triton_ok and clock.profiler_ok and not late():  # per-kernel times need the profiler
+        try:  # one device call per run: a failure here leaves the table out, never the calibration
+            _small_kernel_sweep(res, clock, td, rand, kind, dims, where, late, progress, dev)
+        except Exception as exc:  # noqa: BLE001 - reported in the log, the profile then has no table
+            progress(f"prologue/combine table not measured: {exc!r}")
+
     # -- torch SDPA causal prefill -----------------------------------------------------------------
     for d in dims:
         for gqa in (False, True):
@@ -516,6 +535,36 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
     if device == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _small_kernel_sweep(res: StreamResult, clock: "_Clock", td: Any, rand: Callable[..., Any], kind: str,
+                        dims: tuple[int, ...], where: str, late: Callable[[], bool], progress: Callable[[str], None],
+                        dev: Any) -> None:
+    """The prologue/combine table (``prologue_combine_s``) into ``res.small_kernels``."""
+    import torch
+
+    small_pts: list[list[Any]] = []
+    for sel in SMALL_SELECTIONS:
+        for g in SMALL_GROUPS[kind]:
+            for d in dims:
+                for units in SMALL_UNITS[kind]:
+                    n = max(PROLOGUE_CONTEXT, SMALL_TOTAL_TOKENS[kind] // units)
+                    q, kt, v = rand(units, g, d), rand(units, 1, d, n), rand(units, 1, n, d)
+                    out = torch.empty(units, g, d, dtype=torch.bfloat16, device=dev)
+                    durs = clock.kernels(lambda: td.aqua_decode(q, kt, v, None, k_keep=d // 2, selection=sel, scale=1.0,
+                                                                out=out))
+                    for which, name, u in (("prologue", "triton-prologue", units), ("combine", "triton-combine", units * g)):
+                        ds = _main(durs, TRITON_NAMES[name])
+                        res.spread.append(_spread(ds))
+                        small_pts.append([which, sel, float(g), float(d), float(u), float(max(_median(ds), 1e-9))])
+                    del q, kt, v, out
+        progress(f"prologue/combine {sel}: " + ", ".join(f"{p[0][0]} g={p[2]:g} d={p[3]:g} u={p[4]:g} {p[5] * 1e6:.1f} us"
+                                                         for p in small_pts if p[1] == sel and p[4] in (1.0, 64.0, 8192.0)))
+    res.small_kernels = {"points": small_pts, "source": (
+            f"measured: the prologue's and the combine's own device times (torch.profiler) in aqua_decode (select_in "
+        f"'prepass', k = d/2) at B in {list(SMALL_UNITS[kind])} with H_kv = 1 (units: B H_kv for the prologue, B H_q "
+        f"for the combine), g in {list(SMALL_GROUPS[kind])}, d in {list(dims)}, selections {list(SMALL_SELECTIONS)}, "
+        f"N = {SMALL_TOTAL_TOKENS[kind]} / B (at least {PROLOGUE_CONTEXT}), bf16, splits by the launch rule; {where}")}
 
 
 def _dedupe_x(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
