@@ -10,6 +10,7 @@ the split pass's blocks per split and programs per SM, by the launch rule of
 
     python analysis/heldout_tables.py [--seed 173469101]    (the first run: heldout_validation.md)
     python analysis/heldout_tables.py --seed 2599853000     (the second: heldout_validation-2599853000.md)
+    python analysis/heldout_tables.py --seed 898775459      (the third: heldout_validation-898775459.md)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ RESULTS = ROOT / "validation" / "results" / "h200"
 OUT = ROOT / "analysis" / "results" / "heldout_validation.md"
 SEED = 173469101
 #: Each run's calibrated profile (the first run's keeps its original name).
-PROFILES = {173469101: "h200-heldout.toml", 2599853000: "h200-heldout-2599853000.toml"}
+PROFILES = {173469101: "h200-heldout.toml", 2599853000: "h200-heldout-2599853000.toml",
+            898775459: "h200-heldout-898775459.toml"}
 #: SMs of the H200 the held-out run measured (its rows' env.sm_count).
 SM_COUNT = 132
 #: Bins of the diagnostics: blocks of N per split, and split programs per SM.
@@ -92,6 +94,26 @@ def fills(seed: int) -> list[str]:
     return lines
 
 
+def small_kernels(seed: int) -> list[str]:
+    """The measured prologue/combine table of the run's profile (``prologue_combine_s``, added with
+    the third run): microseconds per launch at each measured units, per kernel, selection, g and d."""
+    import tomllib
+
+    doc = tomllib.loads((RESULTS / PROFILES[seed]).read_text())
+    table = doc["calibration"].get("prologue_combine_s")
+    if not table:
+        return []
+    curves: dict[tuple, list[tuple[float, float]]] = {}
+    for kernel, sel, g, d, units, sec in table["points"]:
+        curves.setdefault((kernel, sel, int(g), int(d)), []).append((units, sec))
+    lines = ["| kernel (units) | selection | g | d | us at units (units: us) |", "|---|---|---:|---:|---|"]
+    for (kernel, sel, g, d), pts in sorted(curves.items()):
+        unit = "B H_kv" if kernel == "prologue" else "B H_q"
+        cells = ", ".join(f"{int(u)}: {t * 1e6:.1f}" for u, t in sorted(pts))
+        lines.append(f"| {kernel} ({unit}) | {sel} | {g} | {d} | {cells} |")
+    return lines
+
+
 def tables(seed: int) -> str:
     insample_rows = read_rows(RESULTS / f"heldout-{seed}-insample.jsonl")
     heldout_rows = read_rows(RESULTS / f"heldout-{seed}.jsonl")
@@ -116,6 +138,9 @@ def tables(seed: int) -> str:
     if seed != SEED:  # the runs after the first: the per-program fill they measured, and the miss left at short chunks
         lines += ["", "The split pass's per-program fill (the calibration's micro-benchmark):", ""] + fills(seed)
         lines += ["", "The fused AQUA decode's absolute miss at short chunks:", ""] + deficits(heldout_rows)
+        small = small_kernels(seed)
+        if small:
+            lines += ["", "The prologue and combine, timed alone (the calibration's micro-benchmark, `prologue_combine_s`):", ""] + small
     return "\n".join(lines) + "\n"
 
 
