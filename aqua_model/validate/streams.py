@@ -214,9 +214,14 @@ def _spread(xs: list[float]) -> float:
 
 
 def _main(durs: dict[str, list[float]], name: str | None = None) -> list[float]:
-    """The durations of kernel ``name`` (a Triton kernel), else of the longest kernel of the call."""
-    if name is not None and name in durs:
+    """The durations of kernel ``name`` (a Triton kernel); with ``name`` None, of the longest kernel of
+    the call. A named kernel the profiler did not record is an error, never another kernel's time."""
+    if name is not None:
+        if name not in durs:
+            raise RuntimeError(f"the profiler recorded no kernel {name!r} in this call; it recorded {sorted(durs)}")
         return durs[name]
+    if not durs:
+        raise RuntimeError("the profiler recorded no kernel in this call")
     return max(durs.values(), key=_median)
 
 
