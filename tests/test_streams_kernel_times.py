@@ -18,3 +18,7 @@ def test_a_named_kernel_the_profiler_missed_is_an_error_not_another_kernels_time
         _main({"_split_kernel": [3e-6]}, "_prologue_kernel")
     with pytest.raises(RuntimeError, match="no kernel"):
         _main({})
+
+
+def test_without_a_per_kernel_profile_the_whole_call_stands_for_the_kernel() -> None:
+    assert _main({"<call>": [5e-6]}, "_split_kernel") == [5e-6]

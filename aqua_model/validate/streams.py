@@ -215,8 +215,13 @@ def _spread(xs: list[float]) -> float:
 
 def _main(durs: dict[str, list[float]], name: str | None = None) -> list[float]:
     """The durations of kernel ``name`` (a Triton kernel); with ``name`` None, of the longest kernel of
-    the call. A named kernel the profiler did not record is an error, never another kernel's time."""
+    the call. Without a per-kernel profile (:meth:`_Clock.kernels` returned only the whole call's time,
+    "<call>": on a CPU, or when the profiler recorded nothing) that whole-call time stands for the kernel,
+    as documented there. A named kernel missing from a per-kernel profile is an error, never another
+    kernel's time."""
     if name is not None:
+        if set(durs) == {"<call>"}:
+            return durs["<call>"]
         if name not in durs:
             raise RuntimeError(f"the profiler recorded no kernel {name!r} in this call; it recorded {sorted(durs)}")
         return durs[name]
