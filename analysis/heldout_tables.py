@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aqua_model.costs.split_rule import launch_rule, padded_tile_rows, split_count, tile_rows  # noqa: E402
-from aqua_model.validate.report import build_report, heldout_targets, side_by_side  # noqa: E402
+from aqua_model.validate.report import build_report, side_by_side, targets_table  # noqa: E402
 from aqua_model.validate.runner import read_rows  # noqa: E402
 
 RESULTS = ROOT / "validation" / "results" / "h200"
@@ -127,12 +127,7 @@ def tables(seed: int) -> str:
     side = side_by_side(ins, held)
     split = side.index("")
     lines += side[:split] + ["", "Speedup over SDPA at the same shape:", ""] + side[split + 1:] + [""]
-    lines += ["| target (held-out, calibrated) | n | measured | threshold | met |", "|---|---:|---:|---:|---|"]
-    for t in heldout_targets(held):
-        thr = t["threshold"]
-        thr_txt = f"{thr[0]:.0%}-{thr[1]:.0%}" if isinstance(thr, tuple) else f"<= {thr:.0%}"
-        met = "not evaluated" if t["met"] is None else ("yes" if t["met"] else "no")
-        lines.append(f"| {t['target']} | {t['n']} | {100 * t['value']:.1f}% | {thr_txt} | {met} |")
+    lines += targets_table(held, title="target (held-out, calibrated)")
     lines += ["", "Diagnostics of the fused AQUA decode (held-out): its error against the split pass's geometry.", ""]
     lines += diagnostics(heldout_rows)
     if seed != SEED:  # the runs after the first: the per-program fill they measured, and the miss left at short chunks

@@ -488,6 +488,17 @@ def write_status(entries: list[dict[str, Any]], path: str | os.PathLike[str]) ->
     Path(path).write_text(to_toml(doc, header="Plan verdicts from the held-out validation (issue 12)"))
 
 
+def targets_table(heldout: Report, *, title: str = "target") -> list[str]:
+    """Markdown rows of the issue's held-out targets (:func:`heldout_targets`): value, threshold, met."""
+    lines = [f"| {title} | n | measured | threshold | met |", "|---|---:|---:|---:|---|"]
+    for t in heldout_targets(heldout):
+        thr = t["threshold"]
+        thr_txt = f"{thr[0]:.0%}-{thr[1]:.0%}" if isinstance(thr, tuple) else f"<= {thr:.0%}"
+        met = "not evaluated" if t["met"] is None else ("yes" if t["met"] else "no")
+        lines.append(f"| {t['target']} | {t['n']} | {_apct(t['value'])} | {thr_txt} | {met} |")
+    return lines
+
+
 def _cell(s: ErrorStats | None) -> str:
     if s is None or not s.n:
         return "– | – | – | 0"
@@ -536,13 +547,7 @@ def heldout_markdown(insample: Report, heldout: Report, *, meta: dict[str, Any] 
     lines += ["Statuses, in-sample: " + ", ".join(f"{k} {v}" for k, v in sorted(insample.status_counts.items())) +
               "; held-out: " + ", ".join(f"{k} {v}" for k, v in sorted(heldout.status_counts.items())) + ".", ""]
     lines += ["## Calibrated mode, per plan", ""] + side_by_side(insample, heldout) + [""]
-    lines += ["## The issue's targets (held-out, calibrated mode)", "", "| target | n | measured | threshold | met |",
-              "|---|---:|---:|---:|---|"]
-    for t in heldout_targets(heldout):
-        thr = t["threshold"]
-        thr_txt = f"{thr[0]:.0%}-{thr[1]:.0%}" if isinstance(thr, tuple) else f"<= {thr:.0%}"
-        met = "not evaluated" if t["met"] is None else ("yes" if t["met"] else "no")
-        lines.append(f"| {t['target']} | {t['n']} | {_apct(t['value'])} | {thr_txt} | {met} |")
+    lines += ["## The issue's targets (held-out, calibrated mode)", ""] + targets_table(heldout)
     lines += ["", "## Plans the held-out run could not predict (p90 > 25%)", ""]
     bad = [e for e in status_entries(heldout, seed=meta.get("seed"), commit=meta.get("model_commit")) if e["status"] == "unvalidated"]
     lines += [f"- {e['phase']}/{e['plan']}: unvalidated: {e['reason']}" for e in bad] or ["- none"]
