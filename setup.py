@@ -38,8 +38,10 @@ class BuildPyWithResults(build_py):
             present = [rel for rel in alternatives if (HERE / rel).is_file()]
             if not present:
                 if required:
-                    raise SystemExit(f"results file {' or '.join(alternatives)} listed in {MANIFEST.name} is missing; "
-                                     "cannot build the package")
+                    raise SystemExit(
+                        f"results file {' or '.join(alternatives)} listed in {MANIFEST.name} is missing; "
+                        "cannot build the package"
+                    )
                 continue
             dest = target / present[0]
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,11 @@ def main() -> None:
     warm = timeit.repeat(lambda: breakeven(d=128, k=96), number=10_000, repeat=REPEATS)
     cold_k = iter(range(1, 10_000))
     uncached = timeit.repeat(lambda: breakeven(d=4096, k=next(cold_k)), number=100, repeat=REPEATS)
-    sweep = timeit.repeat(lambda: component_flops(method="aqua", phase="decode", d=128, k=k, context=context), number=1, repeat=REPEATS)
+    sweep = timeit.repeat(
+        lambda: component_flops(method="aqua", phase="decode", d=128, k=k, context=context),
+        number=1,
+        repeat=REPEATS,
+    )
     batch = rng.integers(1, 65, POINTS)
     h200, plan = load("h200"), build_plan("aqua-step-topk")
     sizes = Sizes(heads_q=32, heads_kv=8, d=128, context=context, batch=batch, k=k)

@@ -45,7 +45,17 @@ OUTPUT_ERROR_TARGETS = (0.10, 0.05)
 """Relative attention-output errors for which the thresholds table gives the smallest k."""
 TOP1_TARGET = 0.90
 """Top-1 key agreement for which the thresholds table gives the smallest k."""
-PARETO_COLUMNS = ("dataset", "method", "k", "d", "byte_ratio", "output_rel_err", "kl_nats", "top1_agreement", "energy")
+PARETO_COLUMNS = (
+    "dataset",
+    "method",
+    "k",
+    "d",
+    "byte_ratio",
+    "output_rel_err",
+    "kl_nats",
+    "top1_agreement",
+    "energy",
+)
 SUMMARY_COLUMNS = ("dataset", "method", "k", "byte_ratio", "n_heads", *METRICS, "output_rel_err_max")
 
 
@@ -66,7 +76,9 @@ def _pivot(summary: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--max-segments", type=int, default=None, help="cap segments per text (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -113,18 +125,40 @@ def main() -> None:
         + to_markdown(layer_pivot)
         + f"\nfidelity_per_layer.csv holds every metric and k.\n\n{note}\n"
     )
-    paths = [args.out / f"fidelity_{stem}" for stem in ("summary.csv", "summary.md", "per_layer.csv", "per_layer.md")]
+    paths = [
+        args.out / f"fidelity_{stem}"
+        for stem in ("summary.csv", "summary.md", "per_layer.csv", "per_layer.md")
+    ]
     language = _pivot(summary, "output_rel_err")
-    paths += write_table(language, args.out / "fidelity_language", title="Language check: held-out English vs German, P calibrated on English", notes=[note])
+    paths += write_table(
+        language,
+        args.out / "fidelity_language",
+        title="Language check: held-out English vs German, P calibrated on English",
+        notes=[note],
+    )
     thresholds = []
     for dataset in EVALUATION_SETS:
         for method in METHODS:
             entry = {"dataset": dataset, "method": method}
             for target in OUTPUT_ERROR_TARGETS:
-                entry[f"k_out_err_le_{target:g}"] = smallest_k(summary, dataset=dataset, method=method, metric="output_rel_err", threshold=target)
-            entry[f"k_top1_ge_{TOP1_TARGET:g}"] = smallest_k(summary, dataset=dataset, method=method, metric="top1_agreement", threshold=TOP1_TARGET, above=True)
+                entry[f"k_out_err_le_{target:g}"] = smallest_k(
+                    summary, dataset=dataset, method=method, metric="output_rel_err", threshold=target
+                )
+            entry[f"k_top1_ge_{TOP1_TARGET:g}"] = smallest_k(
+                summary,
+                dataset=dataset,
+                method=method,
+                metric="top1_agreement",
+                threshold=TOP1_TARGET,
+                above=True,
+            )
             thresholds.append(entry)
-    paths += write_table(thresholds, args.out / "fidelity_thresholds", title=f"Smallest k (of d = {d}) reaching a target, mean over heads", notes=[note])
+    paths += write_table(
+        thresholds,
+        args.out / "fidelity_thresholds",
+        title=f"Smallest k (of d = {d}) reaching a target, mean over heads",
+        notes=[note],
+    )
     pareto = [{c: r[c] for c in PARETO_COLUMNS} for r in summary if r["dataset"] in LANGUAGE_PAIR]
     (args.out / "fidelity_pareto.csv").write_text(to_csv(pareto, PARETO_COLUMNS))
     paths += [args.out / "fidelity_per_head.csv", args.out / "fidelity_pareto.csv"]

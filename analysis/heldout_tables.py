@@ -31,8 +31,11 @@ RESULTS = ROOT / "validation" / "results" / "h200"
 OUT = ROOT / "analysis" / "results" / "heldout_validation.md"
 SEED = 173469101
 #: Each run's calibrated profile (the first run's keeps its original name).
-PROFILES = {173469101: "h200-heldout.toml", 2599853000: "h200-heldout-2599853000.toml",
-            898775459: "h200-heldout-898775459.toml"}
+PROFILES = {
+    173469101: "h200-heldout.toml",
+    2599853000: "h200-heldout-2599853000.toml",
+    898775459: "h200-heldout-898775459.toml",
+}
 #: SMs of the H200 the held-out run measured (its rows' env.sm_count).
 SM_COUNT = 132
 #: Bins of the diagnostics: blocks of N per split, and split programs per SM.
@@ -51,13 +54,17 @@ def split_geometry(row: dict) -> tuple[int, float]:
 
 
 def diagnostics(rows: list[dict]) -> list[str]:
-    fused = [r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"]
+    fused = [
+        r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"
+    ]
     pts = [(*split_geometry(r), r["predicted_calibrated_s"] / r["measured_s"] - 1) for r in fused]
     lines = ["| blocks of N per split | cases | median signed error |", "|---|---:|---:|"]
     for lo, hi in BLOCK_BINS:
         sel = [e for b, _, e in pts if lo <= b <= hi]
         if sel:
-            lines.append(f"| {lo}-{hi if hi < 10**9 else 'more'} | {len(sel)} | {statistics.median(sel):+.1%} |")
+            lines.append(
+                f"| {lo}-{hi if hi < 10**9 else 'more'} | {len(sel)} | {statistics.median(sel):+.1%} |"
+            )
     lines += ["", "| split programs per SM | cases | median signed error |", "|---|---:|---:|"]
     for lo, hi in PROGRAM_BINS:
         sel = [e for _, p, e in pts if lo <= p < hi]
@@ -69,10 +76,15 @@ def diagnostics(rows: list[dict]) -> list[str]:
 def deficits(rows: list[dict]) -> list[str]:
     """The fused AQUA decode's absolute miss (measured - predicted, microseconds) at short chunks
     (at most 8 blocks per split), against split programs per SM (added with the second run)."""
-    fused = [r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"]
+    fused = [
+        r for r in rows if r.get("status") == "ok" and r["plan"] == "aqua-fused" and r["phase"] == "decode"
+    ]
     pts = [(*split_geometry(r), r) for r in fused]
-    lines = ["| split programs per SM (at most 8 blocks per split) | cases | median measured - predicted (us) "
-             "| median signed error |", "|---|---:|---:|---:|"]
+    lines = [
+        "| split programs per SM (at most 8 blocks per split) | cases | median measured - predicted (us) "
+        "| median signed error |",
+        "|---|---:|---:|---:|",
+    ]
     for lo, hi in PROGRAM_BINS:
         sel = [r for b, p, r in pts if b <= 8 and lo <= p < hi]
         if sel:
@@ -87,10 +99,15 @@ def fills(seed: int) -> list[str]:
     import tomllib
 
     doc = tomllib.loads((RESULTS / PROFILES[seed]).read_text())
-    lines = ["| split table (d, tile rows) | latency (us) | fill per program after each SM's first (us) |", "|---|---:|---:|"]
+    lines = [
+        "| split table (d, tile rows) | latency (us) | fill per program after each SM's first (us) |",
+        "|---|---:|---:|",
+    ]
     for t in doc["calibration"].get("stream", []):
         if t["stream"] == "triton-split":
-            lines.append(f"| d={t['d']}, {t['rows']} rows | {t['latency_s'] * 1e6:.2f} | {t.get('fill_s', 0.0) * 1e6:.2f} |")
+            lines.append(
+                f"| d={t['d']}, {t['rows']} rows | {t['latency_s'] * 1e6:.2f} | {t.get('fill_s', 0.0) * 1e6:.2f} |"
+            )
     return lines
 
 
@@ -119,23 +136,39 @@ def tables(seed: int) -> str:
     heldout_rows = read_rows(RESULTS / f"heldout-{seed}.jsonl")
     ins, held = build_report(insample_rows), build_report(heldout_rows)
     commit = next(r["model_commit"] for r in heldout_rows if r.get("model_commit"))
-    lines = ["# Held-out validation on the H200 (issue 12)", "",
-             f"Model frozen at commit `{commit}`; held-out seed {seed} (the integer value of the commit's first 8 hex digits); "
-             f"{len(insample_rows)} in-sample cases (the reduced grid) and {len(heldout_rows)} held-out cases, one call; "
-             f"calibrated mode (`validation/results/h200/{PROFILES.get(seed, 'h200-heldout.toml')}`), CUDA-graph device time. Error = predicted / "
-             "measured - 1; median, p90 and max of its absolute value.", ""]
+    lines = [
+        "# Held-out validation on the H200 (issue 12)",
+        "",
+        f"Model frozen at commit `{commit}`; held-out seed {seed} (the integer value of the commit's first 8 hex digits); "
+        f"{len(insample_rows)} in-sample cases (the reduced grid) and {len(heldout_rows)} held-out cases, one call; "
+        f"calibrated mode (`validation/results/h200/{PROFILES.get(seed, 'h200-heldout.toml')}`), CUDA-graph device time. Error = predicted / "
+        "measured - 1; median, p90 and max of its absolute value.",
+        "",
+    ]
     side = side_by_side(ins, held)
     split = side.index("")
-    lines += side[:split] + ["", "Speedup over SDPA at the same shape:", ""] + side[split + 1:] + [""]
+    lines += side[:split] + ["", "Speedup over SDPA at the same shape:", ""] + side[split + 1 :] + [""]
     lines += targets_table(held, title="target (held-out, calibrated)")
-    lines += ["", "Diagnostics of the fused AQUA decode (held-out): its error against the split pass's geometry.", ""]
+    lines += [
+        "",
+        "Diagnostics of the fused AQUA decode (held-out): its error against the split pass's geometry.",
+        "",
+    ]
     lines += diagnostics(heldout_rows)
-    if seed != SEED:  # the runs after the first: the per-program fill they measured, and the miss left at short chunks
-        lines += ["", "The split pass's per-program fill (the calibration's micro-benchmark):", ""] + fills(seed)
+    if (
+        seed != SEED
+    ):  # the runs after the first: the per-program fill they measured, and the miss left at short chunks
+        lines += ["", "The split pass's per-program fill (the calibration's micro-benchmark):", ""] + fills(
+            seed
+        )
         lines += ["", "The fused AQUA decode's absolute miss at short chunks:", ""] + deficits(heldout_rows)
         small = small_kernels(seed)
         if small:
-            lines += ["", "The prologue and combine, timed alone (the calibration's micro-benchmark, `prologue_combine_s`):", ""] + small
+            lines += [
+                "",
+                "The prologue and combine, timed alone (the calibration's micro-benchmark, `prologue_combine_s`):",
+                "",
+            ] + small
     return "\n".join(lines) + "\n"
 
 

@@ -52,9 +52,27 @@ METRICS: dict[str, str] = {
 PROLOGUE = "_prologue_kernel"
 #: Unit -> factor to the base unit (ns for time, bytes for sizes; ncu's prefixes are decimal).
 _UNIT_FACTORS = {
-    "": 1.0, "ns": 1.0, "nsecond": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "ms": 1e6, "second": 1e9, "s": 1e9,
-    "byte": 1.0, "bytes": 1.0, "byte/block": 1.0, "kbyte": 1e3, "mbyte": 1e6, "gbyte": 1e9, "tbyte": 1e12,
-    "%": 1.0, "register/thread": 1.0, "warp": 1.0, "block": 1.0, "thread": 1.0,
+    "": 1.0,
+    "ns": 1.0,
+    "nsecond": 1.0,
+    "usecond": 1e3,
+    "us": 1e3,
+    "msecond": 1e6,
+    "ms": 1e6,
+    "second": 1e9,
+    "s": 1e9,
+    "byte": 1.0,
+    "bytes": 1.0,
+    "byte/block": 1.0,
+    "kbyte": 1e3,
+    "mbyte": 1e6,
+    "gbyte": 1e9,
+    "tbyte": 1e12,
+    "%": 1.0,
+    "register/thread": 1.0,
+    "warp": 1.0,
+    "block": 1.0,
+    "thread": 1.0,
 }
 CASE_COLUMNS = ("order", "label", "kind", "B", "hq", "hkv", "N", "d", "k", "selection")
 
@@ -67,7 +85,9 @@ def _number(text: str, unit: str) -> float | None:
     u = unit.strip()
     factor = _UNIT_FACTORS.get(u.lower(), _UNIT_FACTORS.get(u))
     if factor is None:
-        raise ValueError(f"ncu unit {unit!r} is not one this digest converts (known: {sorted(_UNIT_FACTORS)})")
+        raise ValueError(
+            f"ncu unit {unit!r} is not one this digest converts (known: {sorted(_UNIT_FACTORS)})"
+        )
     return value * factor
 
 
@@ -79,7 +99,7 @@ def read_ncu_csv(path: Path | str) -> list[dict[str, object]]:
         lines = [ln for ln in fh if ln.strip()]
     start = next((i for i, ln in enumerate(lines) if ln.startswith('"ID"')), None)
     if start is None:
-        raise ValueError(f"ncu CSV {path}: no header line starting with \"ID\"")
+        raise ValueError(f'ncu CSV {path}: no header line starting with "ID"')
     table = list(csv.reader(lines[start:]))
     header, body = table[0], table[1:]
     units: dict[str, str] = {}
@@ -88,7 +108,9 @@ def read_ncu_csv(path: Path | str) -> list[dict[str, object]]:
         body = body[1:]
     name_col = next((c for c in ("Kernel Name", "Function Name", "Demangled Name") if c in header), None)
     if name_col is None or "gpu__time_duration.sum" not in header:
-        raise ValueError(f"ncu CSV {path}: a kernel-name column or gpu__time_duration.sum missing (columns {header[:12]}...)")
+        raise ValueError(
+            f"ncu CSV {path}: a kernel-name column or gpu__time_duration.sum missing (columns {header[:12]}...)"
+        )
     out = []
     for cells in body:
         rec = dict(zip(header, cells))
@@ -115,8 +137,10 @@ def match(kernels: list[dict[str, object]], manifest: list[dict[str, object]]) -
             got = kernels[i : i + len(expected)]
             names = [str(r["kernel"]) for r in got]
             if len(got) != len(expected) or any(e not in n for e, n in zip(expected, names)):
-                raise ValueError(f"case {case['order']} ({case['label']}): expected kernels {expected} at ncu rows "
-                                 f"{i}..{i + len(expected) - 1}, got {names}")
+                raise ValueError(
+                    f"case {case['order']} ({case['label']}): expected kernels {expected} at ncu rows "
+                    f"{i}..{i + len(expected) - 1}, got {names}"
+                )
             i += len(expected)
         else:
             j = i
@@ -138,7 +162,9 @@ def match(kernels: list[dict[str, object]], manifest: list[dict[str, object]]) -
             row["dram_read_bytes_per_s"] = rb / (dur * 1e-9) if rb is not None and dur else None
             out.append(row)
     if i != len(kernels):
-        raise ValueError(f"{len(kernels) - i} ncu rows left over after the {len(manifest)} cases (from row {i})")
+        raise ValueError(
+            f"{len(kernels) - i} ncu rows left over after the {len(manifest)} cases (from row {i})"
+        )
     return out
 
 
@@ -153,11 +179,17 @@ def case_totals(rows: Iterable[dict[str, object]]) -> list[dict[str, object]]:
         ks = by_case[order]
         stream = next(r for r in ks if r["useful_bytes"] is not None)
         t = {c: ks[0][c] for c in CASE_COLUMNS}
-        t.update(duration_ns=sum(float(r["duration_ns"]) for r in ks), stream_kernel=stream["kernel"],
-                 stream_duration_ns=stream["duration_ns"], stream_dram_pct=stream["dram_throughput_pct_of_peak"],
-                 stream_dram_bytes_read=stream["dram_bytes_read"], useful_bytes=stream["useful_bytes"],
-                 useful_over_dram_read=stream["useful_over_dram_read"],
-                 stream_occupancy_pct=stream["achieved_occupancy_pct"], stream_registers=stream["registers_per_thread"])
+        t.update(
+            duration_ns=sum(float(r["duration_ns"]) for r in ks),
+            stream_kernel=stream["kernel"],
+            stream_duration_ns=stream["duration_ns"],
+            stream_dram_pct=stream["dram_throughput_pct_of_peak"],
+            stream_dram_bytes_read=stream["dram_bytes_read"],
+            useful_bytes=stream["useful_bytes"],
+            useful_over_dram_read=stream["useful_over_dram_read"],
+            stream_occupancy_pct=stream["achieved_occupancy_pct"],
+            stream_registers=stream["registers_per_thread"],
+        )
         totals.append(t)
     sdpa = {(t["B"], t["hkv"], t["N"]): t["duration_ns"] for t in totals if t["kind"] == "sdpa"}
     for t in totals:
@@ -196,7 +228,8 @@ def render_md(rows: list[dict[str, object]], totals: list[dict[str, object]], *,
             f"| {t['label']} | {_f(t['duration_ns'] / 1e3, '.1f')} | {_f(t['stream_duration_ns'] / 1e3, '.1f')} "
             f"| {_f(t['stream_dram_pct'], '.1f')} | {_f(t['useful_over_dram_read'], '.3f')} "
             f"| {_f(t['stream_occupancy_pct'], '.1f')} | {_f(t['stream_registers'], '.0f')} "
-            f"| {_f(t['sdpa_over_this_duration'], '.3f')} |")
+            f"| {_f(t['sdpa_over_this_duration'], '.3f')} |"
+        )
     lines += [
         "",
         "## Per kernel",
@@ -214,13 +247,21 @@ def render_md(rows: list[dict[str, object]], totals: list[dict[str, object]], *,
             f"| {_f(r['dram_throughput_pct_of_peak'], '.1f')} | {_f(r['achieved_occupancy_pct'], '.1f')} "
             f"| {_f(r['warps_active_per_sm'], '.1f')} | {_f(r['registers_per_thread'], '.0f')} "
             f"| {_f(None if r['useful_bytes'] is None else r['useful_bytes'] / 1e6, '.1f')} "
-            f"| {_f(r['useful_over_dram_read'], '.3f')} |")
+            f"| {_f(r['useful_over_dram_read'], '.3f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict[str, object]], path: Path | str) -> None:
-    cols = [*CASE_COLUMNS, "ncu_id", "kernel", *METRICS.values(), "dram_read_bytes_per_s", "useful_bytes",
-            "useful_over_dram_read"]
+    cols = [
+        *CASE_COLUMNS,
+        "ncu_id",
+        "kernel",
+        *METRICS.values(),
+        "dram_read_bytes_per_s",
+        "useful_bytes",
+        "useful_over_dram_read",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -228,7 +269,9 @@ def write_csv(rows: list[dict[str, object]], path: Path | str) -> None:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
 
 
-def digest(ncu_csv: Path | str, manifest: Path | str) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def digest(
+    ncu_csv: Path | str, manifest: Path | str
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """(per-kernel rows, per-case totals) of one ncu CSV and its manifest."""
     rows = match(read_ncu_csv(ncu_csv), read_manifest(manifest))
     return rows, case_totals(rows)
@@ -240,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", default=str(MANIFEST))
     ap.add_argument("--out-csv", default=str(OUT_CSV))
     ap.add_argument("--out-md", default=str(OUT_MD))
-    ap.add_argument("--print-metrics", action="store_true", help="print METRICS comma-separated (for ncu --metrics)")
+    ap.add_argument(
+        "--print-metrics", action="store_true", help="print METRICS comma-separated (for ncu --metrics)"
+    )
     args = ap.parse_args(argv)
     if args.print_metrics:
         print(",".join(METRICS))

@@ -89,9 +89,16 @@ class TileConfig:
         return f"aqua-k{self.k}-tile{self.tile}"
 
 
-def tile_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                           attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                           **kwargs: Any) -> tuple[torch.Tensor, None]:
+def tile_attention_forward(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """Tile-shared AQUA for a full-sequence causal forward: q^ = q P, k^ = k P (post-RoPE, the
     module's P from the integration's layer state), then the kernel's reference."""
     state = getattr(module, aqua_tf.STATE_ATTR)
@@ -99,12 +106,21 @@ def tile_attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, 
         raise ValueError(f"dropout must be 0, got {dropout!r}")
     T, N = query.shape[2], key.shape[2]
     if T != N:
-        raise ValueError(f"the tile study runs full sequences without a cache: queries T={T} must equal keys N={N}")
+        raise ValueError(
+            f"the tile study runs full sequences without a cache: queries T={T} must equal keys N={N}"
+        )
     g = query.shape[1] // key.shape[1]
     q_hat = rotate(query, state.projection, g=g)
     k_hat = rotate(key, state.projection)
-    out = tp.aqua_prefill_reference(q_hat, k_hat, value, k_keep=state.settings.k, block_m=getattr(module, TILE_ATTR),
-                                    causal=True, scale=scaling)
+    out = tp.aqua_prefill_reference(
+        q_hat,
+        k_hat,
+        value,
+        k_keep=state.settings.k,
+        block_m=getattr(module, TILE_ATTR),
+        causal=True,
+        scale=scaling,
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -139,7 +155,9 @@ def read(names: tuple[str, ...]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--segments", type=int, default=8, help="held-out segments")
     parser.add_argument("--segment-tokens", type=int, default=256)
@@ -160,14 +178,23 @@ def main() -> None:
     info = models.MODELS[models.DEFAULT_MODEL]
     layers, heads_q, heads_kv, d = aqua_tf.model_shape(model)
     T = args.segment_tokens
-    cal_segs = study.token_segments(tokenizer(read(CALIBRATION))["input_ids"], length=T, max_segments=args.calibration_segments)
+    cal_segs = study.token_segments(
+        tokenizer(read(CALIBRATION))["input_ids"], length=T, max_segments=args.calibration_segments
+    )
     if len(cal_segs) < args.calibration_segments:
-        raise ValueError(f"calibration text holds {len(cal_segs)} segments of {T} tokens, fewer than {args.calibration_segments}")
+        raise ValueError(
+            f"calibration text holds {len(cal_segs)} segments of {T} tokens, fewer than {args.calibration_segments}"
+        )
     projections = calibrate_model(model, cal_segs, model_name=info.name, text="+".join(CALIBRATION))
-    print(f"calibrated P on {projections.n_tokens} tokens in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"calibrated P on {projections.n_tokens} tokens in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
     segs = study.token_segments(tokenizer(read(HELDOUT))["input_ids"], length=T, max_segments=args.segments)
     if len(segs) < args.segments:
-        raise ValueError(f"held-out text holds {len(segs)} segments of {T} tokens, fewer than --segments {args.segments}")
+        raise ValueError(
+            f"held-out text holds {len(segs)} segments of {T} tokens, fewer than --segments {args.segments}"
+        )
     setup = setup_factory(model, projections)
 
     # checks on one batch: the tile rule at M = 1 is the integration's per-query AQUA; at k = d it is exact
@@ -181,9 +208,13 @@ def main() -> None:
     setup(TileConfig(d, 128))
     exact = logits(model, probe)
     aqua_tf.restore(model)
-    checks = {"tile_rule_at_M1_vs_integration_per_query_max_abs_logit_diff": float((tile_one - per_query).abs().max()),
-              "tile_rule_at_k_eq_d_vs_baseline_max_abs_logit_diff": float((exact - base).abs().max()),
-              "tolerance": CHECK_TOL}
+    checks = {
+        "tile_rule_at_M1_vs_integration_per_query_max_abs_logit_diff": float(
+            (tile_one - per_query).abs().max()
+        ),
+        "tile_rule_at_k_eq_d_vs_baseline_max_abs_logit_diff": float((exact - base).abs().max()),
+        "tolerance": CHECK_TOL,
+    }
     for name, value in checks.items():
         if name != "tolerance" and not value <= CHECK_TOL:
             raise SystemExit(f"check failed: {name} = {value:.3g} > {CHECK_TOL}")
@@ -191,42 +222,69 @@ def main() -> None:
 
     cfgs = [TileConfig(int(frac * d), tile) for frac in K_FRACTIONS for tile in TILES]
     ref = study.reference(model, segs, batch_size=args.batch_size)
-    rows = study.run_configs(model=model, references={"en": ref}, configs=cfgs, setup=setup, csv_path=seg_csv,
-                             batch_size=args.batch_size, progress=not args.no_progress)
+    rows = study.run_configs(
+        model=model,
+        references={"en": ref},
+        configs=cfgs,
+        setup=setup,
+        csv_path=seg_csv,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     aqua_tf.restore(model)
     keys = {c.key for c in cfgs}
     summary = study.summarize([r for r in rows if r["config"] in keys])
     table = []
     for cfg in cfgs:
         e = summary[("en", cfg.key)]
-        table.append({
-            "k": cfg.k, "k/d": str(Fraction(cfg.k, d)), "tile M": cfg.tile,
-            "selection": "per query (integration)" if cfg.tile == 1 else f"shared by {cfg.tile} queries",
-            "ppl": round(e["ppl"], 4), "ppl increase %": round(100 * e["ppl_increase"], 3),
-            "ppl increase CI %": f"[{100 * e['ppl_increase_lo']:+.2f}, {100 * e['ppl_increase_hi']:+.2f}]",
-            "KL nats/token": round(e["kl_nats"], 5), "KL CI": f"[{e['kl_lo']:.5f}, {e['kl_hi']:.5f}]",
-            "top-1 %": round(100 * e["top1_agreement"], 2),
-            "compute ceiling": round(ceiling(d, cfg.k, T), 4),
-        })
+        table.append(
+            {
+                "k": cfg.k,
+                "k/d": str(Fraction(cfg.k, d)),
+                "tile M": cfg.tile,
+                "selection": "per query (integration)" if cfg.tile == 1 else f"shared by {cfg.tile} queries",
+                "ppl": round(e["ppl"], 4),
+                "ppl increase %": round(100 * e["ppl_increase"], 3),
+                "ppl increase CI %": f"[{100 * e['ppl_increase_lo']:+.2f}, {100 * e['ppl_increase_hi']:+.2f}]",
+                "KL nats/token": round(e["kl_nats"], 5),
+                "KL CI": f"[{e['kl_lo']:.5f}, {e['kl_hi']:.5f}]",
+                "top-1 %": round(100 * e["top1_agreement"], 2),
+                "compute ceiling": round(ceiling(d, cfg.k, T), 4),
+            }
+        )
     base_ppl = summary[("en", cfgs[0].key)]["base_ppl"]
-    note = (f"Generated by analysis/prefill_accuracy.py: {info.name} ({info.quantization} GGUF dequantized; the baseline is "
-            f"that quantized model, perplexity {base_ppl:.3f}), {layers} layers, {heads_q}/{heads_kv} heads, d = {d}; "
-            f"{len(segs)} held-out English segments of {T} tokens, each one causal prefill without a cache; P per (layer, KV "
-            f"group) from post-RoPE q and k of {projections.n_tokens} English calibration tokens. Tiles of M consecutive "
-            "queries of one head share the top-k of their summed |q^| (M = 1: per-query AQUA through the integration). "
-            f"Perplexity increase = ppl/ppl_base - 1 with a paired 95% bootstrap CI over segments ({study.BOOTSTRAP_RESAMPLES} "
-            "resamples); KL(base || approx) in nats per token; top-1 = agreement of the argmax next token with the baseline's; "
-            "compute ceiling = dense over AQUA tensor-core FLOPs of causal prefill (2d/(d + k)), the most a compute-bound "
-            "kernel can gain at that k.")
+    note = (
+        f"Generated by analysis/prefill_accuracy.py: {info.name} ({info.quantization} GGUF dequantized; the baseline is "
+        f"that quantized model, perplexity {base_ppl:.3f}), {layers} layers, {heads_q}/{heads_kv} heads, d = {d}; "
+        f"{len(segs)} held-out English segments of {T} tokens, each one causal prefill without a cache; P per (layer, KV "
+        f"group) from post-RoPE q and k of {projections.n_tokens} English calibration tokens. Tiles of M consecutive "
+        "queries of one head share the top-k of their summed |q^| (M = 1: per-query AQUA through the integration). "
+        f"Perplexity increase = ppl/ppl_base - 1 with a paired 95% bootstrap CI over segments ({study.BOOTSTRAP_RESAMPLES} "
+        "resamples); KL(base || approx) in nats per token; top-1 = agreement of the argmax next token with the baseline's; "
+        "compute ceiling = dense over AQUA tensor-core FLOPs of causal prefill (2d/(d + k)), the most a compute-bound "
+        "kernel can gain at that k."
+    )
     (out / "prefill_accuracy.csv").write_text(to_csv(table))
-    (out / "prefill_accuracy.md").write_text("# Tile-shared selection: accuracy against tile size M and k\n\n"
-                                             + to_markdown(table) + f"\n{note}\n")
+    (out / "prefill_accuracy.md").write_text(
+        "# Tile-shared selection: accuracy against tile size M and k\n\n" + to_markdown(table) + f"\n{note}\n"
+    )
     elapsed = time.perf_counter() - start
     run = {
-        "schema_version": 1, "model": info.name, "quantization": info.quantization, "layers": layers,
-        "heads_q": heads_q, "heads_kv": heads_kv, "d": d, "segment_tokens": T, "heldout_segments": len(segs),
-        "heldout_tokens": len(segs) * T, "calibration_tokens": projections.n_tokens, "tiles": list(TILES),
-        "k": sorted({c.k for c in cfgs}), "checks": checks, "bootstrap_resamples": study.BOOTSTRAP_RESAMPLES,
+        "schema_version": 1,
+        "model": info.name,
+        "quantization": info.quantization,
+        "layers": layers,
+        "heads_q": heads_q,
+        "heads_kv": heads_kv,
+        "d": d,
+        "segment_tokens": T,
+        "heldout_segments": len(segs),
+        "heldout_tokens": len(segs) * T,
+        "calibration_tokens": projections.n_tokens,
+        "tiles": list(TILES),
+        "k": sorted({c.k for c in cfgs}),
+        "checks": checks,
+        "bootstrap_resamples": study.BOOTSTRAP_RESAMPLES,
         "wall_time_s_last_invocation": round(elapsed, 1),
         **study.run_environment(),
     }

@@ -18,5 +18,19 @@ from .simulator import compare, end_to_end, predict, simulate, speedup, time_bre
 
 __version__ = "0.1.0"
 
-__all__ = ["BreakEven", "Convention", "breakeven", "compare", "component_flops", "decode_read_bytes", "end_to_end",
-           "kv_cache_bytes", "max_k", "predict", "simulate", "speedup", "time_breakeven", "__version__"]
+__all__ = [
+    "BreakEven",
+    "Convention",
+    "breakeven",
+    "compare",
+    "component_flops",
+    "decode_read_bytes",
+    "end_to_end",
+    "kv_cache_bytes",
+    "max_k",
+    "predict",
+    "simulate",
+    "speedup",
+    "time_breakeven",
+    "__version__",
+]

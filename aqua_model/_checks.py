@@ -38,7 +38,9 @@ def _as_float(name: str, value: Any) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(f"{name} must be a finite number, got {_fmt(value)} (beyond the float range)") from None
+        raise ValueError(
+            f"{name} must be a finite number, got {_fmt(value)} (beyond the float range)"
+        ) from None
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -87,13 +89,17 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``allowed``, or raise listing the allowed values."""
     allowed = tuple(allowed)
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {_fmt(value)} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be one of {', '.join(map(repr, allowed))}; got {_fmt(value)} of type {type(value).__name__}"
+        )
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {_fmt(value)}")
     return value
 
 
-def check_int_array(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> np.ndarray:
+def check_int_array(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> np.ndarray:
     """Return ``value`` (scalar or array-like) as an int64 array, validated element-wise.
 
     Every element must be an integer (or an integral float) within the int64 range and
@@ -105,7 +111,9 @@ def check_int_array(name: str, value: Any, *, minimum: int | None = None, maximu
     if isinstance(value, numbers.Real):
         return np.asarray(check_int(name, value, minimum=minimum, maximum=maximum), dtype=np.int64)
     if isinstance(value, (str, bytes, dict, set, frozenset)) or value is None:
-        raise TypeError(f"{name} must be an integer or an array of integers, got {_fmt(value)} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an integer or an array of integers, got {_fmt(value)} of type {type(value).__name__}"
+        )
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:  # ragged or unconvertible sequences
@@ -115,7 +123,9 @@ def check_int_array(name: str, value: Any, *, minimum: int | None = None, maximu
     if arr.dtype == object:  # e.g. Python ints beyond int64, or mixed types: check each element
         flat = [check_int(name, v, minimum=minimum, maximum=maximum) for v in arr.ravel()]
         return np.asarray(flat, dtype=np.int64).reshape(arr.shape)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
         raise TypeError(f"{name} must be an integer or an array of integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
@@ -125,7 +135,9 @@ def check_int_array(name: str, value: Any, *, minimum: int | None = None, maximu
         lo, hi = float(arr.min()), float(arr.max())
         if hi >= _INT64_FLOAT_END or lo < -_INT64_FLOAT_END:
             bad = hi if hi >= _INT64_FLOAT_END else lo
-            raise ValueError(f"{name} must be <= {INT64_MAX} and >= {INT64_MIN} (the int64 range), got {bad!r}")
+            raise ValueError(
+                f"{name} must be <= {INT64_MAX} and >= {INT64_MIN} (the int64 range), got {bad!r}"
+            )
     elif arr.dtype == np.uint64 and int(arr.max()) > INT64_MAX:
         raise ValueError(f"{name} must be <= {INT64_MAX} (the int64 range), got {int(arr.max())}")
     out = arr.astype(np.int64)
@@ -136,7 +148,9 @@ def check_int_array(name: str, value: Any, *, minimum: int | None = None, maximu
     return out
 
 
-def _check_range(name: str, value: float, minimum: float | None, maximum: float | None, why: str = "") -> None:
+def _check_range(
+    name: str, value: float, minimum: float | None, maximum: float | None, why: str = ""
+) -> None:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}{why}, got {_fmt(value)}")
     if maximum is not None and value > maximum:

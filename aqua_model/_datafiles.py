@@ -34,7 +34,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def alias_map(keys: Iterable[str], aliases_of: Callable[[str], Iterable[str]], kind: str) -> Mapping[str, str]:
+def alias_map(
+    keys: Iterable[str], aliases_of: Callable[[str], Iterable[str]], kind: str
+) -> Mapping[str, str]:
     """Lower-case alias -> key, refusing an alias claimed twice or shadowing another key."""
     keys = list(keys)
     out: dict[str, str] = {}
@@ -77,7 +79,9 @@ def to_toml(doc: dict[str, Any], *, header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()] if header else []
 
     def emit(table: dict[str, Any], prefix: str) -> None:
-        plain = {k: v for k, v in table.items() if not _is_table(v) and not (isinstance(v, dict) and "points" in v)}
+        plain = {
+            k: v for k, v in table.items() if not _is_table(v) and not (isinstance(v, dict) and "points" in v)
+        }
         nested = {k: v for k, v in table.items() if k not in plain}
         if prefix:
             lines.append("")
@@ -117,7 +121,11 @@ def results_manifest() -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ..
 
 def _missing(root: Path) -> list[str]:
     """The required entries no file of which is under ``root``, as text."""
-    return [" or ".join(entry) for entry in results_manifest()[0] if not any((root / rel).is_file() for rel in entry)]
+    return [
+        " or ".join(entry)
+        for entry in results_manifest()[0]
+        if not any((root / rel).is_file() for rel in entry)
+    ]
 
 
 def results_root(explicit: str | Path | None = None, *, flag: str = "--results") -> Path:
@@ -139,8 +147,10 @@ def results_root(explicit: str | Path | None = None, *, flag: str = "--results")
     for root in (SHIPPED_RESULTS_DIR, CHECKOUT_ROOT):
         if not _missing(root):
             return root
-    raise ValueError(f"the committed results are missing: neither {SHIPPED_RESULTS_DIR} (a wheel) nor the checkout "
-                     f"{CHECKOUT_ROOT} holds {', '.join(_missing(CHECKOUT_ROOT))}; pass {flag} ROOT (a checkout of aqua-model)")
+    raise ValueError(
+        f"the committed results are missing: neither {SHIPPED_RESULTS_DIR} (a wheel) nor the checkout "
+        f"{CHECKOUT_ROOT} holds {', '.join(_missing(CHECKOUT_ROOT))}; pass {flag} ROOT (a checkout of aqua-model)"
+    )
 
 
 def results_file(rel: str, explicit: str | Path | None = None, *, flag: str = "--results") -> Path:

@@ -14,9 +14,15 @@ from .commands._common import Parser, run_command
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
-    parser = Parser(prog="aqua-model", description="Cost models, predictions and measurements for AQUA attention.")
-    parser.add_argument("--version", action="version", version=f"aqua-model {__version__}",
-                        help="print the package version and exit")
+    parser = Parser(
+        prog="aqua-model", description="Cost models, predictions and measurements for AQUA attention."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"aqua-model {__version__}",
+        help="print the package version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub, name)

@@ -50,7 +50,14 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
     return buf.getvalue()
 
 
-def write_table(rows: Sequence[dict[str, Any]], stem: Path, *, columns: Sequence[str] | None = None, title: str = "", notes: Iterable[str] = ()) -> list[Path]:
+def write_table(
+    rows: Sequence[dict[str, Any]],
+    stem: Path,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str = "",
+    notes: Iterable[str] = (),
+) -> list[Path]:
     """Write ``stem``.csv and ``stem``.md; returns the paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")

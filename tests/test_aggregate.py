@@ -26,8 +26,14 @@ def test_flop_and_byte_sums_equal_loops_with_the_same_bounds():
         # same bounds: the first step sees T + 1 keys, the last T + G, for both sums
         dense_bytes_per_key = 2 * 128 * 2 * 3 * 8 * 2
         keys_seen = sum(prompt + i for i in range(1, generated + 1))
-        assert per_model(per_layer_bytes(memory.decode_read_bytes("dense"))).subs(SHAPE).subs(N, 1) == dense_bytes_per_key
-        assert decode_sum(per_model(per_layer_bytes(memory.decode_read_bytes("dense"))).subs(SHAPE)).subs(at) == dense_bytes_per_key * keys_seen
+        assert (
+            per_model(per_layer_bytes(memory.decode_read_bytes("dense"))).subs(SHAPE).subs(N, 1)
+            == dense_bytes_per_key
+        )
+        assert (
+            decode_sum(per_model(per_layer_bytes(memory.decode_read_bytes("dense"))).subs(SHAPE)).subs(at)
+            == dense_bytes_per_key * keys_seen
+        )
 
 
 def test_decode_sum_is_closed_form():

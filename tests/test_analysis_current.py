@@ -29,4 +29,6 @@ def test_committed_tables_are_current(script: str, tmp_path: Path) -> None:
     for f in written:
         committed = ROOT / "analysis" / "results" / f.name
         assert committed.is_file(), f"{script} wrote {f.name}, which is not committed"
-        assert f.read_bytes() == committed.read_bytes(), f"analysis/results/{f.name} is stale: run python analysis/{script}"
+        assert f.read_bytes() == committed.read_bytes(), (
+            f"analysis/results/{f.name} is stale: run python analysis/{script}"
+        )

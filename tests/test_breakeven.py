@@ -21,7 +21,9 @@ def brute_force_n_min(d_: int, k_: int, g_: int, phase: str, limit: int = 200_00
         b = component_flops(method="dense", phase="decode", d=d_, k=None, context=ctx, g=g_)["total"]
     else:
         a = component_flops(method="aqua", phase="prefill", d=d_, k=k_, context=0, prompt=ctx, g=g_)["total"]
-        b = component_flops(method="dense", phase="prefill", d=d_, k=None, context=0, prompt=ctx, g=g_)["total"]
+        b = component_flops(method="dense", phase="prefill", d=d_, k=None, context=0, prompt=ctx, g=g_)[
+            "total"
+        ]
     wins = np.nonzero(a < b)[0]
     return int(ctx[wins[0]]) if wins.size else None
 
@@ -45,7 +47,9 @@ def test_closed_forms_match_the_specification():
 
 
 @pytest.mark.parametrize("phase", ["decode", "prefill"])
-@pytest.mark.parametrize("d_,k_,g_", [(128, 96, 1), (128, 32, 1), (128, 96, 4), (64, 48, 8), (256, 200, 1), (100, 80, 2)])
+@pytest.mark.parametrize(
+    "d_,k_,g_", [(128, 96, 1), (128, 32, 1), (128, 96, 4), (64, 48, 8), (256, 200, 1), (100, 80, 2)]
+)
 def test_n_min_matches_brute_force(phase, d_, k_, g_):
     assert breakeven(d_, k_, g=g_, phase=phase).n_min == brute_force_n_min(d_, k_, g_, phase)
 
@@ -126,7 +130,9 @@ def test_bad_convention_values():
         Convention(flops_per_mac=0)
 
 
-anything = st.one_of(st.integers(-5, 600), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans())
+anything = st.one_of(
+    st.integers(-5, 600), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans()
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -40,11 +40,14 @@ def test_report_has_breakeven_table_and_breakdown(capsys):
     assert "1038" in out and "1039" in out and "q_proj" in out
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["breakeven", "--k", "200"], "k must be <= d"),
-    (["breakeven", "--g", "0"], "g must be >= 1"),
-    (["costs", "--context", "0"], "context must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["breakeven", "--k", "200"], "k must be <= d"),
+        (["breakeven", "--g", "0"], "g must be >= 1"),
+        (["costs", "--context", "0"], "context must be >= 1"),
+    ],
+)
 def test_bad_arguments_exit_nonzero_with_one_line(capsys, argv, fragment):
     code, _, err = run(capsys, *argv)
     assert code == 2

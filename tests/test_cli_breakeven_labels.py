@@ -24,7 +24,21 @@ def test_selection_tile_in_decode_is_refused_naming_the_flag(capsys) -> None:
 def test_simulate_says_which_convention_sets_its_flop_breakeven(capsys) -> None:
     """The FLOP break-even follows the convention (rotation counted or folded), not the plan: the
     rotation-free aqua-fused plan prints the same N* as the step, so the output says which is counted."""
-    base = ["simulate", "--gpu", "h200", "--model", "llama-3.1-8b", "--context", "32768", "--batch", "8", "--k", "32", "--plan", "fused"]
+    base = [
+        "simulate",
+        "--gpu",
+        "h200",
+        "--model",
+        "llama-3.1-8b",
+        "--context",
+        "32768",
+        "--batch",
+        "8",
+        "--k",
+        "32",
+        "--plan",
+        "fused",
+    ]
     assert main(base) == 0
     assert "[--projection online: rotating q and the new key counted;" in capsys.readouterr().out
     assert main([*base, "--projection", "folded"]) == 0

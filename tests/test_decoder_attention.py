@@ -33,14 +33,26 @@ def _inputs(seed=0):
     q = torch.randn(B, HQ, T, D, generator=g, dtype=torch.float64)
     k = torch.randn(B, HKV, T, D, generator=g, dtype=torch.float64)
     v = torch.randn(B, HKV, T, D, generator=g, dtype=torch.float64)
-    P = torch.stack([fit_projection(torch.randn(40, D, generator=g, dtype=torch.float64), None, source="queries") for _ in range(HKV)])
+    P = torch.stack(
+        [
+            fit_projection(torch.randn(40, D, generator=g, dtype=torch.float64), None, source="queries")
+            for _ in range(HKV)
+        ]
+    )
     return q, k, v, P
 
 
 def _run(q, keys, v, P, **kw):
-    settings = aq._settings(d=D, k=kw.pop("k", None), method=kw.pop("method", "aqua"), selection=kw.pop("selection", "per-head"),
-                            stored_dims=kw.pop("stored_dims", None), h2o_budget=kw.pop("h2o_budget", None),
-                            h2o_recent=kw.pop("h2o_recent", None), seed=0)
+    settings = aq._settings(
+        d=D,
+        k=kw.pop("k", None),
+        method=kw.pop("method", "aqua"),
+        selection=kw.pop("selection", "per-head"),
+        stored_dims=kw.pop("stored_dims", None),
+        h2o_budget=kw.pop("h2o_budget", None),
+        h2o_recent=kw.pop("h2o_recent", None),
+        seed=0,
+    )
     mod = _Module(aq.LayerState(settings, P if settings.method in ("aqua", "loki") else None, 0))
     out, probs = aq.aqua_attention_forward(mod, q, keys, v, None, scaling=D**-0.5)
     return out.transpose(1, 2), probs
@@ -67,11 +79,29 @@ def test_sparq_is_the_reference_without_rotation_and_dense_is_exact():
 
 def test_loki_is_a_static_prefix_and_random_keeps_k_dims():
     q, k, v, P = _inputs(2)
-    settings = aq._settings(d=D, k=5, method="loki", selection="per-head", stored_dims=None, h2o_budget=None, h2o_recent=None, seed=0)
+    settings = aq._settings(
+        d=D,
+        k=5,
+        method="loki",
+        selection="per-head",
+        stored_dims=None,
+        h2o_budget=None,
+        h2o_recent=None,
+        seed=0,
+    )
     scores = aq.approximate_scores(q, k, settings=settings, projection=P)
     q_hat, k_hat = reference.rotate(q, P, g=HQ // HKV), reference.expand_kv(reference.rotate(k, P), HQ // HKV)
     assert torch.allclose(scores, q_hat[..., :5] @ k_hat[..., :5].transpose(-1, -2), atol=1e-10)
-    rnd = aq._settings(d=D, k=5, method="random", selection="per-head", stored_dims=None, h2o_budget=None, h2o_recent=None, seed=3)
+    rnd = aq._settings(
+        d=D,
+        k=5,
+        method="random",
+        selection="per-head",
+        stored_dims=None,
+        h2o_budget=None,
+        h2o_recent=None,
+        seed=3,
+    )
     keep = aq._keep_dims(q, rnd, HQ // HKV, layer_idx=0)
     assert torch.equal(keep.sum(-1), torch.full(keep.shape[:-1], 5.0, dtype=keep.dtype))
     assert torch.equal(keep, aq._keep_dims(q, rnd, HQ // HKV, layer_idx=0))  # seeded
@@ -138,8 +168,17 @@ def test_bad_settings_name_the_argument():
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, max_position_embeddings=64, attn_implementation="eager")
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     model = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 97, (3, 20), generator=torch.Generator().manual_seed(1))
     proj = calibrate_model(model, list(ids), model_name="tiny-llama", text="random ids")
@@ -198,7 +237,11 @@ def test_projections_save_load_check_name_and_schema(tiny, tmp_path):
     path = tmp_path / "p.pt"
     proj.save(path)
     back = ModelProjections.load(path, model_name="tiny-llama")
-    assert torch.equal(back.calibration.P, proj.calibration.P) and back.n_tokens == 60 and back.text == "random ids"
+    assert (
+        torch.equal(back.calibration.P, proj.calibration.P)
+        and back.n_tokens == 60
+        and back.text == "random ids"
+    )
     # one SVD per (layer, KV group): each P is orthogonal
     eye = torch.eye(16)
     assert torch.allclose(back.calibration.P[1, 0].T @ back.calibration.P[1, 0], eye, atol=1e-5)

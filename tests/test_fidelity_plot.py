@@ -15,8 +15,13 @@ def _table(as_strings: bool = False):
     for dataset in ("heldout_en", "heldout_de"):
         for i, method in enumerate(METHODS):
             for k in (8, 16, 32):
-                row = {"dataset": dataset, "method": method, "k": k, "byte_ratio": (k / D + 1) / 2,
-                       "output_rel_err": (1 - k / D) * (0.3 + 0.1 * i)}
+                row = {
+                    "dataset": dataset,
+                    "method": method,
+                    "k": k,
+                    "byte_ratio": (k / D + 1) / 2,
+                    "output_rel_err": (1 - k / D) * (0.3 + 0.1 * i),
+                }
                 rows.append({c: str(v) for c, v in row.items()} if as_strings else row)
     return rows
 

@@ -32,7 +32,9 @@ def test_rank_head_lies_in_r_dim_subspace():
 
 
 def test_outliers_dominate_the_variance_along_their_axes():
-    head = make_head(n_queries=4000, n_keys=10, d=8, kind="flat", n_outliers=1, outlier_scale=10.0, rotate=False, seed=0)
+    head = make_head(
+        n_queries=4000, n_keys=10, d=8, kind="flat", n_outliers=1, outlier_scale=10.0, rotate=False, seed=0
+    )
     var = head.queries.var(axis=0)
     assert var.argmax() == 0 and var[0] > 50 * np.median(var)
 

@@ -42,7 +42,9 @@ def _texts(fig: Figure) -> list[str]:
 def _non_empty(fig: Figure) -> None:
     assert isinstance(fig, Figure)
     assert fig.axes, "figure has no axes"
-    assert any(ax.lines or ax.collections or ax.patches or ax.images for ax in fig.axes), "figure draws nothing"
+    assert any(ax.lines or ax.collections or ax.patches or ax.images for ax in fig.axes), (
+        "figure draws nothing"
+    )
     fig.canvas.draw()  # renders headless on Agg without error
     for ax in fig.axes:
         if ax.get_label() != "<colorbar>" and ax.get_xlabel():
@@ -51,14 +53,37 @@ def _non_empty(fig: Figure) -> None:
 
 # -- measured-data fixture ---------------------------------------------------------------------
 
+
 def _row(plan: str, context: int, k: int, measured_s: float, **extra) -> dict:
     shape = {"heads_q": SHAPE.heads_q, "heads_kv": SHAPE.heads_kv, "d": SHAPE.d, "batch": SHAPE.batch}
     pred = predict(plan=plan, phase="decode", context=context, k=k, gpu="h200", **shape)
-    kernels = [{"name": kn["name"], "measured_s": kn["time_s"] * 1.05, "predicted_datasheet_s": kn["time_s"],
-                "flops": kn["flops"], "bytes": kn["bytes"]} for kn in pred.kernels]
-    return {"case_id": f"decode/{plan}/N{context}/k{k}", "status": "ok", "phase": "decode", "plan": plan, "context": context,
-            "prompt": None, "k": k, "dtype": "bf16", "measured_s": measured_s, "measured_iqr_s": measured_s * 0.01,
-            "predicted_datasheet_s": pred.total_s, "predicted_calibrated_s": pred.total_s * 1.02, "kernels": kernels, **shape, **extra}
+    kernels = [
+        {
+            "name": kn["name"],
+            "measured_s": kn["time_s"] * 1.05,
+            "predicted_datasheet_s": kn["time_s"],
+            "flops": kn["flops"],
+            "bytes": kn["bytes"],
+        }
+        for kn in pred.kernels
+    ]
+    return {
+        "case_id": f"decode/{plan}/N{context}/k{k}",
+        "status": "ok",
+        "phase": "decode",
+        "plan": plan,
+        "context": context,
+        "prompt": None,
+        "k": k,
+        "dtype": "bf16",
+        "measured_s": measured_s,
+        "measured_iqr_s": measured_s * 0.01,
+        "predicted_datasheet_s": pred.total_s,
+        "predicted_calibrated_s": pred.total_s * 1.02,
+        "kernels": kernels,
+        **shape,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +98,33 @@ def measured_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows.append(_row("aqua-eager", n, 96, 8.0e-4 * n / 2048))
     rows.append({**_row("aqua-fused", 8192, 32, 1e-4), "status": "skipped", "measured_s": None})
     (folder / "validation.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    kern = [{"context": n, "k": 32, "batch": SHAPE.batch, "heads_q": SHAPE.heads_q, "heads_kv": SHAPE.heads_kv,
-             "dense_sdpa_s": 1e-4, "aqua_fused_s": 0.8e-4, "dense_triton_s": 1.1e-4,
-             "aqua_fused_group_s": None if n == 8192 else 0.5e-4} for n in (8192, 65536)]
+    kern = [
+        {
+            "context": n,
+            "k": 32,
+            "batch": SHAPE.batch,
+            "heads_q": SHAPE.heads_q,
+            "heads_kv": SHAPE.heads_kv,
+            "dense_sdpa_s": 1e-4,
+            "aqua_fused_s": 0.8e-4,
+            "dense_triton_s": 1.1e-4,
+            "aqua_fused_group_s": None if n == 8192 else 0.5e-4,
+        }
+        for n in (8192, 65536)
+    ]
     (folder / "decode_kernels.jsonl").write_text("\n".join(json.dumps(r) for r in kern) + "\n")
     toml = (ROOT / "aqua_model" / "hardware" / "data" / "h200-sxm.toml").read_text()
     toml = toml.replace('mode = "datasheet"', 'mode = "calibrated"')
-    toml += ('\n[calibration]\ndevice = "test"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-01-01"\n'
-             'method = "test fixture"\nbase = "h200-sxm"\n')
+    toml += (
+        '\n[calibration]\ndevice = "test"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-01-01"\n'
+        'method = "test fixture"\nbase = "h200-sxm"\n'
+    )
     (folder / "h200-calibrated.toml").write_text(toml)
     return root
 
 
 # -- (a) break-even ----------------------------------------------------------------------------
+
 
 def test_breakeven_data_and_paper_point() -> None:
     curves = breakeven.breakeven_data()
@@ -105,11 +144,14 @@ def test_breakeven_data_and_paper_point() -> None:
 
 # -- (b) heatmap -------------------------------------------------------------------------------
 
+
 def test_speedup_heatmap_matches_simulate() -> None:
     grid = speedup.speedup_grid_data(contexts=(256, 4096, 65536), ks=(32, 96, 128))
     for i, n in enumerate(grid.contexts):
         for j, k in enumerate(grid.ks):
-            want = float(simulate(gpu="h200", context=int(n), k=int(k), plan=speedup.PLAN, **SHAPE.kwargs()).speedup)
+            want = float(
+                simulate(gpu="h200", context=int(n), k=int(k), plan=speedup.PLAN, **SHAPE.kwargs()).speedup
+            )
             assert grid.speedup[i, j] == pytest.approx(want, rel=1e-12)
     fig = speedup.speedup_heatmap_figure(speedup.speedup_grid_data())
     _non_empty(fig)
@@ -118,6 +160,7 @@ def test_speedup_heatmap_matches_simulate() -> None:
 
 
 # -- (c) speedup lines -------------------------------------------------------------------------
+
 
 def test_speedup_lines_breakevens_equal_model() -> None:
     data = speedup.speedup_lines_data(ks=(64, 96))
@@ -128,7 +171,9 @@ def test_speedup_lines_breakevens_equal_model() -> None:
         np.testing.assert_allclose(data.predicted[k], want, rtol=1e-12)
     fig = speedup.speedup_lines_figure(data)
     _non_empty(fig)
-    points = {(float(ln.get_xdata()[0]), ln.get_marker()) for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1}
+    points = {
+        (float(ln.get_xdata()[0]), ln.get_marker()) for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1
+    }
     for k in (64, 96):
         assert (float(data.flop_breakeven[k]), "x") in points
         assert (float(data.time_breakeven[k]), "o") in points
@@ -141,8 +186,12 @@ def test_speedup_lines_with_measurements(measured_root: Path) -> None:
     assert val == [(2048, pytest.approx(1 / 0.9)), (32768, pytest.approx(1 / 0.9))]
     # group-selection time when measured (the model's default selection), else the per-head kernel
     assert sorted((m["context"], m["speedup"]) for m in meas if m["source"] == "decode_kernels") == [
-        (8192, pytest.approx(1.25)), (65536, pytest.approx(2.0))]
-    data = speedup.speedup_lines_data(ks=(32, 96), calibrated=calibrated_profile(measured_root), measured=meas)
+        (8192, pytest.approx(1.25)),
+        (65536, pytest.approx(2.0)),
+    ]
+    data = speedup.speedup_lines_data(
+        ks=(32, 96), calibrated=calibrated_profile(measured_root), measured=meas
+    )
     assert data.calibrated is not None
     fig = speedup.speedup_lines_figure(data)
     _non_empty(fig)
@@ -151,10 +200,13 @@ def test_speedup_lines_with_measurements(measured_root: Path) -> None:
 
 # -- (d) roofline ------------------------------------------------------------------------------
 
+
 def test_roofline_points_and_roofs() -> None:
     prof = load_hardware("h200")
     pts = roofline_chart.predicted_points(gpu=prof)
-    pred = predict(plan="dense-fused", phase="decode", context=roofline_chart.CONTEXT, k=128, gpu=prof, **SHAPE.kwargs())
+    pred = predict(
+        plan="dense-fused", phase="decode", context=roofline_chart.CONTEXT, k=128, gpu=prof, **SHAPE.kwargs()
+    )
     att = next(p for p in pts if p.plan == "dense-fused" and p.kernel == "attention")
     assert att.intensity == pred.kernels[0]["flops"] / pred.kernels[0]["bytes"]
     assert att.flops_per_s == pred.kernels[0]["flops"] / pred.kernels[0]["time_s"]
@@ -173,10 +225,13 @@ def test_roofline_measured(measured_root: Path) -> None:
     assert pts and all(p.measured for p in pts)
     first = next(k for k in rows[0]["kernels"] if k["flops"] > 0)
     assert any(p.flops_per_s == first["flops"] / first["measured_s"] for p in pts)
-    _non_empty(roofline_chart.roofline_figure(pts, roofs=[roofline_chart.datasheet_roof(load_hardware("h200"))]))
+    _non_empty(
+        roofline_chart.roofline_figure(pts, roofs=[roofline_chart.datasheet_roof(load_hardware("h200"))])
+    )
 
 
 # -- (e) parity --------------------------------------------------------------------------------
+
 
 def test_parity_placeholder_and_data(measured_root: Path) -> None:
     empty = parity.parity_figure(parity.parity_data([]))
@@ -190,10 +245,14 @@ def test_parity_placeholder_and_data(measured_root: Path) -> None:
     fig = parity.parity_figure(data)
     _non_empty(fig)
     assert len(fig.axes) == 2
-    assert parity.ParityPoint("p", "decode", 1.0, 1.09).within_band and not parity.ParityPoint("p", "decode", 1.0, 1.11).within_band
+    assert (
+        parity.ParityPoint("p", "decode", 1.0, 1.09).within_band
+        and not parity.ParityPoint("p", "decode", 1.0, 1.11).within_band
+    )
 
 
 # -- (f) KV memory -----------------------------------------------------------------------------
+
 
 def test_kv_memory_matches_model() -> None:
     curves = kv_memory.kv_memory_data(contexts=(1024, 131072))
@@ -201,12 +260,18 @@ def test_kv_memory_matches_model() -> None:
         cfg = load_model(name)
         np.testing.assert_array_equal(c.dense_bytes, cfg.kv_bytes_per_token() * c.contexts * kv_memory.BATCH)
         np.testing.assert_array_equal(c.aqua_bytes[cfg.head_dim], c.dense_bytes)
-        want = kv_cache_bytes(method="aqua", d=cfg.head_dim, context=1024, key_dims=32) * cfg.kv_heads * cfg.layers * kv_memory.BATCH
+        want = (
+            kv_cache_bytes(method="aqua", d=cfg.head_dim, context=1024, key_dims=32)
+            * cfg.kv_heads
+            * cfg.layers
+            * kv_memory.BATCH
+        )
         assert c.aqua_bytes[32][0] == want
     _non_empty(kv_memory.kv_memory_figure(kv_memory.kv_memory_data()))
 
 
 # -- (g) breakdown -----------------------------------------------------------------------------
+
 
 def test_breakdown_matches_predict(measured_root: Path) -> None:
     data = breakdown.breakdown_data()
@@ -219,12 +284,15 @@ def test_breakdown_matches_predict(measured_root: Path) -> None:
     assert any(NO_MEASUREMENTS in t for t in _texts(fig))
     data_m = breakdown.breakdown_data(rows=validation_rows(measured_root))
     assert set(data_m.measured) == set(breakdown.PLANS)
-    row = next(r for r in validation_rows(measured_root) if r["plan"] == "aqua-eager" and r["context"] == 32768)
+    row = next(
+        r for r in validation_rows(measured_root) if r["plan"] == "aqua-eager" and r["context"] == 32768
+    )
     assert sum(t for _, t in data_m.measured["aqua-eager"]) == pytest.approx(row["measured_s"])
     _non_empty(breakdown.breakdown_figure(data_m))
 
 
 # -- readers, registry, CLI, reproducibility ----------------------------------------------------
+
 
 def test_readers_tolerate_absent_files(tmp_path: Path) -> None:
     assert read_jsonl(tmp_path / "nope.jsonl") == []
@@ -238,7 +306,15 @@ def test_readers_tolerate_absent_files(tmp_path: Path) -> None:
 
 def test_registry_and_plugins() -> None:
     figures = load_figures()
-    assert {"breakeven", "speedup_heatmap", "speedup_lines", "roofline", "parity", "kv_memory", "breakdown"} <= set(figures)
+    assert {
+        "breakeven",
+        "speedup_heatmap",
+        "speedup_lines",
+        "roofline",
+        "parity",
+        "kv_memory",
+        "breakdown",
+    } <= set(figures)
 
     @register("test_extra", "a test figure", "nothing")
     def _extra(out_dir: Path, root: Path) -> list[Path]:
@@ -263,7 +339,15 @@ def _run_cli(*argv: str) -> int:
 
 def test_cli_all_figures_with_measurements(measured_root: Path, tmp_path: Path) -> None:
     assert _run_cli("--out", str(tmp_path), "--root", str(measured_root)) == 0
-    for name in ("breakeven", "speedup_heatmap", "speedup_lines", "roofline", "parity", "kv_memory", "breakdown"):
+    for name in (
+        "breakeven",
+        "speedup_heatmap",
+        "speedup_lines",
+        "roofline",
+        "parity",
+        "kv_memory",
+        "breakdown",
+    ):
         assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     readme = (tmp_path / "README.md").read_text()
@@ -281,10 +365,14 @@ def test_savefig_reproducible(tmp_path: Path) -> None:
 
 
 def test_cli_reproducible_across_processes(tmp_path: Path) -> None:
-    code = ("import sys; from aqua_model.commands import figures_cmd as f; import argparse; p = argparse.ArgumentParser(); "
-            "f.add_parser(p.add_subparsers(), 'figures'); a = p.parse_args(['figures', '--out', sys.argv[1], '--only', 'parity', 'kv_memory']); "
-            "sys.exit(a.run(a))")
+    code = (
+        "import sys; from aqua_model.commands import figures_cmd as f; import argparse; p = argparse.ArgumentParser(); "
+        "f.add_parser(p.add_subparsers(), 'figures'); a = p.parse_args(['figures', '--out', sys.argv[1], '--only', 'parity', 'kv_memory']); "
+        "sys.exit(a.run(a))"
+    )
     for out in ("one", "two"):
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / out)], check=True, cwd=ROOT, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / out)], check=True, cwd=ROOT, capture_output=True
+        )
     for name in ("parity.pdf", "parity.png", "kv_memory.pdf", "kv_memory.png"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

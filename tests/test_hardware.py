@@ -17,7 +17,16 @@ from aqua_model._datafiles import read_toml, to_toml
 from aqua_model.costs.dtypes import dtype_bytes
 from aqua_model.hardware.profile import DATA_DIR, SOURCE_PREFIXES
 
-REQUIRED_DEVICES = {"h100-sxm", "h200-sxm", "a100-80gb-sxm", "b200", "mi300x", "l40s", "rtx-4090", "cpu-generic"}
+REQUIRED_DEVICES = {
+    "h100-sxm",
+    "h200-sxm",
+    "a100-80gb-sxm",
+    "b200",
+    "mi300x",
+    "l40s",
+    "rtx-4090",
+    "cpu-generic",
+}
 H200_FILE = DATA_DIR / "h200-sxm.toml"
 
 
@@ -209,8 +218,19 @@ def test_missing_path() -> None:
 
 
 REQUIRED_TOP = [
-    "schema_version", "name", "vendor", "kind", "mode", "memory_bytes", "hbm_bandwidth_bytes_per_s",
-    "l2_bytes", "peak_flops_bf16", "peak_flops_fp16", "peak_flops_fp32", "launch_overhead_s", "sector_bytes",
+    "schema_version",
+    "name",
+    "vendor",
+    "kind",
+    "mode",
+    "memory_bytes",
+    "hbm_bandwidth_bytes_per_s",
+    "l2_bytes",
+    "peak_flops_bf16",
+    "peak_flops_fp16",
+    "peak_flops_fp32",
+    "launch_overhead_s",
+    "sector_bytes",
     "efficiency",
 ]
 
@@ -244,8 +264,13 @@ def test_missing_key_of_a_number(tmp_path: Path, key: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "unit"),
-    [("hbm_bandwidth_bytes_per_s", "GB"), ("memory_bytes", "TB/s"), ("peak_flops_bf16", "TB/s"),
-     ("launch_overhead_s", "bytes"), ("l2_bytes", "furlongs")],
+    [
+        ("hbm_bandwidth_bytes_per_s", "GB"),
+        ("memory_bytes", "TB/s"),
+        ("peak_flops_bf16", "TB/s"),
+        ("launch_overhead_s", "bytes"),
+        ("l2_bytes", "furlongs"),
+    ],
 )
 def test_wrong_unit_is_an_error(tmp_path: Path, field: str, unit: str) -> None:
     raw = _raw(H200_FILE)
@@ -315,8 +340,13 @@ def test_invalid_toml(tmp_path: Path) -> None:
 # -- calibrated profiles -----------------------------------------------------------------------
 
 CALIBRATION = {
-    "device": "NVIDIA H200", "driver": "580.159.03", "torch": "2.11.0+cu130", "triton": "3.5.0",
-    "date": "2026-11-02", "method": "validation/calibrate.py: copy, matmul and SDPA sweeps", "base": "h200-sxm",
+    "device": "NVIDIA H200",
+    "driver": "580.159.03",
+    "torch": "2.11.0+cu130",
+    "triton": "3.5.0",
+    "date": "2026-11-02",
+    "method": "validation/calibrate.py: copy, matmul and SDPA sweeps",
+    "base": "h200-sxm",
 }
 
 
@@ -327,7 +357,9 @@ def test_calibrated_profile_mode(tmp_path: Path) -> None:
     raw["efficiency"]["size_table"] = {
         "contiguous": {
             "points": [[4096, 0.05], [1048576, 0.6], [1073741824, 0.93]],
-            "x_unit": "bytes", "y_unit": "fraction", "source": "measured: copy sweep, 2026-11-02",
+            "x_unit": "bytes",
+            "y_unit": "fraction",
+            "source": "measured: copy sweep, 2026-11-02",
         }
     }
     gpu = hardware.load(_write(tmp_path, raw, "h200-cal-2026-11-02"))
@@ -362,8 +394,14 @@ def test_calibration_table_needs_calibrated_mode(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "points",
-    [[[1000, 0.5]], [[1000, 0.5], [1000, 0.6]], [[2000, 0.5], [1000, 0.6]], [[0, 0.5], [10, 0.6]],
-     [[10, 0.5], [100, 1.5]], [[10, True], [100, 0.5]]],
+    [
+        [[1000, 0.5]],
+        [[1000, 0.5], [1000, 0.6]],
+        [[2000, 0.5], [1000, 0.6]],
+        [[0, 0.5], [10, 0.6]],
+        [[10, 0.5], [100, 1.5]],
+        [[10, True], [100, 0.5]],
+    ],
 )
 def test_bad_size_tables(tmp_path: Path, points: list) -> None:
     raw = _raw(H200_FILE)
@@ -377,7 +415,12 @@ def test_bad_size_tables(tmp_path: Path, points: list) -> None:
 def test_size_table_pattern_must_exist(tmp_path: Path) -> None:
     raw = _raw(H200_FILE)
     raw["efficiency"]["size_table"] = {
-        "random": {"points": [[1, 0.1], [2, 0.2]], "x_unit": "bytes", "y_unit": "fraction", "source": "measured: x"}
+        "random": {
+            "points": [[1, 0.1], [2, 0.2]],
+            "x_unit": "bytes",
+            "y_unit": "fraction",
+            "source": "measured: x",
+        }
     }
     with pytest.raises(ValueError, match="random"):
         hardware.load(_write(tmp_path, raw))
@@ -389,8 +432,12 @@ def test_size_table_pattern_must_exist(tmp_path: Path) -> None:
 def _table_profile(tmp_path: Path) -> hardware.HardwareProfile:
     raw = _raw(H200_FILE)
     raw["efficiency"]["size_table"] = {
-        "strided": {"points": [[1e3, 0.2], [1e6, 0.8]], "x_unit": "bytes", "y_unit": "fraction",
-                    "source": "measured: synthetic"},
+        "strided": {
+            "points": [[1e3, 0.2], [1e6, 0.8]],
+            "x_unit": "bytes",
+            "y_unit": "fraction",
+            "source": "measured: synthetic",
+        },
     }
     return hardware.load(_write(tmp_path, raw))
 

@@ -52,7 +52,10 @@ def test_samples_follow_the_documented_distribution(drawn):
         if r["plan"] in sampling.GROUP_ONLY_PLANS or r["plan"].startswith("dense"):
             assert r["selection"] == "group"
     assert {r["selection"] for r in rows if r["plan"] == "aqua-fused"} == {"group", "per-head"}
-    assert {r["dtype"] for r in rows} == {"bf16", "fp16"} and {r["phase"] for r in rows} == {"decode", "prefill"}
+    assert {r["dtype"] for r in rows} == {"bf16", "fp16"} and {r["phase"] for r in rows} == {
+        "decode",
+        "prefill",
+    }
     # every decode shape is measured by SDPA and by the default aqua_decode call
     by_shape = {}
     for r in decode:
@@ -65,7 +68,24 @@ def test_samples_respect_the_device_budget(drawn):
     from aqua_model.validate.cases import Case
 
     for r in drawn[0]:
-        case = Case(**{k: r[k] for k in ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")})
+        case = Case(
+            **{
+                k: r[k]
+                for k in (
+                    "phase",
+                    "plan",
+                    "context",
+                    "batch",
+                    "heads_q",
+                    "heads_kv",
+                    "d",
+                    "k",
+                    "dtype",
+                    "prompt",
+                    "selection",
+                )
+            }
+        )
         assert kv_bytes(case) <= sampling.MAX_KV_BYTES
 
 
@@ -109,13 +129,27 @@ def test_split_rule_is_the_kernels_rule():
     rng = random.Random(3)
     sm = td._sm_count(torch.device("cpu"))  # the wrapper's own SM count off CUDA
     for _ in range(300):
-        B, hkv, N, d = rng.randint(1, 64), rng.choice([1, 4, 8, 32]), rng.randint(1, 300000), rng.choice([64, 128])
+        B, hkv, N, d = (
+            rng.randint(1, 64),
+            rng.choice([1, 4, 8, 32]),
+            rng.randint(1, 300000),
+            rng.choice([64, 128]),
+        )
         k, g, sel = rng.randint(1, d), rng.choice([1, 2, 4, 7, 8]), rng.choice(["group", "per-head"])
-        rows = td.tile_rows(m=d, k_keep=k, group=g, mode=td._SEL_GROUP if sel == "group" else td._SEL_HEAD, shared=sel == "group")
+        rows = td.tile_rows(
+            m=d,
+            k_keep=k,
+            group=g,
+            mode=td._SEL_GROUP if sel == "group" else td._SEL_HEAD,
+            shared=sel == "group",
+        )
         cfg = td.choose_config(rows=rows, value_dim=d)
         assert (cfg.block_n, cfg.num_warps, cfg.num_stages) == launch_rule(rows)
         splits, _ = td.plan_splits(programs=B * hkv, context=N, config=cfg, device=torch.device("cpu"))
-        assert int(split_programs(batch=B, heads_kv=hkv, context=N, rows=rows, d=d, sm_count=sm)) == B * hkv * splits
+        assert (
+            int(split_programs(batch=B, heads_kv=hkv, context=N, rows=rows, d=d, sm_count=sm))
+            == B * hkv * splits
+        )
 
 
 def _profile(tmp_path: Path, *, intervals=()) -> Path:
@@ -125,13 +159,35 @@ def _profile(tmp_path: Path, *, intervals=()) -> Path:
 
     doc = read_toml(ROOT / "aqua_model" / "hardware" / "data" / "h200-sxm.toml")
     doc["mode"] = "calibrated"
-    doc["calibration"] = {"device": "test", "driver": "x", "torch": "x", "triton": "x", "date": "2026-12-01", "method": "test",
-                          "base": "h200-sxm", "graph_launch_s": 4e-6, "graph_gap_s": 0.5e-6, "tiny_kernel_s": 1e-6,
-                          "sm_count": 132, "pattern_latency_s": {"contiguous": 2e-6},
-                          "stream": [{"stream": "triton-split", "d": 128, "gqa": True, "rows": 32, "x": "programs_per_sm",
-                                      "y": "efficiency", "latency_s": 3e-6, "points": [[1.0, 0.5], [8.0, 0.8]],
-                                      "misaligned_efficiency": 0.5, "source": "measured: test"}],
-                          "intervals": list(intervals)}
+    doc["calibration"] = {
+        "device": "test",
+        "driver": "x",
+        "torch": "x",
+        "triton": "x",
+        "date": "2026-12-01",
+        "method": "test",
+        "base": "h200-sxm",
+        "graph_launch_s": 4e-6,
+        "graph_gap_s": 0.5e-6,
+        "tiny_kernel_s": 1e-6,
+        "sm_count": 132,
+        "pattern_latency_s": {"contiguous": 2e-6},
+        "stream": [
+            {
+                "stream": "triton-split",
+                "d": 128,
+                "gqa": True,
+                "rows": 32,
+                "x": "programs_per_sm",
+                "y": "efficiency",
+                "latency_s": 3e-6,
+                "points": [[1.0, 0.5], [8.0, 0.8]],
+                "misaligned_efficiency": 0.5,
+                "source": "measured: test",
+            }
+        ],
+        "intervals": list(intervals),
+    }
     path = tmp_path / "cal.toml"
     path.write_text(to_toml(doc))
     return path
@@ -142,10 +198,16 @@ def test_split_pass_time_is_latency_plus_bytes_over_its_occupancy_efficiency(tmp
     attention = next(k for k in build_plan("aqua-fused").kernels if k.name == "attention")
     # B=1, H_kv=4, N=65536, k=32 (group): 128-token blocks (32 rows <= 64), 512 blocks; splits
     # = min(ceil(8 x 132 / 4) = 264, ceil(512 / 4) = 128) = 128, so 512 programs, 512/132 per SM
-    assert launch_rule(32)[0] == 128 and int(split_count(programs=4, context=65536, block_n=128, sm_count=132)[0]) == 128
+    assert (
+        launch_rule(32)[0] == 128
+        and int(split_count(programs=4, context=65536, block_n=128, sm_count=132)[0]) == 128
+    )
     x = 512 / 132
     eff = np.interp(np.log(x), np.log([1.0, 8.0]), [0.5, 0.8])
-    for n, factor in ((65536, 1.0), (65536 + 8, 0.5)):  # the misaligned row stride N + 8 costs the measured factor
+    for n, factor in (
+        (65536, 1.0),
+        (65536 + 8, 0.5),
+    ):  # the misaligned row stride N + 8 costs the measured factor
         sizes = Sizes(heads_q=16, heads_kv=4, d=128, context=n, batch=1, k=32)
         kt = kernel_time(attention, prof, sizes)
         nbytes = float(kt.bytes)
@@ -184,17 +246,29 @@ def test_interval_rule_known_answer_and_coverage():
 
 
 def test_predictions_carry_the_frozen_interval(tmp_path):
-    entry = {"phase": "decode", "plan": "aqua-fused", "level": 0.8, "time": [-0.1, 0.2], "n_time": 9, "speedup": [-0.3, 0.05],
-             "n_speedup": 9, "source": "derived: test"}
+    entry = {
+        "phase": "decode",
+        "plan": "aqua-fused",
+        "level": 0.8,
+        "time": [-0.1, 0.2],
+        "n_time": 9,
+        "speedup": [-0.3, 0.05],
+        "n_speedup": 9,
+        "source": "derived: test",
+    }
     prof = load(_profile(tmp_path, intervals=[entry]))
     kw = dict(phase="decode", context=20000, batch=4, heads_q=32, heads_kv=8, d=128, k=32)
     p = predict(plan="aqua-fused", gpu=prof, **kw)
     assert (p.low_s, p.high_s) == pytest.approx((p.total_s * math.exp(-0.1), p.total_s * math.exp(0.2)))
     s = simulate(gpu=prof, context=20000, batch=4, heads_q=32, heads_kv=8, d=128, k=32)
     lo, hi = s.speedup_interval
-    assert (float(lo), float(hi)) == pytest.approx((float(s.speedup) * math.exp(-0.3), float(s.speedup) * math.exp(0.05)))
+    assert (float(lo), float(hi)) == pytest.approx(
+        (float(s.speedup) * math.exp(-0.3), float(s.speedup) * math.exp(0.05))
+    )
     assert s.speedup_text() == f"{float(s.speedup):.2f}x [{float(lo):.2f}, {float(hi):.2f}]"
-    assert predict(plan="dense-fused", gpu=prof, **{**kw, "k": 128}).low_s is None  # no interval for that plan
+    assert (
+        predict(plan="dense-fused", gpu=prof, **{**kw, "k": 128}).low_s is None
+    )  # no interval for that plan
     assert predict(plan="aqua-fused", gpu="h200", **kw).low_s is None  # datasheet: none
 
 
@@ -206,9 +280,18 @@ def test_unvalidated_plans_are_said_so():
     for e in read_toml(H200 / "plan_status.toml")["plan"]:
         assert (e["status"] == "unvalidated") == (e["heldout_p90_abs"] > UNVALIDATED_P90)
         assert status_entry(e["phase"], e["plan"])["status"] == e["status"]
-        p = predict(plan=e["plan"], phase=e["phase"], context=0 if e["phase"] == "prefill" else 4096, batch=2, heads_q=8,
-                    heads_kv=8, d=128, k=128 if e["plan"].startswith("dense") else 32, gpu="h200",
-                    prompt=512 if e["phase"] == "prefill" else None)
+        p = predict(
+            plan=e["plan"],
+            phase=e["phase"],
+            context=0 if e["phase"] == "prefill" else 4096,
+            batch=2,
+            heads_q=8,
+            heads_kv=8,
+            d=128,
+            k=128 if e["plan"].startswith("dense") else 32,
+            gpu="h200",
+            prompt=512 if e["phase"] == "prefill" else None,
+        )
         assert p.status.startswith("unvalidated") == (e["status"] == "unvalidated")
 
 
@@ -218,9 +301,25 @@ def test_heldout_targets_and_coverage_known_answer():
     rows = []
     for i, err in enumerate([0.01, -0.02, 0.03, 0.05, -0.5]):  # |e|: median 0.03, max 0.5
         m = 1e-4 * (i + 1)
-        rows.append({"case_id": f"decode/dense-fused/N{i}", "phase": "decode", "plan": "dense-fused", "status": "ok", "measured_s": m,
-                     "predicted_calibrated_s": m * (1 + err), "predicted_calibrated_low_s": m * 0.9, "predicted_calibrated_high_s": m * 1.1,
-                     "context": i, "batch": 1, "heads_q": 8, "heads_kv": 8, "d": 128, "dtype": "bf16", "prompt": None})
+        rows.append(
+            {
+                "case_id": f"decode/dense-fused/N{i}",
+                "phase": "decode",
+                "plan": "dense-fused",
+                "status": "ok",
+                "measured_s": m,
+                "predicted_calibrated_s": m * (1 + err),
+                "predicted_calibrated_low_s": m * 0.9,
+                "predicted_calibrated_high_s": m * 1.1,
+                "context": i,
+                "batch": 1,
+                "heads_q": 8,
+                "heads_kv": 8,
+                "d": 128,
+                "dtype": "bf16",
+                "prompt": None,
+            }
+        )
     rep = build_report(rows)
     t = {x["target"]: x for x in heldout_targets(rep)}
     assert t["decode dense-fused (SDPA): median abs error"]["value"] == pytest.approx(0.03)
@@ -241,22 +340,75 @@ def test_cpu_sample_run_and_report(tmp_path, capsys, monkeypatch):
     assert main(["calibrate", "--out", str(prof), "--device", "cpu", "--quick"]) == 0
     assert load(prof).terms.graph_timing and load(prof).terms.streams
     timing = ["--rep-ms", "1", "--warmup-ms", "0.5", "--no-progress"]
-    assert main(["run", "--profile", str(prof), "--out", str(ins), "--device", "cpu", "--grid", "cpu", *timing]) == 0
+    assert (
+        main(["run", "--profile", str(prof), "--out", str(ins), "--device", "cpu", "--grid", "cpu", *timing])
+        == 0
+    )
     assert main(["intervals", "--profile", str(prof), "--results", str(ins), "--out", str(prof)]) == 0
     assert load(prof).terms.intervals
     assert main(["sample", "--seed", "5", "--n", "12", "--out", str(cases), "--scale", "cpu"]) == 0
     meta = json.loads(cases.read_text().splitlines()[0])
     assert meta["seed"] == 5 and meta["model_sha256"] == sampling.model_fingerprint()
-    assert main(["run", "--profile", str(prof), "--cases", str(cases), "--out", str(held), "--device", "cpu", *timing]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                str(prof),
+                "--cases",
+                str(cases),
+                "--out",
+                str(held),
+                "--device",
+                "cpu",
+                *timing,
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in held.read_text().splitlines()]
     assert len(rows) == meta["cases"] and all(r["status"] == "ok" for r in rows)
-    assert all(r["heldout_seed"] == 5 and r["case_source"] == "heldout" and r["model_sha256"] == meta["model_sha256"] for r in rows)
+    assert all(
+        r["heldout_seed"] == 5 and r["case_source"] == "heldout" and r["model_sha256"] == meta["model_sha256"]
+        for r in rows
+    )
     md, status = tmp_path / "h.md", tmp_path / "s.toml"
     capsys.readouterr()
-    assert main(["report", str(ins), "--heldout", str(held), "--heldout-markdown", str(md), "--status-out", str(status), "--no-cases"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(ins),
+                "--heldout",
+                str(held),
+                "--heldout-markdown",
+                str(md),
+                "--status-out",
+                str(status),
+                "--no-cases",
+            ]
+        )
+        == 0
+    )
     text = md.read_text()
     assert "| plan | in-sample median |" in text and "## The issue's targets" in text and status.is_file()
     # a changed model is refused
     monkeypatch.setattr(sampling, "model_fingerprint", lambda root=None: "0" * 64)
-    assert main(["run", "--profile", str(prof), "--cases", str(cases), "--out", str(tmp_path / "x.jsonl"), "--device", "cpu", *timing]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                str(prof),
+                "--cases",
+                str(cases),
+                "--out",
+                str(tmp_path / "x.jsonl"),
+                "--device",
+                "cpu",
+                *timing,
+            ]
+        )
+        == 2
+    )
     assert "model changed since the cases were drawn" in capsys.readouterr().err

@@ -12,7 +12,9 @@ H200 = ROOT / "validation" / "results" / "h200"
 SEED, COMMIT = 2599853000, "9af69bc807876eea8a333157f26ab857bfb05765"
 TABLES = ROOT / "analysis" / "results" / f"heldout_validation-{SEED}.md"
 
-pytestmark = pytest.mark.skipif(not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no second held-out run committed")
+pytestmark = pytest.mark.skipif(
+    not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no second held-out run committed"
+)
 
 
 def _script():

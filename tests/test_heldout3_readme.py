@@ -14,7 +14,9 @@ H200 = ROOT / "validation" / "results" / "h200"
 SEED, COMMIT = 898775459, "359239a3e4862941fef9c3345e653da97ad81742"
 TABLES = ROOT / "analysis" / "results" / f"heldout_validation-{SEED}.md"
 
-pytestmark = pytest.mark.skipif(not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no third held-out run committed")
+pytestmark = pytest.mark.skipif(
+    not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no third held-out run committed"
+)
 
 
 def _script():
@@ -63,7 +65,9 @@ def test_every_row_records_the_frozen_model_and_the_profile_has_the_table():
     small = load(H200 / f"h200-heldout-{SEED}.toml").terms.small_kernels
     assert small is not None and small.source.startswith("measured:")
     # the brief's calibration shapes: both kernels, both selections, g in {1, 4, 8}, d in {64, 128}
-    assert {k for k in small.grids} == {(k, s) for k in ("prologue", "combine") for s in ("per-head", "group")}
+    assert {k for k in small.grids} == {
+        (k, s) for k in ("prologue", "combine") for s in ("per-head", "group")
+    }
     assert all(gs == (1.0, 4.0, 8.0) and ds == (64.0, 128.0) for gs, ds, _ in small.grids.values())
 
 
@@ -76,17 +80,34 @@ def test_the_quoted_over_prediction_is_the_combine_at_few_units():
     from aqua_model.simulator.roofline import plan_time
     from aqua_model.validate.runner import read_rows
 
-    fused = [r for r in read_rows(H200 / f"heldout-{SEED}.jsonl") if r.get("status") == "ok" and r["plan"] == "aqua-fused"]
+    fused = [
+        r
+        for r in read_rows(H200 / f"heldout-{SEED}.jsonl")
+        if r.get("status") == "ok" and r["plan"] == "aqua-fused"
+    ]
     worst = max(fused, key=lambda r: r["predicted_calibrated_s"] / r["measured_s"])
-    sizes = Sizes(heads_q=worst["heads_q"], heads_kv=worst["heads_kv"], d=worst["d"], context=worst["context"],
-                  batch=worst["batch"], k=worst["k"], dtype=worst["dtype"])
-    _, kts = plan_time(build_plan("aqua-fused", selection=worst["selection"]), load(H200 / f"h200-heldout-{SEED}.toml"), sizes)
+    sizes = Sizes(
+        heads_q=worst["heads_q"],
+        heads_kv=worst["heads_kv"],
+        d=worst["d"],
+        context=worst["context"],
+        batch=worst["batch"],
+        k=worst["k"],
+        dtype=worst["dtype"],
+    )
+    _, kts = plan_time(
+        build_plan("aqua-fused", selection=worst["selection"]),
+        load(H200 / f"h200-heldout-{SEED}.toml"),
+        sizes,
+    )
     combine = next(kt for kt in kts if kt.name == "combine")
     err = worst["predicted_calibrated_s"] / worst["measured_s"] - 1
     text = _readme()
-    assert (f"(+{err:.0%}, B = {worst['batch']}, H_q/H_kv = {worst['heads_q']}/{worst['heads_kv']}, N = {worst['context']}, "
-            f"d = {worst['d']}: {worst['predicted_calibrated_s'] * 1e6:.1f} us predicted, of it "
-            f"{float(combine.time_s - combine.overhead_s) * 1e6:.1f} us combine, against {worst['measured_s'] * 1e6:.1f} us measured)") in text
+    assert (
+        f"(+{err:.0%}, B = {worst['batch']}, H_q/H_kv = {worst['heads_q']}/{worst['heads_kv']}, N = {worst['context']}, "
+        f"d = {worst['d']}: {worst['predicted_calibrated_s'] * 1e6:.1f} us predicted, of it "
+        f"{float(combine.time_s - combine.overhead_s) * 1e6:.1f} us combine, against {worst['measured_s'] * 1e6:.1f} us measured)"
+    ) in text
 
 
 def test_plan_verdicts_come_from_the_third_run_and_the_readme_quotes_them():

@@ -12,7 +12,9 @@ H200 = ROOT / "validation" / "results" / "h200"
 TABLES = ROOT / "analysis" / "results" / "heldout_validation.md"
 SEED, COMMIT = 173469101, "0a56edadbd825e84d433d82a88a76b3a01eb8d0f"
 
-pytestmark = pytest.mark.skipif(not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no held-out run committed")
+pytestmark = pytest.mark.skipif(
+    not (H200 / f"heldout-{SEED}.jsonl").is_file(), reason="no held-out run committed"
+)
 
 
 def _script():
@@ -58,6 +60,8 @@ def test_readme_names_the_unvalidated_plans_and_the_interval_example():
     text = " ".join(_readme().split())
     for e in tomllib.loads((H200 / "plan_status.toml").read_text())["plan"]:
         assert f"`{e['phase']}/{e['plan']}` ({e['heldout_p90_abs']:.0%})" in text
-    s = aqua_model.simulate(gpu=str(H200 / "h200-heldout.toml"), model="llama-3.1-8b", context=32768, batch=8, k=32, plan="fused")
+    s = aqua_model.simulate(
+        gpu=str(H200 / "h200-heldout.toml"), model="llama-3.1-8b", context=32768, batch=8, k=32, plan="fused"
+    )
     lo, hi = s.speedup_interval
     assert f"prints `speedup {float(s.speedup):.3f}x [{float(lo):.3f}, {float(hi):.3f}]`" in text

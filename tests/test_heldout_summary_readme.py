@@ -7,8 +7,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = (("173469101", "0a56edad"), ("2599853000", "9af69bc8"), ("898775459", "359239a3"))
-TARGETS = ("decode aqua-fused: median abs error", "decode dense-fused (SDPA): median abs error",
-           "decode aqua-fused / SDPA speedup: median error", "80% interval coverage of held-out times")
+TARGETS = (
+    "decode aqua-fused: median abs error",
+    "decode dense-fused (SDPA): median abs error",
+    "decode aqua-fused / SDPA speedup: median error",
+    "80% interval coverage of held-out times",
+)
 
 
 def _measured(seed: str, target: str) -> str:

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: Layers, lowest first. ``aqua_model`` (the package facade, aqua_model/__init__.py) re-exports
 #: the public API from costs and the simulator, so every layer above the simulator may use it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("utilities", ("aqua_model._checks", "aqua_model._datafiles", "aqua_model.table_render", "aqua_model.tables")),
+    (
+        "utilities",
+        ("aqua_model._checks", "aqua_model._datafiles", "aqua_model.table_render", "aqua_model.tables"),
+    ),
     ("costs", ("aqua_model.costs", "aqua_model.symbols")),
     ("kernels", ("aqua_model.kernels",)),
     ("data", ("aqua_model.hardware", "aqua_model.models")),
@@ -84,7 +87,9 @@ def imports_of(module: str, path: Path, known: set[str]) -> list[tuple[str, int,
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = _resolve(module, is_package, node.level, node.module) if node.level else (node.module or "")
+            base = (
+                _resolve(module, is_package, node.level, node.module) if node.level else (node.module or "")
+            )
             # `from pkg import sub` imports the submodule pkg.sub when there is one
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for target in targets:
@@ -114,8 +119,10 @@ def test_no_module_imports_from_a_higher_layer() -> None:
         mine = RANK[layer_of(module)]
         for target, line, _ in imports_of(module, path, known):
             if RANK[layer_of(target)] > mine:
-                bad.append(f"{path.relative_to(ROOT.parent)}:{line}: {module} ({layer_of(module)}) imports "
-                           f"{target} ({layer_of(target)})")
+                bad.append(
+                    f"{path.relative_to(ROOT.parent)}:{line}: {module} ({layer_of(module)}) imports "
+                    f"{target} ({layer_of(target)})"
+                )
     assert not bad, "imports from a higher layer:\n" + "\n".join(bad)
 
 
@@ -137,7 +144,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
                 path.pop()
                 continue
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if not state.get(nxt):
                 state[nxt] = 1
                 stack.append((nxt, iter(sorted(edges.get(nxt, ())))))
@@ -171,9 +178,14 @@ def test_analytical_modules_do_not_import_torch_at_module_level(module: str) -> 
     path = modules()[module]
     tree = ast.parse(path.read_text())
     for node in tree.body:
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-        assert not any(n.split(".")[0] in ("torch", "triton") for n in names), f"{module} imports {names} at module level"
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        )
+        assert not any(n.split(".")[0] in ("torch", "triton") for n in names), (
+            f"{module} imports {names} at module level"
+        )
 
 
 def test_module_basenames_are_unique_in_the_pipeline_layers() -> None:
@@ -181,7 +193,11 @@ def test_module_basenames_are_unique_in_the_pipeline_layers() -> None:
     seen: dict[str, str] = {}
     clash = []
     for module, path in modules().items():
-        if layer_of(module) not in (*ANALYTICAL_LAYERS, "plots") or module in SHIMS or path.name == "__init__.py":
+        if (
+            layer_of(module) not in (*ANALYTICAL_LAYERS, "plots")
+            or module in SHIMS
+            or path.name == "__init__.py"
+        ):
             continue
         base = module.rsplit(".", 1)[1]
         if base in seen:

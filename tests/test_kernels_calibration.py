@@ -56,7 +56,9 @@ def test_prefix_spans_low_rank_data() -> None:
     """Data of rank r: everything beyond the first r rotated coordinates is ~0."""
     g = _gen(5)
     d, r = 16, 3
-    x = torch.randn(100, r, generator=g, dtype=torch.float64) @ torch.randn(r, d, generator=g, dtype=torch.float64)
+    x = torch.randn(100, r, generator=g, dtype=torch.float64) @ torch.randn(
+        r, d, generator=g, dtype=torch.float64
+    )
     P = fit_projection(x, None, source="queries")
     rotated = x @ P
     assert rotated[:, r:].abs().max() < 1e-9 * rotated.abs().max()
@@ -65,7 +67,9 @@ def test_prefix_spans_low_rank_data() -> None:
 def test_source_selects_rows() -> None:
     q, k = _anisotropic(80, 8, 6), _anisotropic(80, 8, 7)
     other_k = _anisotropic(80, 8, 8)
-    torch.testing.assert_close(fit_projection(q, k, source="queries"), fit_projection(q, other_k, source="queries"))
+    torch.testing.assert_close(
+        fit_projection(q, k, source="queries"), fit_projection(q, other_k, source="queries")
+    )
     torch.testing.assert_close(fit_projection(q, k, source="keys"), fit_projection(None, k, source="keys"))
     assert not torch.allclose(fit_projection(q, k, source="queries"), fit_projection(q, k, source="keys"))
 
@@ -75,7 +79,9 @@ def test_center_removes_the_mean_direction() -> None:
     d = 8
     offset = torch.zeros(d, dtype=torch.float64)
     offset[0] = 50.0  # a large mean along e0, small spread
-    x = torch.randn(400, d, generator=g, dtype=torch.float64) * torch.linspace(1.0, 0.2, d, dtype=torch.float64)
+    x = torch.randn(400, d, generator=g, dtype=torch.float64) * torch.linspace(
+        1.0, 0.2, d, dtype=torch.float64
+    )
     x[:, 3] *= 3.0  # the largest centred variance is along e3
     x = x + offset
     raw = fit_projection(x, None, source="queries")
@@ -106,7 +112,9 @@ def test_calibrate_groups_query_heads_with_their_kv_head() -> None:
     assert cal.created_by.startswith("aqua_model.kernels.calibration")
     for layer in range(L):
         for h in range(hkv):
-            want = fit_projection(queries[layer, 3 * h : 3 * h + 3].reshape(-1, d), keys[layer, h], center=True)
+            want = fit_projection(
+                queries[layer, 3 * h : 3 * h + 3].reshape(-1, d), keys[layer, h], center=True
+            )
             torch.testing.assert_close(cal.P[layer, h], want)
     with pytest.raises(dataclasses_frozen_error()):
         cal.d = 4  # type: ignore[misc]
@@ -120,7 +128,9 @@ def dataclasses_frozen_error() -> type[Exception]:
 
 def test_save_load_round_trip(tmp_path) -> None:
     g = _gen(12)
-    cal = calibrate(torch.randn(1, 4, 30, 8, generator=g), torch.randn(1, 2, 30, 8, generator=g), source="keys")
+    cal = calibrate(
+        torch.randn(1, 4, 30, 8, generator=g), torch.randn(1, 2, 30, 8, generator=g), source="keys"
+    )
     path = tmp_path / "cal.pt"
     save_calibration(cal, path)
     back = load_calibration(path)

@@ -27,14 +27,30 @@ CASES = [
 
 
 @pytest.mark.parametrize("method,phase,batch,heads_q,heads_kv,d,k,context,prompt", CASES)
-def test_counted_matmul_flops_equal_the_cost_model(method, phase, batch, heads_q, heads_kv, d, k, context, prompt):
+def test_counted_matmul_flops_equal_the_cost_model(
+    method, phase, batch, heads_q, heads_kv, d, k, context, prompt
+):
     counted = reference_flops(
-        method=method, phase=phase, batch=batch, heads_q=heads_q, heads_kv=heads_kv, d=d, k=k,
-        context=context, prompt=prompt, causal=False,
+        method=method,
+        phase=phase,
+        batch=batch,
+        heads_q=heads_q,
+        heads_kv=heads_kv,
+        d=d,
+        k=k,
+        context=context,
+        prompt=prompt,
+        causal=False,
     )
     model = component_flops(
-        method=method, phase=phase, d=d, k=d if k is None else k, context=context, prompt=prompt,
-        g=heads_q // heads_kv, causal=False,
+        method=method,
+        phase=phase,
+        d=d,
+        k=d if k is None else k,
+        context=context,
+        prompt=prompt,
+        g=heads_q // heads_kv,
+        causal=False,
     )
     per_step = {name: float(model[name]) * batch * heads_q for name in MATMUL_COMPONENTS}
     assert {name: float(counted[name]) for name in MATMUL_COMPONENTS} == per_step
@@ -52,8 +68,12 @@ def test_group_selection_counts_the_same_matmuls() -> None:
 
 def test_scores_scale_with_k_not_d() -> None:
     """The reference's scores really cost 2 * N * k per query (the gather is not a matmul)."""
-    small = reference_flops(method="aqua", phase="decode", batch=1, heads_q=1, heads_kv=1, d=16, k=2, context=10)
-    large = reference_flops(method="aqua", phase="decode", batch=1, heads_q=1, heads_kv=1, d=16, k=8, context=10)
+    small = reference_flops(
+        method="aqua", phase="decode", batch=1, heads_q=1, heads_kv=1, d=16, k=2, context=10
+    )
+    large = reference_flops(
+        method="aqua", phase="decode", batch=1, heads_q=1, heads_kv=1, d=16, k=8, context=10
+    )
     assert small["scores"] == 2 * 10 * 2 and large["scores"] == 2 * 10 * 8
 
 

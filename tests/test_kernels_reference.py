@@ -110,7 +110,9 @@ def test_gqa_equals_explicit_repeat_and_per_head_loop() -> None:
     got = aqua_attention(q, k, v, P, k_keep=3)
     torch.testing.assert_close(got, aqua_attention(q, k_rep, v_rep, P_rep, k_keep=3))
     for h in range(6):  # each head alone, against its KV head
-        one = aqua_attention(q[:, h : h + 1], k[:, h // g : h // g + 1], v[:, h // g : h // g + 1], P[h // g], k_keep=3)
+        one = aqua_attention(
+            q[:, h : h + 1], k[:, h // g : h // g + 1], v[:, h // g : h // g + 1], P[h // g], k_keep=3
+        )
         torch.testing.assert_close(got[:, h : h + 1], one)
 
 
@@ -123,7 +125,9 @@ def test_group_selection_shares_indices_within_a_group() -> None:
     a = aqua_attention(q_same, k, v, P, k_keep=3, selection="group")
     b = aqua_attention(q_same, k, v, P, k_keep=3, selection="per-head")
     torch.testing.assert_close(a, b)
-    assert (aqua_attention(q, k, v, P, k_keep=3, selection="group") - aqua_attention(q, k, v, P, k_keep=3)).abs().max() > 1e-6
+    assert (
+        aqua_attention(q, k, v, P, k_keep=3, selection="group") - aqua_attention(q, k, v, P, k_keep=3)
+    ).abs().max() > 1e-6
 
 
 def test_rotated_entry_point_equals_raw_entry_point() -> None:
@@ -144,7 +148,9 @@ def test_step_by_step_decode_equals_prefill_rows(selection: str, key_dims: int |
     prefill = ProjectedKVCache(P, key_dims=key_dims)
     prefill.append(k, v)
     rows = prefill.attend(q, k_keep=k_keep, selection=selection)
-    torch.testing.assert_close(rows, aqua_attention(q, k, v, P, k_keep=k_keep, selection=selection, key_dims=key_dims))
+    torch.testing.assert_close(
+        rows, aqua_attention(q, k, v, P, k_keep=k_keep, selection=selection, key_dims=key_dims)
+    )
     step = ProjectedKVCache(P, key_dims=key_dims)
     for t in range(9):
         step.append(k[:, :, t : t + 1], v[:, :, t : t + 1])
@@ -173,7 +179,9 @@ def test_cache_keys_are_stored_rotated() -> None:
 )
 def test_property_full_k_is_exact_for_any_orthogonal_P(hkv, g, t, extra, d, seed) -> None:
     q, k, v, P = _inputs(seed, B=1, hq=hkv * g, hkv=hkv, T=t, N=t + extra, d=d)
-    torch.testing.assert_close(aqua_attention(q, k, v, P, k_keep=d), dense_attention(q, k, v), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        aqua_attention(q, k, v, P, k_keep=d), dense_attention(q, k, v), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_bad_inputs_name_the_argument() -> None:

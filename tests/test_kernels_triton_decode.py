@@ -73,7 +73,9 @@ def test_split_plan_covers_the_context_without_empty_splits() -> None:
     for N in (1, 63, 64, 65, 1000, 4096, 12345, 65536):
         for programs in (1, 64, 256, 4096):
             cfg = td.DecodeConfig(block_n=64)
-            splits, chunk = td.plan_splits(programs=programs, context=N, config=cfg, device=torch.device("cpu"))
+            splits, chunk = td.plan_splits(
+                programs=programs, context=N, config=cfg, device=torch.device("cpu")
+            )
             assert chunk % 64 == 0 and splits >= 1
             assert (splits - 1) * chunk < N <= splits * chunk
             # at least MIN_BLOCKS_PER_SPLIT blocks per split unless the context has fewer blocks
@@ -83,10 +85,14 @@ def test_split_plan_covers_the_context_without_empty_splits() -> None:
 def test_launch_rule_follows_the_tile_and_the_page() -> None:
     # the rule read from validation/results/h200/decode_v2_tuning.jsonl (see choose_config)
     assert td.choose_config(rows=96, value_dim=128) == td.DecodeConfig(block_n=64, num_warps=4, num_stages=4)
-    assert td.choose_config(rows=128, value_dim=128, page=128) == td.DecodeConfig(block_n=64, num_warps=4, num_stages=4)
+    assert td.choose_config(rows=128, value_dim=128, page=128) == td.DecodeConfig(
+        block_n=64, num_warps=4, num_stages=4
+    )
     assert td.choose_config(rows=32, value_dim=128) == td.DecodeConfig(block_n=128, num_warps=8, num_stages=3)
     assert td.choose_config(rows=64, value_dim=128, page=128).block_n == 128
-    assert td.choose_config(rows=32, value_dim=128, page=64) == td.DecodeConfig(block_n=64, num_warps=4, num_stages=3)
+    assert td.choose_config(rows=32, value_dim=128, page=64) == td.DecodeConfig(
+        block_n=64, num_warps=4, num_stages=3
+    )
     assert td.choose_config(rows=100, value_dim=64, page=32).block_n == 32  # a block never spans pages
 
 
@@ -108,10 +114,14 @@ def test_fallback_on_cpu_equals_reference() -> None:
         torch.testing.assert_close(got, _aqua_ref(q, kT, v, k_keep=5, selection=selection))
         # length: the first 30 tokens of the same buffers
         got = td.aqua_decode(q, kT, v, k_keep=5, selection=selection, length=30)
-        torch.testing.assert_close(got, _aqua_ref(q, kT[..., :30], v[:, :, :30], k_keep=5, selection=selection))
+        torch.testing.assert_close(
+            got, _aqua_ref(q, kT[..., :30], v[:, :, :30], k_keep=5, selection=selection)
+        )
     k = kT.transpose(-1, -2)[..., :12]
     q12 = q[..., :12]
-    torch.testing.assert_close(td.dense_decode(q12, k.contiguous(), v), ref.dense_attention(q12[:, :, None], k, v)[:, :, 0])
+    torch.testing.assert_close(
+        td.dense_decode(q12, k.contiguous(), v), ref.dense_attention(q12[:, :, None], k, v)[:, :, 0]
+    )
 
 
 def test_fallback_reads_the_paged_layout() -> None:
@@ -131,7 +141,11 @@ def test_fallback_rotates_by_P_and_keeps_4d_shape() -> None:
         pytest.skip("the Triton interpreter is active")
     g = torch.Generator().manual_seed(1)
     B, hq, hkv, N, d = 1, 4, 2, 20, 8
-    q, k, v = torch.randn(B, hq, 1, d, generator=g), torch.randn(B, hkv, N, d, generator=g), torch.randn(B, hkv, N, d, generator=g)
+    q, k, v = (
+        torch.randn(B, hq, 1, d, generator=g),
+        torch.randn(B, hkv, N, d, generator=g),
+        torch.randn(B, hkv, N, d, generator=g),
+    )
     P = torch.linalg.qr(torch.randn(hkv, d, d, generator=g)).Q
     cache = ref.ProjectedKVCache(P)
     cache.append(k, v)
@@ -185,13 +199,26 @@ INTERP_CASES = [
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
 @pytest.mark.parametrize("B,hq,hkv,N,d,m,k_keep,dv", INTERP_CASES)
-@pytest.mark.parametrize("selection,select_in", [("per-head", "prepass"), ("group", "prepass"), ("per-head", "torch"), ("group", "torch")])
+@pytest.mark.parametrize(
+    "selection,select_in",
+    [("per-head", "prepass"), ("group", "prepass"), ("per-head", "torch"), ("group", "torch")],
+)
 @pytest.mark.parametrize("splits", [1, 3])
 def test_interpreter_matches_reference(B, hq, hkv, N, d, m, k_keep, dv, selection, select_in, splits) -> None:
     q, kT, v = _inputs(3 + N, B=B, hq=hq, hkv=hkv, N=N, d=d, m=m, dv=dv)
     out = torch.full((B, hq, dv), float("nan"))
     cfg = td.DecodeConfig(block_n=32, num_splits=splits)
-    got = td.aqua_decode(q, kT, v, k_keep=k_keep, selection=selection, select_in=select_in, out=out, poison_workspace=True, config=cfg)
+    got = td.aqua_decode(
+        q,
+        kT,
+        v,
+        k_keep=k_keep,
+        selection=selection,
+        select_in=select_in,
+        out=out,
+        poison_workspace=True,
+        config=cfg,
+    )
     assert not torch.isnan(got).any()
     assert _rel(got, _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)) < FP32_TOL
 
@@ -201,11 +228,15 @@ def test_interpreter_union_rows_and_rotation() -> None:
     B, hq, hkv, N, d = 2, 6, 2, 90, 32
     q, kT, v = _inputs(11, B=B, hq=hq, hkv=hkv, N=N, d=d)
     P = torch.linalg.qr(torch.randn(hkv, d, d, generator=torch.Generator().manual_seed(5))).Q
-    got = td.aqua_decode(q, kT, v, P, k_keep=9, poison_workspace=True, config=td.DecodeConfig(block_n=16, num_splits=2))
+    got = td.aqua_decode(
+        q, kT, v, P, k_keep=9, poison_workspace=True, config=td.DecodeConfig(block_n=16, num_splits=2)
+    )
     q_hat = ref.rotate(q[:, :, None], P, g=hq // hkv)[:, :, 0]
     assert _rel(got, _aqua_ref(q_hat, kT, v, k_keep=9, selection="per-head")) < FP32_TOL
     # the prologue's union count equals the distinct coordinates the g heads select
-    la = next(la for la in reversed(td._LAUNCHERS.values()) if la.st.rotate and la.st.B == B and la.st.k_keep == 9)
+    la = next(
+        la for la in reversed(td._LAUNCHERS.values()) if la.st.rotate and la.st.B == B and la.st.k_keep == 9
+    )
     want = td.union_rows(torch.topk(q_hat.abs(), 9, dim=-1).indices, group=hq // hkv, m=d)
     assert la.cnt.view(B, hkv).tolist() == want.tolist()
 
@@ -219,8 +250,16 @@ def test_interpreter_paged_layout_and_given_indices(selection) -> None:
     paged = torch.randn(B, hkv, pages, d, T, generator=g)
     kT = paged.permute(0, 1, 3, 2, 4).reshape(B, hkv, d, pages * T)
     v = torch.randn(B, hkv, pages * T, d, generator=g)
-    got = td.aqua_decode(q, paged, v, k_keep=5, selection=selection, length=77, poison_workspace=True,
-                         config=td.DecodeConfig(block_n=16, num_splits=3))
+    got = td.aqua_decode(
+        q,
+        paged,
+        v,
+        k_keep=5,
+        selection=selection,
+        length=77,
+        poison_workspace=True,
+        config=td.DecodeConfig(block_n=16, num_splits=3),
+    )
     want = _aqua_ref(q, kT[..., :77], v[:, :, :77], k_keep=5, selection=selection)
     assert _rel(got, want) < FP32_TOL
     mag = q.abs() if selection == "per-head" else q.abs().reshape(B, hkv, hq // hkv, d).sum(2)
@@ -234,8 +273,14 @@ def test_interpreter_paged_layout_and_given_indices(selection) -> None:
 def test_interpreter_dense_control(key_layout) -> None:
     q, kT, v = _inputs(13, B=2, hq=4, hkv=2, N=70, d=32)
     k_tok = kT.transpose(-1, -2).contiguous()
-    got = td.dense_decode(q, k_tok if key_layout == "token-major" else kT, v, key_layout=key_layout,
-                          config=td.DecodeConfig(block_n=32, num_splits=2), poison_workspace=True)
+    got = td.dense_decode(
+        q,
+        k_tok if key_layout == "token-major" else kT,
+        v,
+        key_layout=key_layout,
+        config=td.DecodeConfig(block_n=32, num_splits=2),
+        poison_workspace=True,
+    )
     assert _rel(got, ref.dense_attention(q[:, :, None], k_tok, v)[:, :, 0]) < FP32_TOL
 
 
@@ -262,7 +307,9 @@ GPU_CASES = [
 def test_gpu_aqua_bf16_matches_fp32_reference(B, hq, hkv, N, d, m, k_keep, selection, select_in) -> None:
     q, kT, v = _inputs(4 + N, B=B, hq=hq, hkv=hkv, N=N, d=d, m=m, dtype=torch.bfloat16, device="cuda")
     out = torch.full((B, hq, d), float("nan"), dtype=torch.bfloat16, device="cuda")
-    got = td.aqua_decode(q, kT, v, k_keep=k_keep, selection=selection, select_in=select_in, out=out, poison_workspace=True)
+    got = td.aqua_decode(
+        q, kT, v, k_keep=k_keep, selection=selection, select_in=select_in, out=out, poison_workspace=True
+    )
     torch.cuda.synchronize()
     assert not torch.isnan(got).any(), "unwritten or NaN output"
     assert _rel(got, _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)) <= BF16_TOL
@@ -334,7 +381,9 @@ def test_gpu_rotation_in_the_prologue_and_union_count() -> None:
     torch.cuda.synchronize()
     q_hat = ref.rotate(q.float()[:, :, None], P, g=hq // hkv)[:, :, 0].to(torch.bfloat16)
     assert _rel(got, _aqua_ref(q_hat, kT, v, k_keep=k_keep, selection="per-head")) <= BF16_TOL
-    la = next(la for la in reversed(td._LAUNCHERS.values()) if la.st.rotate and la.st.B == B and la.st.hq == hq)
+    la = next(
+        la for la in reversed(td._LAUNCHERS.values()) if la.st.rotate and la.st.B == B and la.st.hq == hq
+    )
     want = td.union_rows(torch.topk(q_hat.float().abs(), k_keep, dim=-1).indices, group=hq // hkv, m=d)
     # near-ties of |q^| may be broken differently by the prologue and torch.topk
     assert (la.cnt.view(B, hkv).cpu() - want.cpu()).abs().max().item() <= 2

@@ -156,7 +156,11 @@ def _check_indices(q, idx, *, k_keep, block_m) -> None:
     (up to fp32 summation order), ascending, -1 in the unused slots."""
     T, d = q.shape[2], q.shape[3]
     tiles = -(-T // block_m)
-    mag = torch.nn.functional.pad(q.abs().double(), (0, 0, 0, tiles * block_m - T)).reshape(*q.shape[:2], tiles, block_m, d).sum(3)
+    mag = (
+        torch.nn.functional.pad(q.abs().double(), (0, 0, 0, tiles * block_m - T))
+        .reshape(*q.shape[:2], tiles, block_m, d)
+        .sum(3)
+    )
     used = idx[..., :k_keep].long()
     assert bool((idx[..., k_keep:] == -1).all())
     assert bool((used[..., 1:] > used[..., :-1]).all())
@@ -168,23 +172,33 @@ def _check_indices(q, idx, *, k_keep, block_m) -> None:
 
 CASES = [  # B, hq, hkv, T, N, d, k_keep, block_m, block_n, causal
     (1, 2, 1, 40, 40, 32, 16, 16, 16, True),
-    (1, 2, 2, 64, 80, 64, 48, 32, 16, True),   # 48 = 32 + 16; N > T: chunked prefill after 16 cached keys
-    (2, 4, 2, 33, 33, 64, 24, 16, 16, True),   # 24 -> 32 slots, 8 padded
-    (1, 2, 1, 70, 70, 64, 56, 32, 16, True),   # 56 rounds up to 64 = d slots: 8 zero, still selected
+    (1, 2, 2, 64, 80, 64, 48, 32, 16, True),  # 48 = 32 + 16; N > T: chunked prefill after 16 cached keys
+    (2, 4, 2, 33, 33, 64, 24, 16, 16, True),  # 24 -> 32 slots, 8 padded
+    (1, 2, 1, 70, 70, 64, 56, 32, 16, True),  # 56 rounds up to 64 = d slots: 8 zero, still selected
     (1, 1, 1, 50, 50, 64, 40, 16, 16, False),
-    (1, 6, 2, 4, 4, 64, 24, 16, 16, True),     # g = 3, fewer queries than one tile
-    (1, 2, 1, 3, 20, 16, 9, 16, 16, True),     # 3 queries after 17 cached keys, d = 16
+    (1, 6, 2, 4, 4, 64, 24, 16, 16, True),  # g = 3, fewer queries than one tile
+    (1, 2, 1, 3, 20, 16, 9, 16, 16, True),  # 3 queries after 17 cached keys, d = 16
 ]
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
 @pytest.mark.parametrize("B,hq,hkv,T,N,d,k_keep,block_m,block_n,causal", CASES)
-def test_interpreter_matches_the_tile_reference(B, hq, hkv, T, N, d, k_keep, block_m, block_n, causal) -> None:
+def test_interpreter_matches_the_tile_reference(
+    B, hq, hkv, T, N, d, k_keep, block_m, block_n, causal
+) -> None:
     q, k, v = _inputs(10 + T, B=B, hq=hq, hkv=hkv, T=T, N=N, d=d)
     cfg = tp.PrefillConfig(block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
     out = torch.full((B, hq, T, d), float("nan"))
-    got, idx = tp.aqua_prefill(q, k.transpose(-1, -2).contiguous(), v, k_keep=k_keep, causal=causal, config=cfg,
-                               out=out, return_indices=True)
+    got, idx = tp.aqua_prefill(
+        q,
+        k.transpose(-1, -2).contiguous(),
+        v,
+        k_keep=k_keep,
+        causal=causal,
+        config=cfg,
+        out=out,
+        return_indices=True,
+    )
     assert got is out and not bool(torch.isnan(out).any())
     _check_indices(q, idx, k_keep=k_keep, block_m=block_m)
     want = tp.aqua_prefill_reference(q, k, v, k_keep=k_keep, block_m=block_m, causal=causal, indices=idx)
@@ -208,7 +222,9 @@ def test_interpreter_dense_control_and_token_major_keys(key_layout) -> None:
 def test_interpreter_value_dim_differs_from_the_key_dim() -> None:
     q, k, v = _inputs(23, B=1, hq=2, hkv=1, T=66, d=64, dv=32)
     cfg = tp.PrefillConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
-    got, idx = tp.aqua_prefill(q, k.transpose(-1, -2).contiguous(), v, k_keep=27, config=cfg, return_indices=True)
+    got, idx = tp.aqua_prefill(
+        q, k.transpose(-1, -2).contiguous(), v, k_keep=27, config=cfg, return_indices=True
+    )
     assert got.shape == (1, 2, 66, 32)
     want = tp.aqua_prefill_reference(q, k, v, k_keep=27, block_m=32, indices=idx)
     assert (got - want).abs().max().item() <= FP32_TOL
@@ -218,7 +234,9 @@ def test_interpreter_value_dim_differs_from_the_key_dim() -> None:
 def test_interpreter_half_precision() -> None:
     q, k, v = _inputs(22, B=1, hq=2, hkv=1, T=48, d=64, dtype=torch.float16)
     cfg = tp.PrefillConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
-    got, idx = tp.aqua_prefill(q, k.transpose(-1, -2).contiguous(), v, k_keep=32, config=cfg, return_indices=True)
+    got, idx = tp.aqua_prefill(
+        q, k.transpose(-1, -2).contiguous(), v, k_keep=32, config=cfg, return_indices=True
+    )
     assert got.dtype == torch.float16
     want = tp.aqua_prefill_reference(q.float(), k.float(), v.float(), k_keep=32, block_m=16, indices=idx)
     assert _rel(got, want) <= LOW_PRECISION_TOL
@@ -239,13 +257,16 @@ def test_gpu_bf16_matches_the_reference(d, hq, hkv, k_keep, block_m) -> None:
     q, k, v = _inputs(31 + k_keep, B=2, hq=hq, hkv=hkv, T=T, d=d, dtype=torch.bfloat16, device="cuda")
     cfg = tp.default_config(d=d, block_m=block_m)
     out = torch.full((2, hq, T, d), float("nan"), dtype=torch.bfloat16, device="cuda")
-    got, idx = tp.aqua_prefill(q, k.transpose(-1, -2).contiguous(), v, k_keep=k_keep, config=cfg, out=out,
-                               return_indices=True)
+    got, idx = tp.aqua_prefill(
+        q, k.transpose(-1, -2).contiguous(), v, k_keep=k_keep, config=cfg, out=out, return_indices=True
+    )
     torch.cuda.synchronize()
     assert not bool(torch.isnan(got).any())
     if k_keep < d:
         _check_indices(q.float(), idx, k_keep=k_keep, block_m=block_m)
-    want = tp.aqua_prefill_reference(q.float(), k.float(), v.float(), k_keep=k_keep, block_m=block_m, indices=idx)
+    want = tp.aqua_prefill_reference(
+        q.float(), k.float(), v.float(), k_keep=k_keep, block_m=block_m, indices=idx
+    )
     assert _rel(got, want) <= LOW_PRECISION_TOL
     if k_keep == d:
         sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != hkv)
@@ -273,7 +294,10 @@ def test_gpu_launches_what_its_plan_says() -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         tp.aqua_prefill(q, kt, v, k_keep=32)
         torch.cuda.synchronize()
-    names = [e.name for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA
-             and not e.name.startswith(("Memcpy", "Memset"))]
+    names = [
+        e.name
+        for e in prof.events()
+        if getattr(e, "device_type", None) == DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset"))
+    ]
     assert len(names) == plan.launches == 1, names
     assert all(re.search(p, n) for p, n in zip(plan.launch_names(), names)), names

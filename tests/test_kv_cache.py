@@ -25,8 +25,18 @@ def _rel(out: torch.Tensor, want: torch.Tensor) -> float:
 def _setup(seed: int, *, B=2, hq=4, hkv=2, d=16, m=None, layers=1, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     P = torch.linalg.qr(torch.randn(layers, hkv, d, d, generator=g)).Q
-    cache = AquaKVCache(batch=B, heads_kv=hkv, head_dim=d, capacity=100, projection=P, key_dims=m, layers=layers,
-                        page_tokens=16, dtype=dtype, device=device)
+    cache = AquaKVCache(
+        batch=B,
+        heads_kv=hkv,
+        head_dim=d,
+        capacity=100,
+        projection=P,
+        key_dims=m,
+        layers=layers,
+        page_tokens=16,
+        dtype=dtype,
+        device=device,
+    )
     refs = [ref.ProjectedKVCache(P[i].to(device), key_dims=m) for i in range(layers)]
     return g, P, cache, refs
 
@@ -50,7 +60,9 @@ def test_attend_and_decode_step_equal_the_reference_cache(selection) -> None:
     cache.append(k, v)
     rc.append(k, v)
     q = torch.randn(2, 6, 1, 16, generator=g)
-    torch.testing.assert_close(cache.attend(q, k_keep=4, selection=selection), rc.decode_step(q, k_keep=4, selection=selection))
+    torch.testing.assert_close(
+        cache.attend(q, k_keep=4, selection=selection), rc.decode_step(q, k_keep=4, selection=selection)
+    )
     k1, v1 = torch.randn(2, 2, 16, generator=g), torch.randn(2, 2, 16, generator=g)
     got = decode_step(cache, q[:, :, 0], k1, v1, k_keep=4, selection=selection)
     rc.append(k1[:, :, None], v1[:, :, None])
@@ -67,7 +79,9 @@ def test_layers_are_independent() -> None:
     q = torch.randn(2, 4, 16, generator=g)
     for layer in (0, 1):
         assert cache.length(layer) == 9 + layer
-        torch.testing.assert_close(cache.attend(q, k_keep=5, layer=layer), refs[layer].decode_step(q[:, :, None], k_keep=5)[:, :, 0])
+        torch.testing.assert_close(
+            cache.attend(q, k_keep=5, layer=layer), refs[layer].decode_step(q[:, :, None], k_keep=5)[:, :, 0]
+        )
 
 
 def test_cache_errors() -> None:
@@ -142,14 +156,24 @@ def test_interpreter_decode_step_equals_the_reference(selection) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA and triton")
-@pytest.mark.parametrize("hq,hkv,d,m,k_keep", [(32, 8, 128, 128, 32), (40, 8, 128, 128, 96), (12, 12, 64, 48, 24)])
+@pytest.mark.parametrize(
+    "hq,hkv,d,m,k_keep", [(32, 8, 128, 128, 32), (40, 8, 128, 128, 96), (12, 12, 64, 48, 24)]
+)
 @pytest.mark.parametrize("selection", ["per-head", "group"])
 def test_gpu_decode_step_matches_the_fp32_reference(hq, hkv, d, m, k_keep, selection) -> None:
     B, N0 = 2, 3000
     g = torch.Generator().manual_seed(hq + k_keep)
     P = torch.linalg.qr(torch.randn(hkv, d, d, generator=g)).Q
-    cache = AquaKVCache(batch=B, heads_kv=hkv, head_dim=d, capacity=N0 + 8, projection=P, key_dims=m,
-                        dtype=torch.bfloat16, device="cuda")
+    cache = AquaKVCache(
+        batch=B,
+        heads_kv=hkv,
+        head_dim=d,
+        capacity=N0 + 8,
+        projection=P,
+        key_dims=m,
+        dtype=torch.bfloat16,
+        device="cuda",
+    )
     k = torch.randn(B, hkv, N0, d, generator=g).to("cuda", torch.bfloat16)
     v = torch.randn(B, hkv, N0, d, generator=g).to("cuda", torch.bfloat16)
     cache.append(k, v)
@@ -165,7 +189,9 @@ def test_gpu_decode_step_matches_the_fp32_reference(hq, hkv, d, m, k_keep, selec
         rc.append(k1.float()[:, :, None], v1.float()[:, :, None])
         # the kernel selects on q^ rounded to bf16 (documented): the reference selects on the same values
         q_hat = ref.rotate(q.float()[:, :, None], P.cuda(), g=g_heads).to(torch.bfloat16).float()
-        want = ref.aqua_attention_rotated(q_hat, rc.keys, rc.values, k_keep=k_keep, selection=selection)[:, :, 0]
+        want = ref.aqua_attention_rotated(q_hat, rc.keys, rc.values, k_keep=k_keep, selection=selection)[
+            :, :, 0
+        ]
         torch.cuda.synchronize()
         assert not torch.isnan(got).any()
         assert _rel(got, want) <= 1e-2
@@ -185,7 +211,9 @@ def test_gpu_decode_step_in_a_cuda_graph() -> None:
     k1 = torch.randn(B, hkv, d, device="cuda", dtype=torch.bfloat16)
     v1 = torch.randn(B, hkv, d, device="cuda", dtype=torch.bfloat16)
     out = torch.empty(B, hq, d, device="cuda", dtype=torch.bfloat16)
-    eager = cache.decode_step(q, k1, v1, k_keep=32, out=out, position=1000).clone()  # warm-up: compiles, allocates
+    eager = cache.decode_step(
+        q, k1, v1, k_keep=32, out=out, position=1000
+    ).clone()  # warm-up: compiles, allocates
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):  # the documented way: a step at a fixed position can be replayed
         cache.decode_step(q, k1, v1, k_keep=32, out=out, position=1000)

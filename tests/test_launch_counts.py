@@ -29,8 +29,12 @@ NOT_LAUNCHES = ("Memcpy", "Memset")
 
 
 def implemented() -> list[tuple[str, str]]:
-    return [(phase, name) for phase in ("decode", "prefill") for name in plan_names(phase)
-            if not build_plan(name, phase=phase).model_only]
+    return [
+        (phase, name)
+        for phase in ("decode", "prefill")
+        for name in plan_names(phase)
+        if not build_plan(name, phase=phase).model_only
+    ]
 
 
 @pytest.mark.parametrize("phase,name", implemented())
@@ -83,15 +87,20 @@ def test_implementation_launches_the_plans_kernels(phase: str, name: str) -> Non
         torch.cuda.synchronize()
     recorded = _device_kernels(prof)
     launches = [n for n in recorded if not n.startswith(NOT_LAUNCHES)]
-    expected = [f"{kern.name} x{kern.launches}" + (f" {list(kern.launch_names)}" if kern.launch_names else "")
-                for kern in plan.kernels]
+    expected = [
+        f"{kern.name} x{kern.launches}" + (f" {list(kern.launch_names)}" if kern.launch_names else "")
+        for kern in plan.kernels
+    ]
     print(f"\n{phase}/{name} ({plan.implementation.label()}): plan {plan.launches} launches {expected}")
     print(f"  recorded {len(launches)} kernel launches:")
     for i, kname in enumerate(recorded):
         print(f"    {i:2d} {kname[:160]}")
     assert len(launches) == plan.launches, (
-        f"{phase}/{name}: the plan counts {plan.launches} launches, the implementation launched {len(launches)}")
+        f"{phase}/{name}: the plan counts {plan.launches} launches, the implementation launched {len(launches)}"
+    )
     patterns = plan.launch_names()
     if patterns is not None:
         for i, (pattern, kname) in enumerate(zip(patterns, launches)):
-            assert re.search(pattern, kname), f"{phase}/{name}: launch {i} is {kname!r}, the plan says {pattern!r}"
+            assert re.search(pattern, kname), (
+                f"{phase}/{name}: launch {i} is {kname!r}, the plan says {pattern!r}"
+            )

@@ -15,7 +15,9 @@ def sectors_touched(channels, sector_channels):
     return len({c // sector_channels for c in channels})
 
 
-@pytest.mark.parametrize("d_,k_,s_,S_", [(16, 3, 2, 8), (16, 5, 4, 16), (12, 4, 2, 8), (8, 8, 2, 4), (16, 1, 2, 8)])
+@pytest.mark.parametrize(
+    "d_,k_,s_,S_", [(16, 3, 2, 8), (16, 5, 4, 16), (12, 4, 2, 8), (8, 8, 2, 4), (16, 1, 2, 8)]
+)
 def test_random_channel_sectors_equal_exhaustive_average(d_, k_, s_, S_):
     c = S_ // s_
     counts = [sectors_touched(sub, c) for sub in combinations(range(d_), k_)]
@@ -35,14 +37,18 @@ def test_random_sectors_with_independent_heads_match_exhaustive_average():
 @pytest.mark.parametrize("k_", [1, 7, 8, 9, 31, 32, 96, 128])
 def test_prefix_channels_touch_ceil_k_over_c_sectors(k_):
     c = 16  # 32-byte sectors of bf16
-    assert evaluate(memory.sectors_per_token("prefix"), {"k": k_, "s": 2, "S": 32}) == sectors_touched(range(k_), c)
+    assert evaluate(memory.sectors_per_token("prefix"), {"k": k_, "s": 2, "S": 32}) == sectors_touched(
+        range(k_), c
+    )
 
 
 def test_union_of_per_head_selections_matches_exhaustive_average():
     d_, k_, g_ = 10, 3, 2
     subsets = list(combinations(range(d_), k_))
     mean_union = np.mean([len(set(a) | set(b)) for a in subsets for b in subsets])
-    assert evaluate(memory.selected_dims("per-head"), {"d": d_, "k": k_, "g": g_}) == pytest.approx(mean_union)
+    assert evaluate(memory.selected_dims("per-head"), {"d": d_, "k": k_, "g": g_}) == pytest.approx(
+        mean_union
+    )
     assert evaluate(memory.selected_dims("group"), {"k": k_}) == k_
 
 
@@ -67,7 +73,9 @@ def test_token_major_random_channels_read_almost_everything():
 def test_kv_cache_bytes():
     assert kv_cache_bytes(method="dense", d=128, context=1000) == 2 * 1000 * 128 * 2
     assert kv_cache_bytes(method="aqua", d=128, context=1000, key_dims=64) == (64 + 128) * 1000 * 2
-    assert kv_cache_bytes(method="aqua", d=128, context=1000) == kv_cache_bytes(method="dense", d=128, context=1000)
+    assert kv_cache_bytes(method="aqua", d=128, context=1000) == kv_cache_bytes(
+        method="dense", d=128, context=1000
+    )
     with pytest.raises(ValueError, match="key_dims must be <= d"):
         kv_cache_bytes(method="aqua", d=128, context=10, key_dims=129)
 

@@ -140,11 +140,20 @@ def test_param_count_equals_tensor_enumeration(key: str) -> None:
     tie=st.booleans(),
     bias=st.booleans(),
 )
-def test_param_count_property(tmp_path_factory, layers, kv_heads, group, head_dim, inter, vocab, tie, bias) -> None:
+def test_param_count_property(
+    tmp_path_factory, layers, kv_heads, group, head_dim, inter, vocab, tie, bias
+) -> None:
     raw = _raw(LLAMA_FILE)
     heads = kv_heads * group
-    for field, value in [("layers", layers), ("heads", heads), ("kv_heads", kv_heads), ("head_dim", head_dim),
-                         ("hidden_size", heads * head_dim), ("intermediate_size", inter), ("vocab_size", vocab)]:
+    for field, value in [
+        ("layers", layers),
+        ("heads", heads),
+        ("kv_heads", kv_heads),
+        ("head_dim", head_dim),
+        ("hidden_size", heads * head_dim),
+        ("intermediate_size", inter),
+        ("vocab_size", vocab),
+    ]:
         raw[field]["value"] = value
     raw["tie_word_embeddings"]["value"] = tie
     raw["attention_qkv_bias"]["value"] = bias
@@ -198,8 +207,15 @@ def test_wrong_argument_type() -> None:
 # -- files: sources, units, errors -------------------------------------------------------------
 
 INT_UNITS = {
-    "layers": "count", "hidden_size": "elements", "heads": "count", "kv_heads": "count", "head_dim": "elements",
-    "intermediate_size": "elements", "vocab_size": "tokens", "max_context": "tokens", "sliding_window": "tokens",
+    "layers": "count",
+    "hidden_size": "elements",
+    "heads": "count",
+    "kv_heads": "count",
+    "head_dim": "elements",
+    "intermediate_size": "elements",
+    "vocab_size": "tokens",
+    "max_context": "tokens",
+    "sliding_window": "tokens",
 }
 OPTIONAL_UNITS = {"sliding_window_layers": "count"}
 
@@ -219,8 +235,21 @@ def test_every_field_has_unit_and_source(path: Path) -> None:
         assert raw["source"] in tables[field]["source"], field
 
 
-@pytest.mark.parametrize("field", ["layers", "heads", "kv_heads", "head_dim", "max_context", "dtype",
-                                   "tie_word_embeddings", "attention_qkv_bias", "sliding_window", "source"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "layers",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "max_context",
+        "dtype",
+        "tie_word_embeddings",
+        "attention_qkv_bias",
+        "sliding_window",
+        "source",
+    ],
+)
 def test_missing_field_names_file_and_field(tmp_path: Path, field: str) -> None:
     raw = _raw(LLAMA_FILE)
     del raw[field]
@@ -250,9 +279,15 @@ def test_missing_source_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
-    [("heads", 30, "multiple of kv_heads"), ("layers", 0, "layers"), ("layers", 2.5, "layers"),
-     ("dtype", "int4", "dtype"), ("mlp", "gelu", "mlp"), ("tie_word_embeddings", "no", "tie_word_embeddings"),
-     ("sliding_window", 10**9, "sliding_window")],
+    [
+        ("heads", 30, "multiple of kv_heads"),
+        ("layers", 0, "layers"),
+        ("layers", 2.5, "layers"),
+        ("dtype", "int4", "dtype"),
+        ("mlp", "gelu", "mlp"),
+        ("tie_word_embeddings", "no", "tie_word_embeddings"),
+        ("sliding_window", 10**9, "sliding_window"),
+    ],
 )
 def test_bad_values(tmp_path: Path, field: str, value: object, match: str) -> None:
     raw = _raw(LLAMA_FILE)
@@ -305,7 +340,8 @@ def test_to_dict_describe_and_sources() -> None:
     d = json.loads(json.dumps(cfg.to_dict()))
     assert d["derived"]["param_count"] == 7_615_616_512
     assert d["fields"]["kv_heads"] == {
-        "value": 4, "unit": "count",
+        "value": 4,
+        "unit": "count",
         "source": "https://huggingface.co/Qwen/Qwen2.5-7B/blob/main/config.json (num_key_value_heads)",
     }
     assert cfg.source_of("attention_qkv_bias").startswith("https://huggingface.co/Qwen/")

@@ -15,7 +15,15 @@ from aqua_model import models
 from aqua_model.cli import main
 
 HF = Path(__file__).resolve().parent / "data" / "hf_configs"
-NEW_MODELS = ("llama-3.2-3b", "qwen2.5-0.5b", "qwen2.5-14b", "qwen2.5-32b", "mistral-nemo-12b", "gemma-2-9b", "smollm2-135m")
+NEW_MODELS = (
+    "llama-3.2-3b",
+    "qwen2.5-0.5b",
+    "qwen2.5-14b",
+    "qwen2.5-32b",
+    "mistral-nemo-12b",
+    "gemma-2-9b",
+    "smollm2-135m",
+)
 
 # Published parameter counts (the 1% check) and the exact count derived by hand from the config.
 # Per layer: q h*Hq*d, k and v h*Hkv*d each, o Hq*d*h, q/k/v biases (Qwen2), gated MLP 3*h*I,
@@ -51,9 +59,24 @@ PUBLISHED = {
     "gemma-2-9b": (9.24e9, 9_241_705_984),
     "smollm2-135m": (135e6, 134_515_008),
 }
-COMPARED = ("layers", "hidden_size", "heads", "kv_heads", "head_dim", "intermediate_size", "vocab_size", "max_context",
-            "sliding_window", "sliding_window_layers", "dtype", "tie_word_embeddings", "attention_qkv_bias", "mlp", "norm",
-            "rope_scaling")
+COMPARED = (
+    "layers",
+    "hidden_size",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "max_context",
+    "sliding_window",
+    "sliding_window_layers",
+    "dtype",
+    "tie_word_embeddings",
+    "attention_qkv_bias",
+    "mlp",
+    "norm",
+    "rope_scaling",
+)
 
 
 @pytest.mark.parametrize("key", NEW_MODELS)
@@ -112,7 +135,10 @@ def test_gemma2_alternates_sliding_window_and_global_layers():
     assert (cfg.sliding_window, cfg.sliding_window_layers, cfg.sliding_window_pattern) == (4096, 21, "mixed")
     assert (cfg.mlp, cfg.norm, cfg.tie_word_embeddings) == ("geglu", "rmsnorm-pre-post", True)
     mistral = models.load("mistral-7b-v0.1")
-    assert (mistral.sliding_window_layers, mistral.sliding_window_pattern) == (32, "all")  # the documented default
+    assert (mistral.sliding_window_layers, mistral.sliding_window_pattern) == (
+        32,
+        "all",
+    )  # the documented default
 
 
 def test_gemma2_end_to_end_sums_windowed_and_global_layers():
@@ -121,7 +147,9 @@ def test_gemma2_end_to_end_sums_windowed_and_global_layers():
     e2e = aqua_model.end_to_end(model=cfg, context=8000, **kw)
     full = aqua_model.simulate(model=cfg, context=8000, **kw)
     windowed = aqua_model.simulate(model=cfg, context=4096, **kw)  # min(8000, 4096) keys
-    assert e2e.dense_attention_s == pytest.approx(21 * full.dense.time_s + 21 * windowed.dense.time_s, rel=1e-12)
+    assert e2e.dense_attention_s == pytest.approx(
+        21 * full.dense.time_s + 21 * windowed.dense.time_s, rel=1e-12
+    )
     assert e2e.aqua_attention_s == pytest.approx(21 * full.aqua.time_s + 21 * windowed.aqua.time_s, rel=1e-12)
     # below the window both kinds attend to every key: the layers are alike
     short = aqua_model.end_to_end(model=cfg, context=2048, **kw)
@@ -155,18 +183,24 @@ def test_qwen2_sliding_window_only_with_use_sliding_window(tmp_path):
     assert models.load(path).sliding_window_layers == 10
 
 
-@pytest.mark.parametrize("change,fragment", [
-    ({"model_type": "gpt_neox"}, "field 'model_type' is 'gpt_neox'"),
-    ({"num_hidden_layers": None}, "missing required field 'num_hidden_layers'"),
-    ({"num_attention_heads": 24.0}, "field 'num_attention_heads' must be an integer >= 1, got 24.0"),
-    ({"num_key_value_heads": 5}, "must be a multiple of num_key_value_heads (5)"),
-    ({"torch_dtype": "int8"}, "field 'torch_dtype' must be one of bfloat16, float16, float32, got 'int8'"),
-    ({"hidden_act": "relu"}, "field 'hidden_act' must be one of"),
-    ({"num_local_experts": 8}, "field 'num_local_experts' = 8 describes a mixture of experts"),
-    ({"mlp_bias": True}, "field 'mlp_bias' is true"),
-    ({"tie_word_embeddings": "yes"}, "field 'tie_word_embeddings' must be true or false"),
-    ({"rope_scaling": 4}, "field 'rope_scaling' must be an object or null"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        ({"model_type": "gpt_neox"}, "field 'model_type' is 'gpt_neox'"),
+        ({"num_hidden_layers": None}, "missing required field 'num_hidden_layers'"),
+        ({"num_attention_heads": 24.0}, "field 'num_attention_heads' must be an integer >= 1, got 24.0"),
+        ({"num_key_value_heads": 5}, "must be a multiple of num_key_value_heads (5)"),
+        (
+            {"torch_dtype": "int8"},
+            "field 'torch_dtype' must be one of bfloat16, float16, float32, got 'int8'",
+        ),
+        ({"hidden_act": "relu"}, "field 'hidden_act' must be one of"),
+        ({"num_local_experts": 8}, "field 'num_local_experts' = 8 describes a mixture of experts"),
+        ({"mlp_bias": True}, "field 'mlp_bias' is true"),
+        ({"tie_word_embeddings": "yes"}, "field 'tie_word_embeddings' must be true or false"),
+        ({"rope_scaling": 4}, "field 'rope_scaling' must be an object or null"),
+    ],
+)
 def test_unmappable_field_is_named(tmp_path, change, fragment):
     raw = json.loads((HF / "llama-3.2-3b.json").read_text())
     raw.update(change)
@@ -198,7 +232,9 @@ def test_aliases_with_a_slash_are_names_not_paths():
 
 
 def test_simulate_accepts_a_config_json(capsys):
-    code = main(["simulate", "--model", str(HF / "smollm2-135m.json"), "--context", "4096", "--k", "32", "--json"])
+    code = main(
+        ["simulate", "--model", str(HF / "smollm2-135m.json"), "--context", "4096", "--k", "32", "--json"]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["model"] == "smollm2-135m"  # the file stem names a renamed config
     bundled = aqua_model.simulate(gpu="h200", model="smollm2-135m", context=4096, k=32)
@@ -213,7 +249,11 @@ def test_models_list_and_show(capsys):
     assert "4096 (21/42)" in out  # Gemma-2's alternating window
     assert main(["models", "show", "gemma-2-9b"]) == 0
     out = capsys.readouterr().out
-    assert "sliding_window_layers" in out and "9.242 B" in out and "https://huggingface.co/google/gemma-2-9b" in out
+    assert (
+        "sliding_window_layers" in out
+        and "9.242 B" in out
+        and "https://huggingface.co/google/gemma-2-9b" in out
+    )
     assert main(["models", "show", str(HF / "qwen2.5-0.5b.json"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["derived"]["param_count"] == 494_032_768

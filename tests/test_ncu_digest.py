@@ -26,13 +26,47 @@ dg = _load("ncu_decode_v2_digest", "analysis/ncu_decode_v2_digest.py")
 # Synthetic ncu raw page: one SDPA launch, then the three AQUA launches. Units row in scaled units
 # (usecond, Mbyte) to check the conversion to ns and bytes.
 _HEADER = ["ID", "Process ID", "Kernel Name", *dg.METRICS]
-_UNITS = ["", "", "", "usecond", "Mbyte", "Mbyte", "%", "%", "warp", "%", "register/thread", "", "", "", "block",
-          "block", "byte"]
+_UNITS = [
+    "",
+    "",
+    "",
+    "usecond",
+    "Mbyte",
+    "Mbyte",
+    "%",
+    "%",
+    "warp",
+    "%",
+    "register/thread",
+    "",
+    "",
+    "",
+    "block",
+    "block",
+    "byte",
+]
 
 
 def _kernel(i: int, name: str, us: float, read_mb: float, pct: float, regs: int) -> list[str]:
-    return [str(i), "1", name, f"{us}", f"{read_mb:,}", "1", f"{pct}", "20", "12.5", "25", str(regs), "256",
-            "128", "1.9", "3", "2", "65,536"]
+    return [
+        str(i),
+        "1",
+        name,
+        f"{us}",
+        f"{read_mb:,}",
+        "1",
+        f"{pct}",
+        "20",
+        "12.5",
+        "25",
+        str(regs),
+        "256",
+        "128",
+        "1.9",
+        "3",
+        "2",
+        "65,536",
+    ]
 
 
 def _write(tmp: Path, kernels: list[list[str]], manifest: list[dict]) -> tuple[Path, Path]:
@@ -49,10 +83,22 @@ def _write(tmp: Path, kernels: list[list[str]], manifest: list[dict]) -> tuple[P
 
 
 def _case(order: int, kind: str, useful: int) -> dict:
-    return {"order": order, "label": f"{kind} case", "kind": kind, "B": 1, "hq": 4, "hkv": 2, "N": 1024, "d": 128,
-            "k": None if kind == "sdpa" else 32, "selection": None if kind == "sdpa" else "group",
-            "expected_kernels": None if kind == "sdpa" else ["_prologue_kernel", "_split_kernel", "_combine_kernel"],
-            "useful_bytes": useful}
+    return {
+        "order": order,
+        "label": f"{kind} case",
+        "kind": kind,
+        "B": 1,
+        "hq": 4,
+        "hkv": 2,
+        "N": 1024,
+        "d": 128,
+        "k": None if kind == "sdpa" else 32,
+        "selection": None if kind == "sdpa" else "group",
+        "expected_kernels": None
+        if kind == "sdpa"
+        else ["_prologue_kernel", "_split_kernel", "_combine_kernel"],
+        "useful_bytes": useful,
+    }
 
 
 # useful bytes: SDPA 100 MB (read 110 MB: ratio 100/110); AQUA 60 MB against the split's 75 MB.
@@ -85,7 +131,10 @@ def test_digest_matches_launches_and_converts_units(tmp_path):
 def test_digest_writes_csv_and_markdown(tmp_path):
     nc, mf = _write(tmp_path, _KERNELS, _MANIFEST)
     out_csv, out_md = tmp_path / "d.csv", tmp_path / "d.md"
-    assert dg.main(["--ncu", str(nc), "--manifest", str(mf), "--out-csv", str(out_csv), "--out-md", str(out_md)]) == 0
+    assert (
+        dg.main(["--ncu", str(nc), "--manifest", str(mf), "--out-csv", str(out_csv), "--out-md", str(out_md)])
+        == 0
+    )
     with out_csv.open(newline="") as fh:
         got = list(csv.DictReader(fh))
     assert len(got) == 4 and float(got[2]["useful_over_dram_read"]) == pytest.approx(0.8)

@@ -10,8 +10,8 @@ from aqua_model.costs.symbols import N, T
 
 def mask_pairs(new: int, cached: int, causal: bool) -> int:
     """Count the True entries of the attention mask of `new` queries after `cached` keys."""
-    q_pos = cached + np.arange(new)[:, None]        # absolute position of each new query
-    k_pos = np.arange(cached + new)[None, :]        # absolute position of each key
+    q_pos = cached + np.arange(new)[:, None]  # absolute position of each new query
+    k_pos = np.arange(cached + new)[None, :]  # absolute position of each key
     mask = (k_pos <= q_pos) if causal else np.ones((new, cached + new), dtype=bool)
     return int(mask.sum())
 

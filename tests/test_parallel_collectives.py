@@ -87,7 +87,9 @@ def test_numeric_all_reduce_is_zero_on_one_device_and_matches_the_closed_form() 
     # t = 8 by hand: 4 us + 2*7*0.5 us + 2*7/8 * 2^20 B / 360e9 B/s
     assert got[2] == pytest.approx(4e-6 + 7e-6 + 1.75 * 2.0**20 / 360e9)
     # t = 8 tree: 4 us + 2*3*0.5 us + 2 * 2^20 B / 360e9 B/s
-    assert float(coll.all_reduce_s(algorithm="tree", devices=8, **kw)) == pytest.approx(4e-6 + 3e-6 + 2 * 2.0**20 / 360e9)
+    assert float(coll.all_reduce_s(algorithm="tree", devices=8, **kw)) == pytest.approx(
+        4e-6 + 3e-6 + 2 * 2.0**20 / 360e9
+    )
     p2p = float(coll.point_to_point_s(**kw))
     assert p2p == pytest.approx(4e-6 + 0.5e-6 + 2.0**20 / 360e9)
 
@@ -98,19 +100,33 @@ def test_tree_wins_small_messages_and_ring_wins_large_ones() -> None:
     crossover = 32 * 1e-6 * 400e9
     small = dict(kw, message_bytes=crossover / 4)
     large = dict(kw, message_bytes=crossover * 4)
-    assert float(coll.all_reduce_s(algorithm="tree", **small)) < float(coll.all_reduce_s(algorithm="ring", **small))
-    assert float(coll.all_reduce_s(algorithm="ring", **large)) < float(coll.all_reduce_s(algorithm="tree", **large))
+    assert float(coll.all_reduce_s(algorithm="tree", **small)) < float(
+        coll.all_reduce_s(algorithm="ring", **small)
+    )
+    assert float(coll.all_reduce_s(algorithm="ring", **large)) < float(
+        coll.all_reduce_s(algorithm="tree", **large)
+    )
 
 
-@pytest.mark.parametrize("bad,fragment", [
-    ({"algorithm": "butterfly"}, "algorithm must be one of"),
-    ({"devices": 0}, "devices must be >= 1"),
-    ({"message_bytes": -1.0}, "message_bytes must be finite and >= 0"),
-    ({"bandwidth_bytes_per_s": 0.0}, "bandwidth_bytes_per_s must be finite and > 0"),
-    ({"step_latency_s": float("nan")}, "step_latency_s must be finite"),
-])
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        ({"algorithm": "butterfly"}, "algorithm must be one of"),
+        ({"devices": 0}, "devices must be >= 1"),
+        ({"message_bytes": -1.0}, "message_bytes must be finite and >= 0"),
+        ({"bandwidth_bytes_per_s": 0.0}, "bandwidth_bytes_per_s must be finite and > 0"),
+        ({"step_latency_s": float("nan")}, "step_latency_s must be finite"),
+    ],
+)
 def test_bad_collective_input_is_named(bad: dict, fragment: str) -> None:
-    kw = dict(algorithm="ring", devices=2, message_bytes=1.0, bandwidth_bytes_per_s=1e9, step_latency_s=0.0, fixed_latency_s=0.0)
+    kw = dict(
+        algorithm="ring",
+        devices=2,
+        message_bytes=1.0,
+        bandwidth_bytes_per_s=1e9,
+        step_latency_s=0.0,
+        fixed_latency_s=0.0,
+    )
     with pytest.raises(ValueError, match=fragment):
         coll.all_reduce_s(**{**kw, **bad})
 
@@ -146,14 +162,20 @@ def _with_interconnect(tmp_path: Path, table: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change,fragment", [
-    ({"kind": "infiniband"}, "interconnect.kind' must be one of"),
-    ({"extra": 1}, "unknown field"),
-    ({"efficiency": {"value": 1.5, "unit": "fraction", "source": "assumption: x"}}, "efficiency' must be in"),
-    ({"devices_per_node": {"value": 2.5, "unit": "count", "source": "assumption: x"}}, "whole number"),
-    ({"step_latency_s": {"value": 1, "unit": "GB/s", "source": "assumption: x"}}, "has unit 'GB/s'"),
-    ({"fixed_latency_s": {"value": 1, "unit": "us", "source": "a blog"}}, "a source must start with"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        ({"kind": "infiniband"}, "interconnect.kind' must be one of"),
+        ({"extra": 1}, "unknown field"),
+        (
+            {"efficiency": {"value": 1.5, "unit": "fraction", "source": "assumption: x"}},
+            "efficiency' must be in",
+        ),
+        ({"devices_per_node": {"value": 2.5, "unit": "count", "source": "assumption: x"}}, "whole number"),
+        ({"step_latency_s": {"value": 1, "unit": "GB/s", "source": "assumption: x"}}, "has unit 'GB/s'"),
+        ({"fixed_latency_s": {"value": 1, "unit": "us", "source": "a blog"}}, "a source must start with"),
+    ],
+)
 def test_bad_interconnect_table_is_reported(tmp_path: Path, change: dict, fragment: str) -> None:
     table = dict(read_toml(DATA_DIR / "h200-sxm.toml")["interconnect"])
     table.update(change)

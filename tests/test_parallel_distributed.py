@@ -43,8 +43,26 @@ def gloo_run(tmp_path_factory) -> list[dict]:
     folder = str(ROOT / "validation")
     sys.path.insert(0, folder)
     try:
-        code = layer_script.main(["--spawn", "2", "--start-method", "fork", "--backend", "gloo", "--tiny", "--quick", "--contexts", "64",
-                                  "--batches", "1,2", "--k", "4", "--out", str(out)])
+        code = layer_script.main(
+            [
+                "--spawn",
+                "2",
+                "--start-method",
+                "fork",
+                "--backend",
+                "gloo",
+                "--tiny",
+                "--quick",
+                "--contexts",
+                "64",
+                "--batches",
+                "1,2",
+                "--k",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
     finally:
         sys.path.remove(folder)
     assert code == 0
@@ -77,15 +95,27 @@ def _ring_rows(t: int, a0: float, a: float, beta: float) -> list[dict]:
     rows = []
     for m in (2**10, 2**14, 2**18, 2**22):
         s = a0 + 2 * (t - 1) * a + 2 * (t - 1) / t * m / beta
-        rows.append({"schema_version": 1, "kind": "all_reduce", "world_size": t, "message_bytes": m, "median_s": s,
-                     "q25_s": s, "q75_s": s, "busbw_bytes_per_s": m / s * 2 * (t - 1) / t})
+        rows.append(
+            {
+                "schema_version": 1,
+                "kind": "all_reduce",
+                "world_size": t,
+                "message_bytes": m,
+                "median_s": s,
+                "q25_s": s,
+                "q75_s": s,
+                "busbw_bytes_per_s": m / s * 2 * (t - 1) / t,
+            }
+        )
     return rows
 
 
 def test_report_fits_and_compares(gloo_run, tmp_path):
     ring = _ring_rows(2, 30e-6, 0.47e-6, 2e9)
     path = tmp_path / "run.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in [r for r in gloo_run if r["kind"] != "all_reduce"] + ring))
+    path.write_text(
+        "".join(json.dumps(r) + "\n" for r in [r for r in gloo_run if r["kind"] != "all_reduce"] + ring)
+    )
     md, toml = tmp_path / "report.md", tmp_path / "fitted.toml"
     assert report_script.main([str(path), "--markdown", str(md), "--interconnect-out", str(toml)]) == 0
     text = md.read_text()
@@ -96,10 +126,18 @@ def test_report_fits_and_compares(gloo_run, tmp_path):
     assert table["kind"] == "nvlink" and table["link_bandwidth_bytes_per_s"]["value"] == pytest.approx(2e9)
     # the fitted interconnect predicts one all-reduce of the layer's message (batch 1: 64 fp32 = 256 bytes)
     h200 = hardware.load("h200")
-    fit = report_script.fit_ring([(2, r["message_bytes"], r["median_s"]) for r in ring], step_latency_s=0.47e-6)
-    prof = dataclasses.replace(h200, interconnect=report_script.fitted_interconnect(h200.interconnect, fit, "test"))
+    fit = report_script.fit_ring(
+        [(2, r["message_bytes"], r["median_s"]) for r in ring], step_latency_s=0.47e-6
+    )
+    prof = dataclasses.replace(
+        h200, interconnect=report_script.fitted_interconnect(h200.interconnect, fit, "test")
+    )
     rows = report_script.read_rows([str(path)])
-    (line,) = [x for x in report_script.layer_table(rows, {"fit": prof}) if x["batch"] == 1 and x["plan"] == "dense-fused"]
+    (line,) = [
+        x
+        for x in report_script.layer_table(rows, {"fit": prof})
+        if x["batch"] == 1 and x["plan"] == "dense-fused"
+    ]
     assert line["fit_all_reduce_us"] == pytest.approx((30e-6 + 2 * 0.47e-6 + 256 / 2e9) * 1e6, rel=1e-6)
 
 
@@ -109,8 +147,10 @@ def test_report_fits_and_compares(gloo_run, tmp_path):
 def test_shards_follow_megatron_and_replicate_kv_beyond_h_kv():
     shape = layer_script.Shape(hidden=64, heads_q=8, heads_kv=2, head_dim=16, intermediate=128)
     split = [layer_script.shard_of(shape, 2, r) for r in range(2)]
-    assert [(s.q_heads, s.kv_heads, s.mlp) for s in split] == [(range(0, 4), range(0, 1), range(0, 64)),
-                                                               (range(4, 8), range(1, 2), range(64, 128))]
+    assert [(s.q_heads, s.kv_heads, s.mlp) for s in split] == [
+        (range(0, 4), range(0, 1), range(0, 64)),
+        (range(4, 8), range(1, 2), range(64, 128)),
+    ]
     # t = 4 > H_kv = 2: query heads 2r, 2r+1 read KV head (2r) // g = r // 2, held by two ranks each
     rep = [layer_script.shard_of(shape, 4, r) for r in range(4)]
     assert [s.kv_heads.start for s in rep] == [0, 0, 1, 1] and all(s.heads_kv == 1 for s in rep)
@@ -140,19 +180,29 @@ def test_the_correctness_check_can_fail(one_process_group, plan):
     x = torch.randn(1, shape.hidden, generator=gen)
     cache = layer_script.make_cache(k, v, plan)
     attend = layer_script.attention_fn(plan, 4)
-    good = layer_script.check_layer(0, 1, shape, shard, full, w, cache, attend, x, k, v, plan, 4, torch.float32, dev)
+    good = layer_script.check_layer(
+        0, 1, shape, shard, full, w, cache, attend, x, k, v, plan, 4, torch.float32, dev
+    )
     assert good["correct"] is True
     w.down = w.down * 1.01  # one weight off by 1%: the MLP output is then 1% off
-    bad = layer_script.check_layer(0, 1, shape, shard, full, w, cache, attend, x, k, v, plan, 4, torch.float32, dev)
+    bad = layer_script.check_layer(
+        0, 1, shape, shard, full, w, cache, attend, x, k, v, plan, 4, torch.float32, dev
+    )
     assert bad["correct"] is False and bad["mlp_rel_err"] == pytest.approx(0.01, rel=1e-3)
 
 
 def test_ring_fit_recovers_known_parameters():
     # points drawn from the ring model itself with alpha_0 = 5 us, alpha = 0.6 us, beta = 300 GB/s
     a0, a, beta = 5e-6, 0.6e-6, 300e9
-    pts = [(t, m, a0 + 2 * (t - 1) * a + 2 * (t - 1) / t * m / beta) for t in (2, 4, 8) for m in (2.0**10, 2.0**16, 2.0**22, 2.0**26)]
+    pts = [
+        (t, m, a0 + 2 * (t - 1) * a + 2 * (t - 1) / t * m / beta)
+        for t in (2, 4, 8)
+        for m in (2.0**10, 2.0**16, 2.0**22, 2.0**26)
+    ]
     fit = report_script.fit_ring(pts, step_latency_s=1e-6)
-    assert fit.fixed_latency_s == pytest.approx(a0, rel=1e-6) and fit.step_latency_s == pytest.approx(a, rel=1e-6)
+    assert fit.fixed_latency_s == pytest.approx(a0, rel=1e-6) and fit.step_latency_s == pytest.approx(
+        a, rel=1e-6
+    )
     assert fit.bandwidth_bytes_per_s == pytest.approx(beta, rel=1e-6) and fit.median_abs_rel_err < 1e-9
     # one world size: alpha is the given one and alpha_0 takes up the rest of the constant
     one = report_script.fit_ring([p for p in pts if p[0] == 8], step_latency_s=1e-6)

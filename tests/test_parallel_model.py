@@ -16,7 +16,13 @@ from aqua_model.costs.collectives import all_reduce_s, point_to_point_s
 from aqua_model.hardware.profile import DATA_DIR
 from aqua_model.simulator import end_to_end
 from aqua_model.simulator.parallel import (
-    ALL_REDUCES_PER_LAYER, DoesNotFit, decode_step, memory_per_gpu, plan_layout, smallest_tensor_parallel, stage_params,
+    ALL_REDUCES_PER_LAYER,
+    DoesNotFit,
+    decode_step,
+    memory_per_gpu,
+    plan_layout,
+    smallest_tensor_parallel,
+    stage_params,
 )
 
 L70 = models.load("llama-3.1-70b")
@@ -29,10 +35,17 @@ def _tensors(cfg: models.ModelConfig) -> list[tuple[tuple[int, ...], str, str]]:
     "vocab" (by vocabulary row), "none" (replicated). Written from the model's architecture, not
     from the module under test."""
     h, d = cfg.hidden_size, cfg.head_dim
-    layer = [((h,), "layer", "none"), ((cfg.heads * d, h), "layer", "heads"), ((cfg.kv_heads * d, h), "layer", "kv"),
-             ((cfg.kv_heads * d, h), "layer", "kv"), ((cfg.heads * d, h), "layer", "heads"), ((h,), "layer", "none"),
-             ((cfg.intermediate_size, h), "layer", "mlp"), ((cfg.intermediate_size, h), "layer", "mlp"),
-             ((cfg.intermediate_size, h), "layer", "mlp")]
+    layer = [
+        ((h,), "layer", "none"),
+        ((cfg.heads * d, h), "layer", "heads"),
+        ((cfg.kv_heads * d, h), "layer", "kv"),
+        ((cfg.kv_heads * d, h), "layer", "kv"),
+        ((cfg.heads * d, h), "layer", "heads"),
+        ((h,), "layer", "none"),
+        ((cfg.intermediate_size, h), "layer", "mlp"),
+        ((cfg.intermediate_size, h), "layer", "mlp"),
+        ((cfg.intermediate_size, h), "layer", "mlp"),
+    ]
     ends = [((cfg.vocab_size, h), "first", "vocab"), ((h,), "last", "none")]
     if not cfg.tie_word_embeddings:
         ends.append(((cfg.vocab_size, h), "last", "vocab"))
@@ -56,8 +69,17 @@ def _rank_params(cfg: models.ModelConfig, t: int, rank: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("key,t", [("llama-3.1-70b", 1), ("llama-3.1-70b", 2), ("llama-3.1-70b", 8),
-                                   ("llama-3.1-405b", 8), ("llama-3.1-8b", 4), ("llama-3.2-1b", 2)])
+@pytest.mark.parametrize(
+    "key,t",
+    [
+        ("llama-3.1-70b", 1),
+        ("llama-3.1-70b", 2),
+        ("llama-3.1-70b", 8),
+        ("llama-3.1-405b", 8),
+        ("llama-3.1-8b", 4),
+        ("llama-3.2-1b", 2),
+    ],
+)
 def test_stage_params_match_a_tensor_by_tensor_split(key: str, t: int) -> None:
     cfg = models.load(key)
     layout = plan_layout(cfg, tensor_parallel=t, pipeline_parallel=1)
@@ -106,7 +128,10 @@ def test_tied_lm_head_is_copied_to_the_last_stage() -> None:
 
 def test_70b_does_not_fit_one_h200_and_the_error_names_the_smallest_t() -> None:
     # 70,553,706,496 parameters x 2 bytes = 141.1 GB of weights > the 141 GB of the H200 datasheet
-    with pytest.raises(DoesNotFit, match=r"141\.1 GB of weights.*smallest tensor_parallel that fits with pipeline_parallel=1 is 2"):
+    with pytest.raises(
+        DoesNotFit,
+        match=r"141\.1 GB of weights.*smallest tensor_parallel that fits with pipeline_parallel=1 is 2",
+    ):
         decode_step(gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=1)
     assert issubclass(DoesNotFit, ValueError)
 
@@ -145,18 +170,30 @@ def test_one_gpu_layout_reproduces_the_single_gpu_model() -> None:
 def test_all_reduce_part_is_two_per_layer_of_the_hidden_state() -> None:
     ic = hardware.load("h200").interconnect
     for algorithm in ("ring", "tree"):
-        step = decode_step(gpu="h200", model=L70, context=8192, k=32, batch=8, tensor_parallel=8, all_reduce=algorithm)
+        step = decode_step(
+            gpu="h200", model=L70, context=8192, k=32, batch=8, tensor_parallel=8, all_reduce=algorithm
+        )
         message = 8 * 8192 * 2  # batch x hidden x bf16 bytes
-        one = float(all_reduce_s(algorithm=algorithm, devices=8, message_bytes=message,
-                                 bandwidth_bytes_per_s=450e9 * 0.80, step_latency_s=ic.step_latency_s,
-                                 fixed_latency_s=ic.fixed_latency_s))
+        one = float(
+            all_reduce_s(
+                algorithm=algorithm,
+                devices=8,
+                message_bytes=message,
+                bandwidth_bytes_per_s=450e9 * 0.80,
+                step_latency_s=ic.step_latency_s,
+                fixed_latency_s=ic.fixed_latency_s,
+            )
+        )
         assert float(step.message_bytes) == message
         assert float(step.all_reduce_s) == pytest.approx(80 * ALL_REDUCES_PER_LAYER * one)
         assert float(step.point_to_point_s) == 0.0
 
 
 def test_tensor_parallel_splits_weights_and_attention_time() -> None:
-    steps = {t: decode_step(gpu="h200", model=L70, context=32768, k=32, batch=8, tensor_parallel=t) for t in (2, 4, 8)}
+    steps = {
+        t: decode_step(gpu="h200", model=L70, context=32768, k=32, batch=8, tensor_parallel=t)
+        for t in (2, 4, 8)
+    }
     launches_s = 80 * hardware.load("h200").launch_overhead_s  # one per layer, whatever t
     for t in (4, 8):  # memory-bound reads of 1/t of the bytes (norms replicated): t/2 times faster than t = 2
         ratio = float((steps[2].weights_s - launches_s) / (steps[t].weights_s - launches_s))
@@ -170,10 +207,20 @@ def test_tensor_parallel_splits_weights_and_attention_time() -> None:
 
 def test_pipeline_adds_one_transfer_per_boundary_and_no_speed() -> None:
     ic = hardware.load("h200").interconnect
-    one = decode_step(gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=2, pipeline_parallel=1)
-    four = decode_step(gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=2, pipeline_parallel=4)
-    hop = float(point_to_point_s(message_bytes=8192 * 2, bandwidth_bytes_per_s=ic.achieved_bandwidth_bytes_per_s,
-                                 step_latency_s=ic.step_latency_s, fixed_latency_s=ic.fixed_latency_s))
+    one = decode_step(
+        gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=2, pipeline_parallel=1
+    )
+    four = decode_step(
+        gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=2, pipeline_parallel=4
+    )
+    hop = float(
+        point_to_point_s(
+            message_bytes=8192 * 2,
+            bandwidth_bytes_per_s=ic.achieved_bandwidth_bytes_per_s,
+            step_latency_s=ic.step_latency_s,
+            fixed_latency_s=ic.fixed_latency_s,
+        )
+    )
     assert float(four.point_to_point_s) == pytest.approx(3 * hop)
     # stages run in turn: attention and all-reduces are the same sum; the weights nearly so (each
     # stage streams its own quarter, at the efficiency of a quarter of the bytes)
@@ -184,7 +231,9 @@ def test_pipeline_adds_one_transfer_per_boundary_and_no_speed() -> None:
 
 
 def test_end_to_end_with_parallel_keywords_adds_communication_to_both_plans() -> None:
-    e = aqua_model.end_to_end(gpu="h200", model="llama-3.1-70b", context=32768, k=32, batch=8, tensor_parallel=4)
+    e = aqua_model.end_to_end(
+        gpu="h200", model="llama-3.1-70b", context=32768, k=32, batch=8, tensor_parallel=4
+    )
     comm = float(e.all_reduce_s + e.point_to_point_s)
     assert comm > 0 and e.parallel is not None and e.parallel.layout.tensor_parallel == 4
     assert float(e.dense_s) == pytest.approx(float(e.weights_s + e.dense_attention_s) + comm)
@@ -196,7 +245,14 @@ def test_end_to_end_with_parallel_keywords_adds_communication_to_both_plans() ->
 
 
 def test_sweeps_broadcast() -> None:
-    e = decode_step(gpu="h200", model=L70, context=np.array([4096, 32768]), k=32, batch=np.array([[1], [8]]), tensor_parallel=4)
+    e = decode_step(
+        gpu="h200",
+        model=L70,
+        context=np.array([4096, 32768]),
+        k=32,
+        batch=np.array([[1], [8]]),
+        tensor_parallel=4,
+    )
     assert np.shape(e.all_reduce_s) == (2, 1) and np.shape(e.dense_attention_s) == (2, 2)
     assert np.shape(e.memory.total_bytes) == (2, 2)
 
@@ -204,14 +260,17 @@ def test_sweeps_broadcast() -> None:
 # -- bad input ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"tensor_parallel": 3}, "must divide the 64 query heads"),
-    ({"tensor_parallel": 0}, "tensor_parallel must be >= 1"),
-    ({"tensor_parallel": 8, "pipeline_parallel": 2}, "exceeds the 8 devices one node"),
-    ({"pipeline_parallel": 81}, "pipeline_parallel must be <= 80"),
-    ({"tensor_parallel": 2, "all_reduce": "butterfly"}, "all_reduce must be one of"),
-    ({"tensor_parallel": 1.5}, "tensor_parallel must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"tensor_parallel": 3}, "must divide the 64 query heads"),
+        ({"tensor_parallel": 0}, "tensor_parallel must be >= 1"),
+        ({"tensor_parallel": 8, "pipeline_parallel": 2}, "exceeds the 8 devices one node"),
+        ({"pipeline_parallel": 81}, "pipeline_parallel must be <= 80"),
+        ({"tensor_parallel": 2, "all_reduce": "butterfly"}, "all_reduce must be one of"),
+        ({"tensor_parallel": 1.5}, "tensor_parallel must be an integer"),
+    ],
+)
 def test_bad_layout_is_reported(kwargs: dict, fragment: str) -> None:
     base = dict(gpu="h200", model=L70, context=4096, k=32, batch=1, tensor_parallel=2)
     with pytest.raises((ValueError, TypeError), match=fragment):

@@ -31,6 +31,7 @@ def formula(method, values, **kw):
 
 # -- brute force: run each algorithm on random data and record every element it reads ------
 
+
 def sparq_reads(rng, n, d_, r_, kt, heads):
     """(K dim-major copy elements, token rows of K and V, mean-V elements) read by a KV group."""
     K = rng.standard_normal((n, d_))
@@ -97,7 +98,9 @@ def h2o_reads(n_steps, b_, w_, d_, rng, dims=None):
     for step in range(n_steps):
         new = b_ + step
         probs = rng.random(len(kept))
-        kv = {(t, "K", c) for t in kept for c in (range(d_) if dims is None else dims)} | {(t, "V", c) for t in kept for c in range(d_)}
+        kv = {(t, "K", c) for t in kept for c in (range(d_) if dims is None else dims)} | {
+            (t, "V", c) for t in kept for c in range(d_)
+        }
         acc_reads = len(kept)  # read to accumulate
         acc_writes = len(kept)  # write back (counted as traffic)
         for t, pr in zip(kept, probs):
@@ -140,10 +143,12 @@ def test_aqua_topk_bytes_equal_brute_force():
 
 # -- reductions ---------------------------------------------------------------------------------
 
+
 def test_aqua_h2o_reduces_to_h2o_at_k_equal_d():
     combo = peers.byte_terms("aqua-h2o")
     plain = peers.byte_terms("h2o")
     from aqua_model.costs.symbols import d, k
+
     for term in peers.BYTE_TERMS:
         assert sp.simplify(combo[term].subs(k, d) - plain[term]) == 0
     ft_combo, ft_plain = peers.flop_terms("aqua-h2o"), peers.flop_terms("h2o")
@@ -157,8 +162,12 @@ def test_aqua_h2o_reduces_to_h2o_at_k_equal_d():
 
 def test_aqua_h2o_reduces_to_aqua_at_full_budget():
     from aqua_model.costs.symbols import N
+
     combo = peers.decode_read_bytes("aqua-h2o").subs(peers.b, N)
-    assert sp.simplify(combo - peers.h2o_bookkeeping_bytes().subs(peers.b, N) - memory.decode_read_bytes("aqua")) == 0
+    assert (
+        sp.simplify(combo - peers.h2o_bookkeeping_bytes().subs(peers.b, N) - memory.decode_read_bytes("aqua"))
+        == 0
+    )
     terms = peers.flop_terms("aqua-h2o")
     aqua = base_flop_terms("aqua", "decode", Convention())
     for name in aqua:
@@ -167,24 +176,32 @@ def test_aqua_h2o_reduces_to_aqua_at_full_budget():
 
 def test_sparq_memory_is_one_and_a_half_dense_plus_mean_v():
     from aqua_model.costs.symbols import N, d, s
+
     assert sp.simplify(peers.kv_cache_bytes("sparq") - (3 * N * d * s + d * s)) == 0
-    assert sp.simplify(peers.kv_cache_bytes("quest") - (2 * N * d * s + 2 * sp.ceiling(N / peers.p) * d * s)) == 0
+    assert (
+        sp.simplify(peers.kv_cache_bytes("quest") - (2 * N * d * s + 2 * sp.ceiling(N / peers.p) * d * s))
+        == 0
+    )
 
 
 # -- validation ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,params,exc,fragment", [
-    ("sparq", {"r": 0, "k_t": 4}, ValueError, "r must be >= 1"),
-    ("sparq", {"r": 200, "k_t": 4}, ValueError, "r must be <= d"),
-    ("loki", {"r": 4, "k_t": 5000}, ValueError, "k_t must be <= context"),
-    ("quest", {"p": 16, "k_t": 1009}, ValueError, "whole pages"),
-    ("h2o", {"b": 10, "w": 11}, ValueError, "w (recent window) must be <= b"),
-    ("h2o", {"b": 10}, ValueError, "needs parameter(s) ['w']"),
-    ("sparq", {"r": 4, "k_t": 4, "p": 2}, ValueError, "unknown ['p']"),
-    ("sparq", {"r": 4.5, "k_t": 4}, ValueError, "r must be an integer"),
-    ("sparq", {"r": "4", "k_t": 4}, TypeError, "r must be an integer"),
-    ("nope", {}, ValueError, "method must be one of"),
-])
+
+@pytest.mark.parametrize(
+    "method,params,exc,fragment",
+    [
+        ("sparq", {"r": 0, "k_t": 4}, ValueError, "r must be >= 1"),
+        ("sparq", {"r": 200, "k_t": 4}, ValueError, "r must be <= d"),
+        ("loki", {"r": 4, "k_t": 5000}, ValueError, "k_t must be <= context"),
+        ("quest", {"p": 16, "k_t": 1009}, ValueError, "whole pages"),
+        ("h2o", {"b": 10, "w": 11}, ValueError, "w (recent window) must be <= b"),
+        ("h2o", {"b": 10}, ValueError, "needs parameter(s) ['w']"),
+        ("sparq", {"r": 4, "k_t": 4, "p": 2}, ValueError, "unknown ['p']"),
+        ("sparq", {"r": 4.5, "k_t": 4}, ValueError, "r must be an integer"),
+        ("sparq", {"r": "4", "k_t": 4}, TypeError, "r must be an integer"),
+        ("nope", {}, ValueError, "method must be one of"),
+    ],
+)
 def test_parameters_are_validated(method, params, exc, fragment):
     with pytest.raises(exc) as err:
         peers.check_params(method, d=128, context=1010, params=params)
@@ -204,6 +221,7 @@ def test_numeric_entry_points_broadcast():
 
 
 # -- break-even, ceilings, predictions ------------------------------------------------------
+
 
 def test_closed_form_breakeven_agrees_with_exact_search():
     conv = Convention(selection="select")
@@ -240,7 +258,23 @@ def test_sparq_byte_ratio_is_r_over_2d_plus_kt_over_n_plus_mean(r_, kt):
 
 def test_plan_bytes_contain_the_cost_model_bytes():
     from aqua_model.costs.symbols import B, H_kv, H_q, g
-    values = {"B": 2, "H_q": 8, "H_kv": 2, "g": 4, "N": 4096, "d": 128, "s": 2, "S": 32, "r": 16, "k_t": 256, "p": 16, "b": 256, "w": 128, "k": 96}
+
+    values = {
+        "B": 2,
+        "H_q": 8,
+        "H_kv": 2,
+        "g": 4,
+        "N": 4096,
+        "d": 128,
+        "s": 2,
+        "S": 32,
+        "r": 16,
+        "k_t": 256,
+        "p": 16,
+        "b": 256,
+        "w": 128,
+        "k": 96,
+    }
     for method in peers.PEER_METHODS:
         plan = build_peer_plan(method)
         plan_bytes = float(evaluate(plan.bytes, values))
@@ -255,8 +289,10 @@ def test_prefill_plans_exist(method):
 
 # -- CLI ----------------------------------------------------------------------------------------
 
+
 def run_compare(capsys, *argv):
     import argparse
+
     parser = argparse.ArgumentParser()
     compare_cmd.add_parser(parser.add_subparsers(), "compare")
     args = parser.parse_args(["compare", *argv])
@@ -282,7 +318,10 @@ def test_cli_text_prints_closed_forms(capsys):
 def test_published_table_rows_match_where_the_model_should():
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("peers_published", Path(__file__).parents[1] / "analysis" / "peers_published.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "peers_published", Path(__file__).parents[1] / "analysis" / "peers_published.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rows = {row["method"]: row for row in module.build_rows()}
@@ -295,6 +334,7 @@ def test_published_table_rows_match_where_the_model_should():
 
 def test_peers_figure_is_registered_and_builds(tmp_path):
     from aqua_model.plots import load_figures
+
     entry = load_figures()["peers"]
     paths = entry.build(tmp_path, tmp_path)
     assert all(path.exists() and path.stat().st_size > 0 for path in paths)

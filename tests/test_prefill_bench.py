@@ -27,25 +27,51 @@ def _bench():
 
 
 def _row(method, *, T, batch, k, d=128, hq=32, hkv=8, median_s, **extra):
-    return {"method": method, "T": T, "batch": batch, "heads_q": hq, "heads_kv": hkv, "d": d, "k": k, "median_s": median_s,
-            "tflops": 1.0, **extra}
+    return {
+        "method": method,
+        "T": T,
+        "batch": batch,
+        "heads_q": hq,
+        "heads_kv": hkv,
+        "d": d,
+        "k": k,
+        "median_s": median_s,
+        "tflops": 1.0,
+        **extra,
+    }
 
 
 def test_report_recovers_the_kernel_efficiency_and_the_known_errors(tmp_path) -> None:
     bench = _bench()
     profile = load(str(PROFILE))
-    true = dataclasses.replace(profile, attention_compute_efficiency=0.5)  # the "kernel" runs at half the peak
+    true = dataclasses.replace(
+        profile, attention_compute_efficiency=0.5
+    )  # the "kernel" runs at half the peak
     plan = pf.build(block_m=128, block_n=64)
     cal_shape = bench.CALIBRATION_SHAPE
-    cal = _row("aqua-tile", T=cal_shape["T"], batch=cal_shape["batch"], k=128, block_m=128, block_n=64, median_s=0.0)
+    cal = _row(
+        "aqua-tile", T=cal_shape["T"], batch=cal_shape["batch"], k=128, block_m=128, block_n=64, median_s=0.0
+    )
     cal["median_s"] = bench._plan_time(plan, true, cal, 128)
     calibration = {"shape": cal_shape, "rows": [cal]}
     rows, errors = [], {}
     for T, k, err in [(4096, 32, 0.0), (4096, 128, 0.10), (16384, 96, -0.05)]:
         sdpa = _row("sdpa", T=T, batch=1, k=128, median_s=1e-3, backend="cudnn")
         meas = bench._plan_time(plan, true, sdpa, k) * (1 + err)
-        rows += [sdpa, _row("aqua-tile", T=T, batch=1, k=k, block_m=128, block_n=64, median_s=meas,
-                            speedup_vs_sdpa=1e-3 / meas, ceiling=256 / (128 + k))]
+        rows += [
+            sdpa,
+            _row(
+                "aqua-tile",
+                T=T,
+                batch=1,
+                k=k,
+                block_m=128,
+                block_n=64,
+                median_s=meas,
+                speedup_vs_sdpa=1e-3 / meas,
+                ceiling=256 / (128 + k),
+            ),
+        ]
         errors[(T, k)] = 100 * (1 / (1 + err) - 1)
     out = tmp_path / "h200"
     out.mkdir()
@@ -57,7 +83,9 @@ def test_report_recovers_the_kernel_efficiency_and_the_known_errors(tmp_path) ->
     assert len(table) == 3
     for r in table:
         assert r["aqua_error_pct"] == pytest.approx(errors[(r["T"], r["k"])], abs=0.01)
-        sdpa_pred = bench._plan_time(build_plan("dense-fused", phase="prefill"), profile, r | {"heads_q": 32, "heads_kv": 8}, 128)
+        sdpa_pred = bench._plan_time(
+            build_plan("dense-fused", phase="prefill"), profile, r | {"heads_q": 32, "heads_kv": 8}, 128
+        )
         assert r["predicted_speedup"] == pytest.approx(sdpa_pred / (r["predicted_aqua_ms"] / 1e3), rel=1e-3)
     assert bench.report(out, profile_path=PROFILE, results=tmp_path / "results") == 0
     md = (tmp_path / "results" / "prefill_kernels.md").read_text()

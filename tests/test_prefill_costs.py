@@ -34,7 +34,9 @@ def test_one_query_per_tile_is_per_query_selection(selection) -> None:
 def test_tile_selection_flops_counted_by_hand() -> None:
     # d = 128, T = 4096 queries in tiles of 64: 64 tiles, each 63 * 128 sums of 2 FLOPs and one
     # sort of 128 * log2(128) = 896 comparisons -> 64 * (16128 + 896) = 1,089,536 FLOPs.
-    got = component_flops(method="aqua", phase="prefill", d=128, k=96, context=0, prompt=4096, selection_tile=64)
+    got = component_flops(
+        method="aqua", phase="prefill", d=128, k=96, context=0, prompt=4096, selection_tile=64
+    )
     assert got["select"] == 64 * (63 * 128 * 2 + 128 * 7)
     per_query = component_flops(method="aqua", phase="prefill", d=128, k=96, context=0, prompt=4096)
     assert per_query["select"] == 4096 * 896
@@ -42,8 +44,16 @@ def test_tile_selection_flops_counted_by_hand() -> None:
     for name in ("q_proj", "k_proj", "scores", "softmax", "value"):
         assert got[name] == per_query[name]
     # the tile sum's FLOPs per dim is the convention's named number
-    cheap = component_flops(method="aqua", phase="prefill", d=128, k=96, context=0, prompt=4096, selection_tile=64,
-                            convention=Convention(tile_sum_flops_per_dim=1.0))
+    cheap = component_flops(
+        method="aqua",
+        phase="prefill",
+        d=128,
+        k=96,
+        context=0,
+        prompt=4096,
+        selection_tile=64,
+        convention=Convention(tile_sum_flops_per_dim=1.0),
+    )
     assert cheap["select"] == 64 * (63 * 128 + 896)
 
 
@@ -57,10 +67,17 @@ def test_tile_breakeven_closed_form() -> None:
     assert r.to_dict()["selection_tile"] == 64 and "tiles of M_t=64" in str(r)
     # M = 1 is the per-query point T* = 66432/32 - 1 = 2075 (README)
     per_query = aqua_model.breakeven(d=128, k=96, phase="prefill")
-    assert aqua_model.breakeven(d=128, k=96, phase="prefill", selection_tile=1).n_star == per_query.n_star == 2075.0
+    assert (
+        aqua_model.breakeven(d=128, k=96, phase="prefill", selection_tile=1).n_star
+        == per_query.n_star
+        == 2075.0
+    )
     assert per_query.selection_tile is None and not per_query.expr.has(M_t)
     # larger tiles amortise the selection: the break-even falls towards (2d^2 + 2d^2/g + 2d)/(d - k) - 1
-    stars = [aqua_model.breakeven(d=128, k=96, phase="prefill", selection_tile=m).n_star for m in (1, 16, 64, 128, 4096)]
+    stars = [
+        aqua_model.breakeven(d=128, k=96, phase="prefill", selection_tile=m).n_star
+        for m in (1, 16, 64, 128, 4096)
+    ]
     assert stars == sorted(stars, reverse=True)
     assert stars[-1] > (65536 + 256) / 32 - 1
 
@@ -70,8 +87,10 @@ def test_tile_breakeven_agrees_with_the_flop_counts() -> None:
 
     def diff(T: int) -> float:
         kw = dict(phase="prefill", d=64, context=0, prompt=T, g=3)
-        return float(component_flops(method="aqua", k=32, selection_tile=16, **kw)["total"]
-                     - component_flops(method="dense", k=64, **kw)["total"])
+        return float(
+            component_flops(method="aqua", k=32, selection_tile=16, **kw)["total"]
+            - component_flops(method="dense", k=64, **kw)["total"]
+        )
 
     assert diff(r.n_min) < 0 <= diff(r.n_min - 1)
     assert aqua_model.max_k(d=64, context=r.n_min, g=3, phase="prefill", selection_tile=16) >= 32

@@ -45,7 +45,9 @@ def test_flops_approach_the_cost_model_at_long_prompts() -> None:
     T = 65536
     kern = pf.build().kernels[0]
     for k in (32, 96, 128):
-        c = component_flops(method="aqua", phase="prefill", d=128, k=k, context=0, prompt=T, selection_tile=128)
+        c = component_flops(
+            method="aqua", phase="prefill", d=128, k=k, context=0, prompt=T, selection_tile=128
+        )
         model = 2 * 32 * float(c["scores"] + c["value"] + c["softmax"] + c["select"])
         assert 1.0 < float(evaluate(kern.flops, _values(T, k))) / model < 1.003
 

@@ -24,8 +24,13 @@ def _accuracy() -> dict[tuple[int, int], dict[str, str]]:
 def test_break_even_and_predicted_speedups_come_from_the_model() -> None:
     text = _section()
     assert f"T* = {aqua_model.breakeven(d=128, k=96, phase='prefill').n_star:.0f} (per query)" in text
-    assert f"T* = {aqua_model.breakeven(d=128, k=96, phase='prefill', selection_tile=128).n_star:.6g} at M = 128" in text
-    shape = dict(phase="prefill", context=0, prompt=16384, batch=1, heads_q=32, heads_kv=8, d=128, gpu=str(PROFILE))
+    assert (
+        f"T* = {aqua_model.breakeven(d=128, k=96, phase='prefill', selection_tile=128).n_star:.6g} at M = 128"
+        in text
+    )
+    shape = dict(
+        phase="prefill", context=0, prompt=16384, batch=1, heads_q=32, heads_kv=8, d=128, gpu=str(PROFILE)
+    )
     dense = aqua_model.predict(plan="dense-fused", k=128, **shape).total_s
     for k, where in ((32, "at k = 32"), (96, "at k = 96"), (128, "at k = d")):
         ratio = dense / aqua_model.predict(plan="aqua-tile-fused", k=k, **shape).total_s
@@ -39,7 +44,10 @@ def test_accuracy_numbers_are_the_committed_study() -> None:
     def inc(k: int, m: int, digits: int = 2) -> str:
         return f"+{float(acc[(k, m)]['ppl increase %']):.{digits}f}%"
 
-    assert f"+{float(acc[(48, 1)]['ppl increase %']):.2f}% (KL {float(acc[(48, 1)]['KL nats/token']):.4f}" in text
+    assert (
+        f"+{float(acc[(48, 1)]['ppl increase %']):.2f}% (KL {float(acc[(48, 1)]['KL nats/token']):.4f}"
+        in text
+    )
     assert f"{inc(48, 16)}, {inc(48, 64)} and {inc(48, 128)}" in text
     kl = [float(acc[(48, m)]["KL nats/token"]) for m in (16, 64, 128)]
     assert "(KL " + ", ".join(f"{x:.3f}" for x in kl) + ";" in text

@@ -31,7 +31,9 @@ def _points(scale: float = 1.0) -> list[list]:
 
 
 def _table(points=None) -> SmallKernelTable:
-    return SmallKernelTable.from_dict({"points": _points() if points is None else points, "source": "measured: test"}, "t")
+    return SmallKernelTable.from_dict(
+        {"points": _points() if points is None else points, "source": "measured: test"}, "t"
+    )
 
 
 def test_interpolation_hits_the_points_and_is_clamped_beyond():
@@ -55,18 +57,26 @@ def test_interpolation_hits_the_points_and_is_clamped_beyond():
 def test_a_selection_not_measured_falls_back_and_bad_kernel_is_refused():
     pts = [p for p in _points() if p[1] == "group"]
     t = _table(pts)
-    assert float(t("prologue", "per-head", g=4, d=128, units=16)) == float(t("prologue", "group", g=4, d=128, units=16))
+    assert float(t("prologue", "per-head", g=4, d=128, units=16)) == float(
+        t("prologue", "group", g=4, d=128, units=16)
+    )
     with pytest.raises(ValueError, match="kernel must be one of"):
         t("split", "group", g=1, d=64, units=1)
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda pts: [p for p in pts if not (p[2] == 8.0 and p[3] == 128.0 and p[0] == "combine")], "every \\(g, d\\) pair"),
-    (lambda pts: [["prolog", *p[1:]] for p in pts], "kernel is 'prolog'"),
-    (lambda pts: [[p[0], "topk", *p[2:]] for p in pts], "selection is 'topk'"),
-    (lambda pts: [[*p[:5], -1.0] for p in pts], "finite number > 0"),
-    (lambda pts: [p[:5] for p in pts], r"\[kernel, selection, g, d, units, seconds\]"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (
+            lambda pts: [p for p in pts if not (p[2] == 8.0 and p[3] == 128.0 and p[0] == "combine")],
+            "every \\(g, d\\) pair",
+        ),
+        (lambda pts: [["prolog", *p[1:]] for p in pts], "kernel is 'prolog'"),
+        (lambda pts: [[p[0], "topk", *p[2:]] for p in pts], "selection is 'topk'"),
+        (lambda pts: [[*p[:5], -1.0] for p in pts], "finite number > 0"),
+        (lambda pts: [p[:5] for p in pts], r"\[kernel, selection, g, d, units, seconds\]"),
+    ],
+)
 def test_table_validation_names_the_problem(mutate, match):
     with pytest.raises(ValueError, match=match):
         _table(mutate(_points()))
@@ -77,9 +87,20 @@ def test_table_validation_names_the_problem(mutate, match):
 def _profile(tmp_path: Path, *, table: bool) -> Path:
     doc = read_toml(ROOT / "aqua_model" / "hardware" / "data" / "h200-sxm.toml")
     doc["mode"] = "calibrated"
-    cal = {"device": "test", "driver": "x", "torch": "x", "triton": "x", "date": "2026-12-01", "method": "test",
-           "base": "h200-sxm", "graph_launch_s": 4e-6, "graph_gap_s": 0.5e-6, "tiny_kernel_s": 1e-6, "sm_count": 132,
-           "pattern_latency_s": {"contiguous": 2e-6}}
+    cal = {
+        "device": "test",
+        "driver": "x",
+        "torch": "x",
+        "triton": "x",
+        "date": "2026-12-01",
+        "method": "test",
+        "base": "h200-sxm",
+        "graph_launch_s": 4e-6,
+        "graph_gap_s": 0.5e-6,
+        "tiny_kernel_s": 1e-6,
+        "sm_count": 132,
+        "pattern_latency_s": {"contiguous": 2e-6},
+    }
     if table:
         cal["prologue_combine_s"] = {"points": _points(), "source": "measured: test"}
     doc["calibration"] = cal
@@ -106,7 +127,9 @@ def test_the_fused_plan_uses_the_table_for_its_prologue_and_combine(tmp_path):
     assert float(kts_w[1].time_s) == pytest.approx(float(kts_wo[1].time_s))
     # without the plan's selection (a lone kernel) the table is not used
     select = plan.kernels[0]
-    assert float(kernel_time(select, with_t, sizes).time_s) == pytest.approx(float(kernel_time(select, without, sizes).time_s))
+    assert float(kernel_time(select, with_t, sizes).time_s) == pytest.approx(
+        float(kernel_time(select, without, sizes).time_s)
+    )
 
 
 def test_a_prologue_handed_its_indices_keeps_its_roofline(tmp_path):

@@ -42,8 +42,10 @@ def test_readme_simulator_numbers_come_from_the_model():
     assert f"time break-even is N = {time_breakeven(**kw)}" in text
     assert f"which is {float(end_to_end(context=32768, **kw).speedup):.2f}x end to end" in text
     fused = {**kw, "plan": "fused"}
-    assert (f"is predicted at {float(simulate(context=32768, **fused).speedup):.2f}x (time break-even N = "
-            f"{time_breakeven(**fused)}, {float(end_to_end(context=32768, **fused).speedup):.2f}x end to end)") in " ".join(text.split())
+    assert (
+        f"is predicted at {float(simulate(context=32768, **fused).speedup):.2f}x (time break-even N = "
+        f"{time_breakeven(**fused)}, {float(end_to_end(context=32768, **fused).speedup):.2f}x end to end)"
+    ) in " ".join(text.split())
 
 
 def _table(path: Path) -> str:
@@ -69,7 +71,10 @@ def test_readme_validation_headline_comes_from_the_committed_results():
     ratio = rep.ratio_stats[("all", "calibrated")]
     line = f"| all cases | {overall.n} | {overall.median_abs:.1%} | {overall.p90_abs:.1%} | {ratio.median_abs:.1%} | {overall.spearman:.3f} |"
     assert line in text
-    assert f"| decode, AQUA step: torch.topk + fused Triton kernel (`aqua-step-topk`) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |" in text
+    assert (
+        f"| decode, AQUA step: torch.topk + fused Triton kernel (`aqua-step-topk`) | {fused.n} | {fused.median_abs:.1%} | {fused.p90_abs:.1%} |"
+        in text
+    )
 
 
 def test_readme_speed_figures_are_the_committed_benchmark():
@@ -86,8 +91,11 @@ def test_readme_measured_speedups_come_from_the_committed_results():
     from aqua_model.validate.runner import read_rows
 
     rows = read_rows(ROOT / "validation" / "results" / "h200" / "validation_current_model.jsonl")
-    by = {(r["plan"], r["context"], r["k"]): r for r in rows
-          if r["status"] == "ok" and r["phase"] == "decode" and r["batch"] == 8 and r["heads_kv"] == 32}
+    by = {
+        (r["plan"], r["context"], r["k"]): r
+        for r in rows
+        if r["status"] == "ok" and r["phase"] == "decode" and r["batch"] == 8 and r["heads_kv"] == 32
+    }
     text = " ".join((ROOT / "README.md").read_text().split())
     for k in (16, 32, 96):
         fused, dense = by[("aqua-step-topk", 131072, k)], by[("dense-fused", 131072, 128)]
@@ -99,16 +107,23 @@ def test_readme_measured_speedups_come_from_the_committed_results():
 def test_readme_fidelity_numbers_come_from_the_committed_study():
     import csv
 
-    summary = {(r["dataset"], r["method"], int(r["k"])): r
-               for r in csv.DictReader((ROOT / "analysis" / "results" / "fidelity_summary.csv").open())}
+    summary = {
+        (r["dataset"], r["method"], int(r["k"])): r
+        for r in csv.DictReader((ROOT / "analysis" / "results" / "fidelity_summary.csv").open())
+    }
     text = " ".join((ROOT / "README.md").read_text().split())
     aqua_en, aqua_de = summary[("heldout_en", "aqua", 16)], summary[("heldout_de", "aqua", 16)]
-    assert f"{float(aqua_en['output_rel_err']):.1%} on held-out English and {float(aqua_de['output_rel_err']):.1%} on German" in text
+    assert (
+        f"{float(aqua_en['output_rel_err']):.1%} on held-out English and {float(aqua_de['output_rel_err']):.1%} on German"
+        in text
+    )
     assert f"kept {float(aqua_en['energy']):.1%} of the query energy" in text
     assert f"top-1 key for {float(aqua_en['top1_agreement']):.1%} of queries" in text
     for method in ("sparq", "loki", "random"):
         en, de = summary[("heldout_en", method, 16)], summary[("heldout_de", method, 16)]
-        assert f"{float(en['output_rel_err']) * 100:.1f}% / {float(de['output_rel_err']) * 100:.1f}%" in text, method
+        assert (
+            f"{float(en['output_rel_err']) * 100:.1f}% / {float(de['output_rel_err']) * 100:.1f}%" in text
+        ), method
 
 
 def test_readme_python_examples_run():

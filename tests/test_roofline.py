@@ -27,8 +27,17 @@ def test_later_launches_hide_behind_the_previous_kernel():
     bw = H200.bandwidth_bytes_per_s * H200.memory_efficiency("contiguous", 1.0)
     launch = H200.launch_overhead_s
     long_busy, short_busy = 10 * launch, 0.25 * launch
-    plan = Plan("test", "dense", "decode", "group", (memory_kernel("a", long_busy * bw), memory_kernel("b", short_busy * bw),
-                                                     memory_kernel("c", short_busy * bw)))
+    plan = Plan(
+        "test",
+        "dense",
+        "decode",
+        "group",
+        (
+            memory_kernel("a", long_busy * bw),
+            memory_kernel("b", short_busy * bw),
+            memory_kernel("c", short_busy * bw),
+        ),
+    )
     total, kernels = plan_time(plan, H200, ANY)
     shares = contributions(kernels)
     # a: launch + busy; b: its launch hides behind a's 10 launches of work; c: only a quarter
@@ -48,10 +57,15 @@ def test_calibrated_library_kernels_replace_the_generic_roofline():
     measured = float(cal.topk_table(rows, SHAPE.d))
     t = kernel_time(topk, cal, SHAPE)
     # the measured torch.topk (with its own launch) plus the abs, copies and group-sum launches
-    assert float(t.time_s) == pytest.approx(max(measured, float(np.maximum(t.compute_s, t.memory_s))) + (topk.launches - 1) * cal.launch_overhead_s)
+    assert float(t.time_s) == pytest.approx(
+        max(measured, float(np.maximum(t.compute_s, t.memory_s)))
+        + (topk.launches - 1) * cal.launch_overhead_s
+    )
     # datasheet mode has no table: the roofline of its few bytes plus a 4 us launch per launch
     ds = kernel_time(topk, H200, SHAPE)
-    assert float(ds.time_s) == pytest.approx(float(np.maximum(ds.compute_s, ds.memory_s)) + topk.launches * H200.launch_overhead_s)
+    assert float(ds.time_s) == pytest.approx(
+        float(np.maximum(ds.compute_s, ds.memory_s)) + topk.launches * H200.launch_overhead_s
+    )
 
     softmax = next(k for k in build_plan("dense-eager", phase="prefill").kernels if k.name == "softmax")
     t = kernel_time(softmax, cal, SHAPE)
@@ -60,7 +74,9 @@ def test_calibrated_library_kernels_replace_the_generic_roofline():
 
     attention = build_plan("dense-fused", phase="prefill").kernels[0]
     t = kernel_time(attention, cal, SHAPE)
-    assert float(t.compute_s) == pytest.approx(float(t.flops) / (cal.peak_flops("bf16") * cal.attention_compute_efficiency))
+    assert float(t.compute_s) == pytest.approx(
+        float(t.flops) / (cal.peak_flops("bf16") * cal.attention_compute_efficiency)
+    )
 
 
 @pytest.mark.skipif(not CALIBRATED.is_file(), reason="no calibrated H200 profile committed")
@@ -84,6 +100,13 @@ def test_prefill_eager_bytes_equal_brute_force_tensor_counts():
     B, Hq, Hkv, N, T, d = (small[x] for x in ("B", "H_q", "H_kv", "N", "T", "d"))
     q, kv = B * Hq * T * d * 2, B * Hkv * (N + T) * d * 2
     scores = B * Hq * T * (N + T) * 2  # the full rectangle, materialised
-    expected = {"scores": q + kv + scores, "mask": 2 * scores, "softmax": 2 * scores, "value": scores + kv + q}
-    got = {kern.name: evaluate(kern.bytes, small) for kern in build_plan("dense-eager", phase="prefill").kernels}
+    expected = {
+        "scores": q + kv + scores,
+        "mask": 2 * scores,
+        "softmax": 2 * scores,
+        "value": scores + kv + q,
+    }
+    got = {
+        kern.name: evaluate(kern.bytes, small) for kern in build_plan("dense-eager", phase="prefill").kernels
+    }
     assert got == expected

@@ -22,7 +22,17 @@ def test_dense_fused_golden_value():
     # kernel; its split-KV reduction writes o (65,536 B). Memory-bound at 4.8 TB/s x 0.90 (the
     # H200 file's contiguous efficiency): 1.98844 ms, plus one 4 us launch (the reduction's
     # launch hides behind the flash kernel's work) = 1.99244 ms per layer.
-    p = predict(plan="dense-fused", phase="decode", context=65536, batch=8, heads_q=32, heads_kv=32, d=128, k=128, gpu=H200)
+    p = predict(
+        plan="dense-fused",
+        phase="decode",
+        context=65536,
+        batch=8,
+        heads_q=32,
+        heads_kv=32,
+        d=128,
+        k=128,
+        gpu=H200,
+    )
     assert p.kernels[0]["bytes"] == 8_589_934_592 + 65_536 and p.kernels[1]["bytes"] == 65_536
     assert p.total_s == pytest.approx((8_589_934_592 + 131_072) / (4.8e12 * 0.90) + 4e-6, rel=1e-12)
     assert p.kernels[0]["bound"] == "memory" and p.mode == "datasheet"
@@ -34,7 +44,9 @@ def test_aqua_fused_golden_speedup_at_k32():
     # pre-pass (aqua-fused, one 4 us launch) or the step's prologue (aqua-step-topk: q_proj,
     # k_proj, topk, each about one 4 us launch); predicted speedup just under 1.6, the step's lower.
     s = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32)
-    step = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32, plan="aqua-step-topk")
+    step = simulate(
+        gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32, plan="aqua-step-topk"
+    )
     assert float(s.ceiling) == pytest.approx(1.6)
     assert 1.55 < float(step.speedup) < float(s.speedup) < 1.6
 
@@ -56,7 +68,11 @@ def brute_force_decode_bytes(plan):
     if plan == "dense-fused":  # cuDNN's flash kernel reads q, K and V; its reduction writes o
         return {"attention": nbytes(q, KV, KV), "reduce": nbytes(q)}
     if plan == "dense-eager":
-        return {"scores": nbytes(q, KV, scores), "softmax": nbytes(scores, scores), "value": nbytes(scores, KV, q)}
+        return {
+            "scores": nbytes(q, KV, scores),
+            "softmax": nbytes(scores, scores),
+            "value": nbytes(scores, KV, q),
+        }
     prologue = {
         "q_proj": nbytes(q, P, q),
         "k_proj": nbytes((B, Hkv, d), P, (B, Hkv, d)),
@@ -64,8 +80,15 @@ def brute_force_decode_bytes(plan):
     }
     if plan == "aqua-eager":  # the gather's second launch reads the indices and q^'s kept dims, writes them
         gathered = (B, Hq, N, k)
-        return {**prologue, "gather": nbytes(gathered, gathered) + nbytes((B, Hq, k), itemsize=IDX) + nbytes((B, Hq, k), (B, Hq, k)),
-                "scores": nbytes(q, gathered, scores), "softmax": nbytes(scores, scores), "value": nbytes(scores, KV, q)}
+        return {
+            **prologue,
+            "gather": nbytes(gathered, gathered)
+            + nbytes((B, Hq, k), itemsize=IDX)
+            + nbytes((B, Hq, k), (B, Hq, k)),
+            "scores": nbytes(q, gathered, scores),
+            "softmax": nbytes(scores, scores),
+            "value": nbytes(scores, KV, q),
+        }
     # the Triton prologue writes, per KV group, its kept rows (int32; group selection: k) and each of
     # the g heads' q^ on them; the split pass reads both back (rows padded to 16 heads not counted)
     g = Hq // Hkv
@@ -75,10 +98,19 @@ def brute_force_decode_bytes(plan):
         # per element) and writes the int32 indices of the groups, which the prologue reads with q^
         given = nbytes((B, Hkv, k), itemsize=IDX32)
         topk = prologue["topk"] + nbytes(q, itemsize=8) + given
-        return {**prologue, "topk": topk, "select": nbytes(q) + given + rows,
-                "attention": nbytes((B, Hkv, k, N), KV) + rows, "combine": nbytes(q)}
+        return {
+            **prologue,
+            "topk": topk,
+            "select": nbytes(q) + given + rows,
+            "attention": nbytes((B, Hkv, k, N), KV) + rows,
+            "combine": nbytes(q),
+        }
     if plan == "aqua-fused":  # q^ given; the prologue selects and writes the rows, the split pass reads them
-        return {"select": nbytes(q) + rows, "attention": nbytes((B, Hkv, k, N), KV) + rows, "combine": nbytes(q)}
+        return {
+            "select": nbytes(q) + rows,
+            "attention": nbytes((B, Hkv, k, N), KV) + rows,
+            "combine": nbytes(q),
+        }
     raise AssertionError(plan)
 
 
@@ -93,8 +125,13 @@ def test_token_major_bytes_count_whole_sectors():
     # d=16 bf16 is one 32-byte sector per token row: any selected channel reads the whole row.
     B, Hq, Hkv, N, d, k = (SMALL[x] for x in ("B", "H_q", "H_kv", "N", "d", "k"))
     rows = nbytes((B, Hkv, N, d), (B, Hkv, N, d))
-    kept = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, Hq // Hkv, k))  # the prologue's rows and q^ on them
-    for name in ("aqua-step-topk-token-major", "aqua-token-major"):  # the split pass: K's sectors, V, the kept rows
+    kept = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes(
+        (B, Hkv, Hq // Hkv, k)
+    )  # the prologue's rows and q^ on them
+    for name in (
+        "aqua-step-topk-token-major",
+        "aqua-token-major",
+    ):  # the split pass: K's sectors, V, the kept rows
         split = next(kern for kern in build_plan(name).kernels if kern.name == "attention")
         assert evaluate(split.bytes, SMALL) == pytest.approx(rows + kept)
 
@@ -104,12 +141,19 @@ def test_prefill_dense_fused_counts_visible_pairs_and_reads_kv_once():
     kern = build_plan("dense-fused", phase="prefill").kernels[0]
     pairs = sum(N + i for i in range(1, T + 1))  # query i sees the N cached keys and i new ones
     assert evaluate(kern.flops, SMALL) == B * Hq * pairs * (2 * d + 5 + 2 * d)
-    assert evaluate(kern.bytes, SMALL) == nbytes((B, Hkv, N + T, d), (B, Hkv, N + T, d), (B, Hq, T, d), (B, Hq, T, d))
+    assert evaluate(kern.bytes, SMALL) == nbytes(
+        (B, Hkv, N + T, d), (B, Hkv, N + T, d), (B, Hq, T, d), (B, Hq, T, d)
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(ctx=st.integers(1, 1 << 19), k=st.integers(1, 128), batch=st.integers(1, 4), g=st.sampled_from([1, 4, 8]),
-       gpu=st.sampled_from(["h200", "h100", "a100", "mi300x", "l40s", "b200"]))
+@given(
+    ctx=st.integers(1, 1 << 19),
+    k=st.integers(1, 128),
+    batch=st.integers(1, 4),
+    g=st.sampled_from([1, 4, 8]),
+    gpu=st.sampled_from(["h200", "h100", "a100", "mi300x", "l40s", "b200"]),
+)
 def test_fused_decode_speedup_never_exceeds_byte_ceiling(ctx, k, batch, g, gpu):
     s = simulate(gpu=gpu, heads_q=32, heads_kv=32 // g, d=128, context=ctx, batch=batch, k=k)
     assert float(s.speedup) <= float(s.ceiling) + 1e-12
@@ -156,14 +200,17 @@ def test_sliding_window_caps_attended_context():
     assert float(a.dense.time_s) == float(b.dense.time_s)
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"gpu": "h300"}, "known devices"),
-    ({"model": "llama-9"}, "known models"),
-    ({"plan": "flash"}, "plan must be one of"),
-    ({"context": 200_000}, "exceeds the maximum context"),
-    ({"context": 131072, "batch": 64, "model": "llama-3.1-70b"}, "KV cache needs"),
-    ({"k": 129}, "k must be <= 128"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"gpu": "h300"}, "known devices"),
+        ({"model": "llama-9"}, "known models"),
+        ({"plan": "flash"}, "plan must be one of"),
+        ({"context": 200_000}, "exceeds the maximum context"),
+        ({"context": 131072, "batch": 64, "model": "llama-3.1-70b"}, "KV cache needs"),
+        ({"k": 129}, "k must be <= 128"),
+    ],
+)
 def test_bad_input_is_reported(kwargs, fragment):
     base = dict(gpu="h200", model="llama-3.1-8b", context=4096, k=32, batch=1)
     with pytest.raises(ValueError, match=fragment):
@@ -177,7 +224,9 @@ def test_every_plan_builds_for_its_phase():
 
 
 def test_prediction_states_its_mode(tmp_path):
-    text = (load("h200").path and open(load("h200").path).read()).replace('mode = "datasheet"', 'mode = "calibrated"')
+    text = (load("h200").path and open(load("h200").path).read()).replace(
+        'mode = "datasheet"', 'mode = "calibrated"'
+    )
     text += '\n[calibration]\ndevice = "NVIDIA H200"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-11-28"\nmethod = "unit test copy of the datasheet file"\nbase = "h200-sxm"\n'
     path = tmp_path / "h200-test.toml"
     path.write_text(text)
@@ -186,27 +235,65 @@ def test_prediction_states_its_mode(tmp_path):
     except ValueError as exc:  # the loader's schema for calibrated files is authoritative
         pytest.skip(f"calibrated schema differs: {exc}")
     assert prof.mode.startswith("calibrated:")
-    assert predict(plan="dense-fused", phase="decode", context=4096, batch=1, heads_q=8, heads_kv=8, d=128, k=128, gpu=prof).mode == prof.mode
+    assert (
+        predict(
+            plan="dense-fused",
+            phase="decode",
+            context=4096,
+            batch=1,
+            heads_q=8,
+            heads_kv=8,
+            d=128,
+            k=128,
+            gpu=prof,
+        ).mode
+        == prof.mode
+    )
 
 
 def test_kernel_table_reports_utilisation():
     s = simulate(gpu=H200, heads_q=32, heads_kv=32, d=128, context=65536, batch=8, k=32)
     attention = s.dense.table()[0]
     # memory-bound at the datasheet profile's 0.90 contiguous efficiency, plus one 4 us launch
-    assert attention["bandwidth_utilisation"] == pytest.approx(0.90 * (1 - 4e-6 / attention["time_s"]), rel=1e-9)
+    assert attention["bandwidth_utilisation"] == pytest.approx(
+        0.90 * (1 - 4e-6 / attention["time_s"]), rel=1e-9
+    )
     assert 0 < attention["flops_utilisation"] < attention["bandwidth_utilisation"]
 
 
-junk = st.one_of(st.integers(-3, 200_000), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4), st.none(),
-                 st.booleans(), st.lists(st.integers(-2, 5), max_size=3))
+junk = st.one_of(
+    st.integers(-3, 200_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(-2, 5), max_size=3),
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(context=junk, k=junk, batch=junk, d=junk, heads_kv=junk,
-       plan=st.sampled_from(["fused", "eager", "token-major", "x"]), phase=st.sampled_from(["decode", "prefill", "y"]))
+@given(
+    context=junk,
+    k=junk,
+    batch=junk,
+    d=junk,
+    heads_kv=junk,
+    plan=st.sampled_from(["fused", "eager", "token-major", "x"]),
+    phase=st.sampled_from(["decode", "prefill", "y"]),
+)
 def test_only_value_or_type_errors_escape_the_simulator(context, k, batch, d, heads_kv, plan, phase):
     try:
-        simulate(gpu="h200", heads_q=32, heads_kv=heads_kv, d=d, context=context, k=k, batch=batch, plan=plan, phase=phase,
-                 prompt=128 if phase == "prefill" else None)
+        simulate(
+            gpu="h200",
+            heads_q=32,
+            heads_kv=heads_kv,
+            d=d,
+            context=context,
+            k=k,
+            batch=batch,
+            plan=plan,
+            phase=phase,
+            prompt=128 if phase == "prefill" else None,
+        )
     except (ValueError, TypeError):
         pass

@@ -28,13 +28,33 @@ def _profile(tmp_path, fill_s):
 
     doc = read_toml(ROOT / "aqua_model" / "hardware" / "data" / "h200-sxm.toml")
     doc["mode"] = "calibrated"
-    table = {"stream": "triton-split", "d": 128, "gqa": True, "rows": 32, "x": "programs_per_sm", "y": "efficiency",
-             "latency_s": 3e-6, "points": [[1.0, 0.5], [8.0, 0.8]], "source": "measured: test"}
+    table = {
+        "stream": "triton-split",
+        "d": 128,
+        "gqa": True,
+        "rows": 32,
+        "x": "programs_per_sm",
+        "y": "efficiency",
+        "latency_s": 3e-6,
+        "points": [[1.0, 0.5], [8.0, 0.8]],
+        "source": "measured: test",
+    }
     if fill_s:
         table.update(fill_s=fill_s, fill_source="measured: test")
-    doc["calibration"] = {"device": "test", "driver": "x", "torch": "x", "triton": "x", "date": "2026-12-01", "method": "test",
-                          "base": "h200-sxm", "graph_launch_s": 4e-6, "graph_gap_s": 0.5e-6, "tiny_kernel_s": 1e-6,
-                          "sm_count": SM, "stream": [table]}
+    doc["calibration"] = {
+        "device": "test",
+        "driver": "x",
+        "torch": "x",
+        "triton": "x",
+        "date": "2026-12-01",
+        "method": "test",
+        "base": "h200-sxm",
+        "graph_launch_s": 4e-6,
+        "graph_gap_s": 0.5e-6,
+        "tiny_kernel_s": 1e-6,
+        "sm_count": SM,
+        "stream": [table],
+    }
     path = tmp_path / f"cal-{fill_s}.toml"
     path.write_text(to_toml(doc))
     return load(path)
@@ -76,7 +96,10 @@ def test_split_fill_grows_with_the_splits(tmp_path):
     # the same N = 65536 (512 blocks of 128) over more KV units: B = 1, 16, 64 of 4 KV heads. Splits
     # min(ceil(1056 / units), 128): 128 (512 programs, ceil(512 / 132) = 4 per SM), 17 (1088, 9),
     # 5 (1280, 10): 3, 8 and 9 fills
-    added = [_attention_s(fill, context=65536, batch=b) - _attention_s(nofill, context=65536, batch=b) for b in (1, 16, 64)]
+    added = [
+        _attention_s(fill, context=65536, batch=b) - _attention_s(nofill, context=65536, batch=b)
+        for b in (1, 16, 64)
+    ]
     assert added == pytest.approx([3 * 1.5e-6, 8 * 1.5e-6, 9 * 1.5e-6])
 
 
@@ -103,10 +126,23 @@ def test_fit_recovers_a_known_synthetic_fill():
 def test_profile_rejects_a_fill_on_another_table_or_without_its_source(tmp_path):
     from aqua_model.hardware.calibrated_terms import parse
 
-    base = {"stream": "triton-split", "d": 128, "rows": 32, "x": "programs_per_sm", "y": "efficiency", "latency_s": 0.0,
-            "points": [[1.0, 0.5]], "source": "measured: test"}
-    assert parse({"stream": [dict(base, fill_s=1e-6, fill_source="measured: x")]}, "t").streams[0].fill_s == 1e-6
+    base = {
+        "stream": "triton-split",
+        "d": 128,
+        "rows": 32,
+        "x": "programs_per_sm",
+        "y": "efficiency",
+        "latency_s": 0.0,
+        "points": [[1.0, 0.5]],
+        "source": "measured: test",
+    }
+    assert (
+        parse({"stream": [dict(base, fill_s=1e-6, fill_source="measured: x")]}, "t").streams[0].fill_s == 1e-6
+    )
     with pytest.raises(ValueError, match="fill_s"):
-        parse({"stream": [dict(base, stream="triton-combine", y="s", fill_s=1e-6, fill_source="measured: x")]}, "t")
+        parse(
+            {"stream": [dict(base, stream="triton-combine", y="s", fill_s=1e-6, fill_source="measured: x")]},
+            "t",
+        )
     with pytest.raises(ValueError, match="fill_source"):
         parse({"stream": [dict(base, fill_s=1e-6)]}, "t")

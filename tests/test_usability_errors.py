@@ -42,16 +42,22 @@ def one_line_error(err: str, *fragments: str) -> None:
 # -- tracebacks before: integers beyond a float or beyond int64 -------------------------------------
 
 
-@pytest.mark.parametrize("argv,fragments", [
-    (["breakeven", "--d", HUGE], ("--d", "<=")),
-    (["costs", "--d", HUGE], ("--d",)),
-    (["costs", "--context", HUGE], ("--context", "int64")),
-    (["costs", "--context", BEYOND_INT64], ("--context", str(INT64_MAX))),
-    (["simulate", "--context", BEYOND_INT64, "--k", "32", *SHAPE], ("--context", "int64")),
-    (["simulate", "--context", "4096", "--batch", BEYOND_INT64, "--k", "32", *SHAPE], ("--batch", "int64")),
-    (["simulate", "--context", HUGE, "--k", "32", *SHAPE], ("--context",)),
-    (["compare", "--context", HUGE], ("--context",)),
-])
+@pytest.mark.parametrize(
+    "argv,fragments",
+    [
+        (["breakeven", "--d", HUGE], ("--d", "<=")),
+        (["costs", "--d", HUGE], ("--d",)),
+        (["costs", "--context", HUGE], ("--context", "int64")),
+        (["costs", "--context", BEYOND_INT64], ("--context", str(INT64_MAX))),
+        (["simulate", "--context", BEYOND_INT64, "--k", "32", *SHAPE], ("--context", "int64")),
+        (
+            ["simulate", "--context", "4096", "--batch", BEYOND_INT64, "--k", "32", *SHAPE],
+            ("--batch", "int64"),
+        ),
+        (["simulate", "--context", HUGE, "--k", "32", *SHAPE], ("--context",)),
+        (["compare", "--context", HUGE], ("--context",)),
+    ],
+)
 def test_huge_integers_are_one_line_errors(capsys, argv, fragments):
     code, _, err = cli(capsys, *argv)
     assert code == 2
@@ -97,7 +103,9 @@ def test_convention_with_an_overflowing_count_is_refused():
     with pytest.raises(ValueError, match="select_flops_per_dim must be <="):
         Convention(selection="select", select_flops_per_dim=1e308)
     # the largest allowed counts still give a finite break-even at the largest head dimension
-    result = breakeven(d=1 << 20, k=1, g=1 << 20, convention=Convention(flops_per_mac=1e6, softmax_flops_per_score=1e6))
+    result = breakeven(
+        d=1 << 20, k=1, g=1 << 20, convention=Convention(flops_per_mac=1e6, softmax_flops_per_score=1e6)
+    )
     assert np.isfinite(result.n_star) and result.n_min >= 1
 
 
@@ -118,7 +126,9 @@ def test_time_breakeven_without_gpu_names_gpu():
 
 def test_prompt_in_decode_is_refused_on_the_command_line(capsys):
     # before: `simulate --model ... --prompt 512` in decode ignored --prompt (exit 0)
-    code, out, err = cli(capsys, "simulate", "--model", "llama-3.1-8b", "--context", "4096", "--k", "32", "--prompt", "512")
+    code, out, err = cli(
+        capsys, "simulate", "--model", "llama-3.1-8b", "--context", "4096", "--k", "32", "--prompt", "512"
+    )
     assert code == 2 and not out
     one_line_error(err, "--prompt 512", "--phase prefill")
     with pytest.raises(ValueError, match="prompt is only used when phase='prefill'"):
@@ -143,12 +153,21 @@ def _calibrated(tmp_path: Path, **calibration: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change,fragment", [
-    ({"base": "nope"}, "calibration.base' is 'nope', which names no datasheet profile"),
-    ({"base": None}, "missing required field 'calibration.base'"),
-    ({"launch_overhead_s": -3.5e-06}, "calibration.launch_overhead_s' must be a finite number of seconds > 0"),
-    ({"dispatch_interval_s": 0.0}, "calibration.dispatch_interval_s' must be a finite number of seconds > 0"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        ({"base": "nope"}, "calibration.base' is 'nope', which names no datasheet profile"),
+        ({"base": None}, "missing required field 'calibration.base'"),
+        (
+            {"launch_overhead_s": -3.5e-06},
+            "calibration.launch_overhead_s' must be a finite number of seconds > 0",
+        ),
+        (
+            {"dispatch_interval_s": 0.0},
+            "calibration.dispatch_interval_s' must be a finite number of seconds > 0",
+        ),
+    ],
+)
 def test_bad_calibrated_profile_is_refused_on_loading(tmp_path, capsys, change, fragment):
     # before: accepted, and `validate run` / `--repredict` failed later elsewhere
     path = _calibrated(tmp_path, **change)
@@ -175,8 +194,14 @@ def test_validate_report_of_a_folder(capsys, tmp_path):
 def test_validate_report_markdown_below_a_file(capsys, tmp_path):
     blocker = tmp_path / "FILE"
     blocker.write_text("x")
-    code, out, err = cli(capsys, "validate", "report", str(H200 / "validation_token_major.jsonl"), "--markdown",
-                         str(blocker / "x.md"))  # before: FileExistsError after the report was printed
+    code, out, err = cli(
+        capsys,
+        "validate",
+        "report",
+        str(H200 / "validation_token_major.jsonl"),
+        "--markdown",
+        str(blocker / "x.md"),
+    )  # before: FileExistsError after the report was printed
     assert code == 2 and not out
     one_line_error(err, "--markdown", "is a file, not a folder")
 
@@ -194,14 +219,33 @@ def test_validate_calibrate_checks_out_before_measuring(capsys, tmp_path, monkey
         code, _, err = cli(capsys, "validate", "calibrate", "--out", str(out), "--device", "cpu", "--quick")
         assert code == 2
         one_line_error(err, "--out")
-    code, _, err = cli(capsys, "validate", "calibrate", "--out", str(tmp_path / "p.toml"), "--device", "cpu", "--base", "nope")
+    code, _, err = cli(
+        capsys,
+        "validate",
+        "calibrate",
+        "--out",
+        str(tmp_path / "p.toml"),
+        "--device",
+        "cpu",
+        "--base",
+        "nope",
+    )
     assert code == 2
     one_line_error(err, "--base 'nope'")
 
 
 def test_validate_run_checks_out(capsys, tmp_path):
-    code, _, err = cli(capsys, "validate", "run", "--profile", str(H200 / "h200-calibrated.toml"), "--out", str(tmp_path),
-                       "--device", "cpu")
+    code, _, err = cli(
+        capsys,
+        "validate",
+        "run",
+        "--profile",
+        str(H200 / "h200-calibrated.toml"),
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    )
     assert code == 2
     one_line_error(err, "--out", "is a folder")
 
@@ -211,13 +255,17 @@ def test_figures_out_must_be_a_folder(capsys, tmp_path, target):
     blocker = tmp_path / "FILE"
     blocker.write_text("x")
     out = blocker if target == "file" else blocker / "sub"
-    code, _, err = cli(capsys, "figures", "--out", str(out), "--only", "breakeven")  # before: FileExistsError / NotADirectoryError
+    code, _, err = cli(
+        capsys, "figures", "--out", str(out), "--only", "breakeven"
+    )  # before: FileExistsError / NotADirectoryError
     assert code == 2
     one_line_error(err, "--out")
 
 
 def test_figures_root_that_does_not_exist(capsys, tmp_path):
-    code, _, err = cli(capsys, "figures", "--out", str(tmp_path), "--root", str(tmp_path / "nonexistent"), "--only", "parity")
+    code, _, err = cli(
+        capsys, "figures", "--out", str(tmp_path), "--root", str(tmp_path / "nonexistent"), "--only", "parity"
+    )
     assert code == 2  # before: accepted, and the figures drew "no measurements committed"
     one_line_error(err, "--results", "is not a folder")
     assert not list(tmp_path.glob("*.pdf"))
@@ -241,13 +289,18 @@ def _options(parser, path=()):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _options(sub, path + (name,))
-        elif action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        elif action.option_strings and not isinstance(
+            action, (argparse._HelpAction, argparse._VersionAction)
+        ):
             yield path, action
 
 
 def test_every_option_says_its_default():
-    missing = [f"{' '.join(path)} {action.option_strings[0]}" for path, action in _options(build_parser())
-               if not action.required and "default" not in (action.help or "")]
+    missing = [
+        f"{' '.join(path)} {action.option_strings[0]}"
+        for path, action in _options(build_parser())
+        if not action.required and "default" not in (action.help or "")
+    ]
     assert not missing, missing
     required = [f"{' '.join(p)} {a.option_strings[0]}" for p, a in _options(build_parser()) if a.required]
     assert required  # and a required option says so or says what it is
@@ -258,7 +311,9 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--gpu GPU device name or profile TOML path, see `aqua-model hardware list` (default: h200)" in text
+    assert (
+        "--gpu GPU device name or profile TOML path, see `aqua-model hardware list` (default: h200)" in text
+    )
     assert "sequences decoded together (default: 1)" in text
 
 
@@ -269,18 +324,29 @@ def test_compare_defaults_d_like_breakeven_and_costs(capsys):
     assert inputs["d"] == 128 and inputs["context"] == 32768  # the README's example settings
 
 
-@pytest.mark.parametrize("argv,flag,internal", [
-    (["compare", "--page", "0"], "--page", "p"),
-    (["compare", "--tokens", "0"], "--tokens", "k_t"),
-    (["compare", "--budget", "0"], "--budget", "b"),
-    (["compare", "--window", "99999"], "--window", "w"),
-    (["compare", "--heads-q", "3"], "--heads-q", "heads_q"),
-    (["compare", "--aqua-k", "999"], "--aqua-k", "k"),
-    (["simulate", "--context", "4096", "--k", "32", "--heads-q", "3", "--heads-kv", "2", "--d", "128"], "--heads-q", "heads_q"),
-    (["simulate", "--context", "4096", "--k", "32", "--heads-q", "32", "--d", "128"], "--heads-kv", "heads_kv"),
-    (["costs", "--dtype-bytes", "0"], "--dtype-bytes", "dtype_bytes"),
-    (["breakeven", "--softmax-flops", "-1"], "--softmax-flops", "softmax_flops_per_score"),
-])
+@pytest.mark.parametrize(
+    "argv,flag,internal",
+    [
+        (["compare", "--page", "0"], "--page", "p"),
+        (["compare", "--tokens", "0"], "--tokens", "k_t"),
+        (["compare", "--budget", "0"], "--budget", "b"),
+        (["compare", "--window", "99999"], "--window", "w"),
+        (["compare", "--heads-q", "3"], "--heads-q", "heads_q"),
+        (["compare", "--aqua-k", "999"], "--aqua-k", "k"),
+        (
+            ["simulate", "--context", "4096", "--k", "32", "--heads-q", "3", "--heads-kv", "2", "--d", "128"],
+            "--heads-q",
+            "heads_q",
+        ),
+        (
+            ["simulate", "--context", "4096", "--k", "32", "--heads-q", "32", "--d", "128"],
+            "--heads-kv",
+            "heads_kv",
+        ),
+        (["costs", "--dtype-bytes", "0"], "--dtype-bytes", "dtype_bytes"),
+        (["breakeven", "--softmax-flops", "-1"], "--softmax-flops", "softmax_flops_per_score"),
+    ],
+)
 def test_errors_name_the_flags_not_the_internals(capsys, argv, flag, internal):
     code, _, err = cli(capsys, *argv)
     assert code == 2

@@ -32,14 +32,34 @@ numpy_scalars = st.one_of(
     st.sampled_from([np.int8(-3), np.uint8(200), np.float16(65504), np.bool_(True), np.float64(2.0**63)]),
 )
 extreme_arrays = st.one_of(
-    st.lists(st.sampled_from([1, 4096, 1e30, -1e30, np.inf, np.nan, 2.0**63, 2.0**53 + 1, 0.5, 2**63 - 1]), min_size=1, max_size=4)
-    .map(np.array),
+    st.lists(
+        st.sampled_from([1, 4096, 1e30, -1e30, np.inf, np.nan, 2.0**63, 2.0**53 + 1, 0.5, 2**63 - 1]),
+        min_size=1,
+        max_size=4,
+    ).map(np.array),
     st.lists(integers, min_size=1, max_size=3),  # Python ints: an object array once one is beyond int64
-    st.sampled_from([np.array([], dtype=np.int64), np.zeros((2, 0)), np.array([[1, 2], [3]], dtype=object),
-                     np.array([2**64 - 1], dtype=np.uint64), np.array(["4096"]), np.array([1 + 2j])]),
+    st.sampled_from(
+        [
+            np.array([], dtype=np.int64),
+            np.zeros((2, 0)),
+            np.array([[1, 2], [3]], dtype=object),
+            np.array([2**64 - 1], dtype=np.uint64),
+            np.array(["4096"]),
+            np.array([1 + 2j]),
+        ]
+    ),
 )
-junk = st.one_of(integers, numpy_scalars, extreme_arrays, st.floats(allow_nan=True, allow_infinity=True),
-                 st.none(), st.booleans(), st.text(max_size=3), st.just([[1, 2], [3]]), st.just({"a": 1}))
+junk = st.one_of(
+    integers,
+    numpy_scalars,
+    extreme_arrays,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.just([[1, 2], [3]]),
+    st.just({"a": 1}),
+)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -80,38 +100,76 @@ def test_breakeven_and_max_k(d, k, g, context):
 @FAST
 @given(d=junk, k=junk, context=junk, prompt=junk, phase=st.sampled_from(["decode", "prefill"]))
 def test_component_flops(d, k, context, prompt, phase):
-    _only_value_or_type_errors(aqua_model.component_flops, method="aqua", phase=phase, d=d, k=k, context=context,
-                               prompt=prompt if phase == "prefill" else None)
+    _only_value_or_type_errors(
+        aqua_model.component_flops,
+        method="aqua",
+        phase=phase,
+        d=d,
+        k=k,
+        context=context,
+        prompt=prompt if phase == "prefill" else None,
+    )
 
 
 @FAST
-@given(d=junk, k=junk, context=junk, dtype_bytes=junk, kv_dtype=st.sampled_from([None, "fp8", "int4", "int3", 4]))
+@given(
+    d=junk, k=junk, context=junk, dtype_bytes=junk, kv_dtype=st.sampled_from([None, "fp8", "int4", "int3", 4])
+)
 def test_byte_counts(d, k, context, dtype_bytes, kv_dtype):
-    _only_value_or_type_errors(aqua_model.decode_read_bytes, method="aqua", d=d, k=k, context=context, kv_dtype=kv_dtype)
-    _only_value_or_type_errors(aqua_model.kv_cache_bytes, method="dense", d=d, context=context, dtype_bytes=dtype_bytes)
-    _only_value_or_type_errors(aqua_model.kv_cache_bytes, method="aqua", d=d, context=context, key_dims=k, kv_dtype=kv_dtype)
+    _only_value_or_type_errors(
+        aqua_model.decode_read_bytes, method="aqua", d=d, k=k, context=context, kv_dtype=kv_dtype
+    )
+    _only_value_or_type_errors(
+        aqua_model.kv_cache_bytes, method="dense", d=d, context=context, dtype_bytes=dtype_bytes
+    )
+    _only_value_or_type_errors(
+        aqua_model.kv_cache_bytes, method="aqua", d=d, context=context, key_dims=k, kv_dtype=kv_dtype
+    )
 
 
 @FAST
-@given(context=junk, k=junk, batch=junk, plan=st.one_of(st.sampled_from(["fused", "eager", "x"]), st.just(["fused"]), st.none()),
-       kv_dtype=st.sampled_from([None, "fp8", "int4", "nope"]))
+@given(
+    context=junk,
+    k=junk,
+    batch=junk,
+    plan=st.one_of(st.sampled_from(["fused", "eager", "x"]), st.just(["fused"]), st.none()),
+    kv_dtype=st.sampled_from([None, "fp8", "int4", "nope"]),
+)
 def test_simulate_and_speedup(context, k, batch, plan, kv_dtype):
     shape = dict(gpu="h200", heads_q=32, heads_kv=8, d=128)
-    _only_value_or_type_errors(aqua_model.simulate, context=context, k=k, batch=batch, plan=plan, kv_dtype=kv_dtype, **shape)
+    _only_value_or_type_errors(
+        aqua_model.simulate, context=context, k=k, batch=batch, plan=plan, kv_dtype=kv_dtype, **shape
+    )
     _only_value_or_type_errors(aqua_model.speedup, context=context, k=32, batch=batch, **shape)
-    _only_value_or_type_errors(aqua_model.simulate, gpu="h200", model="llama-3.1-8b", context=context, k=k, batch=batch)
+    _only_value_or_type_errors(
+        aqua_model.simulate, gpu="h200", model="llama-3.1-8b", context=context, k=k, batch=batch
+    )
 
 
 @FAST
 @given(context=junk, k=junk, batch=junk, d=junk)
 def test_predict_and_end_to_end(context, k, batch, d):
-    _only_value_or_type_errors(aqua_model.predict, plan="aqua-fused", phase="decode", context=context, batch=batch, heads_q=32,
-                               heads_kv=8, d=d, k=k, gpu="h200")
-    _only_value_or_type_errors(aqua_model.end_to_end, gpu="h200", model="llama-3.2-1b", context=context, k=k, batch=batch)
+    _only_value_or_type_errors(
+        aqua_model.predict,
+        plan="aqua-fused",
+        phase="decode",
+        context=context,
+        batch=batch,
+        heads_q=32,
+        heads_kv=8,
+        d=d,
+        k=k,
+        gpu="h200",
+    )
+    _only_value_or_type_errors(
+        aqua_model.end_to_end, gpu="h200", model="llama-3.2-1b", context=context, k=k, batch=batch
+    )
 
 
 @settings(max_examples=25, deadline=None)
-@given(limit=st.one_of(junk, st.sampled_from([1, 64, 2**62])), batch=junk, gpu=st.sampled_from(["h200", None, 3]))
+@given(
+    limit=st.one_of(junk, st.sampled_from([1, 64, 2**62])), batch=junk, gpu=st.sampled_from(["h200", None, 3])
+)
 def test_time_breakeven(limit, batch, gpu):
     kwargs = dict(heads_q=32, heads_kv=8, d=128, k=32, batch=batch, limit=limit)
     if gpu is not None:
@@ -126,19 +184,30 @@ def test_compare(d, context, batch, page):
 
 
 @FAST
-@given(convention=st.fixed_dictionaries({}, optional={
-    "flops_per_mac": junk, "softmax_flops_per_score": junk, "select_flops_per_dim": junk,
-    "selection": st.sampled_from(["sort", "select", "none", 1])}))
+@given(
+    convention=st.fixed_dictionaries(
+        {},
+        optional={
+            "flops_per_mac": junk,
+            "softmax_flops_per_score": junk,
+            "select_flops_per_dim": junk,
+            "selection": st.sampled_from(["sort", "select", "none", 1]),
+        },
+    )
+)
 def test_convention(convention):
     def build_and_use():
         conv = aqua_model.Convention(**convention)
         aqua_model.breakeven(convention=conv)
+
     _only_value_or_type_errors(build_and_use)
 
 
 # -- commands ----------------------------------------------------------------------------------------
 
-as_text = st.one_of(integers.map(str), st.sampled_from(["0", "-1", "1e400", "nan", "inf", "abc", "", "4096.5", "9" * 400]))
+as_text = st.one_of(
+    integers.map(str), st.sampled_from(["0", "-1", "1e400", "nan", "inf", "abc", "", "4096.5", "9" * 400])
+)
 
 
 def _command(argv: list[str]) -> None:
@@ -151,7 +220,10 @@ def _command(argv: list[str]) -> None:
     assert code in (0, 2), (argv, code, err.getvalue())
     if code == 2:
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
-        assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in err.getvalue(), (argv, err.getvalue())
+        assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in err.getvalue(), (
+            argv,
+            err.getvalue(),
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -169,8 +241,24 @@ def test_costs_command(d, k, context, dtype_bytes):
 @settings(max_examples=25, deadline=None)
 @given(context=as_text, batch=as_text, k=as_text)
 def test_simulate_command(context, batch, k):
-    _command(["simulate", "--heads-q", "32", "--heads-kv", "8", "--d", "128", "--context", context, "--batch", batch, "--k", k,
-              "--json"])
+    _command(
+        [
+            "simulate",
+            "--heads-q",
+            "32",
+            "--heads-kv",
+            "8",
+            "--d",
+            "128",
+            "--context",
+            context,
+            "--batch",
+            batch,
+            "--k",
+            k,
+            "--json",
+        ]
+    )
 
 
 @settings(max_examples=15, deadline=None)

@@ -18,7 +18,9 @@ def test_element_sizes_and_their_derivation():
     # int4: half a byte, plus a 2-byte scale and a 2-byte zero point per group of 32 elements
     assert dtypes.kv_element_bytes("int4") == 0.5 + (2 + 2) / 32 == 0.625
     assert dtypes.INT4_SCALE_BYTES_PER_GROUP / dtypes.INT4_GROUP_ELEMENTS == 0.125
-    with pytest.raises(ValueError, match="kv_dtype must be one of 'bf16', 'fp16', 'fp32', 'fp8', 'int4'; got 'int3'"):
+    with pytest.raises(
+        ValueError, match="kv_dtype must be one of 'bf16', 'fp16', 'fp32', 'fp8', 'int4'; got 'int3'"
+    ):
         dtypes.kv_element_bytes("int3")
 
 
@@ -26,7 +28,9 @@ def test_kv_cache_bytes_per_head():
     # dense K and V: 2 * N * d * s; at N = 4096, d = 128: 1,048,576 elements
     elements = 2 * 4096 * 128
     for kv_dtype, s in (("bf16", 2), ("fp8", 1), ("int4", 0.625)):
-        assert aqua_model.kv_cache_bytes(method="dense", d=128, context=4096, kv_dtype=kv_dtype) == elements * s
+        assert (
+            aqua_model.kv_cache_bytes(method="dense", d=128, context=4096, kv_dtype=kv_dtype) == elements * s
+        )
     assert aqua_model.kv_cache_bytes(method="dense", d=128, context=4096) == elements * 2  # bf16 by default
     with pytest.raises(ValueError, match="give dtype_bytes or kv_dtype, not both"):
         aqua_model.kv_cache_bytes(method="dense", d=128, context=4096, dtype_bytes=2, kv_dtype="fp8")
@@ -37,19 +41,27 @@ def test_decode_bytes_scale_and_the_ceiling_stays(kv_dtype):
     s = dtypes.kv_element_bytes(kv_dtype)
     kw = dict(d=128, k=32, context=8192)
     for method in ("dense", "aqua"):
-        ratio = aqua_model.decode_read_bytes(method=method, kv_dtype=kv_dtype, **kw) / aqua_model.decode_read_bytes(method=method, **kw)
+        ratio = aqua_model.decode_read_bytes(
+            method=method, kv_dtype=kv_dtype, **kw
+        ) / aqua_model.decode_read_bytes(method=method, **kw)
         assert ratio == pytest.approx(s / 2, rel=1e-12)
-    ceiling = aqua_model.decode_read_bytes(method="dense", kv_dtype=kv_dtype, **kw) / aqua_model.decode_read_bytes(
-        method="aqua", kv_dtype=kv_dtype, **kw)
-    assert ceiling == pytest.approx(2 * 128 / (32 + 128), rel=1e-12)  # 2d/(k+d) = 1.6: the scales move with their rows
+    ceiling = aqua_model.decode_read_bytes(
+        method="dense", kv_dtype=kv_dtype, **kw
+    ) / aqua_model.decode_read_bytes(method="aqua", kv_dtype=kv_dtype, **kw)
+    assert ceiling == pytest.approx(
+        2 * 128 / (32 + 128), rel=1e-12
+    )  # 2d/(k+d) = 1.6: the scales move with their rows
 
 
 def test_int4_token_major_is_not_modelled():
     with pytest.raises(ValueError, match="token-major.*int4"):
-        aqua_model.decode_read_bytes(method="aqua", d=128, k=32, context=4096, kv_dtype="int4", layout="token-major")
+        aqua_model.decode_read_bytes(
+            method="aqua", d=128, k=32, context=4096, kv_dtype="int4", layout="token-major"
+        )
     # fp8: 32 one-byte channels per 32-byte sector, a whole number
-    fp8 = aqua_model.decode_read_bytes(method="aqua", d=128, k=32, context=4096, kv_dtype="fp8", layout="token-major",
-                                       sector_bytes=32)
+    fp8 = aqua_model.decode_read_bytes(
+        method="aqua", d=128, k=32, context=4096, kv_dtype="fp8", layout="token-major", sector_bytes=32
+    )
     assert np.isfinite(fp8)
 
 
@@ -77,7 +89,9 @@ def test_simulator_reads_fewer_kv_bytes(kv_dtype):
     # the dense fused plan reads K and V (2*B*H_kv*N*d elements) plus q and the output
     assert quant_bytes["attention"] < dense_bytes["attention"]
     kv_elements = 2 * 8 * 8 * 32768 * 128
-    assert dense_bytes["attention"] - quant_bytes["attention"] == pytest.approx(kv_elements * (2 - s), rel=1e-3)
+    assert dense_bytes["attention"] - quant_bytes["attention"] == pytest.approx(
+        kv_elements * (2 - s), rel=1e-3
+    )
     assert float(quant.dense.time_s) < float(base.dense.time_s)
     assert float(quant.ceiling) == pytest.approx(float(base.ceiling))  # 2d/(k+d) either way
 
@@ -98,7 +112,18 @@ def test_quantised_cache_is_decode_only():
 
 
 def test_simulate_command_kv_dtype(capsys):
-    argv = ["simulate", "--model", "llama-3.1-8b", "--context", "32768", "--k", "32", "--batch", "8", "--json"]
+    argv = [
+        "simulate",
+        "--model",
+        "llama-3.1-8b",
+        "--context",
+        "32768",
+        "--k",
+        "32",
+        "--batch",
+        "8",
+        "--json",
+    ]
     assert main(argv) == 0
     import json
 
@@ -108,6 +133,25 @@ def test_simulate_command_kv_dtype(capsys):
     assert fp8["inputs"]["kv_dtype"] == "fp8" and bf16["inputs"]["kv_dtype"] == "bf16"
     assert fp8["dense_time_s"] < bf16["dense_time_s"]
     assert fp8["end_to_end"]["dense_attention_s"] < bf16["end_to_end"]["dense_attention_s"]
-    assert main(["simulate", "--heads-q", "32", "--heads-kv", "8", "--d", "128", "--context", "4096", "--k", "32",
-                 "--kv-dtype", "int4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--heads-q",
+                "32",
+                "--heads-kv",
+                "8",
+                "--d",
+                "128",
+                "--context",
+                "4096",
+                "--k",
+                "32",
+                "--kv-dtype",
+                "int4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["inputs"]["kv_dtype"] == "int4"

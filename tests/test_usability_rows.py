@@ -30,29 +30,32 @@ def test_every_committed_row_passes(path):
     assert result.rows and not result.rejected and result.torn_line is None
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"schema_version": 99}, "schema_version must be one of 1, 2, got 99"),
-    ({"schema_version": True}, "schema_version must be one of"),
-    ({"case_id": ""}, "case_id must be a non-empty string"),
-    ({"context": "abc"}, 'context must be an integer, got "abc"'),
-    ({"context": 4096.0}, "context must be an integer, got 4096.0"),
-    ({"context": 0}, "context must be >= 1 for decode"),
-    ({"batch": 0}, "batch must be >= 1"),
-    ({"heads_kv": 3}, "heads_q (32) must be a multiple of heads_kv (3)"),
-    ({"k": 129}, "k must be in 1..d (128), got 129"),
-    ({"phase": "train"}, "phase must be one of decode, prefill"),
-    ({"status": "fine"}, "status must be one of"),
-    ({"dtype": "int8"}, "dtype must be one of"),
-    ({"selection": "all"}, "selection must be one of"),
-    ({"prompt": 128}, "prompt must be null for decode"),
-    ({"measured_s": None}, "status 'ok' needs measured_s"),
-    ({"measured_s": 0}, "status 'ok' needs measured_s"),
-    ({"measured_s": -1e-5}, "status 'ok' needs measured_s"),
-    ({"measured_s": math.nan}, "status 'ok' needs measured_s"),
-    ({"measured_s": "fast"}, "status 'ok' needs measured_s"),
-    ({"predicted_calibrated_s": -1.0}, "predicted_calibrated_s must be null or a finite number >= 0"),
-    ({"kernels": [1, 2]}, "kernels must be a list of objects"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"schema_version": 99}, "schema_version must be one of 1, 2, got 99"),
+        ({"schema_version": True}, "schema_version must be one of"),
+        ({"case_id": ""}, "case_id must be a non-empty string"),
+        ({"context": "abc"}, 'context must be an integer, got "abc"'),
+        ({"context": 4096.0}, "context must be an integer, got 4096.0"),
+        ({"context": 0}, "context must be >= 1 for decode"),
+        ({"batch": 0}, "batch must be >= 1"),
+        ({"heads_kv": 3}, "heads_q (32) must be a multiple of heads_kv (3)"),
+        ({"k": 129}, "k must be in 1..d (128), got 129"),
+        ({"phase": "train"}, "phase must be one of decode, prefill"),
+        ({"status": "fine"}, "status must be one of"),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"selection": "all"}, "selection must be one of"),
+        ({"prompt": 128}, "prompt must be null for decode"),
+        ({"measured_s": None}, "status 'ok' needs measured_s"),
+        ({"measured_s": 0}, "status 'ok' needs measured_s"),
+        ({"measured_s": -1e-5}, "status 'ok' needs measured_s"),
+        ({"measured_s": math.nan}, "status 'ok' needs measured_s"),
+        ({"measured_s": "fast"}, "status 'ok' needs measured_s"),
+        ({"predicted_calibrated_s": -1.0}, "predicted_calibrated_s must be null or a finite number >= 0"),
+        ({"kernels": [1, 2]}, "kernels must be a list of objects"),
+    ],
+)
 def test_each_rule_rejects_with_its_reason(change, reason):
     assert check_row(GOOD) is None
     assert reason in check_row({**GOOD, **change})
@@ -75,9 +78,14 @@ def test_skipped_rows_need_no_measurement():
     assert "measured_s must be null" in check_row({**GOOD, "status": "oom", "measured_s": -1})
 
 
-@pytest.mark.parametrize("value,kind", [(None, "null"), (42, "a number"), ([1], "an array"), ("x", "a string")])
+@pytest.mark.parametrize(
+    "value,kind", [(None, "null"), (42, "a number"), ([1], "an array"), ("x", "a string")]
+)
 def test_a_json_value_that_is_not_an_object(value, kind):
-    assert check_row(value) == f"not a JSON object (got {kind}: {json.dumps(value) if not isinstance(value, list) else 'list'})"
+    assert (
+        check_row(value)
+        == f"not a JSON object (got {kind}: {json.dumps(value) if not isinstance(value, list) else 'list'})"
+    )
 
 
 def _write(tmp_path: Path, lines: list[str], *, newline: bool = True) -> Path:
@@ -93,7 +101,10 @@ def test_reader_reports_each_bad_line_by_number(tmp_path):
         read_results(path)
     rejected = err.value.result.rejected
     assert [(r.line, r.reason.split(" (")[0]) for r in rejected] == [
-        (2, "not a JSON object"), (3, "not valid JSON"), (6, "schema_version must be one of 1, 2, got 99")]
+        (2, "not a JSON object"),
+        (3, "not valid JSON"),
+        (6, "schema_version must be one of 1, 2, got 99"),
+    ]
     lenient = read_results(path, lenient=True)
     assert len(lenient.rows) == 3 and len(lenient.rejected) == 3
 
@@ -127,15 +138,22 @@ def test_rows_without_case_id_no_longer_count_as_one(tmp_path, capsys):
 
 
 def test_report_exits_nonzero_and_lists_lines(tmp_path, capsys):
-    path = _write(tmp_path, [GOOD_LINES[0], "null", "[1, 2]", GOOD_LINES[1], json.dumps({**GOOD, "context": "abc"})])
+    path = _write(
+        tmp_path, [GOOD_LINES[0], "null", "[1, 2]", GOOD_LINES[1], json.dumps({**GOOD, "context": "abc"})]
+    )
     assert main(["validate", "report", str(path), "--no-cases"]) == 2
     captured = capsys.readouterr()
     assert not captured.out
     lines = captured.err.strip().splitlines()
-    assert lines[:3] == [f"aqua-model validate: {path}:2: not a JSON object (got null: null)",
-                         f"aqua-model validate: {path}:3: not a JSON object (got an array: list)",
-                         f'aqua-model validate: {path}:5: context must be an integer, got "abc"']
-    assert lines[-1] == f"aqua-model validate: error: 3 bad line(s) in {path} (listed above); fix them or pass --lenient to skip them"
+    assert lines[:3] == [
+        f"aqua-model validate: {path}:2: not a JSON object (got null: null)",
+        f"aqua-model validate: {path}:3: not a JSON object (got an array: list)",
+        f'aqua-model validate: {path}:5: context must be an integer, got "abc"',
+    ]
+    assert (
+        lines[-1]
+        == f"aqua-model validate: error: 3 bad line(s) in {path} (listed above); fix them or pass --lenient to skip them"
+    )
 
 
 def test_lenient_skips_and_counts(tmp_path, capsys):

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _manifest_files() -> list[str]:
     required, optional = results_manifest()
-    return [next(rel for rel in entry if (ROOT / rel).is_file()) for entry in required] + \
-           [rel for entry in optional for rel in entry if (ROOT / rel).is_file()]
+    return [next(rel for rel in entry if (ROOT / rel).is_file()) for entry in required] + [
+        rel for entry in optional for rel in entry if (ROOT / rel).is_file()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,31 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "setup.py", "README.md", "MANIFEST.in"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "aqua_model", src / "aqua_model", ignore=shutil.ignore_patterns("__pycache__", "_results"))
+    shutil.copytree(
+        ROOT / "aqua_model", src / "aqua_model", ignore=shutil.ignore_patterns("__pycache__", "_results")
+    )
     for rel in _manifest_files():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, src / rel)
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist),
-                    str(src)], check=True, capture_output=True, cwd=src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=src,
+    )
     site = tmp_path_factory.mktemp("site")
     (wheel,) = dist.glob("aqua_model-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -48,7 +67,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(site: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-m", "aqua_model.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "aqua_model.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True
+    )
 
 
 def test_the_wheel_ships_every_manifest_file(installed):
@@ -60,8 +81,14 @@ def test_the_wheel_ships_every_manifest_file(installed):
 
 def test_installed_package_is_imported_from_the_wheel(installed, tmp_path):
     code = "import aqua_model; print(aqua_model.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip().startswith(str(installed))
 
 
@@ -80,12 +107,19 @@ def test_figures_outside_the_checkout_match_the_repository(installed, tmp_path):
     for where, env_site in (("wheel", installed), ("repo", None)):
         out = tmp_path / where
         if env_site is None:
-            proc = subprocess.run([sys.executable, "-m", "aqua_model.cli", "figures", "--out", str(out), "--only", "parity"],
-                                  cwd=ROOT, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "aqua_model.cli", "figures", "--out", str(out), "--only", "parity"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
         else:
             proc = _run(env_site, tmp_path, "figures", "--out", str(out), "--only", "parity")
         assert proc.returncode == 0, proc.stderr
-    for name in ("parity.png", "parity.pdf"):  # predicted against measured: drawn from the shipped validation rows
+    for name in (
+        "parity.png",
+        "parity.pdf",
+    ):  # predicted against measured: drawn from the shipped validation rows
         assert (tmp_path / "wheel" / name).read_bytes() == (tmp_path / "repo" / name).read_bytes(), name
 
 
@@ -96,12 +130,17 @@ def test_a_missing_data_file_is_an_error_naming_it(tmp_path, capsys):
         shutil.copy(ROOT / rel, root / rel)
     assert results_root(root) == root
     (root / "validation/results/h200/decode_kernels.jsonl").unlink()
-    for argv in (["figures", "--out", str(tmp_path / "f"), "--results", str(root), "--only", "parity"],
-                 ["report", "--results", str(root)]):
+    for argv in (
+        ["figures", "--out", str(tmp_path / "f"), "--results", str(root), "--only", "parity"],
+        ["report", "--results", str(root)],
+    ):
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert not captured.out
-        assert "lacks validation/results/h200/decode_kernels.jsonl" in captured.err and captured.err.count("\n") == 1
+        assert (
+            "lacks validation/results/h200/decode_kernels.jsonl" in captured.err
+            and captured.err.count("\n") == 1
+        )
     assert not (tmp_path / "f").exists()
 
 

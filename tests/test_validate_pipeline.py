@@ -23,8 +23,26 @@ def test_cpu_pipeline_end_to_end(tmp_path, capsys):
     assert prof.launch_overhead_s > 0
 
     results = tmp_path / "validation.jsonl"
-    assert main(["run", "--profile", str(profile), "--out", str(results), "--device", "cpu", "--cpu-small",
-                 "--no-progress", "--rep-ms", "2", "--warmup-ms", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                str(profile),
+                "--out",
+                str(results),
+                "--device",
+                "cpu",
+                "--cpu-small",
+                "--no-progress",
+                "--rep-ms",
+                "2",
+                "--warmup-ms",
+                "1",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     statuses = {r["status"] for r in rows}
     assert statuses <= {"ok", "unsupported", "skipped"}, [r["error"] for r in rows if r["status"] == "error"]
@@ -40,9 +58,14 @@ def test_cpu_pipeline_end_to_end(tmp_path, capsys):
         plan = build_plan(r["plan"], phase=r["phase"])
         staged = plan.implementation.function in STAGE_BUILDERS or len(plan.kernels) == 1
         assert [k["name"] for k in r["kernels"]] == [k.name for k in plan.kernels]
-        assert all((k["measured_s"] > 0) if staged else (k["measured_s"] is None) for k in r["kernels"]), r["plan"]
+        assert all((k["measured_s"] > 0) if staged else (k["measured_s"] is None) for k in r["kernels"]), r[
+            "plan"
+        ]
     n_before = len(rows)
-    assert main(["run", "--profile", str(profile), "--out", str(results), "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(["run", "--profile", str(profile), "--out", str(results), "--device", "cpu", "--no-progress"])
+        == 0
+    )
     assert len(results.read_text().splitlines()) == n_before  # everything done: nothing re-run
 
     md = tmp_path / "summary.md"
@@ -67,21 +90,71 @@ H200 = __import__("pathlib").Path(__file__).resolve().parents[1] / "validation" 
 @pytest.mark.skipif(not (H200 / "h200-calibrated.toml").is_file(), reason="no committed calibrated profile")
 def test_run_filters_the_grid_by_plan_and_phase(tmp_path, capsys):
     results = tmp_path / "subset.jsonl"
-    assert main(["run", "--profile", str(H200 / "h200-calibrated.toml"), "--out", str(results), "--device", "cpu",
-                 "--cpu-small", "--no-progress", "--rep-ms", "1", "--warmup-ms", "1",
-                 "--plans", "dense-fused", "--phase", "prefill"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                str(H200 / "h200-calibrated.toml"),
+                "--out",
+                str(results),
+                "--device",
+                "cpu",
+                "--cpu-small",
+                "--no-progress",
+                "--rep-ms",
+                "1",
+                "--warmup-ms",
+                "1",
+                "--plans",
+                "dense-fused",
+                "--phase",
+                "prefill",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert rows and {(r["plan"], r["phase"]) for r in rows} == {("dense-fused", "prefill")}
-    assert main(["run", "--profile", str(H200 / "h200-calibrated.toml"), "--out", str(results), "--device", "cpu",
-                 "--plans", "flash"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                str(H200 / "h200-calibrated.toml"),
+                "--out",
+                str(results),
+                "--device",
+                "cpu",
+                "--plans",
+                "flash",
+            ]
+        )
+        == 2
+    )
     assert "not plans of the grid" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (H200 / "validation_current_model.jsonl").is_file(), reason="no committed H200 results")
+@pytest.mark.skipif(
+    not (H200 / "validation_current_model.jsonl").is_file(), reason="no committed H200 results"
+)
 def test_report_merges_runs_and_repredicts(tmp_path, capsys):
     out = tmp_path / "current.jsonl"
-    assert main(["report", str(H200 / "validation.jsonl"), str(H200 / "validation_token_major.jsonl"),
-                 str(H200 / "validation_prefill_eager.jsonl"), "--no-cases",
-                 "--repredict", str(H200 / "h200-calibrated.toml"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(H200 / "validation.jsonl"),
+                str(H200 / "validation_token_major.jsonl"),
+                str(H200 / "validation_prefill_eager.jsonl"),
+                "--no-cases",
+                "--repredict",
+                str(H200 / "h200-calibrated.toml"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_text() == (H200 / "validation_current_model.jsonl").read_text()
     assert "decode/aqua-step-topk-token-major" in capsys.readouterr().out

@@ -11,13 +11,37 @@ SHAPES = [(512, 1), (2048, 8), (8192, 8), (32768, 1), (131072, 8)]
 
 def _row(plan, context, batch, measured, predicted, k=128, status="ok", floor=None):
     return {
-        "case_id": f"decode/{plan}/N{context}/B{batch}/k{k}", "status": status, "phase": "decode", "plan": plan,
-        "context": context, "prompt": None, "batch": batch, "heads_q": 32, "heads_kv": 8, "d": 128, "k": k,
-        "dtype": "bf16", "selection": "group", "measured_s": measured, "measured_iqr_s": None if measured is None else measured * 0.01,
-        "predicted_datasheet_s": predicted, "predicted_calibrated_s": predicted,
-        "datasheet_mode": "datasheet", "calibrated_mode": "calibrated:test", "roofline_floor_s": floor,
-        "kernels": [{"name": "attention", "measured_s": measured, "predicted_datasheet_s": predicted,
-                     "predicted_calibrated_s": predicted, "flops": 1.0, "bytes": 1.0, "roofline_floor_s": floor}],
+        "case_id": f"decode/{plan}/N{context}/B{batch}/k{k}",
+        "status": status,
+        "phase": "decode",
+        "plan": plan,
+        "context": context,
+        "prompt": None,
+        "batch": batch,
+        "heads_q": 32,
+        "heads_kv": 8,
+        "d": 128,
+        "k": k,
+        "dtype": "bf16",
+        "selection": "group",
+        "measured_s": measured,
+        "measured_iqr_s": None if measured is None else measured * 0.01,
+        "predicted_datasheet_s": predicted,
+        "predicted_calibrated_s": predicted,
+        "datasheet_mode": "datasheet",
+        "calibrated_mode": "calibrated:test",
+        "roofline_floor_s": floor,
+        "kernels": [
+            {
+                "name": "attention",
+                "measured_s": measured,
+                "predicted_datasheet_s": predicted,
+                "predicted_calibrated_s": predicted,
+                "flops": 1.0,
+                "bytes": 1.0,
+                "roofline_floor_s": floor,
+            }
+        ],
         "env": {"device": "cpu", "torch": "x"},
     }
 

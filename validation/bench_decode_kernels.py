@@ -75,10 +75,16 @@ def env_info(device: torch.device) -> dict[str, object]:
         info["gpu"] = props.name
         info["sm_count"] = props.multi_processor_count
         try:
-            info["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20,
-            ).stdout.strip().splitlines()[0]
+            info["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                .stdout.strip()
+                .splitlines()[0]
+            )
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             info["driver"] = f"unknown ({exc.__class__.__name__})"
     else:
@@ -135,6 +141,7 @@ def time_sdpa(timer: Timer, q4, k, v, g: int, rep_ms: int) -> dict[str, tuple[fl
 
     results: dict[str, tuple[float, float, float] | str] = {}
     for name, backend in sdpa_backends():
+
         def fn(backend=backend):
             if backend is None:
                 return F.scaled_dot_product_attention(q4, k, v, enable_gqa=g > 1)
@@ -159,6 +166,7 @@ FAST_PROGRAMS_PER_SM = [8, 16]
 
 def tune(timer: Timer, make: Callable[[td.DecodeConfig], Callable[[], object]], quick_ms: int, rep_ms: int):
     """Best config by a short run of each candidate, then a full run of the best."""
+
     def run(cfgs):
         trials = []
         for cfg in cfgs:
@@ -173,7 +181,9 @@ def tune(timer: Timer, make: Callable[[td.DecodeConfig], Callable[[], object]], 
         return min(trials, key=lambda x: x[0])[1]
 
     shapes, pps = (FAST_SHAPES, FAST_PROGRAMS_PER_SM) if FAST else (SHAPES, PROGRAMS_PER_SM)
-    shape = run([td.DecodeConfig(block_n=bn, num_warps=nw, num_stages=ns, programs_per_sm=8) for bn, nw, ns in shapes])
+    shape = run(
+        [td.DecodeConfig(block_n=bn, num_warps=nw, num_stages=ns, programs_per_sm=8) for bn, nw, ns in shapes]
+    )
     best = run([dataclasses.replace(shape, programs_per_sm=p) for p in pps])
     return timer(make(best), rep_ms), best
 
@@ -260,11 +270,16 @@ def main(argv: list[str] | None = None) -> int:
                 timed = {n: r for n, r in sd.items() if isinstance(r, tuple)}
                 base_name = min(timed, key=lambda n: timed[n][0])
                 base = timed[base_name]
-                log("  sdpa:", {n: (f"{r[0] * 1e3:.4f} ms" if isinstance(r, tuple) else r) for n, r in sd.items()})
+                log(
+                    "  sdpa:",
+                    {n: (f"{r[0] * 1e3:.4f} ms" if isinstance(r, tuple) else r) for n, r in sd.items()},
+                )
                 out_buf = torch.empty(B, hq, d, device=device, dtype=dtype)
                 dense_t, dense_cfg = tune(
-                    timer, lambda cfg: (lambda: td.dense_decode(q, k_tok, v, config=cfg, out=out_buf)),
-                    args.quick_ms, args.rep_ms,
+                    timer,
+                    lambda cfg: lambda: td.dense_decode(q, k_tok, v, config=cfg, out=out_buf),
+                    args.quick_ms,
+                    args.rep_ms,
                 )
                 log(f"  dense triton: {dense_t[0] * 1e3:.4f} ms ({cfg_str(dense_cfg)})")
                 # correctness of the dense control at this size
@@ -275,41 +290,72 @@ def main(argv: list[str] | None = None) -> int:
                 del want
                 dense_bytes = B * hkv * N * 2 * d * esize
                 for kk in ks:
-                    def fused(cfg, selection="per-head", **kw):
-                        return lambda: td.aqua_decode(q, kT, v, k_keep=kk, selection=selection, config=cfg, out=out_buf, **kw)
 
-                    in_t, in_cfg = tune(timer, lambda cfg: fused(cfg, select_in="kernel"), args.quick_ms, args.rep_ms)
-                    pre_t, pre_cfg = tune(timer, lambda cfg: fused(cfg, select_in="prepass"), args.quick_ms, args.rep_ms)
+                    def fused(cfg, selection="per-head", **kw):
+                        return lambda: td.aqua_decode(
+                            q, kT, v, k_keep=kk, selection=selection, config=cfg, out=out_buf, **kw
+                        )
+
+                    in_t, in_cfg = tune(
+                        timer, lambda cfg: fused(cfg, select_in="kernel"), args.quick_ms, args.rep_ms
+                    )
+                    pre_t, pre_cfg = tune(
+                        timer, lambda cfg: fused(cfg, select_in="prepass"), args.quick_ms, args.rep_ms
+                    )
                     # aqua_fused: the faster of the two ways to select inside Triton (both include selection)
-                    a_t, a_cfg, a_sel = (in_t, in_cfg, "kernel") if in_t[0] <= pre_t[0] else (pre_t, pre_cfg, "prepass")
+                    a_t, a_cfg, a_sel = (
+                        (in_t, in_cfg, "kernel") if in_t[0] <= pre_t[0] else (pre_t, pre_cfg, "prepass")
+                    )
                     topk_t = timer(fused(pre_cfg, select_in="torch"), args.rep_ms)
                     idx = torch.topk(q.float().abs(), kk, dim=-1).indices.to(torch.int32).contiguous()
                     kern_t = timer(fused(pre_cfg, indices=idx), args.rep_ms)
                     q_raw = q  # rotation variant: q is treated as unrotated and rotated by P in the wrapper
                     rot_t = timer(
-                        lambda: td.aqua_decode(q_raw, kT, v, P, k_keep=kk, select_in=a_sel, config=a_cfg, out=out_buf),
+                        lambda: td.aqua_decode(
+                            q_raw, kT, v, P, k_keep=kk, select_in=a_sel, config=a_cfg, out=out_buf
+                        ),
                         args.rep_ms,
                     )
                     grp_t = grp_cfg = None
                     grp_sel = None
                     if g > 1:
-                        gk_t, gk_cfg = tune(timer, lambda cfg: fused(cfg, "group", select_in="kernel"), args.quick_ms, args.rep_ms)
-                        gp_t, gp_cfg = tune(
-                            timer, lambda cfg: fused(cfg, "group", select_in="prepass"), args.quick_ms, args.rep_ms
+                        gk_t, gk_cfg = tune(
+                            timer,
+                            lambda cfg: fused(cfg, "group", select_in="kernel"),
+                            args.quick_ms,
+                            args.rep_ms,
                         )
-                        grp_t, grp_cfg, grp_sel = (gk_t, gk_cfg, "kernel") if gk_t[0] <= gp_t[0] else (gp_t, gp_cfg, "prepass")
+                        gp_t, gp_cfg = tune(
+                            timer,
+                            lambda cfg: fused(cfg, "group", select_in="prepass"),
+                            args.quick_ms,
+                            args.rep_ms,
+                        )
+                        grp_t, grp_cfg, grp_sel = (
+                            (gk_t, gk_cfg, "kernel") if gk_t[0] <= gp_t[0] else (gp_t, gp_cfg, "prepass")
+                        )
                     aqua_rows = union_rows(q, kk, g)
                     aqua_bytes = N * esize * (aqua_rows + B * hkv * d)  # aqua_rows is summed over B already
                     group_bytes = B * hkv * N * esize * (kk + d)
                     # correctness of the timed AQUA kernels (every size at k=32; all k at the smallest N)
                     errs: dict[str, float] = {}
                     if N == contexts[0] or kk == ks[0]:
-                        for sel, cfg, where in (("per-head", a_cfg, a_sel), ("group", grp_cfg or a_cfg, grp_sel or a_sel)):
+                        for sel, cfg, where in (
+                            ("per-head", a_cfg, a_sel),
+                            ("group", grp_cfg or a_cfg, grp_sel or a_sel),
+                        ):
                             if sel == "group" and g == 1:
                                 continue
                             poisoned = torch.full_like(out_buf, float("nan"))
                             got = td.aqua_decode(
-                                q, kT, v, k_keep=kk, selection=sel, select_in=where, config=cfg, out=poisoned,
+                                q,
+                                kT,
+                                v,
+                                k_keep=kk,
+                                selection=sel,
+                                select_in=where,
+                                config=cfg,
+                                out=poisoned,
                                 poison_workspace=True,
                             )
                             want = ref.aqua_attention_rotated(
@@ -319,22 +365,37 @@ def main(argv: list[str] | None = None) -> int:
                             del want
                     row = {
                         "schema_version": SCHEMA_VERSION,
-                        "context": N, "k": kk, "batch": B, "heads_q": hq, "heads_kv": hkv, "d": d,
+                        "context": N,
+                        "k": kk,
+                        "batch": B,
+                        "heads_q": hq,
+                        "heads_kv": hkv,
+                        "d": d,
                         "dtype": str(dtype).replace("torch.", ""),
-                        "dense_sdpa_s": base[0], "dense_sdpa_iqr_s": base[2] - base[1], "sdpa_backend": base_name,
+                        "dense_sdpa_s": base[0],
+                        "dense_sdpa_iqr_s": base[2] - base[1],
+                        "sdpa_backend": base_name,
                         "sdpa_all_s": {n: (r[0] if isinstance(r, tuple) else r) for n, r in sd.items()},
-                        "aqua_fused_s": a_t[0], "aqua_fused_iqr_s": a_t[2] - a_t[1], "aqua_fused_config": cfg_str(a_cfg),
+                        "aqua_fused_s": a_t[0],
+                        "aqua_fused_iqr_s": a_t[2] - a_t[1],
+                        "aqua_fused_config": cfg_str(a_cfg),
                         "aqua_fused_selection": f"per-head, top-k in Triton ({a_sel}), q^ given",
-                        "aqua_select_in_kernel_s": in_t[0], "aqua_select_in_kernel_config": cfg_str(in_cfg),
-                        "aqua_select_prepass_s": pre_t[0], "aqua_select_prepass_config": cfg_str(pre_cfg),
+                        "aqua_select_in_kernel_s": in_t[0],
+                        "aqua_select_in_kernel_config": cfg_str(in_cfg),
+                        "aqua_select_prepass_s": pre_t[0],
+                        "aqua_select_prepass_config": cfg_str(pre_cfg),
                         "aqua_fused_group_select": grp_sel,
                         "aqua_fused_group_s": None if grp_t is None else grp_t[0],
                         "aqua_fused_group_iqr_s": None if grp_t is None else grp_t[2] - grp_t[1],
                         "aqua_fused_group_config": None if grp_cfg is None else cfg_str(grp_cfg),
-                        "aqua_torch_topk_s": topk_t[0], "aqua_torch_topk_iqr_s": topk_t[2] - topk_t[1],
-                        "aqua_kernel_only_s": kern_t[0], "aqua_kernel_only_iqr_s": kern_t[2] - kern_t[1],
-                        "aqua_fused_rotate_q_s": rot_t[0], "aqua_fused_rotate_q_iqr_s": rot_t[2] - rot_t[1],
-                        "dense_triton_s": dense_t[0], "dense_triton_iqr_s": dense_t[2] - dense_t[1],
+                        "aqua_torch_topk_s": topk_t[0],
+                        "aqua_torch_topk_iqr_s": topk_t[2] - topk_t[1],
+                        "aqua_kernel_only_s": kern_t[0],
+                        "aqua_kernel_only_iqr_s": kern_t[2] - kern_t[1],
+                        "aqua_fused_rotate_q_s": rot_t[0],
+                        "aqua_fused_rotate_q_iqr_s": rot_t[2] - rot_t[1],
+                        "dense_triton_s": dense_t[0],
+                        "dense_triton_iqr_s": dense_t[2] - dense_t[1],
                         "dense_triton_config": cfg_str(dense_cfg),
                         "dense_useful_bytes": dense_bytes,
                         "aqua_useful_bytes": aqua_bytes,
@@ -343,16 +404,22 @@ def main(argv: list[str] | None = None) -> int:
                         "dense_sdpa_useful_bytes_per_s": dense_bytes / base[0],
                         "dense_triton_useful_bytes_per_s": dense_bytes / dense_t[0],
                         "aqua_fused_useful_bytes_per_s": aqua_bytes / a_t[0],
-                        "aqua_fused_group_useful_bytes_per_s": None if grp_t is None else group_bytes / grp_t[0],
+                        "aqua_fused_group_useful_bytes_per_s": None
+                        if grp_t is None
+                        else group_bytes / grp_t[0],
                         "speedup_vs_sdpa": base[0] / a_t[0],
                         "group_speedup_vs_sdpa": None if grp_t is None else base[0] / grp_t[0],
                         "byte_ceiling": dense_bytes / aqua_bytes,
                         "group_byte_ceiling": dense_bytes / group_bytes,
-                        "rel_err_aqua": errs.get("per-head"), "rel_err_aqua_group": errs.get("group"),
+                        "rel_err_aqua": errs.get("per-head"),
+                        "rel_err_aqua_group": errs.get("group"),
                         "rel_err_dense_triton": dense_err,
                         "copy_bytes_per_s": copy_bw,
                         "timing": TIMING_METHOD,
-                        **{key: info.get(key) for key in ("gpu", "driver", "torch", "triton", "cuda", "sm_count")},
+                        **{
+                            key: info.get(key)
+                            for key in ("gpu", "driver", "torch", "triton", "cuda", "sm_count")
+                        },
                     }
                     rows.append(row)
                     fh.write(json.dumps(row) + "\n")
@@ -366,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                 sd_again = timer(
                     (lambda: F.scaled_dot_product_attention(q4, k_tok, v, enable_gqa=g > 1)), args.rep_ms
                 )
-                log(f"  sdpa default again (noise check): {sd_again[0] * 1e3:.4f} ms vs {sd['default'][0] * 1e3 if isinstance(sd['default'], tuple) else float('nan'):.4f} ms")
-                for row in rows[-len(ks):]:
+                log(
+                    f"  sdpa default again (noise check): {sd_again[0] * 1e3:.4f} ms vs {sd['default'][0] * 1e3 if isinstance(sd['default'], tuple) else float('nan'):.4f} ms"
+                )
+                for row in rows[-len(ks) :]:
                     row["sdpa_default_repeat_s"] = sd_again[0]
                 del q4, q, k_tok, v, kT, out_buf
                 if device.type == "cuda":
@@ -427,12 +496,20 @@ def print_table(rows: list[dict[str, object]], copy_bw: float) -> None:
     log(head)
     for r in rows:
         t = target(r["k"], r["context"])
-        tgt = "-" if t is None else (f"{t:.2f}" + ("+" if (r["group_speedup_vs_sdpa"] or r["speedup_vs_sdpa"]) >= t else "!"))
+        tgt = (
+            "-"
+            if t is None
+            else (f"{t:.2f}" + ("+" if (r["group_speedup_vs_sdpa"] or r["speedup_vs_sdpa"]) >= t else "!"))
+        )
         grp = r["aqua_fused_group_s"]
         log(
             f"{r['heads_kv']:>3} {r['context']:>6} {r['k']:>4} {r['dense_sdpa_s'] * 1e3:8.4f} {r['aqua_fused_s'] * 1e3:8.4f} "
             f"{r['speedup_vs_sdpa']:5.2f} {r['byte_ceiling']:5.2f} {tgt:>5} "
-            + (f"{grp * 1e3:8.4f} {r['group_speedup_vs_sdpa']:5.2f} {r['group_byte_ceiling']:5.2f} " if grp else f"{'-':>8} {'-':>5} {'-':>5} ")
+            + (
+                f"{grp * 1e3:8.4f} {r['group_speedup_vs_sdpa']:5.2f} {r['group_byte_ceiling']:5.2f} "
+                if grp
+                else f"{'-':>8} {'-':>5} {'-':>5} "
+            )
             + f"{r['dense_triton_s'] * 1e3:8.4f} {r['aqua_torch_topk_s'] * 1e3:8.4f} {r['aqua_kernel_only_s'] * 1e3:8.4f} "
             f"{r['aqua_fused_useful_bytes_per_s'] / 1e12:6.2f} {r['dense_sdpa_useful_bytes_per_s'] / 1e12:6.2f}"
         )

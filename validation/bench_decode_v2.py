@@ -78,14 +78,22 @@ def log(*args: object) -> None:
 
 
 def env_info() -> dict[str, object]:
-    info: dict[str, object] = {"torch": torch.__version__, "triton": getattr(td.triton, "__version__", None),
-                               "cuda": torch.version.cuda, "python": platform.python_version()}
+    info: dict[str, object] = {
+        "torch": torch.__version__,
+        "triton": getattr(td.triton, "__version__", None),
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, sm_count=props.multi_processor_count)
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip()
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             info["driver"] = f"unknown ({type(exc).__name__})"
     return info
@@ -153,7 +161,12 @@ class Clock:
         """graph_s / graph_iqr_s (do_bench of replays), graph_latency_s, eager_latency_s."""
         if not self.cuda:
             t = self.bench(fn)
-            return {"graph_s": t[0], "graph_iqr_s": t[2] - t[1], "graph_latency_s": t[0], "eager_latency_s": t[0]}
+            return {
+                "graph_s": t[0],
+                "graph_iqr_s": t[2] - t[1],
+                "graph_latency_s": t[0],
+                "eager_latency_s": t[0],
+            }
         g = self.graph(fn)
         t = self.bench(g.replay)
         out = {"graph_s": t[0], "graph_iqr_s": t[2] - t[1], "graph_latency_s": self.latency(g.replay)}
@@ -234,12 +247,22 @@ def random_cases(n: int, rng: random.Random) -> tuple[list[Case], int]:
 # ------------------------------------------------------------------------------------- inputs
 
 
-def make_inputs(c: Case, dev: torch.device, dtype: torch.dtype, *, page_tokens: int = 64, seed: int = 0) -> dict:
+def make_inputs(
+    c: Case, dev: torch.device, dtype: torch.dtype, *, page_tokens: int = 64, seed: int = 0
+) -> dict:
     torch.manual_seed(seed)
     B, hq, hkv, N, d = c.B, c.hq, c.hkv, c.N, c.d
     P = torch.linalg.qr(torch.randn(hkv, d, d, device=dev)).Q.contiguous()
-    cache = AquaKVCache(batch=B, heads_kv=hkv, head_dim=d, capacity=N + 1, projection=P, page_tokens=page_tokens,
-                        dtype=dtype, device=dev)
+    cache = AquaKVCache(
+        batch=B,
+        heads_kv=hkv,
+        head_dim=d,
+        capacity=N + 1,
+        projection=P,
+        page_tokens=page_tokens,
+        dtype=dtype,
+        device=dev,
+    )
     # random rotated keys written straight into the pages (rotation of random normal keys is random
     # normal again); the dense keys for SDPA are drawn separately: only bytes and shapes matter there
     cache.keys[0].normal_()
@@ -248,14 +271,23 @@ def make_inputs(c: Case, dev: torch.device, dtype: torch.dtype, *, page_tokens: 
     k_dense = torch.empty(B, hkv, N + 1, d, device=dev, dtype=dtype).normal_()
     q = torch.randn(B, hq, d, device=dev, dtype=dtype)
     q_hat = torch.matmul(q.float().view(B, hkv, c.g, d), P.unsqueeze(0)).view(B, hq, d).to(dtype)
-    return dict(P=P, cache=cache, k_dense=k_dense, q=q, q_hat=q_hat,
-                k_new=torch.randn(B, hkv, d, device=dev, dtype=dtype), v_new=torch.randn(B, hkv, d, device=dev, dtype=dtype))
+    return dict(
+        P=P,
+        cache=cache,
+        k_dense=k_dense,
+        q=q,
+        q_hat=q_hat,
+        k_new=torch.randn(B, hkv, d, device=dev, dtype=dtype),
+        v_new=torch.randn(B, hkv, d, device=dev, dtype=dtype),
+    )
 
 
 # ------------------------------------------------------------------------------------- checks
 
 
-def reference(q_hat: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *, k_keep: int, selection: str, g: int) -> torch.Tensor:
+def reference(
+    q_hat: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *, k_keep: int, selection: str, g: int
+) -> torch.Tensor:
     """float32 AQUA decode: scores from q^ with the unselected coordinates zeroed (the same sum of
     products as the selected ones alone). q_hat [b, H_q, d], keys [b, H_kv, N, m], values [b, H_kv, N, dv]."""
     b, hq, d = q_hat.shape
@@ -282,7 +314,14 @@ def check_rows(out: torch.Tensor, q_hat: torch.Tensor, cache: AquaKVCache, c: Ca
     errs = []
     for b in sorted({0, c.B - 1}):
         keys = td._dense_keys(cache.keys[0][b : b + 1], N)
-        want = reference(q_hat[b : b + 1], keys, cache.values[0, b : b + 1, :, :N], k_keep=c.k, selection=c.selection, g=c.g)
+        want = reference(
+            q_hat[b : b + 1],
+            keys,
+            cache.values[0, b : b + 1, :, :N],
+            k_keep=c.k,
+            selection=c.selection,
+            g=c.g,
+        )
         errs.append(rel_err(out[b : b + 1], want))
     return max(errs)
 
@@ -293,8 +332,11 @@ def check_rows(out: torch.Tensor, q_hat: torch.Tensor, cache: AquaKVCache, c: Ca
 def sdpa_backends() -> list[tuple[str, object]]:
     from torch.nn.attention import SDPBackend
 
-    return [(n.lower(), getattr(SDPBackend, n)) for n in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")
-            if hasattr(SDPBackend, n)]
+    return [
+        (n.lower(), getattr(SDPBackend, n))
+        for n in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")
+        if hasattr(SDPBackend, n)
+    ]
 
 
 def sdpa_fn(q4, k, v, g: int, backend) -> Callable[[], torch.Tensor]:
@@ -303,6 +345,7 @@ def sdpa_fn(q4, k, v, g: int, backend) -> Callable[[], torch.Tensor]:
     def fn():
         with sdpa_kernel(backend):
             return F.scaled_dot_product_attention(q4, k, v, enable_gqa=g > 1)
+
     return fn
 
 
@@ -336,8 +379,18 @@ def _warm_one(task: tuple) -> str:
     dt = torch.bfloat16
     cfg = td.DecodeConfig(block_n=cfg[0], num_warps=cfg[1], num_stages=cfg[2], num_splits=splits)
     N = splits * cfg.block_n
-    cache = AquaKVCache(batch=1, heads_kv=1, head_dim=d, capacity=N + 1, projection=torch.eye(d), key_dims=m,
-                        value_dim=dv, page_tokens=page or 64, dtype=dt, device=dev)
+    cache = AquaKVCache(
+        batch=1,
+        heads_kv=1,
+        head_dim=d,
+        capacity=N + 1,
+        projection=torch.eye(d),
+        key_dims=m,
+        value_dim=dv,
+        page_tokens=page or 64,
+        dtype=dt,
+        device=dev,
+    )
     cache.keys.normal_()
     cache.lengths[0] = N
     q = torch.randn(1, g, d, device=dev, dtype=dt)
@@ -346,8 +399,13 @@ def _warm_one(task: tuple) -> str:
         keys = cache.keys[0] if page else torch.randn(1, 1, d, cache.capacity, device=dev, dtype=dt)
         td.aqua_decode(q, keys, cache.values[0], k_keep=k, selection=selection, length=N, config=cfg)
     else:  # the decode step: the launcher picks its config by rule, so splits come from the rule too
-        cache.decode_step(q, torch.randn(1, 1, d, device=dev, dtype=dt), torch.randn(1, 1, dv, device=dev, dtype=dt),
-                          k_keep=k, selection=selection)
+        cache.decode_step(
+            q,
+            torch.randn(1, 1, d, device=dev, dtype=dt),
+            torch.randn(1, 1, dv, device=dev, dtype=dt),
+            k_keep=k,
+            selection=selection,
+        )
     torch.cuda.synchronize()
     return f"{task}: {time.perf_counter() - t0:.1f} s"
 
@@ -367,7 +425,18 @@ def warm(tasks: list[tuple], workers: int) -> None:
 def kernel_task(c: Case, cfg: td.DecodeConfig, page: int) -> tuple:
     """The compile signature of the kernel-alone call of c (page 0: the unpaged layout)."""
     splits, _ = td.plan_splits(programs=c.B * c.hkv, context=c.N, config=cfg, device=torch.device("cuda"))
-    return ("kernel", c.d, c.d, c.d, c.g, c.k, c.selection, (cfg.block_n, cfg.num_warps, cfg.num_stages), splits, page)
+    return (
+        "kernel",
+        c.d,
+        c.d,
+        c.d,
+        c.g,
+        c.k,
+        c.selection,
+        (cfg.block_n, cfg.num_warps, cfg.num_stages),
+        splits,
+        page,
+    )
 
 
 def rule_config(c: Case, page: int) -> td.DecodeConfig:
@@ -384,7 +453,9 @@ def union_expected(d: int, k: int, g: int) -> float:
     return d * (1 - (1 - k / d) ** g)
 
 
-def measure_case(clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *, step: bool = True, page: int = 64) -> dict:
+def measure_case(
+    clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *, step: bool = True, page: int = 64
+) -> dict:
     esize = torch.finfo(dtype).bits // 8
     t_alloc = time.perf_counter()
     inp = make_inputs(c, dev, dtype, page_tokens=page, seed=hash((c.B, c.hq, c.N, c.k)) & 0xFFFF)
@@ -393,7 +464,12 @@ def measure_case(clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *
     q4 = inp["q"].unsqueeze(2)
     k_dense = inp["k_dense"]
     v_all = cache.values[0]
-    row: dict[str, object] = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(c), "g": c.g, "dtype": str(dtype).replace("torch.", "")}
+    row: dict[str, object] = {
+        "schema_version": SCHEMA_VERSION,
+        **dataclasses.asdict(c),
+        "g": c.g,
+        "dtype": str(dtype).replace("torch.", ""),
+    }
     # SDPA on the first N tokens (views of capacity N + 1 buffers)
     kd, vd = k_dense[:, :, :N], v_all[:, :, :N]
     name, be, trials = fastest_sdpa(clock, q4, kd, vd, c.g)
@@ -412,12 +488,22 @@ def measure_case(clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *
     rows_read = int(la.cnt.sum().item())
     err = check_rows(out, inp["q_hat"], cache, c, N)
     ka = clock.all(kern)
-    row.update(**{f"aqua_{k}": v for k, v in ka.items()}, rel_err_aqua=err, aqua_config=dataclasses.asdict(la.st.config),
-               aqua_splits=la.splits_for(N)[0], aqua_tile_rows=list(la.parts))
+    row.update(
+        **{f"aqua_{k}": v for k, v in ka.items()},
+        rel_err_aqua=err,
+        aqua_config=dataclasses.asdict(la.st.config),
+        aqua_splits=la.splits_for(N)[0],
+        aqua_tile_rows=list(la.parts),
+    )
     dense_bytes = c.B * c.hkv * N * 2 * c.d * esize
     aqua_bytes = (rows_read + c.B * c.hkv * c.d) * N * esize
-    row.update(dense_useful_bytes=dense_bytes, aqua_useful_bytes=aqua_bytes, aqua_key_rows_read=rows_read,
-               aqua_key_rows_per_group=rows_read / (c.B * c.hkv), byte_ceiling=dense_bytes / aqua_bytes)
+    row.update(
+        dense_useful_bytes=dense_bytes,
+        aqua_useful_bytes=aqua_bytes,
+        aqua_key_rows_read=rows_read,
+        aqua_key_rows_per_group=rows_read / (c.B * c.hkv),
+        byte_ceiling=dense_bytes / aqua_bytes,
+    )
     if c.g > 1 and c.selection == "per-head":
         u = union_expected(c.d, c.k, c.g)
         row["union_rows_expected"] = u
@@ -432,8 +518,15 @@ def measure_case(clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *
         sout = torch.full_like(out, float("nan"))
 
         def aqua_step():
-            return cache.decode_step(inp["q"], inp["k_new"], inp["v_new"], k_keep=c.k, selection=c.selection, out=sout,
-                                     position=pos)
+            return cache.decode_step(
+                inp["q"],
+                inp["k_new"],
+                inp["v_new"],
+                k_keep=c.k,
+                selection=c.selection,
+                out=sout,
+                position=pos,
+            )
 
         aqua_step()
         torch.cuda.synchronize()
@@ -452,7 +545,9 @@ def measure_case(clock: Clock, c: Case, dev: torch.device, dtype: torch.dtype, *
             return sdpa_fn(q_new, k_dense[:, :, : pos + 1], v_all[:, :, : pos + 1], c.g, be)()
 
         ss = clock.all(sdpa_step)
-        row.update(**{f"aqua_step_{k}": v for k, v in st.items()}, **{f"sdpa_step_{k}": v for k, v in ss.items()})
+        row.update(
+            **{f"aqua_step_{k}": v for k, v in st.items()}, **{f"sdpa_step_{k}": v for k, v in ss.items()}
+        )
         row["step_speedup_graph"] = ss["graph_s"] / st["graph_s"]
         row["step_speedup_eager"] = ss["eager_latency_s"] / st["eager_latency_s"]
     row["row_seconds"] = time.perf_counter() - t_alloc
@@ -489,8 +584,12 @@ def tune_mode(args, clock: Clock, dev: torch.device, fh) -> None:
         inp = make_inputs(c, dev, dt, page_tokens=64)
         inp128 = make_inputs(c, dev, dt, page_tokens=128, seed=1)
         q4 = inp["q"].unsqueeze(2)
-        name, be, trials = fastest_sdpa(clock, q4, inp["k_dense"][:, :, : c.N], inp["cache"].values[0][:, :, : c.N], c.g)
-        sd = clock.bench(sdpa_fn(q4, inp["k_dense"][:, :, : c.N], inp["cache"].values[0][:, :, : c.N], c.g, be))
+        name, be, trials = fastest_sdpa(
+            clock, q4, inp["k_dense"][:, :, : c.N], inp["cache"].values[0][:, :, : c.N], c.g
+        )
+        sd = clock.bench(
+            sdpa_fn(q4, inp["k_dense"][:, :, : c.N], inp["cache"].values[0][:, :, : c.N], c.g, be)
+        )
         out = torch.empty(c.B, c.hq, c.d, dtype=dt, device=dev)
         results = []
 
@@ -500,9 +599,19 @@ def tune_mode(args, clock: Clock, dev: torch.device, fh) -> None:
             if layout == "paged":
                 keys = cache.keys[0]
             else:  # unpaged aligned: a [B, H, d, cap] dim-major view of the same bytes is not the same
-                keys = src.setdefault("flat", torch.randn(c.B, c.hkv, c.d, cache.capacity, device=dev, dtype=dt))
-            fn = lambda: td.aqua_decode(src["q_hat"], keys, cache.values[0], k_keep=c.k, selection=c.selection,  # noqa: E731
-                                        length=c.N, out=out, config=cfg)
+                keys = src.setdefault(
+                    "flat", torch.randn(c.B, c.hkv, c.d, cache.capacity, device=dev, dtype=dt)
+                )
+            fn = lambda: td.aqua_decode(
+                src["q_hat"],
+                keys,
+                cache.values[0],
+                k_keep=c.k,
+                selection=c.selection,  # noqa: E731
+                length=c.N,
+                out=out,
+                config=cfg,
+            )
             g = clock.graph(fn)
             t = clock.bench(g.replay, QUICK_MS)[0]
             del g
@@ -525,15 +634,28 @@ def tune_mode(args, clock: Clock, dev: torch.device, fh) -> None:
             except Exception as exc:  # noqa: BLE001
                 log(f"  pps {pps} failed: {exc}")
         for t, cfg, page, layout in results:
-            row = {"schema_version": SCHEMA_VERSION, "mode": "tune", **dataclasses.asdict(c), "config": dataclasses.asdict(cfg),
-                   "page_tokens": page, "layout": layout, "aqua_graph_s": t, "sdpa_graph_s": sd[0], "sdpa_backend": name,
-                   "speedup_graph": sd[0] / t}
+            row = {
+                "schema_version": SCHEMA_VERSION,
+                "mode": "tune",
+                **dataclasses.asdict(c),
+                "config": dataclasses.asdict(cfg),
+                "page_tokens": page,
+                "layout": layout,
+                "aqua_graph_s": t,
+                "sdpa_graph_s": sd[0],
+                "sdpa_backend": name,
+                "speedup_graph": sd[0] / t,
+            }
             fh.write(json.dumps(row) + "\n")
         fh.flush()
         ranked = sorted(results, key=lambda r: r[0])[:4]
-        log(f"{c.B}x{c.hq}/{c.hkv} N={c.N} k={c.k} {c.selection}: sdpa {sd[0] * 1e6:.1f} us ({name}); best "
-            + "; ".join(f"{t * 1e6:.1f} us bn{cf.block_n}w{cf.num_warps}s{cf.num_stages}p{cf.programs_per_sm} {lay}{pg} ({sd[0] / t:.3f}x)"
-                        for t, cf, pg, lay in ranked))
+        log(
+            f"{c.B}x{c.hq}/{c.hkv} N={c.N} k={c.k} {c.selection}: sdpa {sd[0] * 1e6:.1f} us ({name}); best "
+            + "; ".join(
+                f"{t * 1e6:.1f} us bn{cf.block_n}w{cf.num_warps}s{cf.num_stages}p{cf.programs_per_sm} {lay}{pg} ({sd[0] / t:.3f}x)"
+                for t, cf, pg, lay in ranked
+            )
+        )
         del inp, inp128
         torch.cuda.empty_cache()
     dump_resources(fh)
@@ -552,9 +674,16 @@ def dump_resources(fh) -> None:
             if key in seen:
                 continue
             seen.add(key)
-            row = {"schema_version": SCHEMA_VERSION, "mode": "resources", "kernel": name, "consts": {k: v for k, v in kern.consts.items()},
-                   "options": kern.options, "n_regs": getattr(ck, "n_regs", None), "n_spills": getattr(ck, "n_spills", None),
-                   "shared_bytes": getattr(ck.metadata, "shared", None)}
+            row = {
+                "schema_version": SCHEMA_VERSION,
+                "mode": "resources",
+                "kernel": name,
+                "consts": {k: v for k, v in kern.consts.items()},
+                "options": kern.options,
+                "n_regs": getattr(ck, "n_regs", None),
+                "n_spills": getattr(ck, "n_spills", None),
+                "shared_bytes": getattr(ck.metadata, "shared", None),
+            }
             fh.write(json.dumps(row) + "\n")
     fh.flush()
 
@@ -575,16 +704,38 @@ def cliff_and_overhead(clock: Clock, dev: torch.device, fh) -> None:
         sd = clock.bench(clock.graph(sdpa_fn(q.unsqueeze(2), kd, v, 1, be)).replay)[0]
         out = torch.empty(B, H, d, device=dev, dtype=dt)
         raw = clock.bench(clock.graph(lambda: td.aqua_decode(q, kT, v, k_keep=k, out=out)).replay)[0]
-        cac = clock.bench(clock.graph(lambda: td.aqua_decode(q, cache.keys[0], cache.values[0], k_keep=k, length=N, out=out)).replay)[0]
-        row = {"schema_version": SCHEMA_VERSION, "mode": "cliff", "B": B, "hq": H, "hkv": H, "N": N, "d": d, "k": k,
-               "sdpa_graph_s": sd, "aqua_contiguous_graph_s": raw, "aqua_cache_graph_s": cac,
-               "speedup_contiguous": sd / raw, "speedup_cache": sd / cac}
+        cac = clock.bench(
+            clock.graph(
+                lambda: td.aqua_decode(q, cache.keys[0], cache.values[0], k_keep=k, length=N, out=out)
+            ).replay
+        )[0]
+        row = {
+            "schema_version": SCHEMA_VERSION,
+            "mode": "cliff",
+            "B": B,
+            "hq": H,
+            "hkv": H,
+            "N": N,
+            "d": d,
+            "k": k,
+            "sdpa_graph_s": sd,
+            "aqua_contiguous_graph_s": raw,
+            "aqua_cache_graph_s": cac,
+            "speedup_contiguous": sd / raw,
+            "speedup_cache": sd / cac,
+        }
         fh.write(json.dumps(row) + "\n")
-        log(f"cliff N={N}: sdpa {sd * 1e6:.1f} us, contiguous K^T {raw * 1e6:.1f} us ({sd / raw:.2f}x), cache {cac * 1e6:.1f} us ({sd / cac:.2f}x)")
+        log(
+            f"cliff N={N}: sdpa {sd * 1e6:.1f} us, contiguous K^T {raw * 1e6:.1f} us ({sd / raw:.2f}x), cache {cac * 1e6:.1f} us ({sd / cac:.2f}x)"
+        )
         del q, kT, v, cache, kd
         torch.cuda.empty_cache()
-    for c in (Case(1, 32, 8, 1000, 128, 32, "group", "overhead"), Case(1, 32, 8, 1000, 128, 32, "per-head", "overhead"),
-              Case(16, 32, 8, 8192, 128, 64, "group", "overhead"), Case(3, 40, 8, 50000, 128, 40, "per-head", "overhead")):
+    for c in (
+        Case(1, 32, 8, 1000, 128, 32, "group", "overhead"),
+        Case(1, 32, 8, 1000, 128, 32, "per-head", "overhead"),
+        Case(16, 32, 8, 8192, 128, 64, "group", "overhead"),
+        Case(3, 40, 8, 50000, 128, 40, "per-head", "overhead"),
+    ):
         row = measure_case(clock, c, dev, dt)
         row["mode"] = "overhead"
         fh.write(json.dumps(row) + "\n")
@@ -593,11 +744,13 @@ def cliff_and_overhead(clock: Clock, dev: torch.device, fh) -> None:
 
 
 def summary(r: dict) -> str:
-    s = (f"{r['B']:>2}x{r['hq']:>2}/{r['hkv']:<2} N={r['N']:>6} d={r['d']:>3} k={r['k']:>3} {r['selection']:>8}: "
-         f"sdpa {r['sdpa_graph_s'] * 1e6:8.1f} us, aqua {r['aqua_graph_s'] * 1e6:8.1f} us ({r['speedup_graph']:.3f}x, "
-         f"ceil {r['byte_ceiling']:.3f}{', union ceil %.3f' % r['union_byte_ceiling'] if 'union_byte_ceiling' in r else ''}; "
-         f"bw {r['aqua_bandwidth_vs_sdpa']:.2f} of sdpa); eager {r['aqua_eager_latency_s'] * 1e6:.1f} vs replay "
-         f"{r['aqua_graph_latency_s'] * 1e6:.1f} us; err {r['rel_err_aqua']:.1e}")
+    s = (
+        f"{r['B']:>2}x{r['hq']:>2}/{r['hkv']:<2} N={r['N']:>6} d={r['d']:>3} k={r['k']:>3} {r['selection']:>8}: "
+        f"sdpa {r['sdpa_graph_s'] * 1e6:8.1f} us, aqua {r['aqua_graph_s'] * 1e6:8.1f} us ({r['speedup_graph']:.3f}x, "
+        f"ceil {r['byte_ceiling']:.3f}{', union ceil %.3f' % r['union_byte_ceiling'] if 'union_byte_ceiling' in r else ''}; "
+        f"bw {r['aqua_bandwidth_vs_sdpa']:.2f} of sdpa); eager {r['aqua_eager_latency_s'] * 1e6:.1f} vs replay "
+        f"{r['aqua_graph_latency_s'] * 1e6:.1f} us; err {r['rel_err_aqua']:.1e}"
+    )
     if "step_speedup_graph" in r:
         s += f"; step {r['aqua_step_graph_s'] * 1e6:.1f} vs sdpa step {r['sdpa_step_graph_s'] * 1e6:.1f} us ({r['step_speedup_graph']:.3f}x)"
     return s
@@ -610,7 +763,9 @@ def final_mode(args, clock: Clock, dev: torch.device, fh) -> int:
     rnd, redraws = random_cases(args.random, rng)
     n_first = sum(1 for c in grid if c.N >= 16384 and c.B == 8 and c.k in (32, 96))
     cases = grid[:n_first] + rnd + grid[n_first:]  # targets, then the held-out shapes, then the rest
-    log(f"{len(cases)} cases ({len(grid)} grid, {len(rnd)} random from {args.random} shapes; {redraws} redraws)")
+    log(
+        f"{len(cases)} cases ({len(grid)} grid, {len(rnd)} random from {args.random} shapes; {redraws} redraws)"
+    )
     page = td_page_tokens()
     tasks = []
     for c in cases:
@@ -626,7 +781,11 @@ def final_mode(args, clock: Clock, dev: torch.device, fh) -> int:
         try:
             row = measure_case(clock, c, dev, dt, page=page, step=c.source == "grid")
         except torch.cuda.OutOfMemoryError as exc:
-            row = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(c), "error": f"OOM: {str(exc)[:100]}"}
+            row = {
+                "schema_version": SCHEMA_VERSION,
+                **dataclasses.asdict(c),
+                "error": f"OOM: {str(exc)[:100]}",
+            }
             torch.cuda.empty_cache()
         row["random_redraws"] = redraws if c.source == "random" else None
         fh.write(json.dumps(row) + "\n")
@@ -638,7 +797,10 @@ def final_mode(args, clock: Clock, dev: torch.device, fh) -> int:
         bad = [k for k in ("rel_err_aqua", "rel_err_step") if not row.get(k, 0) <= TOL]
         if bad or row.get("rel_err_appended_key", 0) > TOL:
             failures += 1
-            log("CHECK FAILED:", {k: row.get(k) for k in ("rel_err_aqua", "rel_err_step", "rel_err_appended_key")})
+            log(
+                "CHECK FAILED:",
+                {k: row.get(k) for k in ("rel_err_aqua", "rel_err_step", "rel_err_appended_key")},
+            )
         log(f"[{i + 1}/{len(cases)} {row['row_seconds']:.1f}s] " + summary(row))
     return 1 if failures else 0
 
@@ -671,11 +833,13 @@ def smoke() -> int:
     clock = Clock()
     global fastest_sdpa
     if dev.type == "cpu":
+
         def fastest_sdpa(clock, q4, k, v, g):  # noqa: F811 - CPU: the default backend only
             return "math", None, {}
 
         def _sdpa(q4, k, v, g, be):
             return lambda: F.scaled_dot_product_attention(q4, k, v, enable_gqa=g > 1)
+
         globals()["sdpa_fn"] = _sdpa
         torch.cuda.synchronize = lambda: None  # type: ignore[assignment]
     worst = 0.0
@@ -691,11 +855,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tune", metavar="OUT")
     ap.add_argument("--final", metavar="OUT")
-    ap.add_argument("--check", metavar="OUT", help="the shipped rule on the tuning shapes, the cliff and the overhead shapes")
+    ap.add_argument(
+        "--check",
+        metavar="OUT",
+        help="the shipped rule on the tuning shapes, the cliff and the overhead shapes",
+    )
     ap.add_argument("--random", type=int, default=50)
     ap.add_argument("--no-grid", action="store_true")
     ap.add_argument("--workers", type=int, default=12)
-    ap.add_argument("--budget-s", type=float, default=1e9, help="stop timing new cases after this many seconds")
+    ap.add_argument(
+        "--budget-s", type=float, default=1e9, help="stop timing new cases after this many seconds"
+    )
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -717,9 +887,19 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     rc = 0
     with open(out_path, "w") as fh:
-        fh.write(json.dumps({"schema_version": SCHEMA_VERSION, "mode": "env", **info, "seed": SEED,
-                             "timing": "do_bench of CUDA-graph replays (L2 flushed by a 256 MB memset before every call); "
-                                       "latencies of single calls after a synchronised flush"}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "mode": "env",
+                    **info,
+                    "seed": SEED,
+                    "timing": "do_bench of CUDA-graph replays (L2 flushed by a 256 MB memset before every call); "
+                    "latencies of single calls after a synchronised flush",
+                }
+            )
+            + "\n"
+        )
         if args.tune:
             tune_mode(args, clock, dev, fh)
         elif args.check:

@@ -102,14 +102,26 @@ class Budget:
 
 
 def env_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-                            "triton": getattr(tp.triton, "__version__", None)}
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "triton": getattr(tp.triton, "__version__", None),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, sm_count=props.multi_processor_count)
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+            info["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                .stdout.strip()
+                .splitlines()[0]
+            )
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             info["driver"] = f"unknown ({type(exc).__name__})"
     else:
@@ -150,8 +162,11 @@ def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
 def sdpa_backends() -> list[tuple[str, Any]]:
     from torch.nn.attention import SDPBackend
 
-    return [(name.lower(), getattr(SDPBackend, name)) for name in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
-            if hasattr(SDPBackend, name)]
+    return [
+        (name.lower(), getattr(SDPBackend, name))
+        for name in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+        if hasattr(SDPBackend, name)
+    ]
 
 
 def sdpa_fn(q, k, v, g: int, backend: Any) -> Callable[[], object]:
@@ -169,14 +184,28 @@ def kernel_fn(q, kt, v, out, k_keep: int, cfg: tp.PrefillConfig) -> Callable[[],
 
 
 def cfg_dict(cfg: tp.PrefillConfig) -> dict[str, int]:
-    return {"block_m": cfg.block_m, "block_n": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    return {
+        "block_m": cfg.block_m,
+        "block_n": cfg.block_n,
+        "num_warps": cfg.num_warps,
+        "num_stages": cfg.num_stages,
+    }
 
 
 # ----------------------------------------------------------------------------- steps
 
 
-def check_case(*, d: int, hq: int, hkv: int, k_keep: int, block_m: int, cfg: tp.PrefillConfig, device: torch.device,
-               smoke: bool) -> dict[str, Any]:
+def check_case(
+    *,
+    d: int,
+    hq: int,
+    hkv: int,
+    k_keep: int,
+    block_m: int,
+    cfg: tp.PrefillConfig,
+    device: torch.device,
+    smoke: bool,
+) -> dict[str, Any]:
     T, B = (80, 1) if smoke else (1000, 2)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q, k, v, kt = inputs(k_keep + d + hkv, B=B, hq=hq, hkv=hkv, T=T, d=d, device=device, dtype=dtype)
@@ -184,33 +213,71 @@ def check_case(*, d: int, hq: int, hkv: int, k_keep: int, block_m: int, cfg: tp.
     got, idx = tp.aqua_prefill(q, kt, v, k_keep=k_keep, config=cfg, out=out, return_indices=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    row: dict[str, Any] = {"d": d, "heads_q": hq, "heads_kv": hkv, "k": k_keep, "T": T, "batch": B, **cfg_dict(cfg),
-                           "nan": bool(torch.isnan(got).any())}
-    row["rel_err_vs_tile_reference"] = rel_err(got, tp.aqua_prefill_reference(q.float(), k.float(), v.float(), k_keep=k_keep,
-                                                                              block_m=block_m, indices=idx))
+    row: dict[str, Any] = {
+        "d": d,
+        "heads_q": hq,
+        "heads_kv": hkv,
+        "k": k_keep,
+        "T": T,
+        "batch": B,
+        **cfg_dict(cfg),
+        "nan": bool(torch.isnan(got).any()),
+    }
+    row["rel_err_vs_tile_reference"] = rel_err(
+        got,
+        tp.aqua_prefill_reference(
+            q.float(), k.float(), v.float(), k_keep=k_keep, block_m=block_m, indices=idx
+        ),
+    )
     if idx is not None:
         tiles = idx.shape[2]
         mag = F.pad(q.float().abs(), (0, 0, 0, tiles * block_m - T)).reshape(B, hq, tiles, block_m, d).sum(3)
         kept = torch.zeros_like(mag, dtype=torch.bool).scatter_(-1, idx[..., :k_keep].long(), True)
-        gap = (mag.masked_fill(~kept, float("inf")).min(-1).values - mag.masked_fill(kept, float("-inf")).max(-1).values)
+        gap = (
+            mag.masked_fill(~kept, float("inf")).min(-1).values
+            - mag.masked_fill(kept, float("-inf")).max(-1).values
+        )
         row["indices_top_k"] = bool((gap >= -1e-5 * mag.max()).all())
     else:
         row["indices_top_k"] = True
     if k_keep == d and device.type == "cuda":
-        row["rel_err_vs_sdpa"] = rel_err(got, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != hkv))
-    row["ok"] = (not row["nan"]) and row["rel_err_vs_tile_reference"] <= TOL and row["indices_top_k"] \
+        row["rel_err_vs_sdpa"] = rel_err(
+            got, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != hkv)
+        )
+    row["ok"] = (
+        (not row["nan"])
+        and row["rel_err_vs_tile_reference"] <= TOL
+        and row["indices_top_k"]
         and row.get("rel_err_vs_sdpa", 0.0) <= TOL
+    )
     return row
 
 
-def tune(run: Callable[..., dict[str, float]], *, d: int, block_m: int, device: torch.device, budget: Budget,
-         smoke: bool) -> tuple[tp.PrefillConfig, list[dict[str, Any]]]:
+def tune(
+    run: Callable[..., dict[str, float]],
+    *,
+    d: int,
+    block_m: int,
+    device: torch.device,
+    budget: Budget,
+    smoke: bool,
+) -> tuple[tp.PrefillConfig, list[dict[str, Any]]]:
     shape = dict(TUNE_SHAPE, T=256, batch=1) if smoke else TUNE_SHAPE
-    q, _, v, kt = inputs(7, B=shape["batch"], hq=shape["heads_q"], hkv=shape["heads_kv"], T=shape["T"], d=d, device=device,
-                         dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    q, _, v, kt = inputs(
+        7,
+        B=shape["batch"],
+        hq=shape["heads_q"],
+        hkv=shape["heads_kv"],
+        T=shape["T"],
+        d=d,
+        device=device,
+        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+    )
     out = torch.empty_like(q)
     trials = []
-    configs = TUNE_CONFIGS[:2] if smoke else (TUNE_CONFIGS if (d, block_m) == (128, 128) else TUNE_CONFIGS_SHORT)
+    configs = (
+        TUNE_CONFIGS[:2] if smoke else (TUNE_CONFIGS if (d, block_m) == (128, 128) else TUNE_CONFIGS_SHORT)
+    )
     for bn, w, st in configs:
         if bn > block_m or budget.left() < 60:
             continue
@@ -218,7 +285,9 @@ def tune(run: Callable[..., dict[str, float]], *, d: int, block_m: int, device: 
         try:
             t = run(kernel_fn(q, kt, v, out, d, cfg), rep_ms=QUICK_REP_MS)
         except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory or registers for this config
-            trials.append({**cfg_dict(cfg), "error": str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})
+            trials.append(
+                {**cfg_dict(cfg), "error": str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}
+            )
             continue
         tf = flops(B=shape["batch"], hq=shape["heads_q"], T=shape["T"], d=d, k=d) / t["median_s"] / 1e12
         trials.append({**cfg_dict(cfg), "median_s": t["median_s"], "tflops": tf})
@@ -227,8 +296,9 @@ def tune(run: Callable[..., dict[str, float]], *, d: int, block_m: int, device: 
     if not ok:
         return tp.default_config(d=d, block_m=block_m), trials
     best = min(ok, key=lambda r: r["median_s"])
-    return tp.PrefillConfig(block_m=block_m, block_n=best["block_n"], num_warps=best["num_warps"],
-                            num_stages=best["num_stages"]), trials
+    return tp.PrefillConfig(
+        block_m=block_m, block_n=best["block_n"], num_warps=best["num_warps"], num_stages=best["num_stages"]
+    ), trials
 
 
 def matmul_rate(run: Callable[..., dict[str, float]], device: torch.device) -> float | None:
@@ -242,13 +312,33 @@ def matmul_rate(run: Callable[..., dict[str, float]], device: torch.device) -> f
     return 2 * n**3 / t["median_s"]
 
 
-def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int, ...], configs: dict[tuple[int, int], tp.PrefillConfig],
-               tiles: tuple[int, ...], device: torch.device, sdpa_row: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def time_shape(
+    run,
+    *,
+    B: int,
+    hq: int,
+    hkv: int,
+    T: int,
+    d: int,
+    ks: tuple[int, ...],
+    configs: dict[tuple[int, int], tp.PrefillConfig],
+    tiles: tuple[int, ...],
+    device: torch.device,
+    sdpa_row: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """SDPA (every backend; unless ``sdpa_row`` gives its earlier timing) and the kernel at each k and tile."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q, k, v, kt = inputs(T + B + hkv + d, B=B, hq=hq, hkv=hkv, T=T, d=d, device=device, dtype=dtype)
     g = hq // hkv
-    base = {"schema_version": SCHEMA_VERSION, "T": T, "batch": B, "heads_q": hq, "heads_kv": hkv, "d": d, "dtype": str(dtype)}
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "T": T,
+        "batch": B,
+        "heads_q": hq,
+        "heads_kv": hkv,
+        "d": d,
+        "dtype": str(dtype),
+    }
     rows = []
     sdpa: dict[str, Any] = {}
     if sdpa_row is not None:
@@ -284,9 +374,17 @@ def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int,
     best_name = min(timed, key=lambda n: timed[n]["median_s"])
     dense_flops = flops(B=B, hq=hq, T=T, d=d, k=d)
     if sdpa_row is None:
-        rows.append({**base, "method": "sdpa", "backend": best_name, "k": d, **timed[best_name],
-                     "tflops": dense_flops / timed[best_name]["median_s"] / 1e12,
-                     "backends": {n: (t["median_s"] if isinstance(t, dict) else t) for n, t in sdpa.items()}})
+        rows.append(
+            {
+                **base,
+                "method": "sdpa",
+                "backend": best_name,
+                "k": d,
+                **timed[best_name],
+                "tflops": dense_flops / timed[best_name]["median_s"] / 1e12,
+                "backends": {n: (t["median_s"] if isinstance(t, dict) else t) for n, t in sdpa.items()},
+            }
+        )
     out = torch.empty_like(q)
     for block_m in tiles:
         cfg = configs[(d, block_m)]
@@ -295,11 +393,20 @@ def time_shape(run, *, B: int, hq: int, hkv: int, T: int, d: int, ks: tuple[int,
                 continue
             t = run(kernel_fn(q, kt, v, out, k_keep, cfg))
             f = flops(B=B, hq=hq, T=T, d=d, k=k_keep)
-            rows.append({**base, "method": "aqua-tile", "k": k_keep, **cfg_dict(cfg), **t,
-                         "tflops": f / t["median_s"] / 1e12,
-                         "speedup_vs_sdpa": timed[best_name]["median_s"] / t["median_s"],
-                         "ceiling": ceiling(d=d, k=k_keep, T=T), "sdpa_backend": best_name,
-                         "sdpa_median_s": timed[best_name]["median_s"]})
+            rows.append(
+                {
+                    **base,
+                    "method": "aqua-tile",
+                    "k": k_keep,
+                    **cfg_dict(cfg),
+                    **t,
+                    "tflops": f / t["median_s"] / 1e12,
+                    "speedup_vs_sdpa": timed[best_name]["median_s"] / t["median_s"],
+                    "ceiling": ceiling(d=d, k=k_keep, T=T),
+                    "sdpa_backend": best_name,
+                    "sdpa_median_s": timed[best_name]["median_s"],
+                }
+            )
     del q, k, v, kt, out
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -327,30 +434,71 @@ def ptx_check(out: Path) -> int:
             for block_m in (64, 128):
                 if k_keep <= d:
                     cases.append((d, k_keep, tp.default_config(d=d, block_m=block_m)))
-    cases += [(128, k_keep, tp.PrefillConfig(block_m=128, block_n=bn, num_warps=w, num_stages=st))
-              for bn, w, st in TUNE_CONFIGS for k_keep in (96, 128)]
+    cases += [
+        (128, k_keep, tp.PrefillConfig(block_m=128, block_n=bn, num_warps=w, num_stages=st))
+        for bn, w, st in TUNE_CONFIGS
+        for k_keep in (96, 128)
+    ]
     rows = []
     for d, k_keep, cfg in cases:
         k1, k2, k3 = tp.slot_parts(k_keep=k_keep, d=d)
-        consts = dict(D=d, DV=d, K1=k1, K2=k2, K3=k3, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SELECT=k_keep < d,
-                      CAUSAL=True, WRITE_IDX=False, stride_kn=1)  # dim-major K^T: unit stride along N
-        sig = {n: pointers.get(n, "constexpr" if n in consts else ("fp32" if n == "qk_scale" else "i32")) for n in names}
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in pointers or (n.startswith("stride") and n not in consts)}
-        src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
-        row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target": "cuda sm_90a (compile only, no GPU)", "d": d, "k": k_keep,
-                               **cfg_dict(cfg), "triton": tp.triton.__version__}
+        consts = dict(
+            D=d,
+            DV=d,
+            K1=k1,
+            K2=k2,
+            K3=k3,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            SELECT=k_keep < d,
+            CAUSAL=True,
+            WRITE_IDX=False,
+            stride_kn=1,
+        )  # dim-major K^T: unit stride along N
+        sig = {
+            n: pointers.get(n, "constexpr" if n in consts else ("fp32" if n == "qk_scale" else "i32"))
+            for n in names
+        }
+        attrs = {
+            (i,): [["tt.divisibility", 16]]
+            for i, n in enumerate(names)
+            if n in pointers or (n.startswith("stride") and n not in consts)
+        }
+        src = ASTSource(
+            fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs
+        )
+        row: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "target": "cuda sm_90a (compile only, no GPU)",
+            "d": d,
+            "k": k_keep,
+            **cfg_dict(cfg),
+            "triton": tp.triton.__version__,
+        }
         try:
-            kern = tp.triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+            kern = tp.triton.compile(
+                src,
+                target=GPUTarget("cuda", 90, 32),
+                options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+            )
             ptx = kern.asm["ptx"]
             with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
                 fh.write(ptx)
-            info = subprocess.run([str(ptxas), "--gpu-name", "sm_90a", "-v", fh.name, "-o", os.devnull],
-                                  capture_output=True, text=True).stderr
+            info = subprocess.run(
+                [str(ptxas), "--gpu-name", "sm_90a", "-v", fh.name, "-o", os.devnull],
+                capture_output=True,
+                text=True,
+            ).stderr
             os.unlink(fh.name)
             num = lambda pat: int(m.group(1)) if (m := re.search(pat, info)) else None  # noqa: E731
-            row.update(shared_bytes=kern.metadata.shared, registers=num(r"Used (\d+) registers"),
-                       spill_store_bytes=num(r"(\d+) bytes spill stores"), wgmma="wgmma" in ptx, cp_async="cp.async" in ptx,
-                       fits_shared=kern.metadata.shared <= H200_SHARED_BYTES)
+            row.update(
+                shared_bytes=kern.metadata.shared,
+                registers=num(r"Used (\d+) registers"),
+                spill_store_bytes=num(r"(\d+) bytes spill stores"),
+                wgmma="wgmma" in ptx,
+                cp_async="cp.async" in ptx,
+                fits_shared=kern.metadata.shared <= H200_SHARED_BYTES,
+            )
         except Exception as exc:  # noqa: BLE001 - a failed compile is the finding
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         rows.append(row)
@@ -360,13 +508,19 @@ def ptx_check(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--budget-s", type=float, default=540.0)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--report", action="store_true", help="only write the tables from the committed rows")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where --report writes prefill_kernels.{csv,md}")
-    parser.add_argument("--ptx", action="store_true", help="compile for sm_90a without a GPU; write prefill_ptx.jsonl")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where --report writes prefill_kernels.{csv,md}"
+    )
+    parser.add_argument(
+        "--ptx", action="store_true", help="compile for sm_90a without a GPU; write prefill_ptx.jsonl"
+    )
     args = parser.parse_args(argv)
     if args.report:
         return report(args.out, results=args.results)
@@ -395,16 +549,33 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         cfg = tp.default_config(d=d, block_m=block_m)
                         try:
-                            row = check_case(d=d, hq=hq, hkv=hkv, k_keep=k_keep, block_m=block_m, cfg=cfg, device=device,
-                                             smoke=args.smoke)
+                            row = check_case(
+                                d=d,
+                                hq=hq,
+                                hkv=hkv,
+                                k_keep=k_keep,
+                                block_m=block_m,
+                                cfg=cfg,
+                                device=device,
+                                smoke=args.smoke,
+                            )
                         except Exception as exc:  # noqa: BLE001 - recorded: a failed compile is a failed check
-                            row = {"d": d, "heads_q": hq, "heads_kv": hkv, "k": k_keep, **cfg_dict(cfg), "ok": False,
-                                   "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+                            row = {
+                                "d": d,
+                                "heads_q": hq,
+                                "heads_kv": hkv,
+                                "k": k_keep,
+                                **cfg_dict(cfg),
+                                "ok": False,
+                                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                            }
                         row.update(schema_version=SCHEMA_VERSION, env=env)
                         fh.write(json.dumps(row) + "\n")
                         failures += not row["ok"]
-                        log(f"check d={d} {hq}/{hkv} block_m={block_m} k={k_keep}: {'ok' if row['ok'] else 'FAILED'} "
-                            f"{ {k: row[k] for k in row if k.startswith('rel_err') or k == 'error'} }")
+                        log(
+                            f"check d={d} {hq}/{hkv} block_m={block_m} k={k_keep}: {'ok' if row['ok'] else 'FAILED'} "
+                            f"{ {k: row[k] for k in row if k.startswith('rel_err') or k == 'error'} }"
+                        )
     log(f"checks: {failures} failed, {budget.left():.0f} s left")
     # 2. tuning at k = d, block_m = 128 first (the grid's tile), then 64
     configs: dict[tuple[int, int], tp.PrefillConfig] = {}
@@ -417,11 +588,32 @@ def main(argv: list[str] | None = None) -> int:
     # 3. the kernel's calibration point (outside the grid), k = d, and k = 32 for the record
     cal_rows = []
     if budget.left() > 60:
-        cs = dict(CALIBRATION_SHAPE, T=192, batch=1, heads_q=4, heads_kv=2, d=64) if args.smoke else CALIBRATION_SHAPE
-        cal_rows = time_shape(run, B=cs["batch"], hq=cs["heads_q"], hkv=cs["heads_kv"], T=cs["T"], d=cs["d"], ks=(cs["d"], 32),
-                              configs=configs, tiles=tiles, device=device)
-    calibration = {"schema_version": SCHEMA_VERSION, "env": env, "bf16_peak_flops": BF16_PEAK_FLOPS, "matmul_8192_flops_per_s": rate,
-                   "shape": CALIBRATION_SHAPE, "tuning": tuning, "rows": cal_rows}
+        cs = (
+            dict(CALIBRATION_SHAPE, T=192, batch=1, heads_q=4, heads_kv=2, d=64)
+            if args.smoke
+            else CALIBRATION_SHAPE
+        )
+        cal_rows = time_shape(
+            run,
+            B=cs["batch"],
+            hq=cs["heads_q"],
+            hkv=cs["heads_kv"],
+            T=cs["T"],
+            d=cs["d"],
+            ks=(cs["d"], 32),
+            configs=configs,
+            tiles=tiles,
+            device=device,
+        )
+    calibration = {
+        "schema_version": SCHEMA_VERSION,
+        "env": env,
+        "bf16_peak_flops": BF16_PEAK_FLOPS,
+        "matmul_8192_flops_per_s": rate,
+        "shape": CALIBRATION_SHAPE,
+        "tuning": tuning,
+        "rows": cal_rows,
+    }
     for r in cal_rows:
         if r["method"] == "aqua-tile" and r["k"] == r["d"]:
             calibration[f"kernel_efficiency_block_m{r['block_m']}"] = r["tflops"] * 1e12 / BF16_PEAK_FLOPS
@@ -430,8 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
     # 4. the grid, tile 128 first (the ends of the range of T first), then tile 64 with what is left
     first = {1024, 4096, 16384, 65536}
-    grid = [(hq, hkv, d, T, B) for hq, hkv, d in heads for T in (TS if not args.smoke else (128, 256)) for B in BATCHES
-            if not (B == 8 and T > MAX_T_AT_BATCH_8)]
+    grid = [
+        (hq, hkv, d, T, B)
+        for hq, hkv, d in heads
+        for T in (TS if not args.smoke else (128, 256))
+        for B in BATCHES
+        if not (B == 8 and T > MAX_T_AT_BATCH_8)
+    ]
     grid.sort(key=lambda c: (c[3] not in first and not args.smoke, c[3] * c[4], c[0] != c[1]))
     sdpa_rows: dict[tuple[int, ...], dict[str, Any]] = {}
     with rows_path.open("w") as fh:
@@ -440,11 +637,24 @@ def main(argv: list[str] | None = None) -> int:
                 # about 7 calls of each of 7 methods (3 SDPA backends, 4 k), at least 0.12 s each, and compiles
                 need = 5 + 7 * max(0.12, 7 * flops(B=B, hq=hq, T=T, d=d, k=d) / 4e14)
                 if budget.left() < need:
-                    log(f"budget: skipping block_m={block_m} {hq}/{hkv} d={d} T={T} B={B} ({budget.left():.0f} s left)")
+                    log(
+                        f"budget: skipping block_m={block_m} {hq}/{hkv} d={d} T={T} B={B} ({budget.left():.0f} s left)"
+                    )
                     continue
                 try:
-                    rows = time_shape(run, B=B, hq=hq, hkv=hkv, T=T, d=d, ks=KS, configs=configs, tiles=(block_m,),
-                                      device=device, sdpa_row=sdpa_rows.get((hq, hkv, d, T, B)))
+                    rows = time_shape(
+                        run,
+                        B=B,
+                        hq=hq,
+                        hkv=hkv,
+                        T=T,
+                        d=d,
+                        ks=KS,
+                        configs=configs,
+                        tiles=(block_m,),
+                        device=device,
+                        sdpa_row=sdpa_rows.get((hq, hkv, d, T, B)),
+                    )
                 except torch.cuda.OutOfMemoryError:
                     log(f"OOM at {hq}/{hkv} d={d} T={T} B={B}")
                     torch.cuda.empty_cache()
@@ -453,9 +663,15 @@ def main(argv: list[str] | None = None) -> int:
                     if r["method"] == "sdpa":
                         sdpa_rows[(hq, hkv, d, T, B)] = r
                     fh.write(json.dumps(r) + "\n")
-                    extra = f" x{r['speedup_vs_sdpa']:.3f} (ceiling {r['ceiling']:.3f})" if r["method"] == "aqua-tile" else f" [{r['backend']}]"
-                    log(f"{r['method']:9} M={r.get('block_m', '-')} {hq}/{hkv} d={d} T={T} B={B} k={r['k']}: "
-                        f"{r['median_s'] * 1e3:.3f} ms {r['tflops']:.0f} TFLOP/s{extra}")
+                    extra = (
+                        f" x{r['speedup_vs_sdpa']:.3f} (ceiling {r['ceiling']:.3f})"
+                        if r["method"] == "aqua-tile"
+                        else f" [{r['backend']}]"
+                    )
+                    log(
+                        f"{r['method']:9} M={r.get('block_m', '-')} {hq}/{hkv} d={d} T={T} B={B} k={r['k']}: "
+                        f"{r['median_s'] * 1e3:.3f} ms {r['tflops']:.0f} TFLOP/s{extra}"
+                    )
                 fh.flush()
     log(f"done, {failures} failed checks, {budget.left():.0f} s of the budget left")
     return 1 if failures else 0
@@ -473,8 +689,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def _sizes(r: dict[str, Any], k: int) -> Any:
     from aqua_model.costs.sizes import Sizes
 
-    return Sizes(heads_q=r["heads_q"], heads_kv=r["heads_kv"], d=r["d"], context=0, batch=r["batch"], k=k, dtype="bf16",
-                 phase="prefill", prompt=r["T"])
+    return Sizes(
+        heads_q=r["heads_q"],
+        heads_kv=r["heads_kv"],
+        d=r["d"],
+        context=0,
+        batch=r["batch"],
+        k=k,
+        dtype="bf16",
+        phase="prefill",
+        prompt=r["T"],
+    )
 
 
 def _plan_time(plan: Any, profile: Any, r: dict[str, Any], k: int) -> float:
@@ -492,21 +717,33 @@ def kernel_profile(calibration: dict[str, Any], profile: Any, *, block_m: int) -
 
     from aqua_model.simulator.roofline import kernel_time
 
-    row = next(r for r in calibration["rows"] if r["method"] == "aqua-tile" and r["k"] == r["d"] and r["block_m"] == block_m)
+    row = next(
+        r
+        for r in calibration["rows"]
+        if r["method"] == "aqua-tile" and r["k"] == r["d"] and r["block_m"] == block_m
+    )
     (kern,) = pf.build(block_m=block_m, block_n=row["block_n"]).kernels
-    at_peak = kernel_time(kern, dataclasses.replace(profile, attention_compute_efficiency=1.0), _sizes(row, row["k"]))
+    at_peak = kernel_time(
+        kern, dataclasses.replace(profile, attention_compute_efficiency=1.0), _sizes(row, row["k"])
+    )
     # compute-bound: measured time = FLOPs / (peak x efficiency) + the launch overhead
     efficiency = float(at_peak.compute_s) / (row["median_s"] - float(at_peak.overhead_s))
-    return dataclasses.replace(profile, attention_compute_efficiency=efficiency, key=f"{profile.key}+prefill-kernel-m{block_m}")
+    return dataclasses.replace(
+        profile, attention_compute_efficiency=efficiency, key=f"{profile.key}+prefill-kernel-m{block_m}"
+    )
 
 
-def predictions(rows: list[dict[str, Any]], calibration: dict[str, Any], profile: Any) -> list[dict[str, Any]]:
+def predictions(
+    rows: list[dict[str, Any]], calibration: dict[str, Any], profile: Any
+) -> list[dict[str, Any]]:
     """Measured against predicted, per kernel row: the plan aqua-tile-fused (its block sizes) on the
     profile with the kernel's own efficiency; SDPA by dense-fused on the profile as calibrated."""
     from aqua_model.plans import build_plan
     from aqua_model.plans import prefill_fused as pf
 
-    sdpa = {(r["T"], r["batch"], r["heads_q"], r["heads_kv"], r["d"]): r for r in rows if r["method"] == "sdpa"}
+    sdpa = {
+        (r["T"], r["batch"], r["heads_q"], r["heads_kv"], r["d"]): r for r in rows if r["method"] == "sdpa"
+    }
     profiles: dict[int, Any] = {}
     out = []
     for r in rows:
@@ -518,15 +755,26 @@ def predictions(rows: list[dict[str, Any]], calibration: dict[str, Any], profile
         pred = _plan_time(pf.build(block_m=m, block_n=r["block_n"]), profiles[m], r, r["k"])
         s = sdpa[(r["T"], r["batch"], r["heads_q"], r["heads_kv"], r["d"])]
         pred_sdpa = _plan_time(build_plan("dense-fused", phase="prefill"), profile, r, r["d"])
-        out.append({
-            "heads": f"{r['heads_q']}/{r['heads_kv']}", "d": r["d"], "T": r["T"], "batch": r["batch"], "M": m, "k": r["k"],
-            "sdpa_ms": round(s["median_s"] * 1e3, 4), "aqua_ms": round(r["median_s"] * 1e3, 4),
-            "speedup": round(r["speedup_vs_sdpa"], 4), "ceiling": round(r["ceiling"], 4),
-            "aqua_TFLOP_s": round(r["tflops"], 1), "sdpa_TFLOP_s": round(s["tflops"], 1),
-            "predicted_aqua_ms": round(pred * 1e3, 4), "aqua_error_pct": round(100 * (pred / r["median_s"] - 1), 2),
-            "predicted_speedup": round(pred_sdpa / pred, 4),
-            "speedup_error_pct": round(100 * ((pred_sdpa / pred) / r["speedup_vs_sdpa"] - 1), 2),
-        })
+        out.append(
+            {
+                "heads": f"{r['heads_q']}/{r['heads_kv']}",
+                "d": r["d"],
+                "T": r["T"],
+                "batch": r["batch"],
+                "M": m,
+                "k": r["k"],
+                "sdpa_ms": round(s["median_s"] * 1e3, 4),
+                "aqua_ms": round(r["median_s"] * 1e3, 4),
+                "speedup": round(r["speedup_vs_sdpa"], 4),
+                "ceiling": round(r["ceiling"], 4),
+                "aqua_TFLOP_s": round(r["tflops"], 1),
+                "sdpa_TFLOP_s": round(s["tflops"], 1),
+                "predicted_aqua_ms": round(pred * 1e3, 4),
+                "aqua_error_pct": round(100 * (pred / r["median_s"] - 1), 2),
+                "predicted_speedup": round(pred_sdpa / pred, 4),
+                "speedup_error_pct": round(100 * ((pred_sdpa / pred) / r["speedup_vs_sdpa"] - 1), 2),
+            }
+        )
     return out
 
 
@@ -551,21 +799,33 @@ def report(out: Path, *, profile_path: Path = PROFILE, results: Path = RESULTS) 
         f"{statistics.median(abs(r['speedup_error_pct']) for r in table):.1f}%",
         # at k = d both are credited the same FLOPs, so the TFLOP/s ratio is the time ratio
         f"- kernel at k = d against SDPA's achieved TFLOP/s: median {statistics.median(r['speedup'] for r in parity):.3f} "
-        f"(target >= 0.85), min {min(r['speedup'] for r in parity):.3f}" if parity else "- no k = d rows",
+        f"(target >= 0.85), min {min(r['speedup'] for r in parity):.3f}"
+        if parity
+        else "- no k = d rows",
     ]
     for k in sorted({r["k"] for r in table if r["k"] < r["d"]}):
         sel = [r["speedup"] for r in table if r["k"] == k]
-        lines.append(f"- k = {k}: measured speedup over SDPA median {statistics.median(sel):.3f}, range "
-                     f"{min(sel):.3f}-{max(sel):.3f}")
-    note = (f"Generated by `python validation/bench_prefill.py --report` from {out / ROWS_FILE} and {out / CALIBRATION_FILE}: "
-            "SDPA = torch's fastest causal backend at that shape; aqua = aqua_model.kernels.triton_prefill.aqua_prefill, "
-            "tile-shared selection over M queries; speedup = sdpa / aqua time; ceiling = 2d/(d + k) (compute-bound); "
-            "TFLOP/s over visible pairs (2k + 2d per pair). Predicted: plan aqua-tile-fused on "
-            f"{profile_path.name} with the kernel's own fused-attention efficiency measured at the calibration point "
-            f"{calibration['shape']} (k = d), SDPA by dense-fused on the profile as calibrated.")
+        lines.append(
+            f"- k = {k}: measured speedup over SDPA median {statistics.median(sel):.3f}, range "
+            f"{min(sel):.3f}-{max(sel):.3f}"
+        )
+    note = (
+        f"Generated by `python validation/bench_prefill.py --report` from {out / ROWS_FILE} and {out / CALIBRATION_FILE}: "
+        "SDPA = torch's fastest causal backend at that shape; aqua = aqua_model.kernels.triton_prefill.aqua_prefill, "
+        "tile-shared selection over M queries; speedup = sdpa / aqua time; ceiling = 2d/(d + k) (compute-bound); "
+        "TFLOP/s over visible pairs (2k + 2d per pair). Predicted: plan aqua-tile-fused on "
+        f"{profile_path.name} with the kernel's own fused-attention efficiency measured at the calibration point "
+        f"{calibration['shape']} (k = d), SDPA by dense-fused on the profile as calibrated."
+    )
     results.mkdir(parents=True, exist_ok=True)
     (results / "prefill_kernels.csv").write_text(to_csv(table))
-    md = "# Fused tile-shared AQUA prefill against SDPA (H200)\n\n" + "\n".join(lines) + "\n\n" + to_markdown(table) + f"\n{note}\n"
+    md = (
+        "# Fused tile-shared AQUA prefill against SDPA (H200)\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + to_markdown(table)
+        + f"\n{note}\n"
+    )
     (results / "prefill_kernels.md").write_text(md)
     print(md)
     return 0

@@ -54,17 +54,27 @@ def main() -> None:
         moved = 2 * x.numel() * 2
         eff = moved / max(t - prof.launch_overhead_s, 1e-12) / prof.bandwidth_bytes_per_s
         softmax_rows.append([float(length), float(moved), t, eff])
-        print(f"softmax length {length:6d}: {t * 1e3:8.3f} ms, {moved / t / 1e12:.2f} TB/s, efficiency {eff:.3f}", flush=True)
+        print(
+            f"softmax length {length:6d}: {t * 1e3:8.3f} ms, {moved / t / 1e12:.2f} TB/s, efficiency {eff:.3f}",
+            flush=True,
+        )
         del x
         torch.cuda.empty_cache()
 
     shape = (SDPA_BATCH, SDPA_HEADS, SDPA_T, SDPA_D)
-    q, k, v = (torch.randn(shape, device=dev, generator=gen, dtype=torch.float32).to(torch.bfloat16) for _ in range(3))
-    t = time_fn(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device="cuda", graph=True).median_s
+    q, k, v = (
+        torch.randn(shape, device=dev, generator=gen, dtype=torch.float32).to(torch.bfloat16)
+        for _ in range(3)
+    )
+    t = time_fn(
+        lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device="cuda", graph=True
+    ).median_s
     pairs = SDPA_T * (SDPA_T + 1) // 2
     flops = FLOPS_PER_PAIR_PER_DIM * SDPA_D * pairs * SDPA_BATCH * SDPA_HEADS
     attn_eff = flops / t / prof.peak_flops("bf16")
-    print(f"SDPA causal prefill {shape}: {t * 1e3:.3f} ms, {flops / t / 1e12:.1f} TFLOP/s, efficiency {attn_eff:.3f}")
+    print(
+        f"SDPA causal prefill {shape}: {t * 1e3:.3f} ms, {flops / t / 1e12:.1f} TFLOP/s, efficiency {attn_eff:.3f}"
+    )
 
     cal = doc["calibration"]
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -74,9 +84,14 @@ def main() -> None:
         f"validation/calibrate_library_kernels.py, {date}, torch {torch.__version__}: torch.softmax over bf16 rows "
         f"({SOFTMAX_INPUT_BYTES} input bytes per length), efficiency = (read + write bytes) / (time - launch) / bandwidth; "
         f"SDPA is_causal=True at B={SDPA_BATCH}, H={SDPA_HEADS}, T={SDPA_T}, d={SDPA_D}, efficiency = "
-        f"{FLOPS_PER_PAIR_PER_DIM}*d FLOPs per visible pair / time / bf16 peak; do_bench of CUDA-graph replays, L2 flushed, median")
+        f"{FLOPS_PER_PAIR_PER_DIM}*d FLOPs per visible pair / time / bf16 peak; do_bench of CUDA-graph replays, L2 flushed, median"
+    )
     assert all(math.isfinite(r[3]) and r[3] > 0 for r in softmax_rows) and 0 < attn_eff < 1
-    Path(args.out).write_text(to_toml(doc, header="Calibrated profile; library kernels added by validation/calibrate_library_kernels.py"))
+    Path(args.out).write_text(
+        to_toml(
+            doc, header="Calibrated profile; library kernels added by validation/calibrate_library_kernels.py"
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -37,11 +37,30 @@ def compile_split(row_stride: int):
 
     fn = td._split_kernel
     no_spec = {fn.arg_names[p.num] for p in fn.params if p.do_not_specialize}
-    pointers = {"qs_ptr": "*bf16", "idx_ptr": "*i32", "cnt_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16",
-                "part_acc_ptr": "*fp32", "part_ml_ptr": "*fp32"}
-    ints = dict(N=row_stride, chunk_blocks=8, G=1, heads_kv=32, num_splits=5, stride_kb=32 * 128 * row_stride,
-                stride_kh=128 * row_stride, stride_kt=0, stride_kd=row_stride, stride_kn=1, stride_vb=32 * row_stride * 128,
-                stride_vh=row_stride * 128, stride_vn=128)
+    pointers = {
+        "qs_ptr": "*bf16",
+        "idx_ptr": "*i32",
+        "cnt_ptr": "*i32",
+        "k_ptr": "*bf16",
+        "v_ptr": "*bf16",
+        "part_acc_ptr": "*fp32",
+        "part_ml_ptr": "*fp32",
+    }
+    ints = dict(
+        N=row_stride,
+        chunk_blocks=8,
+        G=1,
+        heads_kv=32,
+        num_splits=5,
+        stride_kb=32 * 128 * row_stride,
+        stride_kh=128 * row_stride,
+        stride_kt=0,
+        stride_kd=row_stride,
+        stride_kn=1,
+        stride_vb=32 * row_stride * 128,
+        stride_vh=row_stride * 128,
+        stride_vn=128,
+    )
     sig, attrs, consts = {}, {}, dict(CONSTS)
     for i, name in enumerate(fn.arg_names):
         if name in CONSTS:
@@ -56,24 +75,34 @@ def compile_split(row_stride: int):
             sig[name] = "i32"
             if name not in no_spec and ints[name] % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options=OPTIONS)
+    return triton.compile(
+        ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options=OPTIONS
+    )
 
 
 def main() -> int:
     if not td.HAS_TRITON:
         print("needs triton")
         return 2
-    lines = ["# The split kernel's global loads against the K^T row stride (sm_90 PTX)", "",
-             "| row stride (N) | N % 16 | instruction | count |", "|---|---|---|---|"]
+    lines = [
+        "# The split kernel's global loads against the K^T row stride (sm_90 PTX)",
+        "",
+        "| row stride (N) | N % 16 | instruction | count |",
+        "|---|---|---|---|",
+    ]
     for stride in (12352, 12345, 12344):
         counts = Counter(re.findall(PATTERN, compile_split(stride).asm["ptx"]))
         for instr, n in sorted(counts.items()):
             lines.append(f"| {stride} | {stride % 16} | `{instr}` | {n} |")
-    lines += ["", "From `python validation/decode_ptx_check.py` (Triton's compiler for sm_90 on the CPU; no GPU). The "
-              f"split kernel at constexprs {CONSTS} and {OPTIONS}. With the row stride divisible by 16 the key rows are "
-              "copied by 16-byte `cp.async` (pipelined through shared memory); without it the key loads are scalar "
-              "`ld.global.b16` (the `ld.global.b16` also present with the hint are the masked last block of each split "
-              "and the per-program q^ loads). Measured cost: `decode_kernels_cliff.md`.", ""]
+    lines += [
+        "",
+        "From `python validation/decode_ptx_check.py` (Triton's compiler for sm_90 on the CPU; no GPU). The "
+        f"split kernel at constexprs {CONSTS} and {OPTIONS}. With the row stride divisible by 16 the key rows are "
+        "copied by 16-byte `cp.async` (pipelined through shared memory); without it the key loads are scalar "
+        "`ld.global.b16` (the `ld.global.b16` also present with the hint are the masked last block of each split "
+        "and the per-program q^ loads). Measured cost: `decode_kernels_cliff.md`.",
+        "",
+    ]
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")
     return 0

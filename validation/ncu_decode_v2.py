@@ -120,7 +120,9 @@ def profiled(enabled: bool) -> Iterator[None]:
             torch.cuda.nvtx.range_pop()
 
 
-def sdpa_call(q4: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: int, cuda: bool) -> Callable[[], torch.Tensor]:
+def sdpa_call(
+    q4: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: int, cuda: bool
+) -> Callable[[], torch.Tensor]:
     """SDPA decode with the cuDNN backend on CUDA (the default dispatch on the CPU)."""
     if not cuda:
         return lambda: F.scaled_dot_product_attention(q4, k, v, enable_gqa=g > 1)
@@ -129,6 +131,7 @@ def sdpa_call(q4: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: int, cuda: 
     def fn() -> torch.Tensor:
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return F.scaled_dot_product_attention(q4, k, v, enable_gqa=g > 1)
+
     return fn
 
 
@@ -151,7 +154,9 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
             inputs.clear()  # one shape's buffers at a time
             if cuda:
                 torch.cuda.empty_cache()
-            cache = AquaKVCache(batch=c.B, heads_kv=c.hkv, head_dim=c.d, capacity=c.N + 1, dtype=dt, device=dev)
+            cache = AquaKVCache(
+                batch=c.B, heads_kv=c.hkv, head_dim=c.d, capacity=c.N + 1, dtype=dt, device=dev
+            )
             cache.keys[0].normal_()
             cache.values[0, :, :, : c.N].normal_()
             cache.lengths[0] = c.N
@@ -163,19 +168,31 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
         inp = inputs[key]
         cache = inp["cache"]
         v_all = cache.values[0]
-        row: dict[str, object] = {"order": len(rows), "label": c.label, **dataclasses.asdict(c), "g": c.g,
-                                  "dtype": "bfloat16", "device": torch.cuda.get_device_name() if cuda else "cpu"}
+        row: dict[str, object] = {
+            "order": len(rows),
+            "label": c.label,
+            **dataclasses.asdict(c),
+            "g": c.g,
+            "dtype": "bfloat16",
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+        }
         if c.kind == "sdpa":
             q4 = inp["q_hat"].unsqueeze(2)
             fn = sdpa_call(q4, inp["k_dense"], v_all[:, :, : c.N], c.g, cuda)
-            row.update(expected_kernels=None, backend="cudnn_attention" if cuda else "cpu default",
-                       useful_bytes=c.B * c.hkv * c.N * 2 * c.d * ESIZE_BYTES)
+            row.update(
+                expected_kernels=None,
+                backend="cudnn_attention" if cuda else "cpu default",
+                useful_bytes=c.B * c.hkv * c.N * 2 * c.d * ESIZE_BYTES,
+            )
         else:
             out = torch.full((c.B, c.hq, c.d), float("nan"), dtype=dt, device=dev)
             keys = cache.keys[0]
             k_keep, selection, N = c.k, c.selection, c.N
-            fn = (lambda keys=keys, out=out, k_keep=k_keep, selection=selection, N=N:  # noqa: E731
-                  td.aqua_decode(inp["q_hat"], keys, v_all, k_keep=k_keep, selection=selection, length=N, out=out))
+            fn = lambda keys=keys, out=out, k_keep=k_keep, selection=selection, N=N: (  # noqa: E731
+                td.aqua_decode(
+                    inp["q_hat"], keys, v_all, k_keep=k_keep, selection=selection, length=N, out=out
+                )
+            )
             host_rows = rows_read_host(inp["q_hat"], hkv=c.hkv, k=c.k, selection=c.selection)
             row.update(expected_kernels=list(td.KERNELS), rows_read_host=host_rows)
         if warmup:
@@ -185,11 +202,17 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
         if c.kind == "aqua":
             la = td.last_launcher() if cuda else None
             rows_read = int(la.cnt.sum().item()) if la is not None else row["rows_read_host"]
-            row.update(rows_read=rows_read, rows_read_from="prologue count" if la is not None else "host topk",
-                       useful_bytes=(rows_read + c.B * c.hkv * c.d) * c.N * ESIZE_BYTES)
+            row.update(
+                rows_read=rows_read,
+                rows_read_from="prologue count" if la is not None else "host topk",
+                useful_bytes=(rows_read + c.B * c.hkv * c.d) * c.N * ESIZE_BYTES,
+            )
             if la is not None:
-                row.update(config=dataclasses.asdict(la.st.config), splits=la.splits_for(c.N)[0],
-                           tile_rows=list(la.parts))
+                row.update(
+                    config=dataclasses.asdict(la.st.config),
+                    splits=la.splits_for(c.N)[0],
+                    tile_rows=list(la.parts),
+                )
         if not bool(torch.isfinite(res.float()).all()):
             print(f"non-finite output: {c.label}", file=sys.stderr)
             return 1
@@ -207,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", required=True, help="JSONL of the profiled cases, in launch order")
     ap.add_argument("--dry-run", action="store_true", help="CPU check: small contexts, no profiler range")
     ap.add_argument("--dry-run-scale", type=int, default=256, help="contexts divided by this under --dry-run")
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="no unprofiled call first (for ncu's --kernel-name filter instead of the NVTX range)")
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no unprofiled call first (for ncu's --kernel-name filter instead of the NVTX range)",
+    )
     args = ap.parse_args(argv)
     if args.dry_run_scale < 1:
         raise ValueError(f"--dry-run-scale must be >= 1, got {args.dry_run_scale}")

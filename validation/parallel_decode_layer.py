@@ -44,7 +44,11 @@ from __future__ import annotations
 import os
 
 #: NVLink multicast switches, forced off before torch touches CUDA or NCCL (see the docstring).
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+MULTICAST_OFF = {
+    "NCCL_NVLS_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+}
 os.environ.update(MULTICAST_OFF)
 
 import argparse  # noqa: E402
@@ -109,7 +113,9 @@ def shard_of(shape: Shape, t: int, rank: int) -> Shard:
     """Megatron's contiguous split; one replicated KV head per rank when t > H_kv (query head h
     reads KV head h // g, so rank r's heads all read KV head r // (t / H_kv))."""
     if shape.heads_q % t or shape.intermediate % t:
-        raise ValueError(f"t={t} must divide the {shape.heads_q} query heads and {shape.intermediate} MLP channels")
+        raise ValueError(
+            f"t={t} must divide the {shape.heads_q} query heads and {shape.intermediate} MLP channels"
+        )
     if (t <= shape.heads_kv and shape.heads_kv % t) or (t > shape.heads_kv and t % shape.heads_kv):
         raise ValueError(f"t={t} must divide the {shape.heads_kv} KV heads or be a multiple of them")
     hq, inter = shape.heads_q // t, shape.intermediate // t
@@ -119,7 +125,9 @@ def shard_of(shape: Shape, t: int, rank: int) -> Shard:
     else:
         head = rank // (t // shape.heads_kv)
         kv_heads = range(head, head + 1)
-    return Shard(t, rank, range(rank * hq, (rank + 1) * hq), kv_heads, range(rank * inter, (rank + 1) * inter))
+    return Shard(
+        t, rank, range(rank * hq, (rank + 1) * hq), kv_heads, range(rank * inter, (rank + 1) * inter)
+    )
 
 
 # -- weights and caches --------------------------------------------------------------------------
@@ -144,32 +152,48 @@ def full_layer(shape: Shape, seed: int, device: torch.device) -> dict[str, torch
     """The whole layer's weights in fp32, [out, in] as nn.Linear stores them, from ``seed``."""
     gen = torch.Generator(device=device).manual_seed(seed)
     h, d = shape.hidden, shape.head_dim
-    return {"q": _randn((shape.heads_q * d, h), gen, device, h), "k": _randn((shape.heads_kv * d, h), gen, device, h),
-            "v": _randn((shape.heads_kv * d, h), gen, device, h), "o": _randn((h, shape.heads_q * d), gen, device, shape.heads_q * d),
-            "gate": _randn((shape.intermediate, h), gen, device, h), "up": _randn((shape.intermediate, h), gen, device, h),
-            "down": _randn((h, shape.intermediate), gen, device, shape.intermediate)}
+    return {
+        "q": _randn((shape.heads_q * d, h), gen, device, h),
+        "k": _randn((shape.heads_kv * d, h), gen, device, h),
+        "v": _randn((shape.heads_kv * d, h), gen, device, h),
+        "o": _randn((h, shape.heads_q * d), gen, device, shape.heads_q * d),
+        "gate": _randn((shape.intermediate, h), gen, device, h),
+        "up": _randn((shape.intermediate, h), gen, device, h),
+        "down": _randn((h, shape.intermediate), gen, device, shape.intermediate),
+    }
 
 
-def slice_layer(full: dict[str, torch.Tensor], shape: Shape, shard: Shard, dtype: torch.dtype) -> LayerWeights:
+def slice_layer(
+    full: dict[str, torch.Tensor], shape: Shape, shard: Shard, dtype: torch.dtype
+) -> LayerWeights:
     """Rank ``shard.rank``'s slice of the whole layer, in ``dtype``."""
     d = shape.head_dim
-    q = full["q"][shard.q_heads.start * d: shard.q_heads.stop * d]
-    k = full["k"][shard.kv_heads.start * d: shard.kv_heads.stop * d]
-    v = full["v"][shard.kv_heads.start * d: shard.kv_heads.stop * d]
-    o = full["o"][:, shard.q_heads.start * d: shard.q_heads.stop * d]
+    q = full["q"][shard.q_heads.start * d : shard.q_heads.stop * d]
+    k = full["k"][shard.kv_heads.start * d : shard.kv_heads.stop * d]
+    v = full["v"][shard.kv_heads.start * d : shard.kv_heads.stop * d]
+    o = full["o"][:, shard.q_heads.start * d : shard.q_heads.stop * d]
     m = slice(shard.mlp.start, shard.mlp.stop)
-    return LayerWeights(qkv=torch.cat([q, k, v]).t().contiguous().to(dtype), o=o.t().contiguous().to(dtype),
-                        gu=torch.cat([full["gate"][m], full["up"][m]]).t().contiguous().to(dtype),
-                        down=full["down"][:, m].t().contiguous().to(dtype))
+    return LayerWeights(
+        qkv=torch.cat([q, k, v]).t().contiguous().to(dtype),
+        o=o.t().contiguous().to(dtype),
+        gu=torch.cat([full["gate"][m], full["up"][m]]).t().contiguous().to(dtype),
+        down=full["down"][:, m].t().contiguous().to(dtype),
+    )
 
 
-def random_shard(shape: Shape, shard: Shard, seed: int, device: torch.device, dtype: torch.dtype) -> LayerWeights:
+def random_shard(
+    shape: Shape, shard: Shard, seed: int, device: torch.device, dtype: torch.dtype
+) -> LayerWeights:
     """A rank's weights drawn directly at shard size (the layers timed after the checked one)."""
     gen = torch.Generator(device=device).manual_seed(seed * 1009 + shard.rank)
     h, d, inter = shape.hidden, shape.head_dim, len(shard.mlp)
     cols = (shard.heads_q + 2 * shard.heads_kv) * d
-    return LayerWeights(qkv=_randn((h, cols), gen, device, h).to(dtype), o=_randn((shard.heads_q * d, h), gen, device, shard.heads_q * d).to(dtype),
-                        gu=_randn((h, 2 * inter), gen, device, h).to(dtype), down=_randn((inter, h), gen, device, inter).to(dtype))
+    return LayerWeights(
+        qkv=_randn((h, cols), gen, device, h).to(dtype),
+        o=_randn((shard.heads_q * d, h), gen, device, shard.heads_q * d).to(dtype),
+        gu=_randn((h, 2 * inter), gen, device, h).to(dtype),
+        down=_randn((inter, h), gen, device, inter).to(dtype),
+    )
 
 
 @dataclass
@@ -193,19 +217,32 @@ def make_cache(k: torch.Tensor, v: torch.Tensor, plan: str) -> Cache:
 def attention_fn(plan: str, k_keep: int) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
     """q [B, hq, d] -> [B, hq, d] over the rank's cache, by ``plan``."""
     if plan == "dense-fused":
+
         def dense(q: torch.Tensor, c: Cache) -> torch.Tensor:
-            return F.scaled_dot_product_attention(q.unsqueeze(2), c.k, c.v, enable_gqa=c.k.shape[1] != q.shape[1]).squeeze(2)
+            return F.scaled_dot_product_attention(
+                q.unsqueeze(2), c.k, c.v, enable_gqa=c.k.shape[1] != q.shape[1]
+            ).squeeze(2)
+
         return dense
     from aqua_model.kernels.triton_decode import aqua_decode
 
     def aqua(q: torch.Tensor, c: Cache) -> torch.Tensor:
         return aqua_decode(q.contiguous(), c.k_t, c.v, k_keep=k_keep, selection="group")
+
     return aqua
 
 
-def layer_forward(x: torch.Tensor, w: LayerWeights, cache: Cache, shard: Shard, shape: Shape,
-                  attend: Callable[[torch.Tensor, Cache], torch.Tensor], *, reduce: bool = True,
-                  trace: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def layer_forward(
+    x: torch.Tensor,
+    w: LayerWeights,
+    cache: Cache,
+    shard: Shard,
+    shape: Shape,
+    attend: Callable[[torch.Tensor, Cache], torch.Tensor],
+    *,
+    reduce: bool = True,
+    trace: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """One split decoder layer on this rank; ``reduce=False`` leaves out the two all-reduces."""
     B, d = x.shape[0], shape.head_dim
     qkv = x @ w.qkv
@@ -224,8 +261,16 @@ def layer_forward(x: torch.Tensor, w: LayerWeights, cache: Cache, shard: Shard, 
     return h + m
 
 
-def reference_outputs(full: dict[str, torch.Tensor], shape: Shape, q: torch.Tensor, h: torch.Tensor, k: torch.Tensor,
-                      v: torch.Tensor, plan: str, k_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_outputs(
+    full: dict[str, torch.Tensor],
+    shape: Shape,
+    q: torch.Tensor,
+    h: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    k_keep: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole layer in fp32 given all heads' queries q [B, H_q, d] (gathered from the ranks)
     and the split layer's h: the attention block's output o and the MLP's output m."""
     from aqua_model.kernels import reference as ref
@@ -284,20 +329,29 @@ class Clock:
         return time.perf_counter() - t0
 
 
-def collective_stats(clock: Clock, fn: Callable[[], Any], *, samples: int, warmup: int, per_call: int) -> dict[str, float]:
+def collective_stats(
+    clock: Clock, fn: Callable[[], Any], *, samples: int, warmup: int, per_call: int
+) -> dict[str, float]:
     """Median and quartiles over ``samples`` of the slowest rank's time per call (``fn`` makes
     ``per_call`` calls), and the median of the fastest rank's (skew shows as their gap)."""
     for _ in range(warmup):
         fn()
     clock.sync()
-    times = torch.tensor([clock.sample(fn) / per_call for _ in range(samples)], dtype=torch.float64, device=clock.device)
+    times = torch.tensor(
+        [clock.sample(fn) / per_call for _ in range(samples)], dtype=torch.float64, device=clock.device
+    )
     slow, fast = times.clone(), times.clone()
     dist.all_reduce(slow, op=dist.ReduceOp.MAX)
     dist.all_reduce(fast, op=dist.ReduceOp.MIN)
     s = sorted(slow.tolist())
     q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0], s[0], s[0]]
-    return {"median_s": statistics.median(s), "q25_s": q[0], "q75_s": q[2], "fastest_rank_median_s": statistics.median(fast.tolist()),
-            "samples": samples}
+    return {
+        "median_s": statistics.median(s),
+        "q25_s": q[0],
+        "q75_s": q[2],
+        "fastest_rank_median_s": statistics.median(fast.tolist()),
+        "samples": samples,
+    }
 
 
 def graphed(fn: Callable[[], Any], clock: Clock, enabled: bool) -> tuple[Callable[[], Any], str]:
@@ -329,14 +383,25 @@ def rank_max(values: list[float], device: torch.device) -> list[float]:
 
 
 def env_row(args: argparse.Namespace, device: torch.device, world: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": "env", "backend": args.backend, "world_size": world,
-                           "torch": torch.__version__, "python": platform.python_version(), "host": socket.gethostname(),
-                           "date": datetime.date.today().isoformat(), "multicast_env": {k: os.environ.get(k) for k in MULTICAST_OFF},
-                           "device": device.type}
+    row: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "env",
+        "backend": args.backend,
+        "world_size": world,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "date": datetime.date.today().isoformat(),
+        "multicast_env": {k: os.environ.get(k) for k in MULTICAST_OFF},
+        "device": device.type,
+    }
     if device.type == "cuda":
         version = torch.cuda.nccl.version()
-        row.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   nccl=".".join(map(str, version)) if isinstance(version, tuple) else str(version))
+        row.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            nccl=".".join(map(str, version)) if isinstance(version, tuple) else str(version),
+        )
         try:
             import triton
 
@@ -353,7 +418,11 @@ def all_reduce_sizes(args: argparse.Namespace, shape: Shape, elem: int) -> list[
 
 
 def run(rank: int, world: int, args: argparse.Namespace) -> None:
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))) if args.backend == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        if args.backend == "nccl"
+        else torch.device("cpu")
+    )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -370,20 +439,45 @@ def run(rank: int, world: int, args: argparse.Namespace) -> None:
         def burst() -> None:
             for _ in range(args.inner):
                 dist.all_reduce(buf)
+
         stats = collective_stats(clock, burst, samples=args.samples, warmup=2, per_call=args.inner)
         med = stats["median_s"]
-        rows.append({"schema_version": SCHEMA_VERSION, "kind": "all_reduce", "backend": args.backend, "world_size": world,
-                     "dtype": args.dtype, "message_bytes": size, "inner": args.inner, **stats,
-                     "algbw_bytes_per_s": size / med, "busbw_bytes_per_s": size / med * 2 * (world - 1) / world})
+        rows.append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "all_reduce",
+                "backend": args.backend,
+                "world_size": world,
+                "dtype": args.dtype,
+                "message_bytes": size,
+                "inner": args.inner,
+                **stats,
+                "algbw_bytes_per_s": size / med,
+                "busbw_bytes_per_s": size / med * 2 * (world - 1) / world,
+            }
+        )
         del buf
 
     # 2. and 3. the layer
-    base = dict(schema_version=SCHEMA_VERSION, kind="layer", backend=args.backend, world_size=world, tensor_parallel=world,
-                model=args.model, shape=asdict(shape), heads_q_per_rank=shard.heads_q, heads_kv_per_rank=shard.heads_kv,
-                intermediate_per_rank=len(shard.mlp), dtype=args.dtype, k=args.k, layers_per_sample=args.layers_per_sample)
+    base = dict(
+        schema_version=SCHEMA_VERSION,
+        kind="layer",
+        backend=args.backend,
+        world_size=world,
+        tensor_parallel=world,
+        model=args.model,
+        shape=asdict(shape),
+        heads_q_per_rank=shard.heads_q,
+        heads_kv_per_rank=shard.heads_kv,
+        intermediate_per_rank=len(shard.mlp),
+        dtype=args.dtype,
+        k=args.k,
+        layers_per_sample=args.layers_per_sample,
+    )
     full = full_layer(shape, args.seed, device)
-    weights = [slice_layer(full, shape, shard, dtype)] + [random_shard(shape, shard, args.seed + i, device, dtype)
-                                                         for i in range(1, args.layers_per_sample)]
+    weights = [slice_layer(full, shape, shard, dtype)] + [
+        random_shard(shape, shard, args.seed + i, device, dtype) for i in range(1, args.layers_per_sample)
+    ]
     # rank 0 keeps what the check needs; the others only their slices
     full = {k: v for k, v in full.items() if k in ("o", "gate", "up", "down")} if rank == 0 else {}
     checked: set[str] = set()
@@ -391,19 +485,44 @@ def run(rank: int, world: int, args: argparse.Namespace) -> None:
         for batch in args.batches:
             gen = torch.Generator(device=device).manual_seed(args.seed + 7 * context + batch)
             # the whole cache from one seed, every rank slicing its KV heads (so rank 0 can check)
-            k_full = torch.randn(batch, shape.heads_kv, context, shape.head_dim, generator=gen, device=device).to(dtype)
-            v_full = torch.randn(batch, shape.heads_kv, context, shape.head_dim, generator=gen, device=device).to(dtype)
+            k_full = torch.randn(
+                batch, shape.heads_kv, context, shape.head_dim, generator=gen, device=device
+            ).to(dtype)
+            v_full = torch.randn(
+                batch, shape.heads_kv, context, shape.head_dim, generator=gen, device=device
+            ).to(dtype)
             x = torch.randn(batch, shape.hidden, generator=gen, device=device).to(dtype)
             kv = slice(shard.kv_heads.start, shard.kv_heads.stop)
             k_loc, v_loc = k_full[:, kv].contiguous(), v_full[:, kv].contiguous()
-            extra = [(torch.randn_like(k_loc), torch.randn_like(v_loc)) for _ in range(1, args.layers_per_sample)]
+            extra = [
+                (torch.randn_like(k_loc), torch.randn_like(v_loc)) for _ in range(1, args.layers_per_sample)
+            ]
             for plan in PLANS:
                 attend = attention_fn(plan, args.k)
                 caches = [make_cache(k_loc, v_loc, plan)] + [make_cache(a, b, plan) for a, b in extra]
-                row = dict(base, plan=plan, context=context, batch=batch, message_bytes=batch * shape.hidden * elem)
+                row = dict(
+                    base, plan=plan, context=context, batch=batch, message_bytes=batch * shape.hidden * elem
+                )
                 if plan not in checked:
-                    row.update(check_layer(rank, world, shape, shard, full, weights[0], caches[0], attend, x, k_full, v_full,
-                                           plan, args.k, dtype, device))
+                    row.update(
+                        check_layer(
+                            rank,
+                            world,
+                            shape,
+                            shard,
+                            full,
+                            weights[0],
+                            caches[0],
+                            attend,
+                            x,
+                            k_full,
+                            v_full,
+                            plan,
+                            args.k,
+                            dtype,
+                            device,
+                        )
+                    )
                     checked.add(plan)
 
                 def stack() -> torch.Tensor:
@@ -413,18 +532,37 @@ def run(rank: int, world: int, args: argparse.Namespace) -> None:
                     return y
 
                 fn, method = graphed(stack, clock, args.graph_layer)
-                stats = collective_stats(clock, fn, samples=args.samples, warmup=3, per_call=args.layers_per_sample)
-                row.update({f"layer_{k}": v for k, v in stats.items() if k != "samples"}, samples=stats["samples"], timing=method)
+                stats = collective_stats(
+                    clock, fn, samples=args.samples, warmup=3, per_call=args.layers_per_sample
+                )
+                row.update(
+                    {f"layer_{k}": v for k, v in stats.items() if k != "samples"},
+                    samples=stats["samples"],
+                    timing=method,
+                )
                 del fn
-                q0 = (x @ weights[0].qkv)[:, : shard.heads_q * shape.head_dim].reshape(batch, shard.heads_q, shape.head_dim).contiguous()
+                q0 = (
+                    (x @ weights[0].qkv)[:, : shard.heads_q * shape.head_dim]
+                    .reshape(batch, shard.heads_q, shape.head_dim)
+                    .contiguous()
+                )
                 attn_s = local_time(lambda: attend(q0, caches[0]), device, args)
-                mm_s = local_time(lambda: layer_forward(x, weights[0], caches[0], shard, shape, lambda q, c: q, reduce=False), device, args)
+                mm_s = local_time(
+                    lambda: layer_forward(
+                        x, weights[0], caches[0], shard, shape, lambda q, c: q, reduce=False
+                    ),
+                    device,
+                    args,
+                )
                 attn_s, mm_s = rank_max([attn_s, mm_s], device)
                 row.update(attention_s=attn_s, matmuls_s=mm_s)
                 rows.append(row)
                 if rank == 0:
-                    print(f"[t={world}] {plan} N={context} B={batch}: layer {row['layer_median_s'] * 1e6:.1f} us "
-                          f"(attention {attn_s * 1e6:.1f}, matmuls {mm_s * 1e6:.1f}) [{method}]", flush=True)
+                    print(
+                        f"[t={world}] {plan} N={context} B={batch}: layer {row['layer_median_s'] * 1e6:.1f} us "
+                        f"(attention {attn_s * 1e6:.1f}, matmuls {mm_s * 1e6:.1f}) [{method}]",
+                        flush=True,
+                    )
             del k_full, v_full, k_loc, v_loc, extra
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -441,13 +579,33 @@ def local_time(fn: Callable[[], Any], device: torch.device, args: argparse.Names
     """One rank's own median time of ``fn`` (no collective inside), by the suite's timer."""
     from aqua_model.validate.timing import time_fn
 
-    t = time_fn(fn, device=device.type, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, graph=args.graphs and device.type == "cuda")
+    t = time_fn(
+        fn,
+        device=device.type,
+        warmup_ms=args.warmup_ms,
+        rep_ms=args.rep_ms,
+        graph=args.graphs and device.type == "cuda",
+    )
     return t.median_s
 
 
-def check_layer(rank: int, world: int, shape: Shape, shard: Shard, full: dict[str, torch.Tensor], w: LayerWeights, cache: Cache,
-                attend: Callable, x: torch.Tensor, k_full: torch.Tensor, v_full: torch.Tensor, plan: str, k_keep: int,
-                dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+def check_layer(
+    rank: int,
+    world: int,
+    shape: Shape,
+    shard: Shard,
+    full: dict[str, torch.Tensor],
+    w: LayerWeights,
+    cache: Cache,
+    attend: Callable,
+    x: torch.Tensor,
+    k_full: torch.Tensor,
+    v_full: torch.Tensor,
+    plan: str,
+    k_keep: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, Any]:
     """The split layer's all-reduced outputs against the whole layer in fp32 (on rank 0)."""
     trace: dict[str, torch.Tensor] = {}
     layer_forward(x, w, cache, shard, shape, attend, trace=trace)
@@ -455,17 +613,26 @@ def check_layer(rank: int, world: int, shape: Shape, shard: Shard, full: dict[st
     dist.all_gather(q_parts, trace["q"].contiguous())
     replicated = world > shape.heads_kv
     if plan == "aqua-fused" and replicated:
-        return {"check": "skipped: t > H_kv splits a KV group's heads over ranks, so group selection differs", "correct": None}
+        return {
+            "check": "skipped: t > H_kv splits a KV group's heads over ranks, so group selection differs",
+            "correct": None,
+        }
     result = torch.zeros(3, dtype=torch.float64, device=device)
     if rank == 0:
         q_all = torch.cat(q_parts, dim=1)
         o_ref, m_ref = reference_outputs(full, shape, q_all, trace["h"], k_full, v_full, plan, k_keep)
         err_o, err_m = rel_err(trace["o"], o_ref), rel_err(trace["m"], m_ref)
-        result = torch.tensor([err_o, err_m, float(max(err_o, err_m) <= TOLERANCE[dtype])], dtype=torch.float64, device=device)
+        result = torch.tensor(
+            [err_o, err_m, float(max(err_o, err_m) <= TOLERANCE[dtype])], dtype=torch.float64, device=device
+        )
     dist.broadcast(result, src=0)
     err_o, err_m, ok = result.tolist()
-    return {"check": f"all-reduced attention output and MLP output vs the whole layer in fp32 on rank 0 (tolerance {TOLERANCE[dtype]:g})",
-            "attention_rel_err": err_o, "mlp_rel_err": err_m, "correct": bool(ok)}
+    return {
+        "check": f"all-reduced attention output and MLP output vs the whole layer in fp32 on rank 0 (tolerance {TOLERANCE[dtype]:g})",
+        "attention_rel_err": err_o,
+        "mlp_rel_err": err_m,
+        "correct": bool(ok),
+    }
 
 
 def worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
@@ -482,26 +649,43 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="JSONL written by rank 0")
-    p.add_argument("--backend", choices=("nccl", "gloo"), default="nccl" if torch.cuda.is_available() else "gloo")
-    p.add_argument("--spawn", type=int, default=0, help="start this many local processes (else: launched by torchrun)")
-    p.add_argument("--start-method", choices=("spawn", "fork"), default="spawn",
-                   help="how --spawn starts them (fork: CPU only, reuses this process's imports)")
+    p.add_argument(
+        "--backend", choices=("nccl", "gloo"), default="nccl" if torch.cuda.is_available() else "gloo"
+    )
+    p.add_argument(
+        "--spawn", type=int, default=0, help="start this many local processes (else: launched by torchrun)"
+    )
+    p.add_argument(
+        "--start-method",
+        choices=("spawn", "fork"),
+        default="spawn",
+        help="how --spawn starts them (fork: CPU only, reuses this process's imports)",
+    )
     p.add_argument("--model", default="llama-3.1-70b", help="model config whose layer shape is used")
     p.add_argument("--tiny", action="store_true", help=f"the tiny shape {TINY} (CPU check)")
     p.add_argument("--contexts", default="4096,32768", help="cached tokens N, comma-separated")
     p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     p.add_argument("--k", type=int, default=32, help="AQUA's kept dims")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    p.add_argument(
+        "--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 on CUDA, fp32 on CPU"
+    )
     p.add_argument("--layers-per-sample", type=int, default=4)
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--inner", type=int, default=10, help="back-to-back all-reduces per sample")
     p.add_argument("--min-log2-bytes", type=int, default=10)
     p.add_argument("--max-log2-bytes", type=int, default=28)
-    p.add_argument("--no-graphs", dest="graphs", action="store_false",
-                   help="time the attention and the matmuls of one rank eagerly on CUDA (default: CUDA-graph replays)")
-    p.add_argument("--graph-layer", action="store_true",
-                   help="also capture the layers with their all-reduces in a CUDA graph (default: eager launches, "
-                        "device time by CUDA events; a capture failing on one rank could stall the others)")
+    p.add_argument(
+        "--no-graphs",
+        dest="graphs",
+        action="store_false",
+        help="time the attention and the matmuls of one rank eagerly on CUDA (default: CUDA-graph replays)",
+    )
+    p.add_argument(
+        "--graph-layer",
+        action="store_true",
+        help="also capture the layers with their all-reduces in a CUDA graph (default: eager launches, "
+        "device time by CUDA events; a capture failing on one rank could stall the others)",
+    )
     p.add_argument("--quick", action="store_true", help="few samples and small sizes (the CPU check)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per spawned CPU process")
     p.add_argument("--seed", type=int, default=0)
@@ -517,11 +701,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         from aqua_model import models
 
         cfg = models.load(args.model)
-        args.shape = {"hidden": cfg.hidden_size, "heads_q": cfg.heads, "heads_kv": cfg.kv_heads, "head_dim": cfg.head_dim,
-                      "intermediate": cfg.intermediate_size}
+        args.shape = {
+            "hidden": cfg.hidden_size,
+            "heads_q": cfg.heads,
+            "heads_kv": cfg.kv_heads,
+            "head_dim": cfg.head_dim,
+            "intermediate": cfg.intermediate_size,
+        }
     args.warmup_ms, args.rep_ms = (1.0, 5.0) if args.quick else (5.0, 40.0)
     if args.quick:
-        args.samples, args.inner, args.layers_per_sample = min(args.samples, 5), min(args.inner, 3), min(args.layers_per_sample, 2)
+        args.samples, args.inner, args.layers_per_sample = (
+            min(args.samples, 5),
+            min(args.inner, 3),
+            min(args.layers_per_sample, 2),
+        )
         args.max_log2_bytes = min(args.max_log2_bytes, 16)
     if args.k < 1 or args.k > args.shape["head_dim"]:
         p.error(f"--k must be in 1..{args.shape['head_dim']}, got {args.k}")
@@ -541,8 +734,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.start_method == "fork" and args.backend == "nccl":
             raise SystemExit("--start-method fork cannot start CUDA processes; use spawn or torchrun")
-        mp.start_processes(worker, args=(args.spawn, _free_port(), args), nprocs=args.spawn, join=True,
-                           start_method=args.start_method)
+        mp.start_processes(
+            worker,
+            args=(args.spawn, _free_port(), args),
+            nprocs=args.spawn,
+            join=True,
+            start_method=args.start_method,
+        )
         return 0
     dist.init_process_group(args.backend, init_method="env://")
     try:

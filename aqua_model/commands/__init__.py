@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import breakeven_cmd, compare_cmd, costs_cmd, figures_cmd, hardware_cmd, models_cmd, report_cmd, simulate_cmd, validate_cmd
+from . import (
+    breakeven_cmd,
+    compare_cmd,
+    costs_cmd,
+    figures_cmd,
+    hardware_cmd,
+    models_cmd,
+    report_cmd,
+    simulate_cmd,
+    validate_cmd,
+)
 
 COMMANDS: dict[str, ModuleType] = {
     "report": report_cmd,

@@ -31,14 +31,30 @@ class Parser(argparse.ArgumentParser):
 def add_convention_args(parser: argparse.ArgumentParser) -> None:
     """The convention fields as options (defaults are the documented Convention defaults)."""
     c = Convention()
-    parser.add_argument("--topk-cost", choices=SELECTION_MODELS, default=c.selection,
-                        help="convention: cost model of the top-k selection (default: %(default)s)")
-    parser.add_argument("--key-projection", choices=KEY_PROJECTION_MODELS, default=c.key_projection,
-                        help="convention: each new key rotated once and cached ('shared') or every key every step (default: %(default)s)")
-    parser.add_argument("--projection", choices=PROJECTION_PLACEMENTS, default=c.projection,
-                        help="convention: P applied at run time ('online') or folded into W_Q, W_K (default: %(default)s)")
-    parser.add_argument("--softmax-flops", type=float, default=c.softmax_flops_per_score,
-                        help="convention: FLOPs per score in softmax (default: %(default)s)")
+    parser.add_argument(
+        "--topk-cost",
+        choices=SELECTION_MODELS,
+        default=c.selection,
+        help="convention: cost model of the top-k selection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--key-projection",
+        choices=KEY_PROJECTION_MODELS,
+        default=c.key_projection,
+        help="convention: each new key rotated once and cached ('shared') or every key every step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--projection",
+        choices=PROJECTION_PLACEMENTS,
+        default=c.projection,
+        help="convention: P applied at run time ('online') or folded into W_Q, W_K (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--softmax-flops",
+        type=float,
+        default=c.softmax_flops_per_score,
+        help="convention: FLOPs per score in softmax (default: %(default)s)",
+    )
 
 
 #: Convention fields named by the options of :func:`add_convention_args`.
@@ -47,7 +63,12 @@ CONVENTION_FLAGS: Mapping[str, str] = {"softmax_flops_per_score": "--softmax-flo
 
 def convention_from(args: argparse.Namespace) -> Convention:
     """Build the Convention the options describe."""
-    return Convention(selection=args.topk_cost, key_projection=args.key_projection, projection=args.projection, softmax_flops_per_score=args.softmax_flops)
+    return Convention(
+        selection=args.topk_cost,
+        key_projection=args.key_projection,
+        projection=args.projection,
+        softmax_flops_per_score=args.softmax_flops,
+    )
 
 
 def print_json(payload: dict[str, Any]) -> None:

@@ -18,8 +18,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
     p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
     p.add_argument("--context", type=int, default=4096, help="cached keys N (default: %(default)s)")
-    p.add_argument("--dtype-bytes", type=int, default=2, help="bytes per element (default: %(default)s, bf16)")
-    p.add_argument("--json", action="store_true", help="machine-readable output with a schema version (default: a table)")
+    p.add_argument(
+        "--dtype-bytes", type=int, default=2, help="bytes per element (default: %(default)s, bf16)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="machine-readable output with a schema version (default: a table)"
+    )
     add_convention_args(p)
     set_run(p, run)
 
@@ -36,13 +40,29 @@ def closed_forms(convention=None) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     conv = convention_from(args)
-    rows = breakdown_rows(d=args.d, k=args.k, context=args.context, g=args.g, dtype_bytes=args.dtype_bytes, convention=conv)
+    rows = breakdown_rows(
+        d=args.d, k=args.k, context=args.context, g=args.g, dtype_bytes=args.dtype_bytes, convention=conv
+    )
     forms = closed_forms(conv)
     if args.json:
-        print_json({"shape": {"d": args.d, "k": args.k, "g": args.g, "context": args.context, "dtype_bytes": args.dtype_bytes},
-                    "rows": rows, "closed_forms": forms, "convention": conv.to_dict()})
+        print_json(
+            {
+                "shape": {
+                    "d": args.d,
+                    "k": args.k,
+                    "g": args.g,
+                    "context": args.context,
+                    "dtype_bytes": args.dtype_bytes,
+                },
+                "rows": rows,
+                "closed_forms": forms,
+                "convention": conv.to_dict(),
+            }
+        )
         return 0
-    print(f"Decode costs at d={args.d}, k={args.k}, g={args.g}, N={args.context} (convention: {conv.label()})")
+    print(
+        f"Decode costs at d={args.d}, k={args.k}, g={args.g}, N={args.context} (convention: {conv.label()})"
+    )
     print(to_text(rows))
     print("Closed forms (per query head for FLOPs, per KV head for bytes; S = sector bytes):")
     for name, form in forms.items():

@@ -20,13 +20,27 @@ with the figures). Each figure is a PDF (vector, for papers) and a PNG (300 dpi)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="write every figure (PDF + PNG) from the model and the committed validation results")
+    p = sub.add_parser(
+        name, help="write every figure (PDF + PNG) from the model and the committed validation results"
+    )
     p.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: %(default)s)")
-    p.add_argument("--results", "--root", dest="results", default=None, metavar="ROOT",
-                   help="folder holding the committed results (validation/results, analysis/results), laid out as the "
-                        "repository (default: the copy shipped in the package, else the checkout it runs from); "
-                        "--root is the old name")
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="build only these figures, see --list (default: all)")
+    p.add_argument(
+        "--results",
+        "--root",
+        dest="results",
+        default=None,
+        metavar="ROOT",
+        help="folder holding the committed results (validation/results, analysis/results), laid out as the "
+        "repository (default: the copy shipped in the package, else the checkout it runs from); "
+        "--root is the old name",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="build only these figures, see --list (default: all)",
+    )
     p.add_argument("--list", action="store_true", help="list the figures and exit (default: build them)")
     set_run(p, run)
 
@@ -51,10 +65,15 @@ def run(args: argparse.Namespace) -> int:
     names = list(figures) if args.only is None else args.only
     unknown = [n for n in names if n not in figures]
     if unknown:
-        print(f"aqua-model figures: error: --only got unknown figure names {unknown}; known: {', '.join(figures)}", file=sys.stderr)
+        print(
+            f"aqua-model figures: error: --only got unknown figure names {unknown}; known: {', '.join(figures)}",
+            file=sys.stderr,
+        )
         return 2
     out = check_output_dir("--out", args.out)
-    root = results_root(args.results)  # every committed data file present, or an error naming the missing ones
+    root = results_root(
+        args.results
+    )  # every committed data file present, or an error naming the missing ones
     out.mkdir(parents=True, exist_ok=True)
     print(f"results from {root}")
     built = []

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def _list(args: argparse.Namespace) -> int:
     for key in hardware.list_devices():
         prof = hardware.load(key)
-        print(f"{key:16s} {prof.name:28s} {prof.bandwidth_bytes_per_s / 1e12:6.2f} TB/s  {prof.peak_flops('fp32') / 1e12:7.1f} TFLOP/s fp32")
+        print(
+            f"{key:16s} {prof.name:28s} {prof.bandwidth_bytes_per_s / 1e12:6.2f} TB/s  {prof.peak_flops('fp32') / 1e12:7.1f} TFLOP/s fp32"
+        )
     return 0
 
 

@@ -6,7 +6,14 @@ import argparse
 
 from .._datafiles import results_file
 from ..hardware import load as load_hardware
-from ..simulator.report_rows import PAPER_D, PAPER_K, REPORT_SPEEDUP_BATCH, breakdown_rows, breakeven_rows, speedup_rows
+from ..simulator.report_rows import (
+    PAPER_D,
+    PAPER_K,
+    REPORT_SPEEDUP_BATCH,
+    breakdown_rows,
+    breakeven_rows,
+    speedup_rows,
+)
 from ..table_render import to_text
 from ._common import check_input_file, set_run
 
@@ -18,11 +25,18 @@ COMMITTED_PROFILE = "validation/results/h200/h200-calibrated.toml"
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="break-even table, cost breakdown and predicted H200 speedups")
-    p.add_argument("--profile", default=None,
-                   help=f"calibrated profile for the second speedup table (default: {COMMITTED_PROFILE} under --results)")
-    p.add_argument("--results", default=None, metavar="ROOT",
-                   help="folder holding the committed results, laid out as the repository (default: the copy shipped "
-                        "in the package, else the checkout it runs from)")
+    p.add_argument(
+        "--profile",
+        default=None,
+        help=f"calibrated profile for the second speedup table (default: {COMMITTED_PROFILE} under --results)",
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        metavar="ROOT",
+        help="folder holding the committed results, laid out as the repository (default: the copy shipped "
+        "in the package, else the checkout it runs from)",
+    )
     set_run(p, run)
 
 
@@ -38,15 +52,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         calibrated = str(results_file(COMMITTED_PROFILE, args.results))
     print("FLOP break-even of AQUA vs dense attention (per query head, g = 1, default convention)")
-    print("N*: decode context where costs are equal; T*: causal prompt length; *_min: first integer where AQUA is cheaper\n")
+    print(
+        "N*: decode context where costs are equal; T*: causal prompt length; *_min: first integer where AQUA is cheaper\n"
+    )
     print(to_text(breakeven_rows()))
-    print(f"Cost breakdown at the paper's operating point d={PAPER_D}, k={PAPER_K}, decode, N={REPORT_CONTEXT}:\n")
+    print(
+        f"Cost breakdown at the paper's operating point d={PAPER_D}, k={PAPER_K}, decode, N={REPORT_CONTEXT}:\n"
+    )
     print(to_text(breakdown_rows(d=PAPER_D, k=PAPER_K, context=REPORT_CONTEXT)))
     profiles = ["h200", calibrated]
     for gpu in profiles:
         rows = speedup_rows(gpu=gpu)
-        print(f"Predicted decode speedup of the AQUA decode step (plan aqua-step-topk: q and the new key rotated, torch.topk, "
-              f"the fused kernel on dim-major keys) over dense fused attention, Llama-3.1-8B, "
-              f"batch {REPORT_SPEEDUP_BATCH}, profile {rows[0]['mode']} ('ceiling' = 2d/(k+d)):\n")
+        print(
+            f"Predicted decode speedup of the AQUA decode step (plan aqua-step-topk: q and the new key rotated, torch.topk, "
+            f"the fused kernel on dim-major keys) over dense fused attention, Llama-3.1-8B, "
+            f"batch {REPORT_SPEEDUP_BATCH}, profile {rows[0]['mode']} ('ceiling' = 2d/(k+d)):\n"
+        )
         print(to_text(rows))
     return 0

@@ -41,24 +41,54 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     c = vsub.add_parser("calibrate", help="micro-benchmarks -> calibrated hardware profile (TOML)")
     c.add_argument("--out", required=True, help="path of the calibrated profile TOML to write")
     c.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
-    c.add_argument("--quick", action="store_true", help="fewer sizes (seconds; for CI and the CPU mode) (default: the full size set)")
-    c.add_argument("--base", default=None, help="datasheet profile to build on (default: from the device name)")
-    c.add_argument("--deadline-s", type=float, default=None,
-                   help="start no new implementation micro-benchmark after this many seconds (default: no deadline)")
-    c.add_argument("--no-streams", action="store_true",
-                   help="skip the implementation micro-benchmarks (graph timing, SDPA, Triton, matvec) (default: run them)")
+    c.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer sizes (seconds; for CI and the CPU mode) (default: the full size set)",
+    )
+    c.add_argument(
+        "--base", default=None, help="datasheet profile to build on (default: from the device name)"
+    )
+    c.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no new implementation micro-benchmark after this many seconds (default: no deadline)",
+    )
+    c.add_argument(
+        "--no-streams",
+        action="store_true",
+        help="skip the implementation micro-benchmarks (graph timing, SDPA, Triton, matvec) (default: run them)",
+    )
     set_run(c, run_calibrate)
 
-    sm = vsub.add_parser("sample", help="draw held-out cases from the documented distribution (validation/README.md)")
-    sm.add_argument("--seed", type=int, required=True, help="the seed (chosen after the freeze, by the rule in validation/README.md)")
+    sm = vsub.add_parser(
+        "sample", help="draw held-out cases from the documented distribution (validation/README.md)"
+    )
+    sm.add_argument(
+        "--seed",
+        type=int,
+        required=True,
+        help="the seed (chosen after the freeze, by the rule in validation/README.md)",
+    )
     sm.add_argument("--n", type=int, required=True, help="fewest cases to draw")
     sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
-    sm.add_argument("--model-commit", default=None, help="the commit the model is frozen at (default: the checkout's HEAD)")
-    sm.add_argument("--scale", choices=("h200", "cpu"), default="h200",
-                    help="the distribution: the documented H200 one, or its tiny CPU form (CI) (default: %(default)s)")
+    sm.add_argument(
+        "--model-commit",
+        default=None,
+        help="the commit the model is frozen at (default: the checkout's HEAD)",
+    )
+    sm.add_argument(
+        "--scale",
+        choices=("h200", "cpu"),
+        default="h200",
+        help="the distribution: the documented H200 one, or its tiny CPU form (CI) (default: %(default)s)",
+    )
     set_run(sm, run_sample)
 
-    iv = vsub.add_parser("intervals", help="freeze 80%% prediction intervals from in-sample results into a calibrated profile")
+    iv = vsub.add_parser(
+        "intervals", help="freeze 80%% prediction intervals from in-sample results into a calibrated profile"
+    )
     iv.add_argument("--profile", required=True, help="the calibrated profile the results were predicted with")
     iv.add_argument("--results", nargs="+", required=True, help="in-sample results JSONL")
     iv.add_argument("--out", required=True, help="the profile to write (may be --profile itself)")
@@ -66,49 +96,119 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
     r = vsub.add_parser("run", help="measure the case grid, streaming rows to JSONL (resumes)")
     r.add_argument("--profile", required=True, help="calibrated profile TOML (from 'validate calibrate')")
-    r.add_argument("--datasheet", default=None, help="datasheet profile (default: the calibrated profile's base)")
-    r.add_argument("--out", required=True, help="results JSONL (appended; case ids already there are skipped)")
+    r.add_argument(
+        "--datasheet", default=None, help="datasheet profile (default: the calibrated profile's base)"
+    )
+    r.add_argument(
+        "--out", required=True, help="results JSONL (appended; case ids already there are skipped)"
+    )
     r.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
-    r.add_argument("--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)")
-    r.add_argument("--plans", nargs="+", default=None, metavar="PLAN",
-                   help="run only the cases of these plans, e.g. aqua-token-major (default: every plan)")
-    r.add_argument("--phase", choices=("decode", "prefill"), default=None, help="run only the cases of this phase (default: both)")
-    r.add_argument("--cpu-small", action="store_true", help="the tiny CPU grid (default: on with --device cpu)")
-    r.add_argument("--grid", choices=("gpu", "reduced", "cpu"), default=None,
-                   help="the case grid: the full H200 grid, the reduced in-sample grid of a held-out call, or the CPU grid "
-                        "(default: gpu, or cpu with --device cpu / --cpu-small)")
-    r.add_argument("--cases", default=None,
-                   help="held-out case file from 'validate sample' instead of a grid; refused if the model changed since "
-                        "(default: a grid)")
-    r.add_argument("--model-commit", default=None,
-                   help="the commit the model is frozen at, recorded in every row (default: the case file's, else none)")
-    r.add_argument("--deadline-s", type=float, default=None, help="start no new case after this many seconds (default: no deadline)")
-    r.add_argument("--warmup-ms", type=float, default=None, help="timer warm-up per call site in ms (default: the timer's)")
-    r.add_argument("--rep-ms", type=float, default=None, help="timer repeat budget per call site in ms (default: the timer's)")
-    r.add_argument("--eager", action="store_true",
-                   help="time eager launches only (default on CUDA: CUDA-graph replays, plus the eager total)")
+    r.add_argument(
+        "--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)"
+    )
+    r.add_argument(
+        "--plans",
+        nargs="+",
+        default=None,
+        metavar="PLAN",
+        help="run only the cases of these plans, e.g. aqua-token-major (default: every plan)",
+    )
+    r.add_argument(
+        "--phase",
+        choices=("decode", "prefill"),
+        default=None,
+        help="run only the cases of this phase (default: both)",
+    )
+    r.add_argument(
+        "--cpu-small", action="store_true", help="the tiny CPU grid (default: on with --device cpu)"
+    )
+    r.add_argument(
+        "--grid",
+        choices=("gpu", "reduced", "cpu"),
+        default=None,
+        help="the case grid: the full H200 grid, the reduced in-sample grid of a held-out call, or the CPU grid "
+        "(default: gpu, or cpu with --device cpu / --cpu-small)",
+    )
+    r.add_argument(
+        "--cases",
+        default=None,
+        help="held-out case file from 'validate sample' instead of a grid; refused if the model changed since "
+        "(default: a grid)",
+    )
+    r.add_argument(
+        "--model-commit",
+        default=None,
+        help="the commit the model is frozen at, recorded in every row (default: the case file's, else none)",
+    )
+    r.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no new case after this many seconds (default: no deadline)",
+    )
+    r.add_argument(
+        "--warmup-ms",
+        type=float,
+        default=None,
+        help="timer warm-up per call site in ms (default: the timer's)",
+    )
+    r.add_argument(
+        "--rep-ms",
+        type=float,
+        default=None,
+        help="timer repeat budget per call site in ms (default: the timer's)",
+    )
+    r.add_argument(
+        "--eager",
+        action="store_true",
+        help="time eager launches only (default on CUDA: CUDA-graph replays, plus the eager total)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar)")
     set_run(r, run_cases_cmd)
 
     s = vsub.add_parser("report", help="per-case and per-plan errors, speedup-ratio errors, targets")
-    s.add_argument("results", nargs="+",
-                   help="results JSONL from 'validate run'; with several files, a measured ('ok') row of a later "
-                        "file replaces the row of the same case in an earlier one (a rerun of a subset)")
+    s.add_argument(
+        "results",
+        nargs="+",
+        help="results JSONL from 'validate run'; with several files, a measured ('ok') row of a later "
+        "file replaces the row of the same case in an earlier one (a rerun of a subset)",
+    )
     s.add_argument("--markdown", default=None, help="also write a Markdown summary here (default: none)")
     s.add_argument("--no-cases", action="store_true", help="leave out the per-case lines (default: listed)")
-    s.add_argument("--repredict", default=None, metavar="PROFILE",
-                   help="recompute every prediction with the current model, using this calibrated profile "
-                        "(and its base datasheet profile); the measurements are kept as they are (default: as recorded)")
-    s.add_argument("--out", default=None, help="with --repredict: also write the re-predicted rows to this JSONL (default: none)")
-    s.add_argument("--heldout", nargs="+", default=None, metavar="HELDOUT",
-                   help="held-out results: print them beside the in-sample results, with the issue's targets and the "
-                        "interval coverage (default: none)")
-    s.add_argument("--heldout-markdown", default=None, help="with --heldout: write that comparison here (default: none)")
-    s.add_argument("--status-out", default=None,
-                   help="with --heldout: write the plan verdicts (unvalidated where the held-out p90 > 25%%) here (default: none)")
-    s.add_argument("--lenient", action="store_true",
-                   help="skip lines that break the row schema, counting them in the report (default: any bad line "
-                        "other than a torn last one is an error)")
+    s.add_argument(
+        "--repredict",
+        default=None,
+        metavar="PROFILE",
+        help="recompute every prediction with the current model, using this calibrated profile "
+        "(and its base datasheet profile); the measurements are kept as they are (default: as recorded)",
+    )
+    s.add_argument(
+        "--out",
+        default=None,
+        help="with --repredict: also write the re-predicted rows to this JSONL (default: none)",
+    )
+    s.add_argument(
+        "--heldout",
+        nargs="+",
+        default=None,
+        metavar="HELDOUT",
+        help="held-out results: print them beside the in-sample results, with the issue's targets and the "
+        "interval coverage (default: none)",
+    )
+    s.add_argument(
+        "--heldout-markdown", default=None, help="with --heldout: write that comparison here (default: none)"
+    )
+    s.add_argument(
+        "--status-out",
+        default=None,
+        help="with --heldout: write the plan verdicts (unvalidated where the held-out p90 > 25%%) here (default: none)",
+    )
+    s.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip lines that break the row schema, counting them in the report (default: any bad line "
+        "other than a torn last one is an error)",
+    )
     set_run(s, run_report)
 
 
@@ -126,8 +226,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise ValueError(f"--base {args.base!r}: {exc}") from None
     device = args.device or _default_device()
     _check_device(device)
-    prof = calibrate_profile(out_path=args.out, device=device, quick=args.quick, base=args.base,
-                             streams=not args.no_streams, deadline_s=args.deadline_s)
+    prof = calibrate_profile(
+        out_path=args.out,
+        device=device,
+        quick=args.quick,
+        base=args.base,
+        streams=not args.no_streams,
+        deadline_s=args.deadline_s,
+    )
     print(f"wrote {args.out} (mode {prof.mode})")
     print(prof.describe())
     return 0
@@ -144,7 +250,9 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
     _check_device(device)
     calibrated = load(args.profile)
     if calibrated.calibration is None:
-        raise ValueError(f"--profile must be a calibrated profile (mode = 'calibrated'), got {args.profile!r} in mode {calibrated.mode!r}")
+        raise ValueError(
+            f"--profile must be a calibrated profile (mode = 'calibrated'), got {args.profile!r} in mode {calibrated.mode!r}"
+        )
     base = args.datasheet or _calibration_base(args.profile)
     if not base:
         raise ValueError("the calibrated profile names no base datasheet profile; pass --datasheet")
@@ -158,8 +266,12 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
         check_input_file("--cases", args.cases)
         meta, cases = read_cases(args.cases)
         check_frozen(meta)
-        row_extra = {"case_source": "heldout", "heldout_seed": meta["seed"], "model_commit": meta.get("model_commit"),
-                     "model_sha256": meta.get("model_sha256")}
+        row_extra = {
+            "case_source": "heldout",
+            "heldout_seed": meta["seed"],
+            "model_commit": meta.get("model_commit"),
+            "model_sha256": meta.get("model_sha256"),
+        }
     else:
         from aqua_model.validate.cases import grid
 
@@ -176,11 +288,24 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.plan in args.plans]
     if args.phase:
         cases = [c for c in cases if c.phase == args.phase]
-    measurer = Measurer(device, warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
-                        rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS, graph=not args.eager)
-    counts = run_cases(cases, out_path=args.out, datasheet=datasheet, calibrated=calibrated, device=device,
-                       measure=measurer, deadline_s=args.deadline_s, max_cases=args.max_cases,
-                       progress=not args.no_progress, row_extra=row_extra)
+    measurer = Measurer(
+        device,
+        warmup_ms=args.warmup_ms if args.warmup_ms is not None else DEFAULT_WARMUP_MS,
+        rep_ms=args.rep_ms if args.rep_ms is not None else DEFAULT_REP_MS,
+        graph=not args.eager,
+    )
+    counts = run_cases(
+        cases,
+        out_path=args.out,
+        datasheet=datasheet,
+        calibrated=calibrated,
+        device=device,
+        measure=measurer,
+        deadline_s=args.deadline_s,
+        max_cases=args.max_cases,
+        progress=not args.no_progress,
+        row_extra=row_extra,
+    )
     measurer.release()
     print("cases: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
@@ -207,10 +332,15 @@ def run_report(args: argparse.Namespace) -> int:
         except BadRowsError as exc:
             for line in exc.result.lines():
                 print(f"aqua-model validate: {line}", file=sys.stderr)
-            raise ValueError(f"{len(exc.result.rejected)} bad line(s) in {path} (listed above); fix them or pass --lenient "
-                             "to skip them") from None
+            raise ValueError(
+                f"{len(exc.result.rejected)} bad line(s) in {path} (listed above); fix them or pass --lenient "
+                "to skip them"
+            ) from None
         for line in result.lines():
-            print(f"aqua-model validate: {line}" + (" (skipped: --lenient)" if "torn" not in line else ""), file=sys.stderr)
+            print(
+                f"aqua-model validate: {line}" + (" (skipped: --lenient)" if "torn" not in line else ""),
+                file=sys.stderr,
+            )
         skipped += [(path, r.line) for r in result.rejected]
         runs.append([current_names(row) for row in result.rows])
     rows = merge_runs(runs)
@@ -223,8 +353,12 @@ def run_report(args: argparse.Namespace) -> int:
     elif args.heldout_markdown or args.status_out:
         raise ValueError("--heldout-markdown and --status-out need --heldout")
     if skipped:
-        note = f"rejected lines skipped (--lenient): {len(skipped)} (" + ", ".join(f"{p}:{n}" for p, n in skipped[:10]) + \
-               (", ..." if len(skipped) > 10 else "") + ")"
+        note = (
+            f"rejected lines skipped (--lenient): {len(skipped)} ("
+            + ", ".join(f"{p}:{n}" for p, n in skipped[:10])
+            + (", ..." if len(skipped) > 10 else "")
+            + ")"
+        )
         print(note)
         if args.markdown:
             with open(args.markdown, "a") as fh:
@@ -236,7 +370,13 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _heldout_report(args: argparse.Namespace, insample) -> None:
     """Held-out rows beside the in-sample report; the issue's targets; the plan verdicts."""
-    from aqua_model.validate.report import build_report, heldout_markdown, heldout_targets, status_entries, write_status
+    from aqua_model.validate.report import (
+        build_report,
+        heldout_markdown,
+        heldout_targets,
+        status_entries,
+        write_status,
+    )
     from aqua_model.validate.runner import merge_runs, read_rows
 
     for path in args.heldout:
@@ -248,10 +388,16 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
     seeds = sorted({r.get("heldout_seed") for r in rows if r.get("heldout_seed") is not None})
     commits = sorted({r.get("model_commit") for r in rows if r.get("model_commit")})
     if len(seeds) > 1 or len(commits) > 1:
-        raise ValueError(f"--heldout mixes seeds {seeds} or frozen commits {commits}: report one held-out run at a time")
-    meta = {"seed": seeds[0] if seeds else None, "model_commit": commits[0] if commits else None,
-            "model_sha256": next((r.get("model_sha256") for r in rows if r.get("model_sha256")), None),
-            "cases": len(rows), "shapes": len({r.get("case_id", "").split("/", 2)[-1] for r in rows})}
+        raise ValueError(
+            f"--heldout mixes seeds {seeds} or frozen commits {commits}: report one held-out run at a time"
+        )
+    meta = {
+        "seed": seeds[0] if seeds else None,
+        "model_commit": commits[0] if commits else None,
+        "model_sha256": next((r.get("model_sha256") for r in rows if r.get("model_sha256")), None),
+        "cases": len(rows),
+        "shapes": len({r.get("case_id", "").split("/", 2)[-1] for r in rows}),
+    }
     text = heldout_markdown(insample, held, meta=meta)
     print("\n" + text)
     if args.heldout_markdown:
@@ -276,10 +422,14 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    meta = write_cases(seed=args.seed, n=args.n, out_path=args.out, model_commit=args.model_commit, scale=args.scale)
-    print(f"wrote {args.out}: {meta['cases']} cases from {meta['shapes']} shapes (seed {meta['seed']}; model "
-          f"{meta['model_commit']}, fingerprint {meta['model_sha256'][:12]}{', tree dirty' if meta['model_dirty'] else ''}); "
-          f"redraws {meta['redraws']}")
+    meta = write_cases(
+        seed=args.seed, n=args.n, out_path=args.out, model_commit=args.model_commit, scale=args.scale
+    )
+    print(
+        f"wrote {args.out}: {meta['cases']} cases from {meta['shapes']} shapes (seed {meta['seed']}; model "
+        f"{meta['model_commit']}, fingerprint {meta['model_sha256'][:12]}{', tree dirty' if meta['model_dirty'] else ''}); "
+        f"redraws {meta['redraws']}"
+    )
     return 0
 
 
@@ -293,8 +443,14 @@ def run_intervals(args: argparse.Namespace) -> int:
     check_output_file("--out", args.out)
     entries = freeze_intervals(profile=args.profile, results=args.results, out=args.out)
     for e in entries:
-        sp = f", speedup [{e['speedup'][0]:+.3f}, {e['speedup'][1]:+.3f}] (n {e['n_speedup']})" if "speedup" in e else ""
-        print(f"{e['phase']}/{e['plan']}: ln(measured/predicted) in [{e['time'][0]:+.3f}, {e['time'][1]:+.3f}] (n {e['n_time']}){sp}")
+        sp = (
+            f", speedup [{e['speedup'][0]:+.3f}, {e['speedup'][1]:+.3f}] (n {e['n_speedup']})"
+            if "speedup" in e
+            else ""
+        )
+        print(
+            f"{e['phase']}/{e['plan']}: ln(measured/predicted) in [{e['time'][0]:+.3f}, {e['time'][1]:+.3f}] (n {e['n_time']}){sp}"
+        )
     print(f"wrote {args.out} ({len(entries)} plan intervals)")
     return 0
 

@@ -23,7 +23,18 @@ from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate
 from .sizes import Sizes, check_context, check_kept_dims
 
-__all__ = ["COMPONENTS", "METHODS", "PHASES", "Sizes", "component_flops", "decode_read_bytes", "kv_cache_bytes", "flop_terms", "total", "evaluate"]
+__all__ = [
+    "COMPONENTS",
+    "METHODS",
+    "PHASES",
+    "Sizes",
+    "component_flops",
+    "decode_read_bytes",
+    "kv_cache_bytes",
+    "flop_terms",
+    "total",
+    "evaluate",
+]
 
 
 def _shape_values(d: Any, k: Any, g: Any, method: str) -> dict[str, np.ndarray]:
@@ -66,8 +77,10 @@ def component_flops(
     granularity = "query"
     if selection_tile is not None:
         if phase != "prefill":
-            raise ValueError(f"selection_tile (queries sharing one selection) is a prefill option; phase must be "
-                             f"'prefill', got phase={phase!r} with selection_tile={selection_tile!r}")
+            raise ValueError(
+                f"selection_tile (queries sharing one selection) is a prefill option; phase must be "
+                f"'prefill', got phase={phase!r} with selection_tile={selection_tile!r}"
+            )
         values["M_t"] = check_int_array("selection_tile", selection_tile, minimum=1)
         granularity = "tile"
     terms = flop_terms(method, phase, resolve(convention), causal, granularity)
@@ -99,15 +112,24 @@ def decode_read_bytes(
     values["N"] = check_int_array("context", context, minimum=1)
     values["s"] = _element_bytes(dtype_bytes, kv_dtype)
     if layout == "token-major" and kv_dtype == "int4":
-        raise ValueError("layout 'token-major' with kv_dtype 'int4' is not modelled: the sector model needs a whole "
-                         "number of elements per sector, and int4 group scales are stored apart; use layout 'dim-major'")
+        raise ValueError(
+            "layout 'token-major' with kv_dtype 'int4' is not modelled: the sector model needs a whole "
+            "number of elements per sector, and int4 group scales are stored apart; use layout 'dim-major'"
+        )
     values["S"] = check_int_array("sector_bytes", sector_bytes, minimum=1)
     expr = memory.decode_read_bytes(method, layout=layout, selection=selection, pattern=pattern)
     return evaluate(expr, values)
 
 
-def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = None, kv_dtype: str | None = None,
-                   key_dims: Any = None) -> Any:
+def kv_cache_bytes(
+    *,
+    method: str,
+    d: Any,
+    context: Any,
+    dtype_bytes: Any = None,
+    kv_dtype: str | None = None,
+    key_dims: Any = None,
+) -> Any:
     """KV-cache bytes per KV head and layer; AQUA may store only ``key_dims`` = m <= d key dims.
 
     The element size is ``dtype_bytes`` (an integer) or that of ``kv_dtype`` (``fp8``: 1 byte,
@@ -115,7 +137,11 @@ def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = None
     """
     check_choice("method", method, METHODS)
     d_a = check_int_array("d", d, minimum=1)
-    values = {"d": d_a, "N": check_int_array("context", context, minimum=0), "s": _element_bytes(dtype_bytes, kv_dtype)}
+    values = {
+        "d": d_a,
+        "N": check_int_array("context", context, minimum=0),
+        "s": _element_bytes(dtype_bytes, kv_dtype),
+    }
     if method == "aqua":
         m_a = d_a if key_dims is None else check_int_array("key_dims", key_dims, minimum=1)
         if np.any(m_a > d_a):
@@ -127,7 +153,11 @@ def kv_cache_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = None
 def _element_bytes(dtype_bytes: Any, kv_dtype: str | None) -> Any:
     """The element size ``s``: ``dtype_bytes`` (integers >= 1) or ``kv_dtype``'s, bf16 by default."""
     if dtype_bytes is not None and kv_dtype is not None:
-        raise ValueError(f"give dtype_bytes or kv_dtype, not both; got dtype_bytes={dtype_bytes!r}, kv_dtype={kv_dtype!r}")
+        raise ValueError(
+            f"give dtype_bytes or kv_dtype, not both; got dtype_bytes={dtype_bytes!r}, kv_dtype={kv_dtype!r}"
+        )
     if kv_dtype is not None:
         return np.asarray(kv_element_bytes(kv_dtype))
-    return check_int_array("dtype_bytes", DTYPE_BYTES["bf16"] if dtype_bytes is None else dtype_bytes, minimum=1)
+    return check_int_array(
+        "dtype_bytes", DTYPE_BYTES["bf16"] if dtype_bytes is None else dtype_bytes, minimum=1
+    )

@@ -33,7 +33,9 @@ def cost_difference(phase: str, convention: Convention, granularity: str = "quer
 
 
 @lru_cache(maxsize=None)
-def breakeven_parts(phase: str, convention: Convention, granularity: str = "query") -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+def breakeven_parts(
+    phase: str, convention: Convention, granularity: str = "query"
+) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     """``(n_star, overhead, saving_rate)`` as expressions in d, k, g (and M_t for tiles).
 
     The difference is linear in the context after dividing out the query count:

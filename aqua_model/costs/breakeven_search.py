@@ -18,8 +18,9 @@ from .._checks import check_int
 BREAKEVEN_SEARCH_LIMIT = 1 << 22
 
 
-def smallest_winning_context(wins: Callable[[np.ndarray], np.ndarray], *, lower: int = 1,
-                             limit: int = BREAKEVEN_SEARCH_LIMIT) -> int | None:
+def smallest_winning_context(
+    wins: Callable[[np.ndarray], np.ndarray], *, lower: int = 1, limit: int = BREAKEVEN_SEARCH_LIMIT
+) -> int | None:
     """Smallest integer context in [``lower``, ``limit``] where ``wins(contexts)`` is True.
 
     ``wins`` takes the int64 array of every context in the range and returns a boolean array

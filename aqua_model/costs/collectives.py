@@ -68,8 +68,11 @@ def all_reduce_sent_bytes(algorithm: str) -> sp.Expr:
 
 def all_reduce_terms(algorithm: str) -> dict[str, sp.Expr]:
     """Fixed, latency and bandwidth terms (seconds) of an all-reduce of M bytes on t devices."""
-    return {"fixed": alpha_0, "latency": all_reduce_steps(algorithm) * alpha,
-            "bandwidth": all_reduce_sent_bytes(algorithm) / beta}
+    return {
+        "fixed": alpha_0,
+        "latency": all_reduce_steps(algorithm) * alpha,
+        "bandwidth": all_reduce_sent_bytes(algorithm) / beta,
+    }
 
 
 def all_reduce_time(algorithm: str) -> sp.Expr:
@@ -87,13 +90,22 @@ def point_to_point_time() -> sp.Expr:
     return sp.Add(*point_to_point_terms().values())
 
 
-def _values(devices: Any, message_bytes: Any, bandwidth_bytes_per_s: Any, step_latency_s: Any,
-            fixed_latency_s: Any) -> dict[str, Any]:
-    values = {"t": check_int_array("devices", devices, minimum=1),
-              "M": np.asarray(message_bytes, dtype=float), "beta": np.asarray(bandwidth_bytes_per_s, dtype=float),
-              "alpha": np.asarray(step_latency_s, dtype=float), "alpha_0": np.asarray(fixed_latency_s, dtype=float)}
-    for name, key, strict in (("message_bytes", "M", False), ("bandwidth_bytes_per_s", "beta", True),
-                              ("step_latency_s", "alpha", False), ("fixed_latency_s", "alpha_0", False)):
+def _values(
+    devices: Any, message_bytes: Any, bandwidth_bytes_per_s: Any, step_latency_s: Any, fixed_latency_s: Any
+) -> dict[str, Any]:
+    values = {
+        "t": check_int_array("devices", devices, minimum=1),
+        "M": np.asarray(message_bytes, dtype=float),
+        "beta": np.asarray(bandwidth_bytes_per_s, dtype=float),
+        "alpha": np.asarray(step_latency_s, dtype=float),
+        "alpha_0": np.asarray(fixed_latency_s, dtype=float),
+    }
+    for name, key, strict in (
+        ("message_bytes", "M", False),
+        ("bandwidth_bytes_per_s", "beta", True),
+        ("step_latency_s", "alpha", False),
+        ("fixed_latency_s", "alpha_0", False),
+    ):
         arr = values[key]
         bad = ~np.isfinite(arr) | ((arr <= 0) if strict else (arr < 0))
         if arr.size == 0 or np.any(bad):
@@ -102,8 +114,15 @@ def _values(devices: Any, message_bytes: Any, bandwidth_bytes_per_s: Any, step_l
     return values
 
 
-def all_reduce_s(*, algorithm: str, devices: Any, message_bytes: Any, bandwidth_bytes_per_s: Any,
-                 step_latency_s: Any, fixed_latency_s: Any) -> Any:
+def all_reduce_s(
+    *,
+    algorithm: str,
+    devices: Any,
+    message_bytes: Any,
+    bandwidth_bytes_per_s: Any,
+    step_latency_s: Any,
+    fixed_latency_s: Any,
+) -> Any:
     """All-reduce time (s), vectorised; 0 where ``devices`` is 1 (nothing to reduce).
 
     ``bandwidth_bytes_per_s`` is the achieved bandwidth per device and direction (beta).
@@ -114,8 +133,9 @@ def all_reduce_s(*, algorithm: str, devices: Any, message_bytes: Any, bandwidth_
     return np.where(values["t"] > 1, out, 0.0)
 
 
-def point_to_point_s(*, message_bytes: Any, bandwidth_bytes_per_s: Any, step_latency_s: Any,
-                     fixed_latency_s: Any) -> Any:
+def point_to_point_s(
+    *, message_bytes: Any, bandwidth_bytes_per_s: Any, step_latency_s: Any, fixed_latency_s: Any
+) -> Any:
     """Time (s) of one point-to-point transfer of ``message_bytes``, vectorised."""
     values = _values(2, message_bytes, bandwidth_bytes_per_s, step_latency_s, fixed_latency_s)
     del values["t"]

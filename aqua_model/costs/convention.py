@@ -58,18 +58,28 @@ class Convention:
     projection: str = "online"
 
     def __post_init__(self) -> None:
-        check_real("flops_per_mac", self.flops_per_mac, minimum=0.0, strict_minimum=True, maximum=MAX_FLOPS_PER_OP)
-        check_real("softmax_flops_per_score", self.softmax_flops_per_score, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
+        check_real(
+            "flops_per_mac", self.flops_per_mac, minimum=0.0, strict_minimum=True, maximum=MAX_FLOPS_PER_OP
+        )
+        check_real(
+            "softmax_flops_per_score", self.softmax_flops_per_score, minimum=0.0, maximum=MAX_FLOPS_PER_OP
+        )
         check_choice("selection", self.selection, SELECTION_MODELS)
         check_real("select_flops_per_dim", self.select_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
-        check_real("tile_sum_flops_per_dim", self.tile_sum_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP)
+        check_real(
+            "tile_sum_flops_per_dim", self.tile_sum_flops_per_dim, minimum=0.0, maximum=MAX_FLOPS_PER_OP
+        )
         check_choice("key_projection", self.key_projection, KEY_PROJECTION_MODELS)
         check_choice("projection", self.projection, PROJECTION_PLACEMENTS)
 
     def label(self) -> str:
         """Short text naming every field that differs from the default (``"default"`` if none)."""
         default = Convention()
-        diffs = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
+        diffs = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
         return "default" if not diffs else "default+" + ",".join(diffs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,5 +95,7 @@ def resolve(convention: Convention | None) -> Convention:
     if convention is None:
         return DEFAULT
     if not isinstance(convention, Convention):
-        raise TypeError(f"convention must be an aqua_model.Convention or None, got {type(convention).__name__}")
+        raise TypeError(
+            f"convention must be an aqua_model.Convention or None, got {type(convention).__name__}"
+        )
     return convention

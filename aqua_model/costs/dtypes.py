@@ -44,11 +44,13 @@ INT4_GROUP_ELEMENTS = 32
 INT4_SCALE_BYTES_PER_GROUP = 4.0
 
 #: Bytes per KV-cache element, scales included, of every KV-cache dtype.
-KV_DTYPE_BYTES: Mapping[str, float] = MappingProxyType({
-    **{name: float(size) for name, size in DTYPE_BYTES.items()},
-    "fp8": FP8_ELEMENT_BYTES,
-    "int4": INT4_ELEMENT_BYTES + INT4_SCALE_BYTES_PER_GROUP / INT4_GROUP_ELEMENTS,
-})
+KV_DTYPE_BYTES: Mapping[str, float] = MappingProxyType(
+    {
+        **{name: float(size) for name, size in DTYPE_BYTES.items()},
+        "fp8": FP8_ELEMENT_BYTES,
+        "int4": INT4_ELEMENT_BYTES + INT4_SCALE_BYTES_PER_GROUP / INT4_GROUP_ELEMENTS,
+    }
+)
 
 #: KV-cache dtypes, in a stable order: the storage dtypes, then fp8 and int4.
 KV_DTYPES: tuple[str, ...] = tuple(KV_DTYPE_BYTES)

@@ -32,7 +32,11 @@ def _compiled(phase: str, convention: Convention, granularity: str = "query") ->
     """Lambdified overhead and saving rate (mpmath, exact enough for integer tests), in d, k, g, M_t."""
     n_star, overhead, rate = breakeven_parts(phase, convention, granularity)
     args = [sym.d, sym.k, sym.g, sym.M_t]
-    return sp.lambdify(args, overhead, modules=_MP_MODULES), sp.lambdify(args, rate, modules=_MP_MODULES), n_star
+    return (
+        sp.lambdify(args, overhead, modules=_MP_MODULES),
+        sp.lambdify(args, rate, modules=_MP_MODULES),
+        n_star,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,21 @@ class BreakEven:
 
     def __str__(self) -> str:
         ctx = "context N" if self.phase == "decode" else "prompt T"
-        tile = "" if self.selection_tile is None else f", selection shared by tiles of M_t={self.selection_tile} queries"
-        head = (f"AQUA {self.phase} break-even, d={self.d}, k={self.k}, g={self.g}{tile} "
-                f"({self.reduction:.1%} fewer dot-product FLOPs)")
+        tile = (
+            ""
+            if self.selection_tile is None
+            else f", selection shared by tiles of M_t={self.selection_tile} queries"
+        )
+        head = (
+            f"AQUA {self.phase} break-even, d={self.d}, k={self.k}, g={self.g}{tile} "
+            f"({self.reduction:.1%} fewer dot-product FLOPs)"
+        )
         if self.never:
-            why = "k = d saves nothing" if self.k == self.d else "the per-token overhead grows as fast as the saving"
+            why = (
+                "k = d saves nothing"
+                if self.k == self.d
+                else "the per-token overhead grows as fast as the saving"
+            )
             body = f"AQUA never needs fewer FLOPs than dense attention ({why})."
         else:
             body = f"{ctx}* = {self.n_star:.6g}; AQUA is cheaper from {ctx} = {self.n_min}."
@@ -116,8 +130,10 @@ def _tile(selection_tile: Any, phase: str) -> int | None:
         return None
     tile = check_int("selection_tile", selection_tile, minimum=1, maximum=MAX_SIZE)
     if phase != "prefill":
-        raise ValueError(f"selection_tile (queries sharing one selection) is a prefill option; phase must be 'prefill', "
-                         f"got phase={phase!r} with selection_tile={selection_tile!r}")
+        raise ValueError(
+            f"selection_tile (queries sharing one selection) is a prefill option; phase must be 'prefill', "
+            f"got phase={phase!r} with selection_tile={selection_tile!r}"
+        )
     return tile
 
 
@@ -143,7 +159,9 @@ def breakeven(
 
 
 @lru_cache(maxsize=4096)
-def _breakeven(d_i: int, k_i: int, g_i: int, phase: str, conv: Convention, tile: int | None = None) -> BreakEven:
+def _breakeven(
+    d_i: int, k_i: int, g_i: int, phase: str, conv: Convention, tile: int | None = None
+) -> BreakEven:
     """Cached core of :func:`breakeven` (results are immutable)."""
     granularity = "query" if tile is None else "tile"
     overhead_fn, rate_fn, expr = _compiled(phase, conv, granularity)
@@ -160,14 +178,27 @@ def _breakeven(d_i: int, k_i: int, g_i: int, phase: str, conv: Convention, tile:
     subs = {sym.d: d_i, sym.k: k_i, sym.g: g_i, sym.M_t: 1 if tile is None else tile}
     if phase == "prefill":
         subs[sym.N] = 0  # the prefill break-even is for a plain prompt (no cached keys)
-    terms = MappingProxyType({
-        f"{method}.{name}": sp.sympify(e).subs(subs)
-        for method in ("dense", "aqua")
-        for name, e in flop_terms(method, phase, conv, True, granularity).items()
-    })
+    terms = MappingProxyType(
+        {
+            f"{method}.{name}": sp.sympify(e).subs(subs)
+            for method in ("dense", "aqua")
+            for name, e in flop_terms(method, phase, conv, True, granularity).items()
+        }
+    )
     return BreakEven(
-        d=d_i, k=k_i, g=g_i, phase=phase, convention=conv, n_star=n_star, n_min=n_min, never=bool(never),
-        expr=expr, overhead_flops=float(overhead), saving_flops_per_unit=float(rate), terms=terms, selection_tile=tile,
+        d=d_i,
+        k=k_i,
+        g=g_i,
+        phase=phase,
+        convention=conv,
+        n_star=n_star,
+        n_min=n_min,
+        never=bool(never),
+        expr=expr,
+        overhead_flops=float(overhead),
+        saving_flops_per_unit=float(rate),
+        terms=terms,
+        selection_tile=tile,
     )
 
 
@@ -190,7 +221,9 @@ def max_k(
     conv = resolve(convention)
     tile = _tile(selection_tile, phase)
     root = max_k_expr(phase, conv, "query" if tile is None else "tile")
-    value = root.subs({sym.d: d_i, sym.g: g_i, sym.N: ctx, sym.T: ctx, sym.M_t: tile or 1}).evalf(_PRECISION_DIGITS)
+    value = root.subs({sym.d: d_i, sym.g: g_i, sym.N: ctx, sym.T: ctx, sym.M_t: tile or 1}).evalf(
+        _PRECISION_DIGITS
+    )
     # AQUA is cheaper for every k strictly below the root (the cost grows with k).
     candidate = min(d_i - 1, int(mpmath.ceil(mpmath.mpf(str(value)) - mpmath.mpf(10) ** (-30))) - 1)
     return candidate if candidate >= 1 else None

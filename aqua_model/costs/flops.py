@@ -60,8 +60,9 @@ def _num(value: float) -> sp.Expr:
 
 
 @lru_cache(maxsize=None)
-def flop_terms(method: str, phase: str, convention: Convention, causal: bool = True,
-               granularity: str = "query") -> dict[str, sp.Expr]:
+def flop_terms(
+    method: str, phase: str, convention: Convention, causal: bool = True, granularity: str = "query"
+) -> dict[str, sp.Expr]:
     """Per-query-head FLOPs by component.
 
     Decode: one query against N keys. Prefill: T new queries after N cached keys (N = 0 is
@@ -72,8 +73,10 @@ def flop_terms(method: str, phase: str, convention: Convention, causal: bool = T
     check_choice("phase", phase, PHASES)
     check_choice("granularity", granularity, GRANULARITIES)
     if granularity == "tile" and phase == "decode":
-        raise ValueError("granularity 'tile' (selection shared by a tile of queries) is a prefill option; a decode step "
-                         "has one query per head, so phase must be 'prefill', got 'decode'")
+        raise ValueError(
+            "granularity 'tile' (selection shared by a tile of queries) is a prefill option; a decode step "
+            "has one query per head, so phase must be 'prefill', got 'decode'"
+        )
     fma = _num(convention.flops_per_mac)
     soft = _num(convention.softmax_flops_per_score)
     if phase == "decode":

@@ -23,7 +23,10 @@ def _binomial(n: Any, r: Any) -> Any:
     return comb(n, r, exact=False)
 
 
-_MODULES: list[Any] = [{"binomial": _binomial, "ceiling": np.ceil, "floor": np.floor, "log2": np.log2}, "numpy"]
+_MODULES: list[Any] = [
+    {"binomial": _binomial, "ceiling": np.ceil, "floor": np.floor, "log2": np.log2},
+    "numpy",
+]
 
 
 @lru_cache(maxsize=512)

@@ -19,7 +19,9 @@ def visible_pairs(*, causal: bool, cached: sp.Expr = N, new: sp.Expr = T) -> sp.
     return new * (cached + new)
 
 
-def tile_pairs(*, block_m: int, block_n: int, causal: bool = True, cached: sp.Expr = N, new: sp.Expr = T) -> sp.Expr:
+def tile_pairs(
+    *, block_m: int, block_n: int, causal: bool = True, cached: sp.Expr = N, new: sp.Expr = T
+) -> sp.Expr:
     """Pairs a tiled kernel multiplies: each tile of ``block_m`` queries (ceil(new/block_m)
     tiles, the last one padded) takes whole blocks of ``block_n`` keys up to its last visible
     key, so the masked half of the diagonal blocks and the padding rows are counted.
@@ -40,4 +42,8 @@ def tile_pairs(*, block_m: int, block_n: int, causal: bool = True, cached: sp.Ex
     if not causal:
         return tiles * block_m * block_n * last
     per = sp.Integer(block_m // block_n)
-    return block_m * block_n * ((tiles - 1) * sp.ceiling(cached / block_n) + per * (tiles - 1) * tiles / 2 + last)
+    return (
+        block_m
+        * block_n
+        * ((tiles - 1) * sp.ceiling(cached / block_n) + per * (tiles - 1) * tiles / 2 + last)
+    )

@@ -51,17 +51,37 @@ METHODS = ("dense", "aqua", *PEER_METHODS)
 #: FLOP components, in execution order. ``approx``: the approximate scores or page bounds;
 #: ``token_select``: the top-k of tokens or pages; ``bookkeeping``: SparQ's mean-V blend,
 #: Quest's metadata update, H2O's score accumulation and eviction.
-COMPONENTS = ("q_proj", "k_proj", "select", "approx", "token_select", "scores", "softmax", "value", "bookkeeping")
+COMPONENTS = (
+    "q_proj",
+    "k_proj",
+    "select",
+    "approx",
+    "token_select",
+    "scores",
+    "softmax",
+    "value",
+    "bookkeeping",
+)
 #: Byte terms: ``approx`` (keys or metadata read to choose tokens), ``attention`` (K and V
 #: read by the attention proper), ``bookkeeping`` (mean V, accumulated scores).
 BYTE_TERMS = ("approx", "attention", "bookkeeping")
 #: Parameters of each method, by symbol name (``k`` is AQUA's kept dims).
 PARAMETERS: dict[str, tuple[str, ...]] = {
-    "dense": (), "aqua": ("k",), "sparq": ("r", "k_t"), "loki": ("r", "k_t"), "quest": ("p", "k_t"),
-    "h2o": ("b", "w"), "aqua-h2o": ("k", "b", "w"), "aqua-topk": ("k", "k_t"),
+    "dense": (),
+    "aqua": ("k",),
+    "sparq": ("r", "k_t"),
+    "loki": ("r", "k_t"),
+    "quest": ("p", "k_t"),
+    "h2o": ("b", "w"),
+    "aqua-h2o": ("k", "b", "w"),
+    "aqua-topk": ("k", "k_t"),
 }
 #: Key layouts a method may be given (first = default); methods not listed have one layout.
-LAYOUTS: dict[str, tuple[str, ...]] = {"aqua": memory.LAYOUTS, "aqua-h2o": memory.LAYOUTS, "loki": ("token-major", "dim-major")}
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "aqua": memory.LAYOUTS,
+    "aqua-h2o": memory.LAYOUTS,
+    "loki": ("token-major", "dim-major"),
+}
 
 #: Bytes of one approximate or accumulated score (fp32).
 SCORE_BYTES = 4
@@ -104,7 +124,9 @@ def _check_layout(method: str, layout: str | None) -> str | None:
     if layout is None:
         return LAYOUTS[method][0] if method in LAYOUTS else None
     if method not in LAYOUTS:
-        raise ValueError(f"layout is only used by {sorted(LAYOUTS)}; got layout={layout!r} for method={method!r}")
+        raise ValueError(
+            f"layout is only used by {sorted(LAYOUTS)}; got layout={layout!r} for method={method!r}"
+        )
     return check_choice("layout", layout, LAYOUTS[method])
 
 
@@ -113,7 +135,11 @@ def flop_terms(method: str, convention: Convention | None = None) -> dict[str, s
     """Decode FLOPs per query head by component (keys of :data:`COMPONENTS`)."""
     check_method(method)
     conv = resolve(convention)
-    fma = sp.Integer(int(conv.flops_per_mac)) if float(conv.flops_per_mac).is_integer() else sp.Float(conv.flops_per_mac)
+    fma = (
+        sp.Integer(int(conv.flops_per_mac))
+        if float(conv.flops_per_mac).is_integer()
+        else sp.Float(conv.flops_per_mac)
+    )
     dense = _base_flop_terms("dense", "decode", conv)
     aqua = _base_flop_terms("aqua", "decode", conv)
     soft_per_score = dense["softmax"] / N
@@ -278,6 +304,7 @@ def tidy(expr: sp.Expr) -> sp.Expr:
 
 # -- validation -----------------------------------------------------------------------------
 
+
 def check_params(method: str, *, d: Any, context: Any, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Validate a method's parameters; returns them as int arrays keyed by symbol name.
 
@@ -297,30 +324,45 @@ def check_params(method: str, *, d: Any, context: Any, params: Mapping[str, Any]
     out: dict[str, np.ndarray] = {}
     for name in allowed:
         value = check_int_array(name, params[name], minimum=0 if name == "w" else 1)
-        limit, label = {"k": (d_a, "d"), "r": (d_a, "d"), "k_t": (n_a, "context N"), "p": (n_a, "context N"),
-                        "b": (n_a, "context N")}.get(name, (None, ""))
+        limit, label = {
+            "k": (d_a, "d"),
+            "r": (d_a, "d"),
+            "k_t": (n_a, "context N"),
+            "p": (n_a, "context N"),
+            "b": (n_a, "context N"),
+        }.get(name, (None, ""))
         if limit is not None and np.any(value > limit):
             raise ValueError(f"{name} must be <= {label} ({limit.tolist()}), got {name}={params[name]!r}")
         out[name] = value
     if "w" in out and np.any(out["w"] > out["b"]):
         raise ValueError(f"w (recent window) must be <= b (budget), got w={params['w']!r}, b={params['b']!r}")
     if method == "quest" and np.any(-(-out["k_t"] // out["p"]) * out["p"] > n_a):
-        raise ValueError(f"k_t rounded up to whole pages of p must be <= context, got k_t={params['k_t']!r}, "
-                         f"p={params['p']!r}, context={context!r}")
+        raise ValueError(
+            f"k_t rounded up to whole pages of p must be <= context, got k_t={params['k_t']!r}, "
+            f"p={params['p']!r}, context={context!r}"
+        )
     return out
 
 
 # -- numeric entry points ---------------------------------------------------------------------
 
-def _values(method: str, *, d: Any, context: Any, g: Any, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {"d": check_int_array("d", d, minimum=1), "N": check_int_array("context", context, minimum=1),
-                              "g": check_int_array("g", g, minimum=1)}
+
+def _values(
+    method: str, *, d: Any, context: Any, g: Any, params: Mapping[str, Any], **extra: Any
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "d": check_int_array("d", d, minimum=1),
+        "N": check_int_array("context", context, minimum=1),
+        "g": check_int_array("g", g, minimum=1),
+    }
     values.update(check_params(method, d=d, context=context, params=params))
     values.update(extra)
     return values
 
 
-def decode_flops(*, method: str, d: Any, context: Any, g: Any = 1, convention: Convention | None = None, **params: Any) -> dict[str, Any]:
+def decode_flops(
+    *, method: str, d: Any, context: Any, g: Any = 1, convention: Convention | None = None, **params: Any
+) -> dict[str, Any]:
     """Decode FLOPs per query head by component plus ``"total"``; sizes may be arrays."""
     values = _values(method, d=d, context=context, g=g, params=params)
     terms = flop_terms(method, resolve(convention))
@@ -329,21 +371,48 @@ def decode_flops(*, method: str, d: Any, context: Any, g: Any = 1, convention: C
     return out
 
 
-def decode_bytes(*, method: str, d: Any, context: Any, g: Any = 1, dtype_bytes: Any = 2, sector_bytes: Any = 32,
-                 selection: str = "group", layout: str | None = None, **params: Any) -> Any:
+def decode_bytes(
+    *,
+    method: str,
+    d: Any,
+    context: Any,
+    g: Any = 1,
+    dtype_bytes: Any = 2,
+    sector_bytes: Any = 32,
+    selection: str = "group",
+    layout: str | None = None,
+    **params: Any,
+) -> Any:
     """HBM bytes per KV head of one decode step; sizes may be arrays."""
-    values = _values(method, d=d, context=context, g=g, params=params, s=check_int_array("dtype_bytes", dtype_bytes, minimum=1),
-                     S=check_int_array("sector_bytes", sector_bytes, minimum=1))
+    values = _values(
+        method,
+        d=d,
+        context=context,
+        g=g,
+        params=params,
+        s=check_int_array("dtype_bytes", dtype_bytes, minimum=1),
+        S=check_int_array("sector_bytes", sector_bytes, minimum=1),
+    )
     return evaluate(decode_read_bytes(method, selection=selection, layout=layout), values)
 
 
-def kv_memory_bytes(*, method: str, d: Any, context: Any, dtype_bytes: Any = 2, layout: str | None = None, **params: Any) -> Any:
+def kv_memory_bytes(
+    *, method: str, d: Any, context: Any, dtype_bytes: Any = 2, layout: str | None = None, **params: Any
+) -> Any:
     """KV memory per KV head and layer; sizes may be arrays."""
-    values = _values(method, d=d, context=context, g=1, params=params, s=check_int_array("dtype_bytes", dtype_bytes, minimum=1))
+    values = _values(
+        method,
+        d=d,
+        context=context,
+        g=1,
+        params=params,
+        s=check_int_array("dtype_bytes", dtype_bytes, minimum=1),
+    )
     return evaluate(kv_cache_bytes(method, layout=layout), values)
 
 
 # -- FLOP break-even against dense ------------------------------------------------------------
+
 
 def flop_difference(method: str, convention: Convention | None = None) -> sp.Expr:
     """Method minus dense decode FLOPs per query head (negative where the method is cheaper)."""
@@ -363,7 +432,11 @@ def breakeven_closed_form(method: str, convention: Convention | None = None) -> 
     closed form exists: a top-k over N tokens costed as a sort (N*log2 N) makes the
     equation transcendental; use :func:`breakeven_exact` then.
     """
-    diff = flop_difference(method, convention).replace(sp.ceiling, lambda arg: arg) if method == "quest" else flop_difference(method, convention)
+    diff = (
+        flop_difference(method, convention).replace(sp.ceiling, lambda arg: arg)
+        if method == "quest"
+        else flop_difference(method, convention)
+    )
     if method in ("dense", "aqua") or _has_log_of_context(diff):
         return None if method != "aqua" else _aqua_closed_form(convention)
     roots = sp.solve(sp.Eq(diff, 0), N)
@@ -374,8 +447,15 @@ def _aqua_closed_form(convention: Convention | None) -> sp.Expr:
     return breakeven_parts("decode", resolve(convention))[0]
 
 
-def breakeven_exact(method: str, *, d: Any, g: Any = 1, convention: Convention | None = None,
-                    limit: int = BREAKEVEN_SEARCH_LIMIT, **params: Any) -> int | None:
+def breakeven_exact(
+    method: str,
+    *,
+    d: Any,
+    g: Any = 1,
+    convention: Convention | None = None,
+    limit: int = BREAKEVEN_SEARCH_LIMIT,
+    **params: Any,
+) -> int | None:
     """Smallest integer context N at which the method needs strictly fewer FLOPs than dense.
 
     ``params`` are the method's parameters by symbol name (:data:`PARAMETERS`: k, r, k_t, p,
@@ -388,19 +468,50 @@ def breakeven_exact(method: str, *, d: Any, g: Any = 1, convention: Convention |
         return None
     missing = [name for name in PARAMETERS[method] if params.get(name) is None]
     if missing:
-        raise ValueError(f"method {method!r} needs parameter(s) {missing} (allowed: {list(PARAMETERS[method])})")
+        raise ValueError(
+            f"method {method!r} needs parameter(s) {missing} (allowed: {list(PARAMETERS[method])})"
+        )
     own = {name: int(params[name]) for name in PARAMETERS[method]}
     lower = max([1, own.get("k_t", 1), own.get("b", 1)])
     if method == "quest":
         lower = max(lower, -(-own["k_t"] // own["p"]) * own["p"])
     diff = flop_difference(method, convention)
     values = {"d": d, "g": g, **own}
-    return smallest_winning_context(lambda contexts: evaluate(diff, {**values, "N": contexts}) < 0, lower=lower, limit=limit)
+    return smallest_winning_context(
+        lambda contexts: evaluate(diff, {**values, "N": contexts}) < 0, lower=lower, limit=limit
+    )
 
 
 __all__ = [
-    "r", "k_t", "p", "b", "w", "MEANING", "METHODS", "PEER_METHODS", "COMPONENTS", "BYTE_TERMS", "PARAMETERS", "LAYOUTS",
-    "flop_terms", "total", "byte_terms", "decode_read_bytes", "kv_cache_bytes", "byte_ratio", "memory_ratio",
-    "ceiling_speedup", "check_params", "decode_flops", "decode_bytes", "kv_memory_bytes", "flop_difference",
-    "breakeven_closed_form", "breakeven_exact", "quest_pages", "quest_budget_tokens", "h2o_bookkeeping_bytes", "tidy",
+    "r",
+    "k_t",
+    "p",
+    "b",
+    "w",
+    "MEANING",
+    "METHODS",
+    "PEER_METHODS",
+    "COMPONENTS",
+    "BYTE_TERMS",
+    "PARAMETERS",
+    "LAYOUTS",
+    "flop_terms",
+    "total",
+    "byte_terms",
+    "decode_read_bytes",
+    "kv_cache_bytes",
+    "byte_ratio",
+    "memory_ratio",
+    "ceiling_speedup",
+    "check_params",
+    "decode_flops",
+    "decode_bytes",
+    "kv_memory_bytes",
+    "flop_difference",
+    "breakeven_closed_form",
+    "breakeven_exact",
+    "quest_pages",
+    "quest_budget_tokens",
+    "h2o_bookkeeping_bytes",
+    "tidy",
 ]

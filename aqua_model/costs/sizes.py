@@ -40,13 +40,20 @@ def check_context(phase: str, context: Any, prompt: Any) -> tuple[np.ndarray, np
             raise ValueError("prompt (new tokens T) is required when phase='prefill'")
         return ctx, check_int_array("prompt", prompt, minimum=1)
     if prompt is not None:
-        raise ValueError(f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'")
+        raise ValueError(
+            f"prompt is only used when phase='prefill', got prompt={prompt!r} with phase='decode'"
+        )
     return ctx, None
 
 
 #: Peer-method parameters a Sizes may carry: field name -> symbol of :mod:`.symbols`.
-PEER_FIELDS: dict[str, str] = {"approx_dims": "r", "kept_tokens": "k_t", "page_tokens": "p", "budget_tokens": "b",
-                               "window_tokens": "w"}
+PEER_FIELDS: dict[str, str] = {
+    "approx_dims": "r",
+    "kept_tokens": "k_t",
+    "page_tokens": "p",
+    "budget_tokens": "b",
+    "window_tokens": "w",
+}
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,21 @@ class Sizes:
 
     def values(self) -> dict[str, Any]:
         """Symbol name -> value, for :func:`aqua_model.costs.numeric.evaluate`."""
-        out: dict[str, Any] = {"B": self.batch, "H_q": self.heads_q, "H_kv": self.heads_kv, "g": self.g, "N": self.context,
-                               "d": self.d, "k": self.k, "s": kv_element_bytes(self.kv_dtype or self.dtype)}
+        out: dict[str, Any] = {
+            "B": self.batch,
+            "H_q": self.heads_q,
+            "H_kv": self.heads_kv,
+            "g": self.g,
+            "N": self.context,
+            "d": self.d,
+            "k": self.k,
+            "s": kv_element_bytes(self.kv_dtype or self.dtype),
+        }
         if self.prompt is not None:
             out["T"] = self.prompt
-        out.update({sym: getattr(self, name) for name, sym in PEER_FIELDS.items() if getattr(self, name) is not None})
+        out.update(
+            {sym: getattr(self, name) for name, sym in PEER_FIELDS.items() if getattr(self, name) is not None}
+        )
         return out
 
     def with_(self, **changes: Any) -> Sizes:
@@ -117,11 +134,19 @@ class Sizes:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (scalars where a field is a single point)."""
+
         def plain(x: Any) -> Any:
             arr = np.asarray(x)
             return arr.item() if arr.ndim == 0 else arr.tolist()
-        return {f.name: (plain(getattr(self, f.name)) if isinstance(getattr(self, f.name), np.ndarray) else getattr(self, f.name))
-                for f in fields(self)}
+
+        return {
+            f.name: (
+                plain(getattr(self, f.name))
+                if isinstance(getattr(self, f.name), np.ndarray)
+                else getattr(self, f.name)
+            )
+            for f in fields(self)
+        }
 
 
 __all__ = ["PEER_FIELDS", "Sizes", "check_context", "check_kept_dims"]

@@ -78,8 +78,15 @@ def launch_rule(rows: int, *, page: int | None = None) -> tuple[int, int, int]:
     return min(64, page), 4, 3
 
 
-def split_count(*, programs: Any, context: Any, block_n: Any, sm_count: int,
-                programs_per_sm: int = PROGRAMS_PER_SM, num_splits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_count(
+    *,
+    programs: Any,
+    context: Any,
+    block_n: Any,
+    sm_count: int,
+    programs_per_sm: int = PROGRAMS_PER_SM,
+    num_splits: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(num_splits, chunk tokens) of the split pass: N cut into chunks of whole blocks so that no
     split is empty. ``programs`` is B H_kv (one unit per batch element and KV head); with
     ``num_splits`` unset the count aims at ``programs_per_sm`` programs per SM, with at least
@@ -97,11 +104,14 @@ def split_count(*, programs: Any, context: Any, block_n: Any, sm_count: int,
     return -(-ctx // chunk), chunk
 
 
-def split_programs(*, batch: Any, heads_kv: Any, context: Any, rows: Any, d: Any, sm_count: int,
-                   page: int | None = None) -> np.ndarray:
+def split_programs(
+    *, batch: Any, heads_kv: Any, context: Any, rows: Any, d: Any, sm_count: int, page: int | None = None
+) -> np.ndarray:
     """Programs of the split pass at these sizes (B H_kv units times their splits), by the rule
     above; ``rows`` the tile rows (:func:`tile_rows`). Arrays broadcast."""
-    b, h, n, r, dd = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (batch, heads_kv, context, rows, d)))
+    b, h, n, r, dd = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.int64) for x in (batch, heads_kv, context, rows, d))
+    )
     units = b * h
     block_n = np.empty(b.shape, dtype=np.int64)
     for rr, dv in {(int(x), int(y)) for x, y in zip(r.reshape(-1), dd.reshape(-1))}:
@@ -110,5 +120,15 @@ def split_programs(*, batch: Any, heads_kv: Any, context: Any, rows: Any, d: Any
     return units * splits
 
 
-__all__ = ["MIN_BLOCKS_PER_SPLIT", "MIN_ROWS", "PROGRAMS_PER_SM", "WIDE_TILE_ROWS", "launch_rule", "padded_tile_rows",
-           "row_parts", "split_count", "split_programs", "tile_rows"]
+__all__ = [
+    "MIN_BLOCKS_PER_SPLIT",
+    "MIN_ROWS",
+    "PROGRAMS_PER_SM",
+    "WIDE_TILE_ROWS",
+    "launch_rule",
+    "padded_tile_rows",
+    "row_parts",
+    "split_count",
+    "split_programs",
+    "tile_rows",
+]

@@ -10,32 +10,32 @@ import sympy as sp
 
 _POS = {"positive": True, "integer": True}
 
-B = sp.Symbol("B", **_POS)          #: batch size (sequences decoded together)
-H_q = sp.Symbol("H_q", **_POS)      #: query heads per layer
-H_kv = sp.Symbol("H_kv", **_POS)    #: key/value heads per layer
-g = sp.Symbol("g", positive=True)   #: group size H_q / H_kv (query heads sharing one KV head)
-N = sp.Symbol("N", **_POS)          #: cached context: keys a decode query attends to
-T = sp.Symbol("T", **_POS)          #: prompt length: new tokens processed by prefill
-G = sp.Symbol("G", **_POS)          #: generated tokens (decode steps)
-d = sp.Symbol("d", **_POS)          #: head dimension
-k = sp.Symbol("k", **_POS)          #: kept (selected) rotated dimensions per query, 1 <= k <= d
-m = sp.Symbol("m", **_POS)          #: statically stored key dimensions, k <= m <= d
-M_t = sp.Symbol("M_t", **_POS)      #: queries sharing one dimension selection (a prefill tile; 1 = per query)
-s = sp.Symbol("s", positive=True)   #: bytes per element of the KV cache (2 for bf16)
-L = sp.Symbol("L", **_POS)          #: layers
-S = sp.Symbol("S", **_POS)          #: memory sector size in bytes (32 on NVIDIA GPUs)
+B = sp.Symbol("B", **_POS)  #: batch size (sequences decoded together)
+H_q = sp.Symbol("H_q", **_POS)  #: query heads per layer
+H_kv = sp.Symbol("H_kv", **_POS)  #: key/value heads per layer
+g = sp.Symbol("g", positive=True)  #: group size H_q / H_kv (query heads sharing one KV head)
+N = sp.Symbol("N", **_POS)  #: cached context: keys a decode query attends to
+T = sp.Symbol("T", **_POS)  #: prompt length: new tokens processed by prefill
+G = sp.Symbol("G", **_POS)  #: generated tokens (decode steps)
+d = sp.Symbol("d", **_POS)  #: head dimension
+k = sp.Symbol("k", **_POS)  #: kept (selected) rotated dimensions per query, 1 <= k <= d
+m = sp.Symbol("m", **_POS)  #: statically stored key dimensions, k <= m <= d
+M_t = sp.Symbol("M_t", **_POS)  #: queries sharing one dimension selection (a prefill tile; 1 = per query)
+s = sp.Symbol("s", positive=True)  #: bytes per element of the KV cache (2 for bf16)
+L = sp.Symbol("L", **_POS)  #: layers
+S = sp.Symbol("S", **_POS)  #: memory sector size in bytes (32 on NVIDIA GPUs)
 # Parameters of AQUA's peers (aqua_model.costs.peers)
-r = sp.Symbol("r", **_POS)          #: approximate-score dims (SparQ top-r |q|, Loki PCA prefix)
-k_t = sp.Symbol("k_t", **_POS)      #: tokens kept for exact attention (top-k tokens, Quest budget)
-p = sp.Symbol("p", **_POS)          #: Quest page size, tokens per page
-b = sp.Symbol("b", **_POS)          #: H2O token budget: heavy hitters plus recent window
+r = sp.Symbol("r", **_POS)  #: approximate-score dims (SparQ top-r |q|, Loki PCA prefix)
+k_t = sp.Symbol("k_t", **_POS)  #: tokens kept for exact attention (top-k tokens, Quest budget)
+p = sp.Symbol("p", **_POS)  #: Quest page size, tokens per page
+b = sp.Symbol("b", **_POS)  #: H2O token budget: heavy hitters plus recent window
 w = sp.Symbol("w", nonnegative=True, integer=True)  #: H2O recent window (tokens), 0 <= w <= b
 # Collectives between devices (aqua_model.costs.collectives)
-t = sp.Symbol("t", **_POS)          #: devices taking part in a collective (the tensor-parallel degree)
-M = sp.Symbol("M", positive=True)   #: bytes each device contributes to a collective (the message)
-alpha = sp.Symbol("alpha", nonnegative=True)      #: latency of one step of a collective (s)
+t = sp.Symbol("t", **_POS)  #: devices taking part in a collective (the tensor-parallel degree)
+M = sp.Symbol("M", positive=True)  #: bytes each device contributes to a collective (the message)
+alpha = sp.Symbol("alpha", nonnegative=True)  #: latency of one step of a collective (s)
 alpha_0 = sp.Symbol("alpha_0", nonnegative=True)  #: fixed latency of one collective call (s)
-beta = sp.Symbol("beta", positive=True)           #: achieved link bandwidth per device and direction (bytes/s)
+beta = sp.Symbol("beta", positive=True)  #: achieved link bandwidth per device and direction (bytes/s)
 
 MEANING: dict[sp.Symbol, str] = {
     B: "batch size",

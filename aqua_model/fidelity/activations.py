@@ -138,8 +138,10 @@ class MiniLM:
         hooks = []
         for layer, block in enumerate(self.model.encoder.layer):
             for name in ("query", "key", "value"):
+
                 def hook(_mod: Any, _inp: Any, out: Any, key: tuple[int, str] = (layer, name)) -> None:
                     seen[key] = out[0].reshape(len(ids), self.n_heads, self.head_dim).transpose(0, 1)
+
                 hooks.append(getattr(block.attention.self, name).register_forward_hook(hook))
         try:
             with torch.no_grad():
@@ -147,7 +149,9 @@ class MiniLM:
         finally:
             for h in hooks:
                 h.remove()
-        return hidden, [tuple(seen[(layer, n)] for n in ("query", "key", "value")) for layer in range(self.n_layers)]
+        return hidden, [
+            tuple(seen[(layer, n)] for n in ("query", "key", "value")) for layer in range(self.n_layers)
+        ]
 
     def sentence_embedding(self, text: str) -> np.ndarray:
         """Mean-pooled, L2-normalised embedding of ``text`` (the sentence-transformers recipe)."""
@@ -156,7 +160,9 @@ class MiniLM:
         pooled = hidden.mean(dim=0).numpy().astype(np.float64)
         return pooled / np.linalg.norm(pooled)
 
-    def capture(self, *, text: str, max_tokens: int = MAX_TOKENS_PER_SEGMENT, max_segments: int | None = None) -> Captured:
+    def capture(
+        self, *, text: str, max_tokens: int = MAX_TOKENS_PER_SEGMENT, max_segments: int | None = None
+    ) -> Captured:
         """Return Q, K, V of every layer and head on ``text``, segment by segment."""
         segments = segment_text(text=text, tokenizer=self.tokenizer, max_tokens=max_tokens)
         if max_segments is not None:
@@ -167,7 +173,8 @@ class MiniLM:
         stacked = []
         for which in range(3):
             per_layer = [
-                np.concatenate([seg[layer][which].numpy() for seg in per_seg], axis=1) for layer in range(self.n_layers)
+                np.concatenate([seg[layer][which].numpy() for seg in per_seg], axis=1)
+                for layer in range(self.n_layers)
             ]
             stacked.append(np.stack(per_layer).astype(np.float64))
         boundaries = np.concatenate([[0], np.cumsum([len(s) for s in segments])])
@@ -175,8 +182,14 @@ class MiniLM:
 
 
 def capture_texts(
-    *, names: tuple[str, ...] = tuple(TEXTS), max_tokens: int = MAX_TOKENS_PER_SEGMENT, max_segments: int | None = None
+    *,
+    names: tuple[str, ...] = tuple(TEXTS),
+    max_tokens: int = MAX_TOKENS_PER_SEGMENT,
+    max_segments: int | None = None,
 ) -> dict[str, Captured]:
     """Load MiniLM once and capture the shipped texts ``names``."""
     model = MiniLM()
-    return {name: model.capture(text=read_text(name), max_tokens=max_tokens, max_segments=max_segments) for name in names}
+    return {
+        name: model.capture(text=read_text(name), max_tokens=max_tokens, max_segments=max_segments)
+        for name in names
+    }

@@ -30,7 +30,16 @@ from typing import Any
 
 import numpy as np
 
-SEGMENT_FIELDS = ("dataset", "config", "segment", "n_tokens", "nll_sum", "base_nll_sum", "kl_sum", "top1_hits")
+SEGMENT_FIELDS = (
+    "dataset",
+    "config",
+    "segment",
+    "n_tokens",
+    "nll_sum",
+    "base_nll_sum",
+    "kl_sum",
+    "top1_hits",
+)
 """Columns of the streamed per-segment CSV."""
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -85,7 +94,9 @@ class Config:
         }
 
 
-def kv_bytes_fraction(*, d: int, stored_dims: int | None, h2o_budget: int | None, segment_tokens: int) -> float:
+def kv_bytes_fraction(
+    *, d: int, stored_dims: int | None, h2o_budget: int | None, segment_tokens: int
+) -> float:
     """KV-cache bytes at the end of a segment over dense: tokens kept/T times (m + d)/(2d).
 
     Keys keep m of d coordinates, values all d; H2O keeps ``h2o_budget`` of the T tokens.
@@ -255,7 +266,9 @@ def run_configs(
     done = {(r["dataset"], r["config"], r["segment"]) for r in read_segment_rows(csv_path)}
     keys = [c.key for c in configs]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"configs must have distinct keys, got duplicates {sorted({k for k in keys if keys.count(k) > 1})}")
+        raise ValueError(
+            f"configs must have distinct keys, got duplicates {sorted({k for k in keys if keys.count(k) > 1})}"
+        )
     work = []
     for name, ref in references.items():
         for cfg in configs:
@@ -277,14 +290,20 @@ def run_configs(
                 batch = torch.stack([ref.segments[i] for i in chunk])
                 sums = segment_sums(_logits(model, batch), ref.log_probs[chunk], ref.targets[chunk])
                 for i, s in zip(chunk, sums):
-                    writer.writerow({"dataset": name, "config": cfg.key, "segment": i, **{k: f"{v:.10g}" for k, v in s.items()}})
+                    writer.writerow(
+                        {
+                            "dataset": name,
+                            "config": cfg.key,
+                            "segment": i,
+                            **{k: f"{v:.10g}" for k, v in s.items()},
+                        }
+                    )
                 handle.flush()
                 bar.step(len(chunk), note=f"{name} {cfg.key}")
     return read_segment_rows(csv_path)
 
 
 # --------------------------------------------------------------------------- statistics
-
 
 
 def run_environment() -> dict[str, str]:
@@ -305,6 +324,7 @@ def run_environment() -> dict[str, str]:
         return env
     env["transformers"] = transformers.__version__
     return env
+
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
     tail = (1.0 - CONFIDENCE) / 2 * 100

@@ -55,7 +55,9 @@ def to_method_basis(
     return queries, keys
 
 
-def selection_ranks(*, queries: np.ndarray, method: str, rng: np.random.Generator | None = None) -> np.ndarray:
+def selection_ranks(
+    *, queries: np.ndarray, method: str, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Return int ranks [n, d]: coordinate j of query i is kept at budget k iff rank[i, j] < k.
 
     ``queries`` must already be in the method's basis (see :func:`to_method_basis`). Ranks
@@ -68,7 +70,9 @@ def selection_ranks(*, queries: np.ndarray, method: str, rng: np.random.Generato
         return np.broadcast_to(np.arange(d), (n, d)).copy()
     if method == "random":
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator for method 'random', got {type(rng).__name__}")
+            raise TypeError(
+                f"rng must be a numpy.random.Generator for method 'random', got {type(rng).__name__}"
+            )
         order = np.argsort(rng.random((n, d)), axis=1)
     else:
         # Stable sort on -|q|: ties keep coordinate order, so results are reproducible.

@@ -129,7 +129,9 @@ class ExactReference:
     def compare(self, approx: np.ndarray) -> SegmentStats:
         """Return the pooled sums of ``approx`` against this reference, all but ``energy``."""
         if approx.shape != self.scores.shape:
-            raise ValueError(f"approx must have the exact scores' shape {self.scores.shape}, got {approx.shape}")
+            raise ValueError(
+                f"approx must have the exact scores' shape {self.scores.shape}, got {approx.shape}"
+            )
         log_q = log_softmax_rows(approx)
         out_approx = np.exp(log_q) @ self.values
         kl = (self.probs * (self.log_probs - log_q)).sum(axis=1)
@@ -170,7 +172,9 @@ def segment_stats(
     """
     q_b, k_b = to_method_basis(queries=queries, keys=keys, projection=projection, method=method)
     d = q_b.shape[1]
-    scale = 1.0 / np.sqrt(d) if scale is None else check_real("scale", scale, minimum=0.0, strict_minimum=True)
+    scale = (
+        1.0 / np.sqrt(d) if scale is None else check_real("scale", scale, minimum=0.0, strict_minimum=True)
+    )
     reference = ExactReference.build(scores=scale * (queries @ keys.T), values=values)
     ranks = selection_ranks(queries=q_b, method=method, rng=rng)
     out: dict[int, SegmentStats] = {}

@@ -61,8 +61,17 @@ def calibrate(*, queries: np.ndarray, keys: np.ndarray, fit: FitProjection | Non
     import torch
 
     fit = default_fit() if fit is None else fit
-    proj = fit(torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(np.ascontiguousarray(keys)), center=False, source="both")
-    out = proj.detach().cpu().numpy().astype(np.float64) if hasattr(proj, "detach") else np.asarray(proj, dtype=np.float64)
+    proj = fit(
+        torch.from_numpy(np.ascontiguousarray(queries)),
+        torch.from_numpy(np.ascontiguousarray(keys)),
+        center=False,
+        source="both",
+    )
+    out = (
+        proj.detach().cpu().numpy().astype(np.float64)
+        if hasattr(proj, "detach")
+        else np.asarray(proj, dtype=np.float64)
+    )
     d = queries.shape[1]
     if out.shape != (d, d):
         raise ValueError(f"fit must return a ({d}, {d}) projection, got shape {out.shape}")
@@ -183,10 +192,19 @@ def run_study(
     try:
         for layer in range(n_layers):
             for head in range(n_heads):
-                proj = calibrate(queries=calibration.queries[layer, head], keys=calibration.keys[layer, head], fit=fit)
+                proj = calibrate(
+                    queries=calibration.queries[layer, head], keys=calibration.keys[layer, head], fit=fit
+                )
                 for name, data in evaluations.items():
                     new = head_rows(
-                        dataset=name, layer=layer, head=head, data=data, projection=proj, ks=ks, methods=methods, seed=seed
+                        dataset=name,
+                        layer=layer,
+                        head=head,
+                        data=data,
+                        projection=proj,
+                        ks=ks,
+                        methods=methods,
+                        seed=seed,
                     )
                     rows.extend(new)
                     if writer is not None:
@@ -235,7 +253,13 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, by: Sequence[str] = SUMMARY_
 
 
 def smallest_k(
-    summary: Iterable[Mapping[str, Any]], *, dataset: str, method: str, metric: str, threshold: float, above: bool = False
+    summary: Iterable[Mapping[str, Any]],
+    *,
+    dataset: str,
+    method: str,
+    metric: str,
+    threshold: float,
+    above: bool = False,
 ) -> int | None:
     """Smallest k whose ``metric`` is <= ``threshold`` (>= when ``above``), or None if no k is."""
     metric = check_choice("metric", metric, METRICS)

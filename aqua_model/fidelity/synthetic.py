@@ -40,7 +40,9 @@ class SyntheticHead:
     """Per-latent-axis standard deviation, outliers included, shape [d]."""
 
 
-def spectrum(*, d: int, kind: str = "power", alpha: float = DEFAULT_POWER_ALPHA, rank: int | None = None) -> np.ndarray:
+def spectrum(
+    *, d: int, kind: str = "power", alpha: float = DEFAULT_POWER_ALPHA, rank: int | None = None
+) -> np.ndarray:
     """Return the per-axis scale sigma (shape [d], non-increasing, max 1) of a named spectrum."""
     d = check_int("d", d, minimum=1)
     kind = check_choice("kind", kind, SPECTRA)

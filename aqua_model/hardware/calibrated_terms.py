@@ -54,8 +54,14 @@ from typing import Any, Mapping
 import numpy as np
 
 #: Kernel classes a stream table may describe (the plans' ``Kernel.stream`` values).
-STREAM_NAMES: tuple[str, ...] = ("sdpa-decode", "sdpa-prefill", "triton-prologue", "triton-split", "triton-combine",
-                                 "torch-matvec")
+STREAM_NAMES: tuple[str, ...] = (
+    "sdpa-decode",
+    "sdpa-prefill",
+    "triton-prologue",
+    "triton-split",
+    "triton-combine",
+    "torch-matvec",
+)
 #: What a stream table's points are against, and what they give.
 STREAM_X: tuple[str, ...] = ("bytes", "flops", "programs_per_sm")
 STREAM_Y: tuple[str, ...] = ("efficiency", "s")
@@ -90,9 +96,16 @@ class StreamTable:
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML/JSON form (one entry of ``[calibration] stream``)."""
-        out: dict[str, Any] = {"stream": self.stream, "d": self.d, "rows": self.rows, "x": self.x, "y": self.y,
-                               "latency_s": self.latency_s, "points": [[a, b] for a, b in zip(self.xs, self.ys)],
-                               "source": self.source}
+        out: dict[str, Any] = {
+            "stream": self.stream,
+            "d": self.d,
+            "rows": self.rows,
+            "x": self.x,
+            "y": self.y,
+            "latency_s": self.latency_s,
+            "points": [[a, b] for a, b in zip(self.xs, self.ys)],
+            "source": self.source,
+        }
         if self.gqa is not None:
             out["gqa"] = self.gqa
         if self.misaligned_efficiency is not None:
@@ -139,7 +152,14 @@ class SmallKernelTable:
     combine's units, B H_q, differ by g); read by interpolating log(seconds) linearly in
     log(units) on each curve, then in d, then in g, each held constant beyond the measured ends. A selection that was not measured falls back to the other one."""
 
-    grids: Mapping[tuple[str, str], tuple[tuple[float, ...], tuple[float, ...], Mapping[tuple[float, float], tuple[tuple[float, ...], np.ndarray]]]]
+    grids: Mapping[
+        tuple[str, str],
+        tuple[
+            tuple[float, ...],
+            tuple[float, ...],
+            Mapping[tuple[float, float], tuple[tuple[float, ...], np.ndarray]],
+        ],
+    ]
     source: str
     points: tuple[tuple[Any, ...], ...] = ()
 
@@ -156,7 +176,12 @@ class SmallKernelTable:
         gs, ds, curves = self.grids[key]
         lu = np.log(np.maximum(np.asarray(units, dtype=float), 1e-30))
         # log seconds at these units on every measured (g, d) curve, then linear in d, then in g
-        at = np.array([[np.interp(lu, np.log(np.asarray(curves[(g_, d_)][0])), curves[(g_, d_)][1]) for d_ in ds] for g_ in gs])
+        at = np.array(
+            [
+                [np.interp(lu, np.log(np.asarray(curves[(g_, d_)][0])), curves[(g_, d_)][1]) for d_ in ds]
+                for g_ in gs
+            ]
+        )
         plane = _interp_axis(float(g), np.asarray(gs), at)
         return np.exp(_interp_axis(float(d), np.asarray(ds), plane))
 
@@ -175,16 +200,24 @@ class SmallKernelTable:
             raise ValueError(f"{where}: {name}.source must start with 'measured:', got {source!r:.60}")
         pts = raw["points"]
         if not isinstance(pts, list) or not pts:
-            raise ValueError(f"{where}: {name}.points must be a non-empty array of [kernel, selection, g, d, units, seconds]")
+            raise ValueError(
+                f"{where}: {name}.points must be a non-empty array of [kernel, selection, g, d, units, seconds]"
+            )
         cells: dict[tuple[str, str], dict[tuple[float, float, float], float]] = {}
         for p in pts:
             if not (isinstance(p, list) and len(p) == 6):
-                raise ValueError(f"{where}: {name}.points entries must be [kernel, selection, g, d, units, seconds], got {p!r:.80}")
+                raise ValueError(
+                    f"{where}: {name}.points entries must be [kernel, selection, g, d, units, seconds], got {p!r:.80}"
+                )
             kernel, selection = p[0], p[1]
             if kernel not in SMALL_KERNELS:
-                raise ValueError(f"{where}: {name}.points kernel is {kernel!r}; allowed: {', '.join(SMALL_KERNELS)}")
+                raise ValueError(
+                    f"{where}: {name}.points kernel is {kernel!r}; allowed: {', '.join(SMALL_KERNELS)}"
+                )
             if selection not in SMALL_KERNEL_SELECTIONS:
-                raise ValueError(f"{where}: {name}.points selection is {selection!r}; allowed: {', '.join(SMALL_KERNEL_SELECTIONS)}")
+                raise ValueError(
+                    f"{where}: {name}.points selection is {selection!r}; allowed: {', '.join(SMALL_KERNEL_SELECTIONS)}"
+                )
             g, d, units, sec = (_number(v, f"{name}.points", where) for v in p[2:])
             cells.setdefault((kernel, selection), {})[(g, d, units)] = sec
         grids = {}
@@ -192,7 +225,9 @@ class SmallKernelTable:
             gs, ds = (sorted({c[i] for c in cell}) for i in range(2))
             missing = [(g, d) for g in gs for d in ds if not any(c[:2] == (g, d) for c in cell)]
             if missing:
-                raise ValueError(f"{where}: {name}.points must cover every (g, d) pair for {key}; missing {missing[:4]}")
+                raise ValueError(
+                    f"{where}: {name}.points must cover every (g, d) pair for {key}; missing {missing[:4]}"
+                )
             curves = {}
             for g in gs:
                 for d in ds:
@@ -228,8 +263,15 @@ class PlanInterval:
         return p * math.exp(self.speedup[0]), p * math.exp(self.speedup[1])
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"phase": self.phase, "plan": self.plan, "level": self.level, "time": list(self.time),
-                               "n_time": self.n_time, "n_speedup": self.n_speedup, "source": self.source}
+        out: dict[str, Any] = {
+            "phase": self.phase,
+            "plan": self.plan,
+            "level": self.level,
+            "time": list(self.time),
+            "n_time": self.n_time,
+            "n_speedup": self.n_speedup,
+            "source": self.source,
+        }
         if self.speedup is not None:
             out["speedup"] = list(self.speedup)
         return out
@@ -274,8 +316,15 @@ class CalibratedTerms:
 
 
 def _number(value: Any, field: str, where: str, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{where}: field {field!r} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        raise ValueError(
+            f"{where}: field {field!r} must be a finite number{' > 0' if positive else ''}, got {value!r}"
+        )
     return float(value)
 
 
@@ -289,7 +338,9 @@ def _stream(entry: Any, i: int, where: str) -> StreamTable:
     if entry["stream"] not in STREAM_NAMES:
         raise ValueError(f"{where}: {name}.stream is {entry['stream']!r}; allowed: {', '.join(STREAM_NAMES)}")
     if entry["x"] not in STREAM_X or entry["y"] not in STREAM_Y:
-        raise ValueError(f"{where}: {name} needs x in {STREAM_X} and y in {STREAM_Y}, got {entry['x']!r}, {entry['y']!r}")
+        raise ValueError(
+            f"{where}: {name} needs x in {STREAM_X} and y in {STREAM_Y}, got {entry['x']!r}, {entry['y']!r}"
+        )
     pts = entry["points"]
     ok = isinstance(pts, list) and len(pts) >= 1 and all(isinstance(p, list) and len(p) == 2 for p in pts)
     if not ok:
@@ -308,17 +359,34 @@ def _stream(entry: Any, i: int, where: str) -> StreamTable:
         raise ValueError(f"{where}: {name}.gqa must be true or false, got {gqa!r}")
     source = entry["source"]
     if not isinstance(source, str) or not source.startswith(("measured:", "derived:")):
-        raise ValueError(f"{where}: {name}.source must start with 'measured:' or 'derived:', got {source!r:.60}")
+        raise ValueError(
+            f"{where}: {name}.source must start with 'measured:' or 'derived:', got {source!r:.60}"
+        )
     fill = _number(entry.get("fill_s", 0.0), f"{name}.fill_s", where, positive=False)
     if fill < 0 or (fill and entry["stream"] != "triton-split"):
-        raise ValueError(f"{where}: {name}.fill_s must be >= 0 seconds and only on a triton-split table, got {fill!r}")
+        raise ValueError(
+            f"{where}: {name}.fill_s must be >= 0 seconds and only on a triton-split table, got {fill!r}"
+        )
     fill_source = entry.get("fill_source", "")
     if fill and (not isinstance(fill_source, str) or not fill_source.startswith("measured:")):
-        raise ValueError(f"{where}: {name}.fill_source must start with 'measured:' when fill_s is set, got {fill_source!r:.60}")
-    return StreamTable(entry["stream"], int(_number(entry["d"], f"{name}.d", where)), gqa,
-                       int(_number(entry.get("rows", 0), f"{name}.rows", where, positive=False)), entry["x"], entry["y"],
-                       tuple(xs), tuple(ys), _number(entry["latency_s"], f"{name}.latency_s", where, positive=False),
-                       None if mis is None else float(mis), source, fill, str(fill_source))
+        raise ValueError(
+            f"{where}: {name}.fill_source must start with 'measured:' when fill_s is set, got {fill_source!r:.60}"
+        )
+    return StreamTable(
+        entry["stream"],
+        int(_number(entry["d"], f"{name}.d", where)),
+        gqa,
+        int(_number(entry.get("rows", 0), f"{name}.rows", where, positive=False)),
+        entry["x"],
+        entry["y"],
+        tuple(xs),
+        tuple(ys),
+        _number(entry["latency_s"], f"{name}.latency_s", where, positive=False),
+        None if mis is None else float(mis),
+        source,
+        fill,
+        str(fill_source),
+    )
 
 
 def _interval(entry: Any, i: int, where: str) -> PlanInterval:
@@ -338,9 +406,16 @@ def _interval(entry: Any, i: int, where: str) -> PlanInterval:
             raise ValueError(f"{where}: {name}.{key} must have low <= high, got {v!r}")
         return lo, hi
 
-    return PlanInterval(str(entry["phase"]), str(entry["plan"]), pair("time"), pair("speedup") if "speedup" in entry else None,
-                        int(entry["n_time"]), int(entry.get("n_speedup", 0)), str(entry["source"]),
-                        float(entry.get("level", INTERVAL_LEVEL)))
+    return PlanInterval(
+        str(entry["phase"]),
+        str(entry["plan"]),
+        pair("time"),
+        pair("speedup") if "speedup" in entry else None,
+        int(entry["n_time"]),
+        int(entry.get("n_speedup", 0)),
+        str(entry["source"]),
+        float(entry.get("level", INTERVAL_LEVEL)),
+    )
 
 
 def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
@@ -357,8 +432,13 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
         raise ValueError(f"{where}: field 'calibration.stream' must be an array of tables")
     lat_raw = cal.get("pattern_latency_s", {})
     if not isinstance(lat_raw, dict):
-        raise ValueError(f"{where}: field 'calibration.pattern_latency_s' must be a table of seconds per pattern")
-    latency = {str(k): _number(v, f"calibration.pattern_latency_s.{k}", where, positive=False) for k, v in lat_raw.items()}
+        raise ValueError(
+            f"{where}: field 'calibration.pattern_latency_s' must be a table of seconds per pattern"
+        )
+    latency = {
+        str(k): _number(v, f"calibration.pattern_latency_s.{k}", where, positive=False)
+        for k, v in lat_raw.items()
+    }
     intervals_raw = cal.get("intervals", [])
     if not isinstance(intervals_raw, list):
         raise ValueError(f"{where}: field 'calibration.intervals' must be an array of tables")
@@ -366,10 +446,32 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
     for i, e in enumerate(intervals_raw):
         iv = _interval(e, i, where)
         intervals[(iv.phase, iv.plan)] = iv
-    small = SmallKernelTable.from_dict(cal["prologue_combine_s"], where) if "prologue_combine_s" in cal else None
-    return CalibratedTerms(graph.get("graph_launch_s"), graph.get("graph_gap_s"), graph.get("tiny_kernel_s"), sm,
-                           tuple(_stream(e, i, where) for i, e in enumerate(streams_raw)),
-                           MappingProxyType(latency), MappingProxyType(intervals), small)
+    small = (
+        SmallKernelTable.from_dict(cal["prologue_combine_s"], where) if "prologue_combine_s" in cal else None
+    )
+    return CalibratedTerms(
+        graph.get("graph_launch_s"),
+        graph.get("graph_gap_s"),
+        graph.get("tiny_kernel_s"),
+        sm,
+        tuple(_stream(e, i, where) for i, e in enumerate(streams_raw)),
+        MappingProxyType(latency),
+        MappingProxyType(intervals),
+        small,
+    )
 
 
-__all__ = ["INTERVAL_LEVEL", "SMALL_KERNELS", "SMALL_KERNEL_SELECTIONS", "SmallKernelTable", "STREAM_NAMES", "STREAM_X", "STREAM_Y", "CalibratedTerms", "PlanInterval", "StreamTable", "parse", "split_fill_s"]
+__all__ = [
+    "INTERVAL_LEVEL",
+    "SMALL_KERNELS",
+    "SMALL_KERNEL_SELECTIONS",
+    "SmallKernelTable",
+    "STREAM_NAMES",
+    "STREAM_X",
+    "STREAM_Y",
+    "CalibratedTerms",
+    "PlanInterval",
+    "StreamTable",
+    "parse",
+    "split_fill_s",
+]

@@ -29,13 +29,15 @@ from typing import Any
 #: Kinds of link a node may use between its devices.
 KINDS: tuple[str, ...] = ("nvlink", "infinity-fabric", "pcie", "shared-memory")
 #: number field -> unit dimension (as :mod:`.profile` names them); every one is required.
-FIELDS: Mapping[str, str] = MappingProxyType({
-    "devices_per_node": "count",
-    "link_bandwidth_bytes_per_s": "bytes/s",
-    "step_latency_s": "s",
-    "fixed_latency_s": "s",
-    "efficiency": "fraction",
-})
+FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "devices_per_node": "count",
+        "link_bandwidth_bytes_per_s": "bytes/s",
+        "step_latency_s": "s",
+        "fixed_latency_s": "s",
+        "efficiency": "fraction",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,11 @@ class Interconnect:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form with every value, unit and source."""
-        return {"kind": self.kind, "note": self.note, "fields": {k: q.to_dict() for k, q in self.quantities.items()}}
+        return {
+            "kind": self.kind,
+            "note": self.note,
+            "fields": {k: q.to_dict() for k, q in self.quantities.items()},
+        }
 
     def rows(self) -> list[tuple[str, Any]]:
         """(field name, Quantity) pairs for a profile's printed table."""
@@ -94,11 +100,15 @@ def parse(raw: Any, where: str, number: Callable[[Any, str, str], Any]) -> Inter
     allowed = {"kind", "note"} | set(FIELDS)
     extra = sorted(set(raw) - allowed)
     if extra:
-        raise ValueError(f"{where}: unknown field(s) interconnect.{', interconnect.'.join(extra)}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"{where}: unknown field(s) interconnect.{', interconnect.'.join(extra)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
     kind = raw.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"{where}: field 'interconnect.kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ValueError(
+            f"{where}: field 'interconnect.kind' must be one of {', '.join(KINDS)}, got {kind!r}"
+        )
     note = raw.get("note")
     if note is not None and not isinstance(note, str):
         raise ValueError(f"{where}: field 'interconnect.note' must be a string, got {note!r}")
@@ -109,7 +119,11 @@ def parse(raw: Any, where: str, number: Callable[[Any, str, str], Any]) -> Inter
         quantities[field] = number(raw[field], f"interconnect.{field}", dim)
     devices = quantities["devices_per_node"].value
     if devices != int(devices):
-        raise ValueError(f"{where}: field 'interconnect.devices_per_node' must be a whole number, got {devices!r}")
+        raise ValueError(
+            f"{where}: field 'interconnect.devices_per_node' must be a whole number, got {devices!r}"
+        )
     if not 0.0 < quantities["efficiency"].value <= 1.0:
-        raise ValueError(f"{where}: field 'interconnect.efficiency' must be in (0, 1], got {quantities['efficiency'].value!r}")
+        raise ValueError(
+            f"{where}: field 'interconnect.efficiency' must be in (0, 1], got {quantities['efficiency'].value!r}"
+        )
     return Interconnect(kind, note, MappingProxyType(quantities))

@@ -96,7 +96,18 @@ _NUMBER_FIELDS: Mapping[str, tuple[str, bool]] = MappingProxyType(
 _EFFICIENCY_FIELDS: tuple[str, ...] = ("compute",) + PATTERNS
 _CALIBRATION_FIELDS: tuple[str, ...] = ("device", "driver", "torch", "triton", "date", "method")
 _TOP_LEVEL: frozenset[str] = frozenset(
-    {"schema_version", "name", "vendor", "kind", "mode", "aliases", "notes", "efficiency", "calibration", "interconnect"}
+    {
+        "schema_version",
+        "name",
+        "vendor",
+        "kind",
+        "mode",
+        "aliases",
+        "notes",
+        "efficiency",
+        "calibration",
+        "interconnect",
+    }
     | set(_NUMBER_FIELDS)
 )
 
@@ -169,12 +180,16 @@ class TopkTable:
         try:
             pts = [(float(r), float(n), float(sec)) for r, n, _k, sec in points]
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: calibration.topk_rows_length_k_s must hold [rows, length, k, seconds] points") from exc
+            raise ValueError(
+                f"{where}: calibration.topk_rows_length_k_s must hold [rows, length, k, seconds] points"
+            ) from exc
         rows, lengths = sorted({p[0] for p in pts}), sorted({p[1] for p in pts})
         grid = {(r, n): sec for r, n, sec in pts}
         missing = [(r, n) for r in rows for n in lengths if (r, n) not in grid]
         if missing or any(sec <= 0 for sec in grid.values()):
-            raise ValueError(f"{where}: calibration.topk_rows_length_k_s must be a full grid of positive times; missing {missing}")
+            raise ValueError(
+                f"{where}: calibration.topk_rows_length_k_s must be a full grid of positive times; missing {missing}"
+            )
         return cls(tuple(rows), tuple(lengths), tuple(tuple(grid[(r, n)] for n in lengths) for r in rows))
 
     def __call__(self, rows: Any, length: Any) -> np.ndarray:
@@ -206,7 +221,9 @@ class LengthTable:
         try:
             pts = sorted((float(p[0]), float(p[-1])) for p in points)
         except (TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"{where}: calibration.{field} must hold [length, bytes, seconds, efficiency] points") from exc
+            raise ValueError(
+                f"{where}: calibration.{field} must hold [length, bytes, seconds, efficiency] points"
+            ) from exc
         if not pts or any(not (0 < f <= 1) for _, f in pts):
             raise ValueError(f"{where}: calibration.{field} needs efficiencies in (0, 1], got {pts}")
         return cls(tuple(n for n, _ in pts), tuple(f for _, f in pts))
@@ -345,7 +362,9 @@ class HardwareProfile:
         if self.aliases:
             lines.append(f"aliases: {', '.join(self.aliases)}")
         rows = [(k, _fmt_quantity(q), _flag(q), q.source, q.note) for k, q in self.quantities.items()]
-        rows += [(f"efficiency.{k}", _fmt_quantity(q), "", q.source, q.note) for k, q in self.efficiencies.items()]
+        rows += [
+            (f"efficiency.{k}", _fmt_quantity(q), "", q.source, q.note) for k, q in self.efficiencies.items()
+        ]
         for k, t in self.size_tables.items():
             pts = ", ".join(f"{b:.3g} B: {f:.2f}" for b, f in zip(t.bytes_points, t.fractions))
             rows.append((f"efficiency.size_table.{k}", pts, "", t.source, None))
@@ -463,7 +482,9 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
     where = str(path)
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_LEVEL))}")
+        raise ValueError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_LEVEL))}"
+        )
     version = _require(raw, "schema_version", where)
     if isinstance(version, bool) or version != SCHEMA_VERSION:
         raise ValueError(f"{where}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
@@ -537,23 +558,46 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         for field in _CALIBRATION_FIELDS:
             calibration[field] = _require_str(cal, field, where, prefix="calibration.")
         calibration["base"] = _calibration_base(cal, where)
-        for field, value in cal.items():  # measured scalars in seconds: launch_overhead_s, dispatch_interval_s, ...
-            if field.endswith("_s") and not isinstance(value, (list, dict)) and (
-                    isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0):
-                raise ValueError(f"{where}: field 'calibration.{field}' must be a finite number of seconds > 0, got {value!r}")
+        for (
+            field,
+            value,
+        ) in cal.items():  # measured scalars in seconds: launch_overhead_s, dispatch_interval_s, ...
+            if (
+                field.endswith("_s")
+                and not isinstance(value, (list, dict))
+                and (
+                    isinstance(value, bool)
+                    or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value)
+                    or value <= 0
+                )
+            ):
+                raise ValueError(
+                    f"{where}: field 'calibration.{field}' must be a finite number of seconds > 0, got {value!r}"
+                )
         if "topk_rows_length_k_s" in cal:
             topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)
         if "softmax_length_bytes_s_efficiency" in cal:
-            softmax_table = LengthTable.from_points(cal["softmax_length_bytes_s_efficiency"], "softmax_length_bytes_s_efficiency", where)
+            softmax_table = LengthTable.from_points(
+                cal["softmax_length_bytes_s_efficiency"], "softmax_length_bytes_s_efficiency", where
+            )
         if "attention_compute_efficiency" in cal:
             attention_eff = cal["attention_compute_efficiency"]
-            if isinstance(attention_eff, bool) or not isinstance(attention_eff, numbers.Real) or not 0 < attention_eff <= 1:
-                raise ValueError(f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}")
+            if (
+                isinstance(attention_eff, bool)
+                or not isinstance(attention_eff, numbers.Real)
+                or not 0 < attention_eff <= 1
+            ):
+                raise ValueError(
+                    f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}"
+                )
         terms = parse_calibrated_terms(cal, where)
         mode = f"calibrated:{path.stem}"
     else:
         if "calibration" in raw:
-            raise ValueError(f"{where}: a [calibration] table needs mode = 'calibrated', got mode = {mode_raw!r}")
+            raise ValueError(
+                f"{where}: a [calibration] table needs mode = 'calibrated', got mode = {mode_raw!r}"
+            )
         mode = "datasheet"
 
     return HardwareProfile(
@@ -572,8 +616,11 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         topk_table=topk_table,
         softmax_table=softmax_table,
         attention_compute_efficiency=attention_eff,
-        interconnect=parse_interconnect(raw["interconnect"], where, lambda e, f, dim: _quantity(e, f, dim, where, is_peak=False))
-        if "interconnect" in raw else None,
+        interconnect=parse_interconnect(
+            raw["interconnect"], where, lambda e, f, dim: _quantity(e, f, dim, where, is_peak=False)
+        )
+        if "interconnect" in raw
+        else None,
         terms=terms,
     )
 
@@ -584,8 +631,10 @@ def _calibration_base(cal: Mapping[str, Any], where: str) -> str:
     base = _require_str(cal, "base", where, prefix="calibration.")
     known = base.strip().lower() in set(list_devices()) | set(_alias_map())
     if not known and not (base.endswith(".toml") and Path(base).expanduser().is_file()):
-        raise ValueError(f"{where}: field 'calibration.base' is {base!r}, which names no datasheet profile; known devices: "
-                         f"{', '.join(list_devices())} (or the path of a profile TOML)")
+        raise ValueError(
+            f"{where}: field 'calibration.base' is {base!r}, which names no datasheet profile; known devices: "
+            f"{', '.join(list_devices())} (or the path of a profile TOML)"
+        )
     return base
 
 
@@ -619,12 +668,19 @@ def _quantity(entry: Any, field: str, dim: str, where: str, *, is_peak: bool) ->
     allowed = {"value", "unit", "source", "note"} | ({"sparse"} if is_peak else set())
     extra = sorted(set(entry) - allowed)
     if extra:
-        raise ValueError(f"{where}: field {field!r} has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"{where}: field {field!r} has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
+        )
     for key in ("value", "unit", "source") + (("sparse",) if is_peak else ()):
         if key not in entry:
             raise ValueError(f"{where}: field {field!r} is missing {key!r}")
     value = entry["value"]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{where}: field {field!r} must have a finite value > 0, got {value!r}")
     unit = entry["unit"]
     units = _UNITS[dim]
@@ -669,7 +725,9 @@ def _size_table(entry: Any, field: str, where: str) -> SizeTable:
         for p in points
     )
     if not ok:
-        raise ValueError(f"{where}: field {field!r} needs points = [[bytes, fraction], ...] with at least two points")
+        raise ValueError(
+            f"{where}: field {field!r} needs points = [[bytes, fraction], ...] with at least two points"
+        )
     xs = tuple(float(p[0]) for p in points)
     ys = tuple(float(p[1]) for p in points)
     if any(x <= 0 for x in xs) or any(b <= a for a, b in zip(xs, xs[1:])):

@@ -58,12 +58,16 @@ class ModelProjections:
         if not isinstance(payload, dict) or payload.get("kind") != _FILE_KIND:
             raise ValueError(f"{where!r} is not an AQUA model-projections file (kind must be {_FILE_KIND!r})")
         if payload.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"schema_version must be {SCHEMA_VERSION}, got {payload.get('schema_version')!r} in {where!r}")
+            raise ValueError(
+                f"schema_version must be {SCHEMA_VERSION}, got {payload.get('schema_version')!r} in {where!r}"
+            )
         missing = [f for f in ("model_name", "text", "n_tokens", "P", *_CAL_FIELDS) if f not in payload]
         if missing:
             raise ValueError(f"projections file {where!r} misses fields {missing}")
         if model_name is not None and payload["model_name"] != model_name:
-            raise ValueError(f"model_name must be {payload['model_name']!r} for {where!r} (its projections), got {model_name!r}")
+            raise ValueError(
+                f"model_name must be {payload['model_name']!r} for {where!r} (its projections), got {model_name!r}"
+            )
         P = payload["P"]
         if not isinstance(P, torch.Tensor) or not P.is_floating_point() or not bool(torch.isfinite(P).all()):
             raise ValueError(f"P in {where!r} must be a finite floating tensor")
@@ -71,11 +75,15 @@ class ModelProjections:
         eye = torch.eye(cal.d, dtype=torch.float64)
         err = (P.double().mT @ P.double() - eye).abs().max().item()
         if not math.isfinite(err) or err > ORTHOGONALITY_TOLERANCE:
-            raise ValueError(f"P in {where!r} is not orthogonal: max |P^T P - I| = {err:.3g} > {ORTHOGONALITY_TOLERANCE}")
+            raise ValueError(
+                f"P in {where!r} is not orthogonal: max |P^T P - I| = {err:.3g} > {ORTHOGONALITY_TOLERANCE}"
+            )
         return cls(payload["model_name"], payload["text"], int(payload["n_tokens"]), cal)
 
 
-def collect_qk(model: Any, segments: Sequence[torch.Tensor], *, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_qk(
+    model: Any, segments: Sequence[torch.Tensor], *, batch_size: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RoPE queries [L, H_q, n, d] and keys [L, H_kv, n, d] of ``segments`` (1-D token-id tensors).
 
     Segments of equal length run ``batch_size`` at a time, each without a cache (every key is
@@ -85,7 +93,9 @@ def collect_qk(model: Any, segments: Sequence[torch.Tensor], *, batch_size: int 
         raise ValueError("segments must hold at least one token-id tensor, got none")
     for i, seg in enumerate(segments):
         if not isinstance(seg, torch.Tensor) or seg.dim() != 1 or seg.numel() == 0 or seg.is_floating_point():
-            raise ValueError(f"segments[{i}] must be a non-empty 1-D integer tensor of token ids, got {seg!r:.60}")
+            raise ValueError(
+                f"segments[{i}] must be a non-empty 1-D integer tensor of token ids, got {seg!r:.60}"
+            )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
@@ -100,8 +110,18 @@ def collect_qk(model: Any, segments: Sequence[torch.Tensor], *, batch_size: int 
 
     queries, keys = aqua_tf.capture(model, run)
     # per layer: list of [B, H, T, d] -> [H, sum(B*T), d]
-    q = torch.stack([torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[3]) for t in per], dim=1) for per in queries])
-    k = torch.stack([torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[3]) for t in per], dim=1) for per in keys])
+    q = torch.stack(
+        [
+            torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[3]) for t in per], dim=1)
+            for per in queries
+        ]
+    )
+    k = torch.stack(
+        [
+            torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[3]) for t in per], dim=1)
+            for per in keys
+        ]
+    )
     return q, k
 
 

@@ -56,7 +56,9 @@ def gguf_path(model: str = DEFAULT_MODEL) -> Path:
         path = Path(folder) / info.gguf_file
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{info.gguf_file} is not inside the installed {info.package} ({list(spec.submodule_search_locations)})")
+    raise FileNotFoundError(
+        f"{info.gguf_file} is not inside the installed {info.package} ({list(spec.submodule_search_locations)})"
+    )
 
 
 def available(model: str = DEFAULT_MODEL) -> bool:

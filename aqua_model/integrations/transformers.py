@@ -144,17 +144,28 @@ def register() -> None:
 
 
 def _settings(
-    *, d: int, k: int | None, method: str, selection: str, stored_dims: int | None,
-    h2o_budget: int | None, h2o_recent: int | None, seed: int,
+    *,
+    d: int,
+    k: int | None,
+    method: str,
+    selection: str,
+    stored_dims: int | None,
+    h2o_budget: int | None,
+    h2o_recent: int | None,
+    seed: int,
 ) -> AquaSettings:
     method = need_choice("method", method, METHODS)
     selection = need_choice("selection", selection, SELECTIONS)
     m = d if stored_dims is None else need_int("stored_dims", stored_dims, minimum=1, maximum=d)
     if method == "dense":
         if k not in (None, m):
-            raise ValueError(f"k must be None or stored_dims={m} for method 'dense' (exact scores), got {k!r}")
+            raise ValueError(
+                f"k must be None or stored_dims={m} for method 'dense' (exact scores), got {k!r}"
+            )
         if stored_dims not in (None, d):
-            raise ValueError(f"stored_dims must be None for method 'dense' (no rotation to truncate), got {stored_dims!r}")
+            raise ValueError(
+                f"stored_dims must be None for method 'dense' (no rotation to truncate), got {stored_dims!r}"
+            )
         k = m
     elif k is None:
         raise ValueError(f"k must be an integer in [1, {m}] for method {method!r}, got None")
@@ -168,7 +179,11 @@ def _settings(
     if h2o_budget is not None:
         h2o_budget = need_int("h2o_budget", h2o_budget, minimum=2)
         default_recent = max(1, int(h2o_budget * H2O_RECENT_FRACTION))
-        recent = default_recent if h2o_recent is None else need_int("h2o_recent", h2o_recent, minimum=1, maximum=h2o_budget - 1)
+        recent = (
+            default_recent
+            if h2o_recent is None
+            else need_int("h2o_recent", h2o_recent, minimum=1, maximum=h2o_budget - 1)
+        )
     elif h2o_recent is not None:
         raise ValueError(f"h2o_recent needs h2o_budget, got h2o_recent={h2o_recent!r} and h2o_budget=None")
     return AquaSettings(method, k, selection, m, h2o_budget, recent, need_int("seed", seed, minimum=0))
@@ -198,21 +213,33 @@ def apply(
     """
     layers, heads_q, heads_kv, d = model_shape(model)
     settings = _settings(
-        d=d, k=k, method=method, selection=selection, stored_dims=stored_dims,
-        h2o_budget=h2o_budget, h2o_recent=h2o_recent, seed=seed,
+        d=d,
+        k=k,
+        method=method,
+        selection=selection,
+        stored_dims=stored_dims,
+        h2o_budget=h2o_budget,
+        h2o_recent=h2o_recent,
+        seed=seed,
     )
     P = _projection_tensor(projections)
     if settings.method in ROTATED_METHODS:
         if P is None:
-            raise ValueError(f"projections are required by method {settings.method!r} (it rotates by P), got None")
+            raise ValueError(
+                f"projections are required by method {settings.method!r} (it rotates by P), got None"
+            )
         want = (layers, heads_kv, d, d)
         if tuple(P.shape) != want:
-            raise ValueError(f"projections must have shape [layers, heads_kv, d, d] = {want}, got {tuple(P.shape)}")
+            raise ValueError(
+                f"projections must have shape [layers, heads_kv, d, d] = {want}, got {tuple(P.shape)}"
+            )
     _install(model, settings, P if settings.method in ROTATED_METHODS else None)
     return model
 
 
-def _install(model: Any, settings: AquaSettings | None, P: torch.Tensor | None, capture: bool = False) -> None:
+def _install(
+    model: Any, settings: AquaSettings | None, P: torch.Tensor | None, capture: bool = False
+) -> None:
     register()
     dtype = next(model.parameters()).dtype
     for mod in attention_modules(model):
@@ -282,7 +309,9 @@ def _keep_dims(q_hat: torch.Tensor, settings: AquaSettings, g: int, layer_idx: i
         gen = torch.Generator(device=q_hat.device).manual_seed(settings.seed * 100_003 + layer_idx)
         shape = (B, hq // g, 1, T, m) if settings.selection == "group" else (B, hq, 1, T, m)
         draws = torch.rand(shape, generator=gen, device=q_hat.device, dtype=q_hat.dtype)
-        draws = draws.expand(B, shape[1], g if settings.selection == "group" else 1, T, m).reshape(B, hq, T, m)
+        draws = draws.expand(B, shape[1], g if settings.selection == "group" else 1, T, m).reshape(
+            B, hq, T, m
+        )
         idx = select_dims(draws, k_keep=settings.k, selection="per-head", g=g)
     else:
         idx = select_dims(q_hat, k_keep=settings.k, selection=settings.selection, g=g)
@@ -290,8 +319,13 @@ def _keep_dims(q_hat: torch.Tensor, settings: AquaSettings, g: int, layer_idx: i
 
 
 def approximate_scores(
-    query: torch.Tensor, key: torch.Tensor, *, settings: AquaSettings, projection: torch.Tensor | None,
-    layer_idx: int = 0, keys_projected: bool = False,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    settings: AquaSettings,
+    projection: torch.Tensor | None,
+    layer_idx: int = 0,
+    keys_projected: bool = False,
 ) -> torch.Tensor:
     """Unscaled scores [B, H_q, T, N] of ``settings.method`` from post-RoPE q [B, H_q, T, d] and
     k [B, H_kv, N, d] (or k^ [B, H_kv, N, m] when ``keys_projected``)."""
@@ -326,7 +360,9 @@ def h2o_keep_mask(scores: torch.Tensor, *, g: int, budget: int, recent: int) -> 
     """
     B, hq, T, N = scores.shape
     if T != N:
-        raise ValueError(f"H2O is replayed over a full sequence only (no cache): queries T={T} must equal keys N={N}")
+        raise ValueError(
+            f"H2O is replayed over a full sequence only (no cache): queries T={T} must equal keys N={N}"
+        )
     hkv = hq // g
     s = scores.reshape(B, hkv, g, T, N).float()
     alive = torch.zeros(B, hkv, N, dtype=torch.bool, device=scores.device)
@@ -375,7 +411,12 @@ def aqua_attention_forward(
         settings = AquaSettings("dense", d, "per-head", d, None, None, 0)
     projected = bool(getattr(key, PROJECTED_MARK, False))
     scores = approximate_scores(
-        query, key, settings=settings, projection=state.projection, layer_idx=state.layer_idx, keys_projected=projected
+        query,
+        key,
+        settings=settings,
+        projection=state.projection,
+        layer_idx=state.layer_idx,
+        keys_projected=projected,
     )
     N = scores.shape[-1]
     scores = scores * scale + _additive_mask(attention_mask, T, N, scores)
@@ -383,7 +424,9 @@ def aqua_attention_forward(
         keep = h2o_keep_mask(scores, g=g, budget=settings.h2o_budget, recent=settings.h2o_recent)
         scores = scores.masked_fill(~keep, float("-inf"))
     # softmax in float32 at least (as transformers' eager attention), float64 inputs stay float64
-    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(value.dtype)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(
+        value.dtype
+    )
     out = torch.matmul(probs, expand_kv(value, g))
     return out.transpose(1, 2).contiguous(), probs
 
@@ -429,8 +472,12 @@ def projected_key_cache(model: Any) -> ProjectedKeyCache:
     for mod in attention_modules(model):
         state = getattr(mod, STATE_ATTR, None)
         if state is None or state.settings is None:
-            raise ValueError("model must be set up by apply(model, ...) before building its projected-key cache")
+            raise ValueError(
+                "model must be set up by apply(model, ...) before building its projected-key cache"
+            )
         if state.settings.h2o_budget is not None:
-            raise ValueError("H2O eviction is replayed over full sequences only; a cache cannot be used with h2o_budget")
+            raise ValueError(
+                "H2O eviction is replayed over full sequences only; a cache cannot be used with h2o_budget"
+            )
         layers.append(ProjectedKeyLayer(state.projection, state.settings.stored_dims))
     return ProjectedKeyCache(layers)

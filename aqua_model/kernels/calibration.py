@@ -39,7 +39,9 @@ def _check_float_tensor(name: str, value: Any, ndim: int, shape_doc: str) -> tor
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(value).__name__}")
     if not value.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {value.dtype}")
+        raise TypeError(
+            f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {value.dtype}"
+        )
     if value.dim() != ndim:
         raise ValueError(f"{name} must have shape {shape_doc} ({ndim} dims), got shape {tuple(value.shape)}")
     if any(s == 0 for s in value.shape):
@@ -53,7 +55,11 @@ def _check_float_tensor(name: str, value: Any, ndim: int, shape_doc: str) -> tor
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     # float64 on CPU (cheap, d is small); on accelerators float64 may be missing or slow.
     dev = tensors[0].device
-    return torch.float64 if dev.type == "cpu" or any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return (
+        torch.float64
+        if dev.type == "cpu" or any(t.dtype == torch.float64 for t in tensors)
+        else torch.float32
+    )
 
 
 def fit_projection(
@@ -125,7 +131,9 @@ class Calibration:
             raise TypeError(f"P must be a floating torch.Tensor, got {type(self.P).__name__}")
         want = (self.layers, self.heads_kv, self.d, self.d)
         if tuple(self.P.shape) != want:
-            raise ValueError(f"P must have shape [layers, heads_kv, d, d] = {want}, got {tuple(self.P.shape)}")
+            raise ValueError(
+                f"P must have shape [layers, heads_kv, d, d] = {want}, got {tuple(self.P.shape)}"
+            )
         if self.heads_kv < 1 or self.heads_q % self.heads_kv != 0:
             raise ValueError(
                 f"heads_q must be a positive multiple of heads_kv, got heads_q={self.heads_q}, heads_kv={self.heads_kv}"
@@ -199,7 +207,11 @@ def save_calibration(cal: Calibration, path: str | os.PathLike[str]) -> None:
     """Write ``cal`` with ``torch.save`` as a plain dict carrying a schema version."""
     if not isinstance(cal, Calibration):
         raise TypeError(f"cal must be a Calibration, got {type(cal).__name__}")
-    payload: dict[str, Any] = {"kind": _FILE_KIND, "schema_version": SCHEMA_VERSION, "P": cal.P.detach().cpu()}
+    payload: dict[str, Any] = {
+        "kind": _FILE_KIND,
+        "schema_version": SCHEMA_VERSION,
+        "P": cal.P.detach().cpu(),
+    }
     for name in _META_FIELDS:
         payload[name] = getattr(cal, name)
     torch.save(payload, os.fspath(path))

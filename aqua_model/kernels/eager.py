@@ -65,8 +65,14 @@ def query_projections(P: torch.Tensor, g: int) -> torch.Tensor:
     return P.repeat_interleave(g, dim=0) if g > 1 else P
 
 
-def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep: int, buf: dict[str, torch.Tensor],
-                   P_query: torch.Tensor | None = None) -> Stages:
+def _aqua_prologue(
+    q: torch.Tensor,
+    P: torch.Tensor,
+    k_new: torch.Tensor,
+    k_keep: int,
+    buf: dict[str, torch.Tensor],
+    P_query: torch.Tensor | None = None,
+) -> Stages:
     """q_proj, k_proj and topk of a decode step: one batched GEMM per projection (torch.matmul
     broadcasting P over the batch would materialise B copies of P first)."""
     B, hq, d = q.shape[0], q.shape[1], q.shape[3]
@@ -94,8 +100,16 @@ def _aqua_prologue(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_keep
     return [("q_proj", q_proj), ("k_proj", k_proj), ("topk", topk)]
 
 
-def aqua_eager_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Tensor, *,
-                      k_keep: int, out: torch.Tensor) -> Stages:
+def aqua_eager_decode(
+    q: torch.Tensor,
+    P: torch.Tensor,
+    k_new: torch.Tensor,
+    k_hat_t: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    k_keep: int,
+    out: torch.Tensor,
+) -> Stages:
     """AQUA decode in eager torch: q_proj, k_proj, topk, gather (a [B, H_kv, g, k, N] copy of the
     kept rows of the dim-major K^T, one per query head, plus q^'s kept dims), scores, softmax,
     value. q [B, H_q, 1, d]; P [H_kv, d, d]; k_new [H_kv, B, d]; k_hat_t [B, H_kv, d, N]."""
@@ -121,9 +135,19 @@ def aqua_eager_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_h
     return [*prologue, ("gather", gather), ("scores", scores), *_softmax_value(buf, v, out)]
 
 
-def aqua_step_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Tensor, *,
-                     k_keep: int, selection: str = "group", select_in: str = "torch", out: torch.Tensor,
-                     P_query: torch.Tensor | None = None) -> torch.Tensor:
+def aqua_step_decode(
+    q: torch.Tensor,
+    P: torch.Tensor,
+    k_new: torch.Tensor,
+    k_hat_t: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    k_keep: int,
+    selection: str = "group",
+    select_in: str = "torch",
+    out: torch.Tensor,
+    P_query: torch.Tensor | None = None,
+) -> torch.Tensor:
     """A decode step around the fused kernel: rotate q and the new key (torch.bmm), then
     :func:`aqua_model.kernels.triton_decode.aqua_decode` selecting ``select_in`` ("torch":
     torch.topk). ``k_hat_t`` [B, H_kv, d, N] may be a transposed view of a token-major cache.
@@ -136,11 +160,22 @@ def aqua_step_decode(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_ha
     q_proj, k_proj, _ = _aqua_prologue(q, P, k_new, k_keep, buf, P_query)
     q_proj[1]()
     k_proj[1]()
-    return td.aqua_decode(buf["qh"].view(B, hq, d), k_hat_t, v, None, k_keep=k_keep, selection=selection, scale=1.0,
-                          select_in=select_in, out=out.view(B, hq, d))
+    return td.aqua_decode(
+        buf["qh"].view(B, hq, d),
+        k_hat_t,
+        v,
+        None,
+        k_keep=k_keep,
+        selection=selection,
+        scale=1.0,
+        select_in=select_in,
+        out=out.view(B, hq, d),
+    )
 
 
-def _prefill_mask(buf: dict[str, torch.Tensor], shape: tuple[int, ...], T: int, S: int, device: torch.device) -> Callable[[], torch.Tensor]:
+def _prefill_mask(
+    buf: dict[str, torch.Tensor], shape: tuple[int, ...], T: int, S: int, device: torch.device
+) -> Callable[[], torch.Tensor]:
     hidden = causal_mask(T, S, device=device).logical_not()  # [T, S] True where masked
 
     def mask() -> torch.Tensor:
@@ -168,8 +203,16 @@ def dense_eager_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ou
     return [("scores", scores), ("mask", mask), *_softmax_value(buf, v, out)]
 
 
-def aqua_eager_prefill(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, *,
-                       k_keep: int, out: torch.Tensor) -> Stages:
+def aqua_eager_prefill(
+    q: torch.Tensor,
+    P: torch.Tensor,
+    k_new: torch.Tensor,
+    k_hat: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    k_keep: int,
+    out: torch.Tensor,
+) -> Stages:
     """AQUA prefill in eager torch: q_proj, k_proj, topk (scattering a 0/1 mask of the kept
     dims), scores of the masked q^ against all d dims, the causal mask, softmax, value.
     q [B, H_q, T, d]; P [H_kv, d, d]; k_new [H_kv, B*T, d]; k_hat [B, H_kv, S, d]."""
@@ -180,7 +223,9 @@ def aqua_eager_prefill(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_
     buf: dict[str, torch.Tensor] = {}
 
     def q_proj() -> torch.Tensor:
-        buf["qh"] = torch.matmul(qg, P)  # [B, H_kv, g*T, d]; broadcasts P over the batch (B copies, small against q)
+        buf["qh"] = torch.matmul(
+            qg, P
+        )  # [B, H_kv, g*T, d]; broadcasts P over the batch (B copies, small against q)
         return buf["qh"]
 
     def k_proj() -> torch.Tensor:
@@ -202,8 +247,14 @@ def aqua_eager_prefill(q: torch.Tensor, P: torch.Tensor, k_new: torch.Tensor, k_
         return buf["s"]
 
     mask = _prefill_mask(buf, (B, hkv, g, T, S), T, S, q.device)
-    return [("q_proj", q_proj), ("k_proj", k_proj), ("topk", topk), ("scores", scores), ("mask", mask),
-            *_softmax_value(buf, v, out)]
+    return [
+        ("q_proj", q_proj),
+        ("k_proj", k_proj),
+        ("topk", topk),
+        ("scores", scores),
+        ("mask", mask),
+        *_softmax_value(buf, v, out),
+    ]
 
 
 #: The functions above that return stages (the rest return the output).

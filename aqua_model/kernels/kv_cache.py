@@ -64,7 +64,9 @@ class AquaKVCache:
         self.batch = check_int("batch", batch, minimum=1)
         self.heads_kv = check_int("heads_kv", heads_kv, minimum=1)
         self.head_dim = check_int("head_dim", head_dim, minimum=1)
-        self.key_dims = check_int("key_dims", head_dim if key_dims is None else key_dims, minimum=1, maximum=head_dim)
+        self.key_dims = check_int(
+            "key_dims", head_dim if key_dims is None else key_dims, minimum=1, maximum=head_dim
+        )
         self.value_dim = check_int("value_dim", head_dim if value_dim is None else value_dim, minimum=1)
         self.layers = check_int("layers", layers, minimum=1)
         self.page_tokens = check_int("page_tokens", page_tokens, minimum=16)
@@ -79,10 +81,14 @@ class AquaKVCache:
         self.dtype = dtype
         self.pages = math.ceil(capacity / self.page_tokens)
         self.capacity = self.pages * self.page_tokens
-        td.check_slice_size(m=self.key_dims, capacity=self.capacity, value_dim=self.value_dim, value_rows=self.capacity)
+        td.check_slice_size(
+            m=self.key_dims, capacity=self.capacity, value_dim=self.value_dim, value_rows=self.capacity
+        )
         B, H, m, T = self.batch, self.heads_kv, self.key_dims, self.page_tokens
         self.keys = torch.zeros(self.layers, B, H, self.pages, m, T, dtype=dtype, device=self.device)
-        self.values = torch.zeros(self.layers, B, H, self.capacity, self.value_dim, dtype=dtype, device=self.device)
+        self.values = torch.zeros(
+            self.layers, B, H, self.capacity, self.value_dim, dtype=dtype, device=self.device
+        )
         self.P = self._projection(projection)
         self.lengths = [0] * self.layers
         self._steps: dict[tuple, tuple[td.DecodeLauncher, tuple[int, ...], float, tuple]] = {}
@@ -95,9 +101,11 @@ class AquaKVCache:
             raise TypeError(f"projection must be None or a floating torch.Tensor, got {type(P).__name__}")
         d, H, L = self.head_dim, self.heads_kv, self.layers
         full = (L, H, d, d)
-        if P.dim() not in (2, 3, 4) or tuple(P.shape) != full[4 - P.dim():]:
-            raise ValueError(f"projection must be [d, d], [H_kv, d, d] or [layers, H_kv, d, d] = [{L}, {H}, {d}, {d}], "
-                             f"got shape {tuple(P.shape)}")
+        if P.dim() not in (2, 3, 4) or tuple(P.shape) != full[4 - P.dim() :]:
+            raise ValueError(
+                f"projection must be [d, d], [H_kv, d, d] or [layers, H_kv, d, d] = [{L}, {H}, {d}, {d}], "
+                f"got shape {tuple(P.shape)}"
+            )
         return P.expand(full).to(device=self.device, dtype=torch.float32).contiguous()
 
     # ------------------------------------------------------------------ views
@@ -131,27 +139,37 @@ class AquaKVCache:
         """k [B, H_kv, t, d] / [B, H_kv, d] and v likewise with d_v, as 4-D tensors."""
         for name, x, last in (("k", k, self.head_dim), ("v", v, self.value_dim)):
             if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-                raise TypeError(f"{name} must be a floating torch.Tensor [B, H_kv, t, {last}], got {type(x).__name__}")
+                raise TypeError(
+                    f"{name} must be a floating torch.Tensor [B, H_kv, t, {last}], got {type(x).__name__}"
+                )
         k4 = k.unsqueeze(2) if k.dim() == 3 else k
         v4 = v.unsqueeze(2) if v.dim() == 3 else v
         want = (self.batch, self.heads_kv)
         if k4.dim() != 4 or tuple(k4.shape[:2]) != want or k4.shape[3] != self.head_dim:
-            raise ValueError(f"k must be [B={want[0]}, H_kv={want[1]}, t, d={self.head_dim}], got {tuple(k.shape)}")
+            raise ValueError(
+                f"k must be [B={want[0]}, H_kv={want[1]}, t, d={self.head_dim}], got {tuple(k.shape)}"
+            )
         if v4.dim() != 4 or tuple(v4.shape[:3]) != tuple(k4.shape[:3]) or v4.shape[3] != self.value_dim:
-            raise ValueError(f"v must be [B, H_kv, t={k4.shape[2]}, d_v={self.value_dim}], got {tuple(v.shape)}")
+            raise ValueError(
+                f"v must be [B, H_kv, t={k4.shape[2]}, d_v={self.value_dim}], got {tuple(v.shape)}"
+            )
         return k4, v4
 
     def _query(self, q: torch.Tensor) -> tuple[torch.Tensor, bool]:
         q3, four = td._as_3d_query(q)
         if q3.shape[0] != self.batch or q3.shape[2] != self.head_dim or q3.shape[1] % self.heads_kv:
-            raise ValueError(f"q must be [B={self.batch}, H_q (a multiple of H_kv={self.heads_kv}), d={self.head_dim}], "
-                             f"got {tuple(q.shape)}")
+            raise ValueError(
+                f"q must be [B={self.batch}, H_q (a multiple of H_kv={self.heads_kv}), d={self.head_dim}], "
+                f"got {tuple(q.shape)}"
+            )
         return q3, four
 
     def _room(self, layer: int, t: int) -> int:
         pos = self.lengths[layer]
         if pos + t > self.capacity:
-            raise ValueError(f"the cache holds {self.capacity} tokens: cannot append {t} to {pos} (layer {layer})")
+            raise ValueError(
+                f"the cache holds {self.capacity} tokens: cannot append {t} to {pos} (layer {layer})"
+            )
         return pos
 
     # ------------------------------------------------------------------ torch paths
@@ -168,14 +186,23 @@ class AquaKVCache:
         self.keys[layer][:, :, pages, :, cols] = k_hat.permute(2, 0, 1, 3)
         self.values[layer, :, :, pos : pos + t] = v4.to(self.dtype)
 
-    def _attend_torch(self, layer: int, q3: torch.Tensor, k_keep: int, selection: str, scale: float | None) -> torch.Tensor:
+    def _attend_torch(
+        self, layer: int, q3: torch.Tensor, k_keep: int, selection: str, scale: float | None
+    ) -> torch.Tensor:
         g = q3.shape[1] // self.heads_kv
         P = self.P[layer] if self.P is not None else None
         q_hat = q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P, g=g).squeeze(2).to(q3.dtype)
         N = self.lengths[layer]
         keys = td._dense_keys(self.keys[layer], N)
-        return ref.aqua_attention_rotated(q_hat.unsqueeze(2), keys, self.values[layer, :, :, :N], k_keep=k_keep,
-                                          selection=selection, causal=True, scale=scale)[:, :, 0]
+        return ref.aqua_attention_rotated(
+            q_hat.unsqueeze(2),
+            keys,
+            self.values[layer, :, :, :N],
+            k_keep=k_keep,
+            selection=selection,
+            causal=True,
+            scale=scale,
+        )[:, :, 0]
 
     # ------------------------------------------------------------------ public
 
@@ -205,8 +232,17 @@ class AquaKVCache:
         if N == 0:
             raise ValueError("the cache is empty: append keys and values before attending")
         P = self.P[layer] if self.P is not None else None
-        return td.aqua_decode(q, self.keys[layer], self.values[layer], P, k_keep=k_keep, selection=selection,
-                              scale=scale, out=out, length=N)
+        return td.aqua_decode(
+            q,
+            self.keys[layer],
+            self.values[layer],
+            P,
+            k_keep=k_keep,
+            selection=selection,
+            scale=scale,
+            out=out,
+            length=N,
+        )
 
     def decode_step(
         self,
@@ -234,7 +270,9 @@ class AquaKVCache:
         if position is None:
             pos = self._room(layer, 1)
         else:
-            pos = check_int("position", position, minimum=0, maximum=min(self.lengths[layer], self.capacity - 1))
+            pos = check_int(
+                "position", position, minimum=0, maximum=min(self.lengths[layer], self.capacity - 1)
+            )
         selection = check_choice("selection", selection, td.SELECTIONS)
         k_keep = check_int("k_keep", k_keep, minimum=1, maximum=self.key_dims)
         if not td.triton_available(q3.device) or q3.device != self.device:
@@ -251,10 +289,32 @@ class AquaKVCache:
         self.lengths[layer] = pos + 1
         return o.unsqueeze(2) if four else o
 
-    def _step_triton(self, layer: int, pos: int, q3: torch.Tensor, k3: torch.Tensor, v3: torch.Tensor, k_keep: int,
-                     selection: str, scale: float | None, out: torch.Tensor | None) -> torch.Tensor:
-        key = (q3.shape, q3.stride(), q3.dtype, k3.stride(), v3.stride(), k_keep, selection, scale, q3.data_ptr() % 16,
-               k3.data_ptr() % 16, v3.data_ptr() % 16, None if out is None else (out.stride(), out.data_ptr() % 16))
+    def _step_triton(
+        self,
+        layer: int,
+        pos: int,
+        q3: torch.Tensor,
+        k3: torch.Tensor,
+        v3: torch.Tensor,
+        k_keep: int,
+        selection: str,
+        scale: float | None,
+        out: torch.Tensor | None,
+    ) -> torch.Tensor:
+        key = (
+            q3.shape,
+            q3.stride(),
+            q3.dtype,
+            k3.stride(),
+            v3.stride(),
+            k_keep,
+            selection,
+            scale,
+            q3.data_ptr() % 16,
+            k3.data_ptr() % 16,
+            v3.data_ptr() % 16,
+            None if out is None else (out.stride(), out.data_ptr() % 16),
+        )
         hit = self._steps.get(key)
         B, hq = q3.shape[0], q3.shape[1]
         if out is None:
@@ -265,12 +325,32 @@ class AquaKVCache:
             hit = self._step_launcher(q3, k3, v3, o, k_keep, selection, scale)
             self._steps[key] = hit
         la, k_strides, s, static = hit
-        la.run(q=q3, k=self.keys[layer], k_strides=k_strides, v=self.values[layer], N=pos + 1, scale=s, out=o,
-               P=self.P[layer] if self.P is not None else None, k_new=k3, v_new=v3, pos=pos, static=static)
+        la.run(
+            q=q3,
+            k=self.keys[layer],
+            k_strides=k_strides,
+            v=self.values[layer],
+            N=pos + 1,
+            scale=s,
+            out=o,
+            P=self.P[layer] if self.P is not None else None,
+            k_new=k3,
+            v_new=v3,
+            pos=pos,
+            static=static,
+        )
         return o
 
-    def _step_launcher(self, q3: torch.Tensor, k3: torch.Tensor, v3: torch.Tensor, o: torch.Tensor, k_keep: int,
-                       selection: str, scale: float | None) -> tuple[td.DecodeLauncher, tuple[int, ...], float, tuple]:
+    def _step_launcher(
+        self,
+        q3: torch.Tensor,
+        k3: torch.Tensor,
+        v3: torch.Tensor,
+        o: torch.Tensor,
+        k_keep: int,
+        selection: str,
+        scale: float | None,
+    ) -> tuple[td.DecodeLauncher, tuple[int, ...], float, tuple]:
         """The cached launcher of a decode step (the same for every layer: same shapes and strides)."""
         B, hq, d = q3.shape
         g = hq // self.heads_kv
@@ -284,36 +364,80 @@ class AquaKVCache:
         _, k_strides, page = td.key_strides(self.keys[0])
         mode = td._SEL_GROUP if selection == "group" else td._SEL_HEAD
         rows = td.tile_rows(m=self.key_dims, k_keep=k_keep, group=g, mode=mode, shared=selection == "group")
-        st = td._Static(B=B, hq=hq, hkv=self.heads_kv, d=d, m=self.key_dims, dv=dv, group=g, mode=mode, k_keep=k_keep,
-                        rotate=self.P is not None, append=True, given_per_head=False, page=page, q_dtype=q3.dtype,
-                        device=q3.device, config=td.choose_config(rows=rows, value_dim=dv, page=page),
-                        spec=td.launch_spec(q3, k3, v3, o, self.P, self.values, ints=k_strides))
+        st = td._Static(
+            B=B,
+            hq=hq,
+            hkv=self.heads_kv,
+            d=d,
+            m=self.key_dims,
+            dv=dv,
+            group=g,
+            mode=mode,
+            k_keep=k_keep,
+            rotate=self.P is not None,
+            append=True,
+            given_per_head=False,
+            page=page,
+            q_dtype=q3.dtype,
+            device=q3.device,
+            config=td.choose_config(rows=rows, value_dim=dv, page=page),
+            spec=td.launch_spec(q3, k3, v3, o, self.P, self.values, ints=k_strides),
+        )
         la = td.get_launcher(st)
-        static = la.static_args(q=q3, k_strides=k_strides, v=self.values[0], P=None if self.P is None else self.P[0],
-                                k_new=k3, v_new=v3)
+        static = la.static_args(
+            q=q3,
+            k_strides=k_strides,
+            v=self.values[0],
+            P=None if self.P is None else self.P[0],
+            k_new=k3,
+            v_new=v3,
+        )
         return la, k_strides, ref._scale(scale, d), static
 
 
-def decode_step(cache: AquaKVCache, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, k_keep: int,
-                selection: str = "per-head", layer: int = 0, scale: float | None = None, out: torch.Tensor | None = None,
-                position: int | None = None) -> torch.Tensor:
+def decode_step(
+    cache: AquaKVCache,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    k_keep: int,
+    selection: str = "per-head",
+    layer: int = 0,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
+    position: int | None = None,
+) -> torch.Tensor:
     """:meth:`AquaKVCache.decode_step` as a function (the implementation of ``aqua-cache-step``)."""
-    return cache.decode_step(q, k, v, k_keep=k_keep, selection=selection, layer=layer, scale=scale, out=out,
-                             position=position)
+    return cache.decode_step(
+        q, k, v, k_keep=k_keep, selection=selection, layer=layer, scale=scale, out=out, position=position
+    )
 
 
-def cache_holding(k_hat_t: torch.Tensor, v: torch.Tensor, P: torch.Tensor | None, *,
-                  page_tokens: int = DEFAULT_PAGE_TOKENS) -> tuple[AquaKVCache, torch.Tensor, torch.Tensor]:
+def cache_holding(
+    k_hat_t: torch.Tensor, v: torch.Tensor, P: torch.Tensor | None, *, page_tokens: int = DEFAULT_PAGE_TOKENS
+) -> tuple[AquaKVCache, torch.Tensor, torch.Tensor]:
     """An AquaKVCache holding the rotated keys k_hat_t [B, H_kv, d, N] (dim-major) and the values
     v [B, H_kv, N, d_v], with the last token as it would be appended again: (cache, k_last
     [B, H_kv, d] unrotated, v_last [B, H_kv, d_v]). ``decode_step(cache, q, k_last, v_last,
     position=N - 1)`` then repeats the step of the last token: the same output as attending over
     the N tokens (up to the rounding of rotating k back and forth)."""
     B, H, d, N = k_hat_t.shape
-    cache = AquaKVCache(batch=B, heads_kv=H, head_dim=d, capacity=N, projection=P, value_dim=v.shape[-1],
-                        page_tokens=page_tokens, dtype=v.dtype, device=v.device)
+    cache = AquaKVCache(
+        batch=B,
+        heads_kv=H,
+        head_dim=d,
+        capacity=N,
+        projection=P,
+        value_dim=v.shape[-1],
+        page_tokens=page_tokens,
+        dtype=v.dtype,
+        device=v.device,
+    )
     n = torch.arange(N, device=v.device)
-    cache.keys[0][:, :, n // cache.page_tokens, :, n % cache.page_tokens] = k_hat_t.permute(3, 0, 1, 2).to(v.dtype)
+    cache.keys[0][:, :, n // cache.page_tokens, :, n % cache.page_tokens] = k_hat_t.permute(3, 0, 1, 2).to(
+        v.dtype
+    )
     cache.values[0, :, :, :N] = v
     cache.lengths[0] = N
     k_last = k_hat_t[..., -1].float()

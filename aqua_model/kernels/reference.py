@@ -65,14 +65,21 @@ def _group_size(heads_q: int, heads_kv: int, *, causal: bool, T: int, N: int) ->
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     if causal and T > N:
-        raise ValueError(f"with causal=True the T queries are the last T of N keys, so T <= N; got T={T}, N={N}")
+        raise ValueError(
+            f"with causal=True the T queries are the last T of N keys, so T <= N; got T={T}, N={N}"
+        )
     return heads_q // heads_kv
 
 
 def _scale(scale: float | None, d: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+        or scale <= 0
+    ):
         raise ValueError(f"scale must be a finite positive number or None (1/sqrt(d)), got {scale!r}")
     return float(scale)
 
@@ -89,8 +96,9 @@ def causal_mask(T: int, N: int, *, device: torch.device | str | None = None) -> 
     return j <= (N - T) + i
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
-                     scale: float = 1.0) -> torch.Tensor:
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None, scale: float = 1.0
+) -> torch.Tensor:
     """Softmax attention in q's dtype with an explicit visibility mask; returns [B, H_q, T, d_v].
 
     q [B, H_q, T, d]; k, v [B, H_kv, S, d] (GQA by repetition); mask bool [T, S], True where
@@ -105,7 +113,9 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask:
     return torch.matmul(torch.softmax(scores, dim=-1), expand_kv(v, g))
 
 
-def group_keep_mask(q_hat: torch.Tensor, *, k_keep: int, g: int, sum_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def group_keep_mask(
+    q_hat: torch.Tensor, *, k_keep: int, g: int, sum_dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Bool [B, H_q, T, d]: the k_keep coordinates of each query with the largest |q^| summed over
     the g heads of its KV group (the sum taken in ``sum_dtype``), the same for the g heads."""
     B, hq, T, d = q_hat.shape
@@ -144,12 +154,16 @@ def _check_projection(P: torch.Tensor | None, *, heads_kv: int, d: int) -> torch
     if P is None:
         return None
     if not isinstance(P, torch.Tensor) or not P.is_floating_point():
-        raise TypeError(f"P must be None or a floating torch.Tensor [d, d] / [H_kv, d, d], got {type(P).__name__}")
+        raise TypeError(
+            f"P must be None or a floating torch.Tensor [d, d] / [H_kv, d, d], got {type(P).__name__}"
+        )
     if P.dim() == 2 and tuple(P.shape) == (d, d):
         return P
     if P.dim() == 3 and tuple(P.shape) == (heads_kv, d, d):
         return P
-    raise ValueError(f"P must have shape [d, d]=({d}, {d}) or [H_kv, d, d]=({heads_kv}, {d}, {d}), got {tuple(P.shape)}")
+    raise ValueError(
+        f"P must have shape [d, d]=({d}, {d}) or [H_kv, d, d]=({heads_kv}, {d}, {d}), got {tuple(P.shape)}"
+    )
 
 
 def rotate(x: torch.Tensor, P: torch.Tensor | None, *, g: int = 1) -> torch.Tensor:
@@ -234,7 +248,9 @@ def aqua_attention_rotated(
     if not 1 <= m <= d:
         raise ValueError(f"k_hat's last dim m must be in [1, d={d}], got {m}")
     if v.shape[1:3] != k_hat.shape[1:3]:
-        raise ValueError(f"v must match k_hat in heads and length, got k_hat {tuple(k_hat.shape)}, v {tuple(v.shape)}")
+        raise ValueError(
+            f"v must match k_hat in heads and length, got k_hat {tuple(k_hat.shape)}, v {tuple(v.shape)}"
+        )
     g = _group_size(hq, k_hat.shape[1], causal=causal, T=T, N=k_hat.shape[2])
     k_keep = _check_k_keep(k_keep, m)
     selection = check_choice("selection", selection, SELECTIONS)
@@ -271,7 +287,9 @@ def aqua_attention(
     _check_k_keep(k_keep, m)
     q_hat = rotate(q, P, g=g)
     k_hat = rotate(k, P)[..., :m]
-    return aqua_attention_rotated(q_hat, k_hat, v, k_keep=k_keep, selection=selection, causal=causal, scale=scale)
+    return aqua_attention_rotated(
+        q_hat, k_hat, v, k_keep=k_keep, selection=selection, causal=causal, scale=scale
+    )
 
 
 class ProjectedKVCache:
@@ -305,7 +323,9 @@ class ProjectedKVCache:
         _check_tensor("k_new", k_new, 4, "[B, H_kv, t, d]")
         _check_tensor("v_new", v_new, 4, "[B, H_kv, t, d_v]")
         if v_new.shape[:3] != k_new.shape[:3]:
-            raise ValueError(f"v_new must match k_new in batch, heads, length: {tuple(k_new.shape)} vs {tuple(v_new.shape)}")
+            raise ValueError(
+                f"v_new must match k_new in batch, heads, length: {tuple(k_new.shape)} vs {tuple(v_new.shape)}"
+            )
         d = k_new.shape[-1]
         if self.key_dims is not None and self.key_dims > d:
             raise ValueError(f"key_dims must be <= d={d}, got {self.key_dims}")

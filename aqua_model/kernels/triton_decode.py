@@ -57,7 +57,13 @@ from typing import Any
 import torch
 
 from aqua_model._checks import check_choice, check_int
-from aqua_model.costs.split_rule import MIN_BLOCKS_PER_SPLIT, MIN_ROWS, PROGRAMS_PER_SM, launch_rule, row_parts
+from aqua_model.costs.split_rule import (
+    MIN_BLOCKS_PER_SPLIT,
+    MIN_ROWS,
+    PROGRAMS_PER_SM,
+    launch_rule,
+    row_parts,
+)
 from aqua_model.kernels import reference as ref
 
 try:  # triton is optional: the module imports and falls back without it
@@ -69,7 +75,6 @@ except Exception:  # pragma: no cover - depends on the machine
     triton = None
     tl = None
     HAS_TRITON = False
-
 
 
 def _patch_interpreter_index() -> None:
@@ -164,17 +169,48 @@ if HAS_TRITON:
 
     @triton.jit(do_not_specialize=["G", "heads_kv", "k_keep", "pos"])
     def _prologue_kernel(
-        q_ptr, p_ptr, given_ptr, qs_ptr, idx_ptr, cnt_ptr,
-        kn_ptr, vn_ptr, kc_ptr, vc_ptr,
-        G, heads_kv, k_keep, pos,
-        stride_qb, stride_qh, stride_ph,
-        stride_gb, stride_gh, stride_gs,
-        stride_knb, stride_knh, stride_vnb, stride_vnh,
-        stride_kcb, stride_kch, stride_kct, stride_kcd,
-        stride_vcb, stride_vch, stride_vcn,
-        D: tl.constexpr, D_PAD: tl.constexpr, M_KEY: tl.constexpr, ROWS: tl.constexpr,
-        R_TOT: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr,
-        ROTATE: tl.constexpr, SELECT: tl.constexpr, APPEND: tl.constexpr, GIVEN_PER_HEAD: tl.constexpr,
+        q_ptr,
+        p_ptr,
+        given_ptr,
+        qs_ptr,
+        idx_ptr,
+        cnt_ptr,
+        kn_ptr,
+        vn_ptr,
+        kc_ptr,
+        vc_ptr,
+        G,
+        heads_kv,
+        k_keep,
+        pos,
+        stride_qb,
+        stride_qh,
+        stride_ph,
+        stride_gb,
+        stride_gh,
+        stride_gs,
+        stride_knb,
+        stride_knh,
+        stride_vnb,
+        stride_vnh,
+        stride_kcb,
+        stride_kch,
+        stride_kct,
+        stride_kcd,
+        stride_vcb,
+        stride_vch,
+        stride_vcn,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        M_KEY: tl.constexpr,
+        ROWS: tl.constexpr,
+        R_TOT: tl.constexpr,
+        DV: tl.constexpr,
+        PAGE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        SELECT: tl.constexpr,
+        APPEND: tl.constexpr,
+        GIVEN_PER_HEAD: tl.constexpr,
     ):
         pid = tl.program_id(0)  # b * heads_kv + h
         b = (pid // heads_kv).to(tl.int64)
@@ -185,21 +221,34 @@ if HAS_TRITON:
         dim_ok = dims < D
         x = tl.load(
             q_ptr + b * stride_qb + (h * G + rows)[:, None] * stride_qh + dims[None, :],
-            mask=head_ok[:, None] & dim_ok[None, :], other=0.0,
+            mask=head_ok[:, None] & dim_ok[None, :],
+            other=0.0,
         ).to(tl.float32)
         if APPEND:  # the new key rides in row G of the tile and is rotated with the queries
-            kn = tl.load(kn_ptr + b * stride_knb + h * stride_knh + dims, mask=dim_ok, other=0.0).to(tl.float32)
+            kn = tl.load(kn_ptr + b * stride_knb + h * stride_knh + dims, mask=dim_ok, other=0.0).to(
+                tl.float32
+            )
             x = tl.where((rows == G)[:, None], kn[None, :], x)
         if ROTATE:
-            pm = tl.load(p_ptr + h * stride_ph + dims[:, None] * D + dims[None, :], mask=dim_ok[:, None] & dim_ok[None, :], other=0.0)
+            pm = tl.load(
+                p_ptr + h * stride_ph + dims[:, None] * D + dims[None, :],
+                mask=dim_ok[:, None] & dim_ok[None, :],
+                other=0.0,
+            )
             x = tl.dot(x, pm, input_precision="tf32x3")
         if APPEND:  # row G of the tile is k^: a store masked to that row writes its first m coordinates
             kc = kc_ptr + b * stride_kcb + h * stride_kch + (pos // PAGE) * stride_kct + (pos % PAGE)
-            tl.store(kc + rows[:, None] * 0 + dims[None, :] * stride_kcd, x.to(kc_ptr.dtype.element_ty),
-                     mask=(rows == G)[:, None] & (dims < M_KEY)[None, :])
+            tl.store(
+                kc + rows[:, None] * 0 + dims[None, :] * stride_kcd,
+                x.to(kc_ptr.dtype.element_ty),
+                mask=(rows == G)[:, None] & (dims < M_KEY)[None, :],
+            )
             offs_dv = tl.arange(0, DV)
             vn = tl.load(vn_ptr + b * stride_vnb + h * stride_vnh + offs_dv)
-            tl.store(vc_ptr + b * stride_vcb + h * stride_vch + pos * stride_vcn + offs_dv, vn.to(vc_ptr.dtype.element_ty))
+            tl.store(
+                vc_ptr + b * stride_vcb + h * stride_vch + pos * stride_vcn + offs_dv,
+                vn.to(vc_ptr.dtype.element_ty),
+            )
         qh = x.to(q_ptr.dtype.element_ty).to(tl.float32)  # q^ at its storage precision
         key_ok = head_ok[:, None] & (dims < M_KEY)[None, :]
         if SELECT == 0:  # all stored coordinates (the dense control)
@@ -208,7 +257,11 @@ if HAS_TRITON:
             sel = key_ok & (dims[None, :] < 0)  # all false, in the tile's shape
             for s in range(0, k_keep):
                 if GIVEN_PER_HEAD:
-                    col = tl.load(given_ptr + b * stride_gb + (h * G + rows) * stride_gh + s * stride_gs, mask=head_ok, other=-1)
+                    col = tl.load(
+                        given_ptr + b * stride_gb + (h * G + rows) * stride_gh + s * stride_gs,
+                        mask=head_ok,
+                        other=-1,
+                    )
                 else:
                     col = tl.load(given_ptr + b * stride_gb + h * stride_gh + s * stride_gs + rows * 0)
                 sel = sel | (col[:, None] == dims[None, :])
@@ -230,19 +283,35 @@ if HAS_TRITON:
         in_union = (u > 0) & (slot_of < R_TOT)
         tl.store(idx_ptr + pid * R_TOT + slot_of, dims, mask=in_union)
         qm = tl.where(sel, qh, 0.0)  # each head's q^ at its own rows, zero at the others' rows
-        tl.store(qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slot_of[None, :],
-                 qm.to(qs_ptr.dtype.element_ty), mask=in_union[None, :])
+        tl.store(
+            qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slot_of[None, :],
+            qm.to(qs_ptr.dtype.element_ty),
+            mask=in_union[None, :],
+        )
         tl.store(cnt_ptr + pid, cnt)
 
     @triton.jit
-    def _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd,
-                   OFF: tl.constexpr, R: tl.constexpr, ROWS: tl.constexpr, R_TOT: tl.constexpr):
+    def _load_part(
+        qs_ptr,
+        idx_ptr,
+        pid,
+        cnt,
+        stride_kd,
+        OFF: tl.constexpr,
+        R: tl.constexpr,
+        ROWS: tl.constexpr,
+        R_TOT: tl.constexpr,
+    ):
         """One part of the row tile: q^ at its rows [ROWS, R], the rows' int32 offsets, validity."""
         slots = OFF + tl.arange(0, R)
         valid = slots < cnt  # slots past the union are never written by the prologue
         idx = tl.load(idx_ptr + pid * R_TOT + slots, mask=valid, other=0)
         rows = tl.arange(0, ROWS)
-        q = tl.load(qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slots[None, :], mask=valid[None, :], other=0.0)
+        q = tl.load(
+            qs_ptr + pid * (ROWS * R_TOT) + rows[:, None] * R_TOT + slots[None, :],
+            mask=valid[None, :],
+            other=0.0,
+        )
         return q, idx * stride_kd, valid
 
     @triton.jit
@@ -256,9 +325,31 @@ if HAS_TRITON:
 
     @triton.jit
     def _block_step(
-        blk, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn, stride_vn,
-        m_i, l_i, acc, scale_log2,
-        R1: tl.constexpr, R2: tl.constexpr, BLOCK_N: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr,
+        blk,
+        end,
+        q0,
+        ro0,
+        ok0,
+        q1,
+        ro1,
+        ok1,
+        q2,
+        ro2,
+        ok2,
+        k_base,
+        v_base,
+        stride_kt,
+        stride_kn,
+        stride_vn,
+        m_i,
+        l_i,
+        acc,
+        scale_log2,
+        R1: tl.constexpr,
+        R2: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        DV: tl.constexpr,
+        PAGE: tl.constexpr,
         MASK_N: tl.constexpr,
     ):
         n0 = blk * BLOCK_N
@@ -267,7 +358,9 @@ if HAS_TRITON:
         # (n0 // PAGE and n0 % PAGE on token numbers would hide it and make every load scalar)
         BLOCKS_PER_PAGE: tl.constexpr = PAGE // BLOCK_N
         # (int32 offsets inside one (batch, head) slice: the wrapper checks it has < 2^31 elements)
-        k_blk = k_base + ((blk // BLOCKS_PER_PAGE) * stride_kt + (blk % BLOCKS_PER_PAGE) * (BLOCK_N * stride_kn))
+        k_blk = k_base + (
+            (blk // BLOCKS_PER_PAGE) * stride_kt + (blk % BLOCKS_PER_PAGE) * (BLOCK_N * stride_kn)
+        )
         offs_k = offs * stride_kn
         n_ok = (n0 + offs) < end
         s = _part_scores(q0, k_blk, ro0, ok0, offs_k, n_ok, MASK_N)
@@ -292,12 +385,34 @@ if HAS_TRITON:
 
     @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "num_splits"])
     def _split_kernel(
-        qs_ptr, idx_ptr, cnt_ptr, k_ptr, v_ptr, part_acc_ptr, part_ml_ptr,
-        N, chunk_blocks, G, heads_kv, num_splits, scale_log2,
-        stride_kb, stride_kh, stride_kt, stride_kd, stride_kn,
-        stride_vb, stride_vh, stride_vn,
-        ROWS: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr, DV: tl.constexpr,
-        BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+        qs_ptr,
+        idx_ptr,
+        cnt_ptr,
+        k_ptr,
+        v_ptr,
+        part_acc_ptr,
+        part_ml_ptr,
+        N,
+        chunk_blocks,
+        G,
+        heads_kv,
+        num_splits,
+        scale_log2,
+        stride_kb,
+        stride_kh,
+        stride_kt,
+        stride_kd,
+        stride_kn,
+        stride_vb,
+        stride_vh,
+        stride_vn,
+        ROWS: tl.constexpr,
+        R0: tl.constexpr,
+        R1: tl.constexpr,
+        R2: tl.constexpr,
+        DV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        PAGE: tl.constexpr,
     ):
         pid = tl.program_id(0)  # b * heads_kv + h
         pid_s = tl.program_id(1)  # split
@@ -325,13 +440,61 @@ if HAS_TRITON:
         blk_full = end // BLOCK_N
         for blk in range(blk0, blk_full):
             m_i, l_i, acc = _block_step(
-                blk, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn, stride_vn,
-                m_i, l_i, acc, scale_log2, R1, R2, BLOCK_N, DV, PAGE, False,
+                blk,
+                end,
+                q0,
+                ro0,
+                ok0,
+                q1,
+                ro1,
+                ok1,
+                q2,
+                ro2,
+                ok2,
+                k_base,
+                v_base,
+                stride_kt,
+                stride_kn,
+                stride_vn,
+                m_i,
+                l_i,
+                acc,
+                scale_log2,
+                R1,
+                R2,
+                BLOCK_N,
+                DV,
+                PAGE,
+                False,
             )
         if blk_full * BLOCK_N < end:
             m_i, l_i, acc = _block_step(
-                blk_full, end, q0, ro0, ok0, q1, ro1, ok1, q2, ro2, ok2, k_base, v_base, stride_kt, stride_kn,
-                stride_vn, m_i, l_i, acc, scale_log2, R1, R2, BLOCK_N, DV, PAGE, True,
+                blk_full,
+                end,
+                q0,
+                ro0,
+                ok0,
+                q1,
+                ro1,
+                ok1,
+                q2,
+                ro2,
+                ok2,
+                k_base,
+                v_base,
+                stride_kt,
+                stride_kn,
+                stride_vn,
+                m_i,
+                l_i,
+                acc,
+                scale_log2,
+                R1,
+                R2,
+                BLOCK_N,
+                DV,
+                PAGE,
+                True,
             )
 
         rows = tl.arange(0, ROWS)
@@ -345,8 +508,12 @@ if HAS_TRITON:
 
     @triton.jit(do_not_specialize=["num_splits"])
     def _combine_kernel(
-        part_acc_ptr, part_ml_ptr, out_ptr, num_splits,
-        DV: tl.constexpr, S_PAD: tl.constexpr,
+        part_acc_ptr,
+        part_ml_ptr,
+        out_ptr,
+        num_splits,
+        DV: tl.constexpr,
+        S_PAD: tl.constexpr,
     ):
         """One program per (batch, query head): the log-sum-exp merge of its splits, all loaded at once."""
         head = tl.program_id(0)
@@ -376,7 +543,9 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[index]
 
 
-def plan_splits(*, programs: int, context: int, config: DecodeConfig, device: torch.device) -> tuple[int, int]:
+def plan_splits(
+    *, programs: int, context: int, config: DecodeConfig, device: torch.device
+) -> tuple[int, int]:
     """(num_splits, chunk): N cut into chunks of whole blocks so that no split is empty.
 
     With ``config.num_splits`` unset, the count aims at ``programs_per_sm`` (default
@@ -388,7 +557,9 @@ def plan_splits(*, programs: int, context: int, config: DecodeConfig, device: to
         want = config.num_splits
     else:
         pps = config.programs_per_sm or PROGRAMS_PER_SM
-        want = min(math.ceil(pps * _sm_count(device) / max(1, programs)), math.ceil(blocks / MIN_BLOCKS_PER_SPLIT))
+        want = min(
+            math.ceil(pps * _sm_count(device) / max(1, programs)), math.ceil(blocks / MIN_BLOCKS_PER_SPLIT)
+        )
     want = max(1, min(want, blocks))
     chunk = math.ceil(blocks / want) * bn
     return math.ceil(context / chunk), chunk
@@ -484,6 +655,7 @@ class _Static:
 def launch_spec(*tensors: torch.Tensor | None, ints: tuple[int, ...] = ()) -> tuple:
     """How Triton specialises a call: each tensor's strides (== 1, divisible by 16, or neither)
     and 16-byte alignment, and the same for extra integer arguments."""
+
     def cls(x: int) -> int:  # Triton: == 1 is a constant, % 16 == 0 a hint, >= 2^31 an int64
         return (1 if x == 1 else (16 if x % 16 == 0 else 0)) + (64 if abs(x) >= 2**31 else 0)
 
@@ -507,8 +679,13 @@ class DecodeLauncher:
     def __init__(self, st: _Static) -> None:
         self.st = st
         self.rows = max(_MIN_ROWS, _next_pow2(st.group + (1 if st.append else 0)))
-        r = tile_rows(m=st.m, k_keep=st.k_keep, group=st.group, mode=st.mode,
-                      shared=st.mode == _SEL_GROUP or (st.mode == _SEL_GIVEN and not st.given_per_head))
+        r = tile_rows(
+            m=st.m,
+            k_keep=st.k_keep,
+            group=st.group,
+            mode=st.mode,
+            shared=st.mode == _SEL_GROUP or (st.mode == _SEL_GIVEN and not st.given_per_head),
+        )
         self.parts = row_parts(r)
         self.r_tot = sum(self.parts)
         d_pad = max(16, _next_pow2(st.d))
@@ -519,17 +696,39 @@ class DecodeLauncher:
         self.qs = torch.zeros(units, self.rows, self.r_tot, dtype=st.q_dtype, device=dev)
         self.idx = torch.zeros(units, self.r_tot, dtype=torch.int32, device=dev)
         self.cnt = torch.zeros(units, dtype=torch.int32, device=dev)
-        self.prologue = _Kernel(_prologue_kernel, dict(
-            D=st.d, D_PAD=d_pad, M_KEY=st.m, ROWS=self.rows, R_TOT=self.r_tot,
-            DV=st.dv, PAGE=st.page, ROTATE=st.rotate, SELECT=st.mode, APPEND=st.append,
-            GIVEN_PER_HEAD=st.given_per_head,
-        ), dict(num_warps=8 if st.rotate else 4))
+        self.prologue = _Kernel(
+            _prologue_kernel,
+            dict(
+                D=st.d,
+                D_PAD=d_pad,
+                M_KEY=st.m,
+                ROWS=self.rows,
+                R_TOT=self.r_tot,
+                DV=st.dv,
+                PAGE=st.page,
+                ROTATE=st.rotate,
+                SELECT=st.mode,
+                APPEND=st.append,
+                GIVEN_PER_HEAD=st.given_per_head,
+            ),
+            dict(num_warps=8 if st.rotate else 4),
+        )
         cfg = st.config
         self._split_opts = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         p0, p1, p2 = self.parts
-        self.split = _Kernel(_split_kernel, dict(
-            ROWS=self.rows, R0=p0, R1=p1, R2=p2, DV=st.dv, BLOCK_N=cfg.block_n, PAGE=st.page,
-        ), dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+        self.split = _Kernel(
+            _split_kernel,
+            dict(
+                ROWS=self.rows,
+                R0=p0,
+                R1=p1,
+                R2=p2,
+                DV=st.dv,
+                BLOCK_N=cfg.block_n,
+                PAGE=st.page,
+            ),
+            dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+        )
         self._combine: dict[int, _Kernel] = {}
         self._plans: dict[int, tuple[int, int]] = {}
         self._ws: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -539,7 +738,9 @@ class DecodeLauncher:
         """(num_splits, chunk_blocks) at context N (cached per N)."""
         plan = self._plans.get(N)
         if plan is None:
-            splits, chunk = plan_splits(programs=self.units, context=N, config=self.st.config, device=self.st.device)
+            splits, chunk = plan_splits(
+                programs=self.units, context=N, config=self.st.config, device=self.st.device
+            )
             plan = (splits, chunk // self.st.config.block_n)
             if len(self._plans) > 4096:
                 self._plans.clear()
@@ -551,8 +752,10 @@ class DecodeLauncher:
         ws = self._ws
         if ws is None or ws[0].shape[0] < n:
             dev = self.st.device
-            ws = (torch.empty(n, self.st.dv, dtype=torch.float32, device=dev),
-                  torch.empty(n, 2, dtype=torch.float32, device=dev))
+            ws = (
+                torch.empty(n, self.st.dv, dtype=torch.float32, device=dev),
+                torch.empty(n, 2, dtype=torch.float32, device=dev),
+            )
             self._ws = ws
         return ws
 
@@ -563,9 +766,17 @@ class DecodeLauncher:
         self.idx.fill_(-(1 << 30))
         self.cnt.fill_(-1)
 
-    def static_args(self, *, q: torch.Tensor, k_strides: tuple[int, int, int, int, int], v: torch.Tensor,
-                    P: torch.Tensor | None = None, given: torch.Tensor | None = None, k_new: torch.Tensor | None = None,
-                    v_new: torch.Tensor | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def static_args(
+        self,
+        *,
+        q: torch.Tensor,
+        k_strides: tuple[int, int, int, int, int],
+        v: torch.Tensor,
+        P: torch.Tensor | None = None,
+        given: torch.Tensor | None = None,
+        k_new: torch.Tensor | None = None,
+        v_new: torch.Tensor | None = None,
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The integer arguments of a call signature (strides), for the prologue and the split
         kernel: computed once per signature by the callers' caches."""
         st = self.st
@@ -575,28 +786,75 @@ class DecodeLauncher:
         ph = P.stride(0) if (P is not None and P.dim() == 3) else 0
         skb, skh, skt, skd, skn = k_strides
         svb, svh, svn = v.stride(0), v.stride(1), v.stride(2)
-        pro = (st.group, st.hkv, st.k_keep) + (None,) + (
-            q.stride(0), q.stride(1), ph, gs[0], gs[1], gs[2], kn_s[0], kn_s[1], vn_s[0], vn_s[1],
-            skb, skh, skt, skd, svb, svh, svn)
+        pro = (
+            (st.group, st.hkv, st.k_keep)
+            + (None,)
+            + (
+                q.stride(0),
+                q.stride(1),
+                ph,
+                gs[0],
+                gs[1],
+                gs[2],
+                kn_s[0],
+                kn_s[1],
+                vn_s[0],
+                vn_s[1],
+                skb,
+                skh,
+                skt,
+                skd,
+                svb,
+                svh,
+                svn,
+            )
+        )
         split = (skb, skh, skt, skd, skn, svb, svh, svn)
         return pro, split
 
-    def run(self, *, q: torch.Tensor, k: torch.Tensor, k_strides: tuple[int, int, int, int, int], v: torch.Tensor,
-            N: int, scale: float, out: torch.Tensor, P: torch.Tensor | None = None, given: torch.Tensor | None = None,
-            k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None, pos: int = 0,
-            static: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> torch.Tensor:
+    def run(
+        self,
+        *,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        k_strides: tuple[int, int, int, int, int],
+        v: torch.Tensor,
+        N: int,
+        scale: float,
+        out: torch.Tensor,
+        P: torch.Tensor | None = None,
+        given: torch.Tensor | None = None,
+        k_new: torch.Tensor | None = None,
+        v_new: torch.Tensor | None = None,
+        pos: int = 0,
+        static: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    ) -> torch.Tensor:
         """Launch the kernels (arguments already validated by the caller; ``static`` from
         :meth:`static_args` of the same call signature, or None to compute it)."""
         global _LAST
         _LAST = self
         if static is None:
-            static = self.static_args(q=q, k_strides=k_strides, v=v, P=P, given=given, k_new=k_new, v_new=v_new)
+            static = self.static_args(
+                q=q, k_strides=k_strides, v=v, P=P, given=given, k_new=k_new, v_new=v_new
+            )
         pro, split = static
         self.prologue(
             (self.units, 1, 1),
-            q, q if P is None else P, self.idx if given is None else given, self.qs, self.idx, self.cnt,
-            q if k_new is None else k_new, q if v_new is None else v_new, k, v,
-            pro[0], pro[1], pro[2], pos, *pro[4:],
+            q,
+            q if P is None else P,
+            self.idx if given is None else given,
+            self.qs,
+            self.idx,
+            self.cnt,
+            q if k_new is None else k_new,
+            q if v_new is None else v_new,
+            k,
+            v,
+            pro[0],
+            pro[1],
+            pro[2],
+            pos,
+            *pro[4:],
         )
         splits, chunk_blocks = self._plans.get(N) or self.splits_for(N)
         ws = self._ws
@@ -604,13 +862,27 @@ class DecodeLauncher:
             ws = self._workspace(splits)
         self.split(
             (self.units, splits, 1),
-            self.qs, self.idx, self.cnt, k, v, ws[0], ws[1],
-            N, chunk_blocks, self.st.group, self.st.hkv, splits, scale * _LOG2E, *split,
+            self.qs,
+            self.idx,
+            self.cnt,
+            k,
+            v,
+            ws[0],
+            ws[1],
+            N,
+            chunk_blocks,
+            self.st.group,
+            self.st.hkv,
+            splits,
+            scale * _LOG2E,
+            *split,
         )
         s_pad = max(2, 1 << (splits - 1).bit_length())
         comb = self._combine.get(s_pad)
         if comb is None:
-            comb = self._combine[s_pad] = _Kernel(_combine_kernel, dict(DV=self.st.dv, S_PAD=s_pad), dict(num_warps=4))
+            comb = self._combine[s_pad] = _Kernel(
+                _combine_kernel, dict(DV=self.st.dv, S_PAD=s_pad), dict(num_warps=4)
+            )
         comb((self.st.B * self.st.hq, 1, 1), ws[0], ws[1], out, splits)
         return out
 
@@ -658,7 +930,9 @@ def key_strides(k: torch.Tensor) -> tuple[int, tuple[int, int, int, int, int], i
 
 def _as_3d_query(q: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if not isinstance(q, torch.Tensor) or not q.is_floating_point():
-        raise TypeError(f"q must be a floating torch.Tensor [B, H_q, d] or [B, H_q, 1, d], got {type(q).__name__}")
+        raise TypeError(
+            f"q must be a floating torch.Tensor [B, H_q, d] or [B, H_q, 1, d], got {type(q).__name__}"
+        )
     if q.dim() == 4:
         if q.shape[2] != 1:
             raise ValueError(f"decode takes one query per head: q [B, H_q, 1, d], got {tuple(q.shape)}")
@@ -690,14 +964,23 @@ def _check_keys(k: torch.Tensor, B: int) -> torch.Tensor:
     if k.dim() == 5:
         T = k.shape[4]
         if k.stride(4) != 1 or T < 16 or T != _next_pow2(T):
-            raise ValueError(f"a paged k_dimmajor needs contiguous pages of a power-of-two T >= 16 tokens, got shape {tuple(k.shape)} strides {k.stride()}")
+            raise ValueError(
+                f"a paged k_dimmajor needs contiguous pages of a power-of-two T >= 16 tokens, got shape {tuple(k.shape)} strides {k.stride()}"
+            )
     elif k.stride(-1) != 1 and k.stride(-2) != 1:
-        raise ValueError(f"k_dimmajor must be contiguous along N (dim-major) or along m (token-major view), got strides {k.stride()}")
+        raise ValueError(
+            f"k_dimmajor must be contiguous along N (dim-major) or along m (token-major view), got strides {k.stride()}"
+        )
     return k
 
 
 def _check_out(out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dtype != dtype or not out.is_contiguous() or out.numel() != B * hq * dv:
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.dtype != dtype
+        or not out.is_contiguous()
+        or out.numel() != B * hq * dv
+    ):
         raise ValueError(f"out must be a contiguous {dtype} tensor of B*H_q*d_v = {B * hq * dv} elements")
     return out.view(B, hq, dv)
 
@@ -717,7 +1000,9 @@ def check_slice_size(*, m: int, capacity: int, value_dim: int, value_rows: int) 
     kernels' int32 offsets (about 16M tokens at m = d_v = 128)."""
     for name, n in (("m * capacity of k", m * capacity), ("N * d_v of v", value_rows * value_dim)):
         if n > MAX_SLICE_ELEMENTS:
-            raise ValueError(f"{name} = {n} elements per (batch, KV head) exceeds {MAX_SLICE_ELEMENTS} (int32 offsets)")
+            raise ValueError(
+                f"{name} = {n} elements per (batch, KV head) exceeds {MAX_SLICE_ELEMENTS} (int32 offsets)"
+            )
 
 
 def _dense_keys(k: torch.Tensor, N: int) -> torch.Tensor:
@@ -730,11 +1015,29 @@ def _dense_keys(k: torch.Tensor, N: int) -> torch.Tensor:
 
 def _fast_key(q, k, v, P, indices, out, k_keep, selection, select_in, scale, config, length) -> tuple:
     return (
-        q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, v.shape, v.stride(), v.dtype,
+        q.shape,
+        q.stride(),
+        q.dtype,
+        q.device,
+        k.shape,
+        k.stride(),
+        k.dtype,
+        v.shape,
+        v.stride(),
+        v.dtype,
         None if P is None else (P.shape, P.stride(), P.dtype, P.data_ptr() % 16),
-        None if indices is None else (indices.shape, indices.stride(), indices.dtype, indices.data_ptr() % 16),
+        None
+        if indices is None
+        else (indices.shape, indices.stride(), indices.dtype, indices.data_ptr() % 16),
         None if out is None else (out.shape, out.stride(), out.dtype, out.data_ptr() % 16),
-        q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16, k_keep, selection, select_in, scale, config,
+        q.data_ptr() % 16,
+        k.data_ptr() % 16,
+        v.data_ptr() % 16,
+        k_keep,
+        selection,
+        select_in,
+        scale,
+        config,
         length is None,
     )
 
@@ -786,7 +1089,9 @@ def aqua_decode(
     key = None
     if not poison_workspace:
         try:
-            key = _fast_key(q, k_dimmajor, v, P, indices, out, k_keep, selection, select_in, scale, config, length)
+            key = _fast_key(
+                q, k_dimmajor, v, P, indices, out, k_keep, selection, select_in, scale, config, length
+            )
             hit = _FAST.get(key)
         except (AttributeError, TypeError):  # not tensors, or unhashable: the checks below say why
             key = hit = None
@@ -803,7 +1108,9 @@ def aqua_decode(
             given = indices
             if given is None and select_in == "torch":
                 given = _torch_topk(q3, P, la.st)
-            la.run(q=q3, k=k_dimmajor, k_strides=ks, v=v, N=N, scale=s, out=o, P=P, given=given, static=static)
+            la.run(
+                q=q3, k=k_dimmajor, k_strides=ks, v=v, N=N, scale=s, out=o, P=P, given=given, static=static
+            )
             return o.unsqueeze(2) if four else o
     q3, four = _as_3d_query(q)
     B, hq, d = q3.shape
@@ -829,15 +1136,28 @@ def aqua_decode(
     g_sel = g if selection == "group" else 1
     if indices is not None:
         want = (B, hq // g_sel, k_keep)
-        if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int32 or tuple(indices.shape) != want:
-            raise ValueError(f"indices must be an int32 tensor of shape {want}, got {getattr(indices, 'shape', indices)!r}")
+        if (
+            not isinstance(indices, torch.Tensor)
+            or indices.dtype != torch.int32
+            or tuple(indices.shape) != want
+        ):
+            raise ValueError(
+                f"indices must be an int32 tensor of shape {want}, got {getattr(indices, 'shape', indices)!r}"
+            )
         if not triton_available(q3.device):
             raise ValueError("indices are only supported on the Triton path (CUDA or TRITON_INTERPRET=1)")
     if not triton_available(q3.device):
-        q_hat = q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=g).squeeze(2).to(q3.dtype)
+        q_hat = (
+            q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=g).squeeze(2).to(q3.dtype)
+        )
         o = ref.aqua_attention_rotated(
-            q_hat.unsqueeze(2), _dense_keys(k_dimmajor, N), v[:, :, :N], k_keep=k_keep, selection=selection,
-            causal=True, scale=s,
+            q_hat.unsqueeze(2),
+            _dense_keys(k_dimmajor, N),
+            v[:, :, :N],
+            k_keep=k_keep,
+            selection=selection,
+            causal=True,
+            scale=s,
         )[:, :, 0, :]
         if out is not None:
             out.copy_(o.reshape(out.shape))
@@ -861,21 +1181,44 @@ def aqua_decode(
         mode = _SEL_GIVEN
     shared = selection == "group"
     if config is None:
-        config = choose_config(rows=tile_rows(m=m, k_keep=k_keep, group=g, mode=mode, shared=shared), value_dim=dv,
-                               page=None if page == _NO_PAGE else page)
+        config = choose_config(
+            rows=tile_rows(m=m, k_keep=k_keep, group=g, mode=mode, shared=shared),
+            value_dim=dv,
+            page=None if page == _NO_PAGE else page,
+        )
     elif page != _NO_PAGE and page % config.block_n:
         raise ValueError(f"config.block_n must divide the page of {page} tokens, got {config.block_n}")
-    st = _Static(B=B, hq=hq, hkv=hkv, d=d, m=m, dv=dv, group=g, mode=mode, k_keep=k_keep, rotate=P is not None,
-                 append=False, given_per_head=not shared, page=page, q_dtype=q3.dtype, device=q3.device, config=config)
+    st = _Static(
+        B=B,
+        hq=hq,
+        hkv=hkv,
+        d=d,
+        m=m,
+        dv=dv,
+        group=g,
+        mode=mode,
+        k_keep=k_keep,
+        rotate=P is not None,
+        append=False,
+        given_per_head=not shared,
+        page=page,
+        q_dtype=q3.dtype,
+        device=q3.device,
+        config=config,
+    )
     given = indices
     if given is None and select_in == "torch":
         given = _torch_topk(q3, P, st)
-    st = dataclasses.replace(st, spec=launch_spec(q3, v, P, given, out3, ints=k_strides) + (k_dimmajor.data_ptr() % 16 == 0,))
+    st = dataclasses.replace(
+        st, spec=launch_spec(q3, v, P, given, out3, ints=k_strides) + (k_dimmajor.data_ptr() % 16 == 0,)
+    )
     la = get_launcher(st)
     if poison_workspace:
         la.poison()
     static = la.static_args(q=q3, k_strides=k_strides, v=v, P=P, given=given)
-    la.run(q=q3, k=k_dimmajor, k_strides=k_strides, v=v, N=N, scale=s, out=out3, P=P, given=given, static=static)
+    la.run(
+        q=q3, k=k_dimmajor, k_strides=k_strides, v=v, N=N, scale=s, out=out3, P=P, given=given, static=static
+    )
     if key is not None:
         if len(_FAST) >= _MAX_LAUNCHERS:
             _FAST.pop(next(iter(_FAST)))
@@ -885,7 +1228,11 @@ def aqua_decode(
 
 def _torch_topk(q3: torch.Tensor, P: torch.Tensor | None, st: _Static) -> torch.Tensor:
     """Kept coordinates by torch.topk of |q^| (rotated in torch when P is given), int32."""
-    qh = q3 if P is None else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=st.group).squeeze(2).to(q3.dtype)
+    qh = (
+        q3
+        if P is None
+        else ref.rotate(q3.unsqueeze(2).float(), P.float(), g=st.group).squeeze(2).to(q3.dtype)
+    )
     mag = qh[..., : st.m].abs().float()
     if st.mode == _SEL_GIVEN and not st.given_per_head:
         mag = mag.reshape(st.B, st.hkv, st.group, st.m).sum(2)
@@ -939,13 +1286,32 @@ def dense_decode(
         return o.unsqueeze(2) if four else o
     q3 = q3.contiguous()
     dv = v.shape[3]
-    out3 = _check_out(out, B, hq, dv, q3.dtype) if out is not None else torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
+    out3 = (
+        _check_out(out, B, hq, dv, q3.dtype)
+        if out is not None
+        else torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
+    )
     kT = k_tok.transpose(-1, -2)  # [B, H_kv, d, N] view
     cap, k_strides, page = key_strides(kT)
-    st = _Static(B=B, hq=hq, hkv=hkv, d=d, m=d, dv=dv, group=g, mode=_SEL_ALL, k_keep=d, rotate=False, append=False,
-                 given_per_head=False, page=page, q_dtype=q3.dtype, device=q3.device,
-                 config=config or choose_config(rows=d, value_dim=dv),
-                 spec=launch_spec(q3, v, out3, ints=k_strides) + (kT.data_ptr() % 16 == 0,))
+    st = _Static(
+        B=B,
+        hq=hq,
+        hkv=hkv,
+        d=d,
+        m=d,
+        dv=dv,
+        group=g,
+        mode=_SEL_ALL,
+        k_keep=d,
+        rotate=False,
+        append=False,
+        given_per_head=False,
+        page=page,
+        q_dtype=q3.dtype,
+        device=q3.device,
+        config=config or choose_config(rows=d, value_dim=dv),
+        spec=launch_spec(q3, v, out3, ints=k_strides) + (kT.data_ptr() % 16 == 0,),
+    )
     la = get_launcher(st)
     if poison_workspace:
         la.poison()

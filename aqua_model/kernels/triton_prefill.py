@@ -74,7 +74,9 @@ class PrefillConfig:
         if self.block_m not in BLOCK_MS:
             raise ValueError(f"block_m must be one of {BLOCK_MS}, got {self.block_m!r}")
         if self.block_n not in (16, 32, 64, 128) or self.block_n > self.block_m:
-            raise ValueError(f"block_n must be 16, 32, 64 or 128 and <= block_m={self.block_m}, got {self.block_n!r}")
+            raise ValueError(
+                f"block_n must be 16, 32, 64 or 128 and <= block_m={self.block_m}, got {self.block_n!r}"
+            )
         check_int("num_warps", self.num_warps, minimum=1, maximum=16)
         check_int("num_stages", self.num_stages, minimum=1, maximum=8)
 
@@ -114,7 +116,9 @@ def _check_rotated(q_hat: torch.Tensor, k_hat: torch.Tensor, v: torch.Tensor, *,
     if k_hat.shape[3] != d:
         raise ValueError(f"k_hat must have the head dim of q_hat, d={d}, got {k_hat.shape[3]}")
     if v.shape[1:3] != k_hat.shape[1:3]:
-        raise ValueError(f"v must match k_hat in heads and length, got k_hat {tuple(k_hat.shape)}, v {tuple(v.shape)}")
+        raise ValueError(
+            f"v must match k_hat in heads and length, got k_hat {tuple(k_hat.shape)}, v {tuple(v.shape)}"
+        )
     return ref._group_size(hq, k_hat.shape[1], causal=causal, T=T, N=k_hat.shape[2])
 
 
@@ -139,14 +143,18 @@ def tile_indices(q_hat: torch.Tensor, *, k_keep: int, block_m: int) -> torch.Ten
     return torch.topk(mag, k_keep, dim=-1).indices.sort(dim=-1).values
 
 
-def tile_keep_mask(q_hat: torch.Tensor, *, k_keep: int, block_m: int, indices: torch.Tensor | None = None) -> torch.Tensor:
+def tile_keep_mask(
+    q_hat: torch.Tensor, *, k_keep: int, block_m: int, indices: torch.Tensor | None = None
+) -> torch.Tensor:
     """Bool [B, H_q, T, d]: True at the dims each query's tile keeps (:func:`tile_indices`, or
     the given ``indices`` [B, H_q, tiles, k] of that rule; entries < 0 are unused slots)."""
     B, hq, T, d = q_hat.shape
     idx = tile_indices(q_hat, k_keep=k_keep, block_m=block_m) if indices is None else indices.long()
     tiles = -(-T // _check_block_m(block_m))
     if idx.shape[:3] != (B, hq, tiles):
-        raise ValueError(f"indices must have shape [B, H_q, tiles, k] = [{B}, {hq}, {tiles}, k], got {tuple(idx.shape)}")
+        raise ValueError(
+            f"indices must have shape [B, H_q, tiles, k] = [{B}, {hq}, {tiles}, k], got {tuple(idx.shape)}"
+        )
     keep = torch.zeros(B, hq, tiles, d + 1, dtype=torch.bool, device=q_hat.device)
     keep.scatter_(-1, torch.where(idx < 0, d, idx), True)  # unused slots land in a spare column
     keep = keep[..., :d].repeat_interleave(block_m, dim=2)[:, :, :T]
@@ -211,7 +219,9 @@ if HAS_TRITON:
 
     @triton.jit
     def _gather_q(q_base, stride_qt, offs_m, row_ok, idx, ok):
-        return tl.load(q_base + offs_m[:, None] * stride_qt + idx[None, :], mask=row_ok[:, None] & ok[None, :], other=0.0)
+        return tl.load(
+            q_base + offs_m[:, None] * stride_qt + idx[None, :], mask=row_ok[:, None] & ok[None, :], other=0.0
+        )
 
     @triton.jit
     def _key_rows(k_base, stride_kd, stride_kn, idx, offs_n, n_ok, MASK_N: tl.constexpr):
@@ -222,9 +232,31 @@ if HAS_TRITON:
 
     @triton.jit
     def _attend(
-        acc, l_i, m_i, q1, q2, q3, idx1, idx2, idx3,
-        k_base, v_base, stride_kd, stride_kn, stride_vn, offs_m, lo, hi, N, offset, qk_scale,
-        K2: tl.constexpr, K3: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+        acc,
+        l_i,
+        m_i,
+        q1,
+        q2,
+        q3,
+        idx1,
+        idx2,
+        idx3,
+        k_base,
+        v_base,
+        stride_kd,
+        stride_kn,
+        stride_vn,
+        offs_m,
+        lo,
+        hi,
+        N,
+        offset,
+        qk_scale,
+        K2: tl.constexpr,
+        K3: tl.constexpr,
+        DV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        MASKED: tl.constexpr,
         CAUSAL: tl.constexpr,
     ):
         """One stage of the FlashAttention-2 loop over key blocks lo .. hi (MASKED: the causal
@@ -258,15 +290,42 @@ if HAS_TRITON:
 
     @triton.jit
     def _prefill_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr,
-        T, N, heads_q, G, k_keep, qk_scale,
-        stride_qb, stride_qh, stride_qt,
-        stride_kb, stride_kh, stride_kd, stride_kn,
-        stride_vb, stride_vh, stride_vn,
-        stride_ob, stride_oh, stride_ot,
-        stride_ib, stride_ih, stride_it,
-        D: tl.constexpr, DV: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SELECT: tl.constexpr, CAUSAL: tl.constexpr,
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        o_ptr,
+        idx_ptr,
+        T,
+        N,
+        heads_q,
+        G,
+        k_keep,
+        qk_scale,
+        stride_qb,
+        stride_qh,
+        stride_qt,
+        stride_kb,
+        stride_kh,
+        stride_kd,
+        stride_kn,
+        stride_vb,
+        stride_vh,
+        stride_vn,
+        stride_ob,
+        stride_oh,
+        stride_ot,
+        stride_ib,
+        stride_ih,
+        stride_it,
+        D: tl.constexpr,
+        DV: tl.constexpr,
+        K1: tl.constexpr,
+        K2: tl.constexpr,
+        K3: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        SELECT: tl.constexpr,
+        CAUSAL: tl.constexpr,
         WRITE_IDX: tl.constexpr,
     ):
         start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest causal rows first
@@ -281,7 +340,9 @@ if HAS_TRITON:
         v_base = v_ptr + b * stride_vb + hk * stride_vh
         if SELECT:
             dims = tl.arange(0, D)
-            q_full = tl.load(q_base + offs_m[:, None] * stride_qt + dims[None, :], mask=row_ok[:, None], other=0.0)
+            q_full = tl.load(
+                q_base + offs_m[:, None] * stride_qt + dims[None, :], mask=row_ok[:, None], other=0.0
+            )
             mag = tl.sum(tl.abs(q_full.to(tl.float32)), axis=0, keep_dims=True)  # [1, D]
             keep = _topk_keep(mag, k_keep, D)
             rank = tl.cumsum(keep.to(tl.int32), axis=1) - 1
@@ -303,7 +364,9 @@ if HAS_TRITON:
                     tl.store(i_base + K1 + K2 + tl.arange(0, K3), tl.where(ok3, idx3, -1))
         else:
             idx1 = tl.arange(0, K1)
-            q1 = tl.load(q_base + offs_m[:, None] * stride_qt + idx1[None, :], mask=row_ok[:, None], other=0.0)
+            q1 = tl.load(
+                q_base + offs_m[:, None] * stride_qt + idx1[None, :], mask=row_ok[:, None], other=0.0
+            )
             idx2, idx3, q2, q3 = idx1, idx1, q1, q1
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -316,14 +379,70 @@ if HAS_TRITON:
         else:
             full_hi = (N // BLOCK_N) * BLOCK_N
             hi = N
-        acc, l_i, m_i = _attend(acc, l_i, m_i, q1, q2, q3, idx1, idx2, idx3, k_base, v_base, stride_kd, stride_kn,
-                                stride_vn, offs_m, 0, full_hi, N, offset, qk_scale, K2, K3, DV, BLOCK_N, False, CAUSAL)
-        acc, l_i, m_i = _attend(acc, l_i, m_i, q1, q2, q3, idx1, idx2, idx3, k_base, v_base, stride_kd, stride_kn,
-                                stride_vn, offs_m, full_hi, hi, N, offset, qk_scale, K2, K3, DV, BLOCK_N, True, CAUSAL)
+        acc, l_i, m_i = _attend(
+            acc,
+            l_i,
+            m_i,
+            q1,
+            q2,
+            q3,
+            idx1,
+            idx2,
+            idx3,
+            k_base,
+            v_base,
+            stride_kd,
+            stride_kn,
+            stride_vn,
+            offs_m,
+            0,
+            full_hi,
+            N,
+            offset,
+            qk_scale,
+            K2,
+            K3,
+            DV,
+            BLOCK_N,
+            False,
+            CAUSAL,
+        )
+        acc, l_i, m_i = _attend(
+            acc,
+            l_i,
+            m_i,
+            q1,
+            q2,
+            q3,
+            idx1,
+            idx2,
+            idx3,
+            k_base,
+            v_base,
+            stride_kd,
+            stride_kn,
+            stride_vn,
+            offs_m,
+            full_hi,
+            hi,
+            N,
+            offset,
+            qk_scale,
+            K2,
+            K3,
+            DV,
+            BLOCK_N,
+            True,
+            CAUSAL,
+        )
         out = acc / l_i[:, None]
         dv = tl.arange(0, DV)
         o_base = o_ptr + b * stride_ob + h.to(tl.int64) * stride_oh
-        tl.store(o_base + offs_m[:, None] * stride_ot + dv[None, :], out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(
+            o_base + offs_m[:, None] * stride_ot + dv[None, :],
+            out.to(o_ptr.dtype.element_ty),
+            mask=row_ok[:, None],
+        )
 
 
 # ----------------------------------------------------------------------------- wrapper
@@ -333,7 +452,9 @@ def _is_pow2(x: int) -> bool:
     return x >= 1 and x & (x - 1) == 0
 
 
-def _check_kernel_inputs(q_hat: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[int, int, int, int, int, int]:
+def _check_kernel_inputs(
+    q_hat: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Tensor, causal: bool
+) -> tuple[int, int, int, int, int, int]:
     ref._check_tensor("q_hat", q_hat, 4, "[B, H_q, T, d]")
     ref._check_tensor("k_hat_t", k_hat_t, 4, "[B, H_kv, d, N]")
     ref._check_tensor("v", v, 4, "[B, H_kv, N, d_v]")
@@ -344,7 +465,9 @@ def _check_kernel_inputs(q_hat: torch.Tensor, k_hat_t: torch.Tensor, v: torch.Te
         raise ValueError(f"k_hat_t must be dim-major [B, H_kv, d={d}, N], got shape {tuple(k_hat_t.shape)}")
     hkv, N, dv = v.shape[1], v.shape[2], v.shape[3]
     if k_hat_t.shape[1] != hkv or k_hat_t.shape[3] != N:
-        raise ValueError(f"v must match k_hat_t in heads and length, got k_hat_t {tuple(k_hat_t.shape)}, v {tuple(v.shape)}")
+        raise ValueError(
+            f"v must match k_hat_t in heads and length, got k_hat_t {tuple(k_hat_t.shape)}, v {tuple(v.shape)}"
+        )
     g = ref._group_size(hq, hkv, causal=causal, T=T, N=N)
     for name, x in (("d", d), ("d_v", dv)):
         if not _is_pow2(x) or not _MIN_DIM <= x <= 256:
@@ -382,17 +505,31 @@ def aqua_prefill(
     s = ref._scale(scale, d)
     dv = v.shape[3]
     if out is not None:
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, hq, T, dv) or out.dtype != q_hat.dtype \
-                or out.stride(-1) != 1:
-            raise ValueError(f"out must be a tensor [B, H_q, T, d_v] = {(B, hq, T, dv)} of dtype {q_hat.dtype} with last "
-                             f"stride 1, got {getattr(out, 'shape', out)!r}")
+        if (
+            not isinstance(out, torch.Tensor)
+            or tuple(out.shape) != (B, hq, T, dv)
+            or out.dtype != q_hat.dtype
+            or out.stride(-1) != 1
+        ):
+            raise ValueError(
+                f"out must be a tensor [B, H_q, T, d_v] = {(B, hq, T, dv)} of dtype {q_hat.dtype} with last "
+                f"stride 1, got {getattr(out, 'shape', out)!r}"
+            )
     parts = slot_parts(k_keep=k_keep, d=d)
     select = k_keep < d
     tiles = -(-T // cfg.block_m)
     if not triton_available(q_hat.device):
         idx_t = tile_indices(q_hat, k_keep=k_keep, block_m=cfg.block_m) if select else None
-        res = aqua_prefill_reference(q_hat, k_hat_t.transpose(-1, -2), v, k_keep=k_keep, block_m=cfg.block_m,
-                                     causal=causal, scale=s, indices=idx_t)
+        res = aqua_prefill_reference(
+            q_hat,
+            k_hat_t.transpose(-1, -2),
+            v,
+            k_keep=k_keep,
+            block_m=cfg.block_m,
+            causal=causal,
+            scale=s,
+            indices=idx_t,
+        )
         if out is not None:
             out.copy_(res)
             res = out
@@ -404,24 +541,58 @@ def aqua_prefill(
         slots[..., :k_keep] = idx_t.to(torch.int32)
         return res, slots
     if q_hat.stride(-1) != 1 or v.stride(-1) != 1:
-        raise ValueError(f"q_hat and v must have last stride 1 (contiguous head dims), got strides {q_hat.stride()} and {v.stride()}")
+        raise ValueError(
+            f"q_hat and v must have last stride 1 (contiguous head dims), got strides {q_hat.stride()} and {v.stride()}"
+        )
     if k_hat_t.dtype != v.dtype or q_hat.dtype != v.dtype:
-        raise TypeError(f"q_hat, k_hat_t and v must share one dtype, got {q_hat.dtype}, {k_hat_t.dtype}, {v.dtype}")
+        raise TypeError(
+            f"q_hat, k_hat_t and v must share one dtype, got {q_hat.dtype}, {k_hat_t.dtype}, {v.dtype}"
+        )
     o = torch.empty(B, hq, T, dv, dtype=q_hat.dtype, device=q_hat.device) if out is None else out
     write_idx = return_indices and select
-    idx = torch.full((B, hq, tiles, sum(parts)), -1, dtype=torch.int32, device=q_hat.device) if write_idx else o
+    idx = (
+        torch.full((B, hq, tiles, sum(parts)), -1, dtype=torch.int32, device=q_hat.device) if write_idx else o
+    )
     k1, k2, k3 = parts
     grid = (tiles, B * hq)
     _prefill_kernel[grid](
-        q_hat, k_hat_t, v, o, idx,
-        T, N, hq, g, k_keep, s * LOG2_E,
-        q_hat.stride(0), q_hat.stride(1), q_hat.stride(2),
-        k_hat_t.stride(0), k_hat_t.stride(1), k_hat_t.stride(2), k_hat_t.stride(3),
-        v.stride(0), v.stride(1), v.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
+        q_hat,
+        k_hat_t,
+        v,
+        o,
+        idx,
+        T,
+        N,
+        hq,
+        g,
+        k_keep,
+        s * LOG2_E,
+        q_hat.stride(0),
+        q_hat.stride(1),
+        q_hat.stride(2),
+        k_hat_t.stride(0),
+        k_hat_t.stride(1),
+        k_hat_t.stride(2),
+        k_hat_t.stride(3),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        o.stride(0),
+        o.stride(1),
+        o.stride(2),
         *(idx.stride()[:3] if write_idx else (0, 0, 0)),
-        D=d, DV=dv, K1=k1, K2=k2, K3=k3, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SELECT=select, CAUSAL=causal,
-        WRITE_IDX=write_idx, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        D=d,
+        DV=dv,
+        K1=k1,
+        K2=k2,
+        K3=k3,
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        SELECT=select,
+        CAUSAL=causal,
+        WRITE_IDX=write_idx,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
     )
     if not return_indices:
         return o
@@ -429,6 +600,13 @@ def aqua_prefill(
 
 
 __all__ = [
-    "BLOCK_MS", "KERNELS", "PrefillConfig", "aqua_prefill", "aqua_prefill_reference", "default_config", "slot_parts",
-    "tile_indices", "tile_keep_mask",
+    "BLOCK_MS",
+    "KERNELS",
+    "PrefillConfig",
+    "aqua_prefill",
+    "aqua_prefill_reference",
+    "default_config",
+    "slot_parts",
+    "tile_indices",
+    "tile_keep_mask",
 ]

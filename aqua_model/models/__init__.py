@@ -8,4 +8,13 @@
 from aqua_model.models.config import DATA_DIR, SCHEMA_VERSION, ModelConfig, aliases, list_models, load
 from aqua_model.models.shape import Shape, resolve_shape
 
-__all__ = ["DATA_DIR", "SCHEMA_VERSION", "ModelConfig", "Shape", "aliases", "list_models", "load", "resolve_shape"]
+__all__ = [
+    "DATA_DIR",
+    "SCHEMA_VERSION",
+    "ModelConfig",
+    "Shape",
+    "aliases",
+    "list_models",
+    "load",
+    "resolve_shape",
+]

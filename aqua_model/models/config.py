@@ -86,7 +86,9 @@ NORMS_PER_LAYER: Mapping[str, int] = MappingProxyType({"rmsnorm": 2, "rmsnorm-pr
 _CHOICE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"dtype": STORAGE_DTYPES, "mlp": MLPS, "norm": tuple(NORMS_PER_LAYER)}
 )
-_OPTIONAL_FIELDS: Mapping[str, str | None] = MappingProxyType({"sliding_window_layers": "count", "rope_scaling": None})
+_OPTIONAL_FIELDS: Mapping[str, str | None] = MappingProxyType(
+    {"sliding_window_layers": "count", "rope_scaling": None}
+)
 _TOP_LEVEL: frozenset[str] = frozenset(
     {"schema_version", "name", "hf_repo", "source", "aliases", "notes"}
     | set(_INT_FIELDS)
@@ -206,7 +208,9 @@ class ModelConfig:
         with s of KV-cache dtype ``dtype`` (default: :attr:`cache_dtype`; ``fp8``, ``int4`` with its
         scales too: :func:`aqua_model.costs.dtypes.kv_element_bytes`)."""
         s = kv_element_bytes(self.cache_dtype if dtype is None else dtype)
-        per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": 1, "d": self.head_dim, "s": s})  # the one KV-bytes formula
+        per_head = evaluate(
+            memory.kv_cache_bytes("dense"), {"N": 1, "d": self.head_dim, "s": s}
+        )  # the one KV-bytes formula
         total = float(per_head) * self.kv_heads * self.layers
         return int(total) if total.is_integer() else total
 
@@ -230,7 +234,9 @@ class ModelConfig:
     def source_of(self, field: str) -> str:
         """The source of one stored field."""
         if field not in self.sources:
-            raise ValueError(f"field {field!r} is not in model {self.key!r}; known fields: {', '.join(self.sources)}")
+            raise ValueError(
+                f"field {field!r} is not in model {self.key!r}; known fields: {', '.join(self.sources)}"
+            )
         return self.sources[field]
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,9 +246,15 @@ class ModelConfig:
             fields[f] = {"value": getattr(self, f), "unit": unit, "source": self.sources[f]}
         for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
             fields[f] = {"value": getattr(self, f), "source": self.sources[f]}
-        fields["sliding_window_layers"] = {"value": self.sliding_window_layers, "unit": "count",
-                                           "source": self.sources.get("sliding_window_layers", self.sources["sliding_window"])}
-        fields["rope_scaling"] = {"value": self.rope_scaling, "source": self.sources.get("rope_scaling", self.source)}
+        fields["sliding_window_layers"] = {
+            "value": self.sliding_window_layers,
+            "unit": "count",
+            "source": self.sources.get("sliding_window_layers", self.sources["sliding_window"]),
+        }
+        fields["rope_scaling"] = {
+            "value": self.rope_scaling,
+            "source": self.sources.get("rope_scaling", self.source),
+        }
         return {
             "schema_version": SCHEMA_VERSION,
             "key": self.key,
@@ -271,7 +283,9 @@ class ModelConfig:
             lines.append(f"  {f:<20} {getattr(self, f):>8} {unit}")
         for f in _BOOL_FIELDS + tuple(_CHOICE_FIELDS):
             lines.append(f"  {f:<20} {getattr(self, f)!s:>8}")
-        lines.append(f"  sliding_window_layers {self.sliding_window_layers:>6} count ({self.sliding_window_pattern})")
+        lines.append(
+            f"  sliding_window_layers {self.sliding_window_layers:>6} count ({self.sliding_window_pattern})"
+        )
         lines.append(f"  rope_scaling        {self.rope_scaling or 'none'} (noted, not modelled)")
         lines.append(f"  group size g        {self.group_size:>8}")
         lines.append(f"  parameters          {self.param_count / 1e9:>8.3f} B")
@@ -307,7 +321,9 @@ def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
     if isinstance(name_or_path, os.PathLike):
         return _load_any_path(Path(name_or_path))
     if not isinstance(name_or_path, str):
-        raise TypeError(f"model must be a model name or a path, got {name_or_path!r} of type {type(name_or_path).__name__}")
+        raise TypeError(
+            f"model must be a model name or a path, got {name_or_path!r} of type {type(name_or_path).__name__}"
+        )
     text = name_or_path.strip()
     if not text:
         raise ValueError("model must be a model name or a path, got an empty string")
@@ -320,7 +336,11 @@ def load(name_or_path: str | os.PathLike[str]) -> ModelConfig:
         return _load_any_path(Path(text))
     if key not in list_models():
         alias_text = ", ".join(f"{a}->{k}" for a, k in sorted(amap.items()))
-        what = "is neither a known model nor an existing file or folder" if ("/" in text or os.sep in text) else "is not a known model"
+        what = (
+            "is neither a known model nor an existing file or folder"
+            if ("/" in text or os.sep in text)
+            else "is not a known model"
+        )
         raise ValueError(
             f"model {name_or_path!r} {what}; known models: {', '.join(list_models())} "
             f"(aliases: {alias_text}); or pass the path of a model TOML file, of a Hugging Face config.json, "
@@ -357,7 +377,9 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
     where = str(path)
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_LEVEL))}")
+        raise ValueError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_LEVEL))}"
+        )
     for field in ("schema_version", "name", "hf_repo", "source"):
         if field not in raw:
             raise ValueError(f"{where}: missing required field {field!r}")
@@ -394,12 +416,16 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
     for field, allowed in _CHOICE_FIELDS.items():
         entry = _entry(raw, field, where, unit=None)
         if entry["value"] not in allowed:
-            raise ValueError(f"{where}: field {field!r} must be one of {', '.join(allowed)}, got {entry['value']!r}")
+            raise ValueError(
+                f"{where}: field {field!r} must be one of {', '.join(allowed)}, got {entry['value']!r}"
+            )
         values[field] = entry["value"]
         sources[field] = entry["source"]
 
     if values["heads"] % values["kv_heads"]:
-        raise ValueError(f"{where}: heads ({values['heads']}) must be a multiple of kv_heads ({values['kv_heads']})")
+        raise ValueError(
+            f"{where}: heads ({values['heads']}) must be a multiple of kv_heads ({values['kv_heads']})"
+        )
     if values["sliding_window"] > values["max_context"]:
         raise ValueError(
             f"{where}: sliding_window ({values['sliding_window']}) exceeds max_context ({values['max_context']})"
@@ -408,9 +434,13 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
         entry = _entry(raw, "sliding_window_layers", where, unit="count")
         n = entry["value"]
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= values["layers"]:
-            raise ValueError(f"{where}: field 'sliding_window_layers' must be an integer in 0..layers ({values['layers']}), got {n!r}")
+            raise ValueError(
+                f"{where}: field 'sliding_window_layers' must be an integer in 0..layers ({values['layers']}), got {n!r}"
+            )
         if values["sliding_window"] == 0 and n:
-            raise ValueError(f"{where}: field 'sliding_window_layers' is {n} but sliding_window is 0 (no window)")
+            raise ValueError(
+                f"{where}: field 'sliding_window_layers' is {n} but sliding_window is 0 (no window)"
+            )
         values["sliding_window_layers"] = int(n)
         sources["sliding_window_layers"] = entry["source"]
     else:  # documented default: a window, when there is one, applies to every layer
@@ -418,7 +448,9 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
     if "rope_scaling" in raw:
         entry = _entry(raw, "rope_scaling", where, unit=None)
         if not isinstance(entry["value"], str) or not entry["value"].strip():
-            raise ValueError(f"{where}: field 'rope_scaling' must be a non-empty string, got {entry['value']!r}")
+            raise ValueError(
+                f"{where}: field 'rope_scaling' must be a non-empty string, got {entry['value']!r}"
+            )
         values["rope_scaling"] = entry["value"]
         sources["rope_scaling"] = entry["source"]
 

@@ -61,28 +61,42 @@ class Architecture:
 
 
 #: model_type -> its architecture (from each model's modelling code in transformers).
-ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
-    "llama": Architecture("rmsnorm", None, False, "none"),
-    "mistral": Architecture("rmsnorm", False, False, "all"),
-    "qwen2": Architecture("rmsnorm", True, False, "qwen2"),
-    "gemma": Architecture("rmsnorm", None, True, "none"),
-    "gemma2": Architecture("rmsnorm-pre-post", None, True, "alternate"),
-})
+ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType(
+    {
+        "llama": Architecture("rmsnorm", None, False, "none"),
+        "mistral": Architecture("rmsnorm", False, False, "all"),
+        "qwen2": Architecture("rmsnorm", True, False, "qwen2"),
+        "gemma": Architecture("rmsnorm", None, True, "none"),
+        "gemma2": Architecture("rmsnorm-pre-post", None, True, "alternate"),
+    }
+)
 #: hidden activation -> the gated MLP it names.
-ACTIVATIONS: Mapping[str, str] = MappingProxyType({
-    "silu": "swiglu", "swish": "swiglu",
-    "gelu": "geglu", "gelu_pytorch_tanh": "geglu", "gelu_new": "geglu", "gelu_fast": "geglu",
-})
+ACTIVATIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "silu": "swiglu",
+        "swish": "swiglu",
+        "gelu": "geglu",
+        "gelu_pytorch_tanh": "geglu",
+        "gelu_new": "geglu",
+        "gelu_fast": "geglu",
+    }
+)
 #: torch dtype names -> storage dtypes.
 TORCH_DTYPES: Mapping[str, str] = MappingProxyType({"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"})
 #: Config fields that mean an architecture the attention model does not cover.
-UNSUPPORTED_FIELDS: Mapping[str, str] = MappingProxyType({
-    "num_local_experts": "a mixture of experts", "num_experts": "a mixture of experts",
-    "kv_lora_rank": "multi-head latent attention", "q_lora_rank": "multi-head latent attention",
-})
+UNSUPPORTED_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "num_local_experts": "a mixture of experts",
+        "num_experts": "a mixture of experts",
+        "kv_lora_rank": "multi-head latent attention",
+        "q_lora_rank": "multi-head latent attention",
+    }
+)
 _LAYER_TYPES = ("full_attention", "sliding_attention")
-_NORM_TEXT = {"rmsnorm": "RMSNorm before attention and before the MLP",
-              "rmsnorm-pre-post": "RMSNorm before and after attention and the MLP"}
+_NORM_TEXT = {
+    "rmsnorm": "RMSNorm before attention and before the MLP",
+    "rmsnorm-pre-post": "RMSNorm before and after attention and the MLP",
+}
 
 
 def config_path(path: str | Path) -> Path:
@@ -121,14 +135,20 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     model_type = raw.get("model_type")
     if model_type not in ARCHITECTURES:
         hint = " (a multimodal config keeps its decoder under 'text_config')" if "text_config" in raw else ""
-        raise ValueError(f"{where}: field 'model_type' is {model_type!r}; the mapping knows {', '.join(ARCHITECTURES)}{hint}; "
-                         "for another architecture write a model TOML file (see aqua_model.models.config)")
+        raise ValueError(
+            f"{where}: field 'model_type' is {model_type!r}; the mapping knows {', '.join(ARCHITECTURES)}{hint}; "
+            "for another architecture write a model TOML file (see aqua_model.models.config)"
+        )
     arch = ARCHITECTURES[model_type]
     for field, what in UNSUPPORTED_FIELDS.items():
         if raw.get(field):
-            raise ValueError(f"{where}: field {field!r} = {raw[field]!r} describes {what}, which the model does not cover")
+            raise ValueError(
+                f"{where}: field {field!r} = {raw[field]!r} describes {what}, which the model does not cover"
+            )
     if raw.get("mlp_bias"):
-        raise ValueError(f"{where}: field 'mlp_bias' is true; MLP biases are not counted (only q/k/v biases are)")
+        raise ValueError(
+            f"{where}: field 'mlp_bias' is true; MLP biases are not counted (only q/k/v biases are)"
+        )
 
     def integer(field: str, *, minimum: int = 1) -> int:
         if field not in raw or raw[field] is None:
@@ -139,71 +159,114 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         return int(value)
 
     values: dict[str, Any] = {}
-    for name, field in (("layers", "num_hidden_layers"), ("hidden_size", "hidden_size"), ("heads", "num_attention_heads"),
-                        ("intermediate_size", "intermediate_size"), ("vocab_size", "vocab_size"),
-                        ("max_context", "max_position_embeddings")):
+    for name, field in (
+        ("layers", "num_hidden_layers"),
+        ("hidden_size", "hidden_size"),
+        ("heads", "num_attention_heads"),
+        ("intermediate_size", "intermediate_size"),
+        ("vocab_size", "vocab_size"),
+        ("max_context", "max_position_embeddings"),
+    ):
         values[name] = integer(field)
         sources[name] = src(name, field)
     if raw.get("num_key_value_heads") is None:
         values["kv_heads"] = values["heads"]
-        sources["kv_heads"] = src("kv_heads", "no num_key_value_heads: = num_attention_heads, multi-head attention")
+        sources["kv_heads"] = src(
+            "kv_heads", "no num_key_value_heads: = num_attention_heads, multi-head attention"
+        )
     else:
         values["kv_heads"] = integer("num_key_value_heads")
         sources["kv_heads"] = src("kv_heads", "num_key_value_heads")
     if values["heads"] % values["kv_heads"]:
-        raise ValueError(f"{where}: num_attention_heads ({values['heads']}) must be a multiple of "
-                         f"num_key_value_heads ({values['kv_heads']})")
+        raise ValueError(
+            f"{where}: num_attention_heads ({values['heads']}) must be a multiple of "
+            f"num_key_value_heads ({values['kv_heads']})"
+        )
     if raw.get("head_dim") is None:
         if values["hidden_size"] % values["heads"]:
-            raise ValueError(f"{where}: no field 'head_dim', and hidden_size ({values['hidden_size']}) is not a multiple of "
-                             f"num_attention_heads ({values['heads']})")
+            raise ValueError(
+                f"{where}: no field 'head_dim', and hidden_size ({values['hidden_size']}) is not a multiple of "
+                f"num_attention_heads ({values['heads']})"
+            )
         values["head_dim"] = values["hidden_size"] // values["heads"]
-        sources["head_dim"] = src("head_dim", f"derived: hidden_size / num_attention_heads = {values['hidden_size']} / {values['heads']}")
+        sources["head_dim"] = src(
+            "head_dim",
+            f"derived: hidden_size / num_attention_heads = {values['hidden_size']} / {values['heads']}",
+        )
     else:
         values["head_dim"] = integer("head_dim")
         sources["head_dim"] = src("head_dim", "head_dim")
 
     dtype_field = "torch_dtype" if "torch_dtype" in raw else "dtype"
     if raw.get(dtype_field) not in TORCH_DTYPES:
-        raise ValueError(f"{where}: field 'torch_dtype' must be one of {', '.join(TORCH_DTYPES)}, got {raw.get(dtype_field)!r}")
+        raise ValueError(
+            f"{where}: field 'torch_dtype' must be one of {', '.join(TORCH_DTYPES)}, got {raw.get(dtype_field)!r}"
+        )
     values["dtype"] = TORCH_DTYPES[raw[dtype_field]]
     sources["dtype"] = src("dtype", f"{dtype_field} {raw[dtype_field]}")
 
     act_field = "hidden_activation" if raw.get("hidden_activation") is not None else "hidden_act"
     act = raw.get(act_field)
     if act not in ACTIVATIONS:
-        raise ValueError(f"{where}: field {act_field!r} must be one of {', '.join(ACTIVATIONS)} (a gated MLP), got {act!r}")
+        raise ValueError(
+            f"{where}: field {act_field!r} must be one of {', '.join(ACTIVATIONS)} (a gated MLP), got {act!r}"
+        )
     values["mlp"] = ACTIVATIONS[act]
     sources["mlp"] = src("mlp", f"{act_field} {act}: gate, up and down projections")
     values["norm"] = arch.norm
     sources["norm"] = src("norm", f"model_type {model_type}: {_NORM_TEXT[arch.norm]}")
 
     values["tie_word_embeddings"] = _boolean(raw, "tie_word_embeddings", arch.tie_default, where)
-    sources["tie_word_embeddings"] = src("tie_word_embeddings", "tie_word_embeddings" if "tie_word_embeddings" in raw
-                                         else f"absent: the {model_type} default, {arch.tie_default}")
+    sources["tie_word_embeddings"] = src(
+        "tie_word_embeddings",
+        "tie_word_embeddings"
+        if "tie_word_embeddings" in raw
+        else f"absent: the {model_type} default, {arch.tie_default}",
+    )
     if arch.qkv_bias is None:
         values["attention_qkv_bias"] = _boolean(raw, "attention_bias", False, where)
-        sources["attention_qkv_bias"] = src("attention_qkv_bias", "attention_bias" if "attention_bias" in raw else "absent: false")
+        sources["attention_qkv_bias"] = src(
+            "attention_qkv_bias", "attention_bias" if "attention_bias" in raw else "absent: false"
+        )
     else:
         values["attention_qkv_bias"] = arch.qkv_bias
-        sources["attention_qkv_bias"] = src("attention_qkv_bias", f"model_type {model_type}: q/k/v bias {arch.qkv_bias}")
+        sources["attention_qkv_bias"] = src(
+            "attention_qkv_bias", f"model_type {model_type}: q/k/v bias {arch.qkv_bias}"
+        )
 
-    window, window_layers, window_note = _sliding_window(raw, arch, values["layers"], values["max_context"], where)
+    window, window_layers, window_note = _sliding_window(
+        raw, arch, values["layers"], values["max_context"], where
+    )
     values["sliding_window"], values["sliding_window_layers"] = window, window_layers
     sources["sliding_window"] = sources["sliding_window_layers"] = src("sliding_window", window_note)
     values["rope_scaling"] = _rope_scaling(raw.get("rope_scaling"), where)
     sources["rope_scaling"] = src("rope_scaling", "rope_scaling")
 
-    fallback = path.parent.name if path.name == CONFIG_NAME else path.stem  # a model folder, or a renamed config file
-    name = raw.get("_name_or_path") if isinstance(raw.get("_name_or_path"), str) and raw.get("_name_or_path") else fallback
+    fallback = (
+        path.parent.name if path.name == CONFIG_NAME else path.stem
+    )  # a model folder, or a renamed config file
+    name = (
+        raw.get("_name_or_path")
+        if isinstance(raw.get("_name_or_path"), str) and raw.get("_name_or_path")
+        else fallback
+    )
     notes = [f"mapped from {path.name} (model_type {model_type})"]
     if values["rope_scaling"]:
         notes.append(f"RoPE scaling {values['rope_scaling']} noted, not modelled")
     if model_type in ("llama", "gemma", "gemma2") and values["attention_qkv_bias"]:
-        notes.append("attention_bias also adds an o_proj bias, not counted (hidden_size parameters per layer)")
+        notes.append(
+            "attention_bias also adds an o_proj bias, not counted (hidden_size parameters per layer)"
+        )
     return dict(
-        key=(name or "config").lower().replace("/", "--"), name=name or "config", hf_repo=name or "unknown",
-        source=source, path=where, aliases=(), notes="; ".join(notes), sources=MappingProxyType(sources), **values,
+        key=(name or "config").lower().replace("/", "--"),
+        name=name or "config",
+        hf_repo=name or "unknown",
+        source=source,
+        path=where,
+        aliases=(),
+        notes="; ".join(notes),
+        sources=MappingProxyType(sources),
+        **values,
     )
 
 
@@ -214,13 +277,17 @@ def _boolean(raw: Mapping[str, Any], field: str, default: bool, where: str) -> b
     return value
 
 
-def _sliding_window(raw: Mapping[str, Any], arch: Architecture, layers: int, max_context: int, where: str) -> tuple[int, int, str]:
+def _sliding_window(
+    raw: Mapping[str, Any], arch: Architecture, layers: int, max_context: int, where: str
+) -> tuple[int, int, str]:
     """(window, windowed layers, how it was read)."""
     window = raw.get("sliding_window")
     if arch.window == "none" or window is None:
         return 0, 0, "no sliding window: full causal attention"
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-        raise ValueError(f"{where}: field 'sliding_window' must be a positive integer or null, got {window!r}")
+        raise ValueError(
+            f"{where}: field 'sliding_window' must be a positive integer or null, got {window!r}"
+        )
     if arch.window == "qwen2" and not _boolean(raw, "use_sliding_window", False, where):
         return 0, 0, "use_sliding_window false: full causal attention"
     if window >= max_context:
@@ -228,20 +295,40 @@ def _sliding_window(raw: Mapping[str, Any], arch: Architecture, layers: int, max
     types = raw.get("layer_types")
     if types is not None:
         if not isinstance(types, list) or len(types) != layers or any(t not in _LAYER_TYPES for t in types):
-            raise ValueError(f"{where}: field 'layer_types' must list {layers} of {', '.join(_LAYER_TYPES)}, got {types!r:.80}")
+            raise ValueError(
+                f"{where}: field 'layer_types' must list {layers} of {', '.join(_LAYER_TYPES)}, got {types!r:.80}"
+            )
         count = types.count("sliding_attention")
-        return (int(window), count, f"sliding_window {window} on the {count} 'sliding_attention' layers of layer_types") if count else \
-            (0, 0, "layer_types has no sliding_attention layer")
+        return (
+            (
+                int(window),
+                count,
+                f"sliding_window {window} on the {count} 'sliding_attention' layers of layer_types",
+            )
+            if count
+            else (0, 0, "layer_types has no sliding_attention layer")
+        )
     if arch.window == "alternate":
         count = math.ceil(layers / 2)
-        return int(window), count, f"sliding_window {window} on every other layer (layers 0, 2, ...: {count} of {layers})"
+        return (
+            int(window),
+            count,
+            f"sliding_window {window} on every other layer (layers 0, 2, ...: {count} of {layers})",
+        )
     if arch.window == "qwen2":
         start = raw.get("max_window_layers", 0)
         if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
             raise ValueError(f"{where}: field 'max_window_layers' must be an integer >= 0, got {start!r}")
         count = max(0, layers - int(start))
-        return (int(window), count, f"sliding_window {window} on layers {start}.. (max_window_layers)") if count else \
-            (0, 0, "use_sliding_window true but max_window_layers covers every layer: full causal attention")
+        return (
+            (int(window), count, f"sliding_window {window} on layers {start}.. (max_window_layers)")
+            if count
+            else (
+                0,
+                0,
+                "use_sliding_window true but max_window_layers covers every layer: full causal attention",
+            )
+        )
     return int(window), layers, f"sliding_window {window} on every layer"
 
 

@@ -49,8 +49,16 @@ class Shape:
         return kv_element_bytes(self.cache_dtype)
 
 
-def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads_kv: Any = None, d: Any = None,
-                  layers: Any = 1, dtype: str | None = None, kv_dtype: str | None = None) -> Shape:
+def resolve_shape(
+    model: str | ModelConfig | None,
+    *,
+    heads_q: Any = None,
+    heads_kv: Any = None,
+    d: Any = None,
+    layers: Any = 1,
+    dtype: str | None = None,
+    kv_dtype: str | None = None,
+) -> Shape:
     """Shape from a model config (by name, path or object) or from explicit heads, head dim and layers."""
     if dtype is not None:
         check_choice("dtype", dtype, STORAGE_DTYPES)
@@ -60,17 +68,37 @@ def resolve_shape(model: str | ModelConfig | None, *, heads_q: Any = None, heads
         cfg = model if isinstance(model, ModelConfig) else load_model(model)
         given = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is not None]
         if given:
-            raise ValueError(f"give either model or an explicit shape (heads_q, heads_kv, d), not both; got model={cfg.key!r} "
-                             f"and {', '.join(given)}")
+            raise ValueError(
+                f"give either model or an explicit shape (heads_q, heads_kv, d), not both; got model={cfg.key!r} "
+                f"and {', '.join(given)}"
+            )
         pattern = cfg.sliding_window_pattern
-        return Shape(cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.layers, dtype or cfg.dtype, cfg.max_context, cfg.name,
-                     cfg.sliding_window if pattern == "all" else 0, kv_dtype or cfg.kv_dtype,
-                     cfg.sliding_window if pattern == "mixed" else 0, cfg.sliding_window_layers if pattern == "mixed" else 0)
+        return Shape(
+            cfg.heads,
+            cfg.kv_heads,
+            cfg.head_dim,
+            cfg.layers,
+            dtype or cfg.dtype,
+            cfg.max_context,
+            cfg.name,
+            cfg.sliding_window if pattern == "all" else 0,
+            kv_dtype or cfg.kv_dtype,
+            cfg.sliding_window if pattern == "mixed" else 0,
+            cfg.sliding_window_layers if pattern == "mixed" else 0,
+        )
     missing = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is None]
     if missing:
-        raise ValueError(f"give a model, or heads_q, heads_kv and d for an explicit shape; missing: {', '.join(missing)}")
+        raise ValueError(
+            f"give a model, or heads_q, heads_kv and d for an explicit shape; missing: {', '.join(missing)}"
+        )
     hq, hkv = check_int("heads_q", heads_q, minimum=1), check_int("heads_kv", heads_kv, minimum=1)
     if hq % hkv:
         raise ValueError(f"heads_q ({hq}) must be a multiple of heads_kv ({hkv})")
-    return Shape(hq, hkv, check_int("d", d, minimum=1), check_int("layers", layers, minimum=1), dtype or "bf16",
-                 kv_dtype=kv_dtype)
+    return Shape(
+        hq,
+        hkv,
+        check_int("d", d, minimum=1),
+        check_int("layers", layers, minimum=1),
+        dtype or "bf16",
+        kv_dtype=kv_dtype,
+    )

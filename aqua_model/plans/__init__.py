@@ -13,5 +13,16 @@ from .attention import DECODE_PLANS, PREFILL_PLANS, build_plan, plan_names
 from .kernel import INDEX_BYTES, MODEL_ONLY, Implementation, Kernel, Plan, describe
 from .peer_plans import build_peer_plan
 
-__all__ = ["DECODE_PLANS", "INDEX_BYTES", "MODEL_ONLY", "PREFILL_PLANS", "Implementation", "Kernel", "Plan", "build_peer_plan",
-           "build_plan", "describe", "plan_names"]
+__all__ = [
+    "DECODE_PLANS",
+    "INDEX_BYTES",
+    "MODEL_ONLY",
+    "PREFILL_PLANS",
+    "Implementation",
+    "Kernel",
+    "Plan",
+    "build_peer_plan",
+    "build_plan",
+    "describe",
+    "plan_names",
+]

@@ -70,14 +70,25 @@ from ..costs.symbols import B, H_kv, H_q, N, T, d, k, s
 from . import prefill_fused
 from .kernel import INDEX_BYTES, Implementation, Kernel, Plan
 
-DECODE_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-token-major", "aqua-step-topk",
-                "aqua-step-topk-token-major", "aqua-cache-step")
+DECODE_PLANS = (
+    "dense-fused",
+    "dense-eager",
+    "aqua-eager",
+    "aqua-fused",
+    "aqua-token-major",
+    "aqua-step-topk",
+    "aqua-step-topk-token-major",
+    "aqua-cache-step",
+)
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", *prefill_fused.PLANS)
 #: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
 #: plan those rows measured. Until then "aqua-fused" named the path the validation suite
 #: timed (q and the new key rotated by torch.bmm, torch.topk, then the fused kernel); that path
 #: is now "aqua-step-topk", and "aqua-fused" is the package's default ``aqua_decode`` call.
-LEGACY_PLAN_NAMES: dict[str, str] = {"aqua-fused": "aqua-step-topk", "aqua-token-major": "aqua-step-topk-token-major"}
+LEGACY_PLAN_NAMES: dict[str, str] = {
+    "aqua-fused": "aqua-step-topk",
+    "aqua-token-major": "aqua-step-topk-token-major",
+}
 #: Bytes of one index as the Triton selection pre-pass writes it (int32).
 INDEX32_BYTES = 4
 #: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode.KERNELS).
@@ -97,8 +108,8 @@ PREFILL_TOPK_LAUNCHES = TOPK_LAUNCHES + 2
 SPLIT_N_LAUNCHES = 2
 
 # -- tensor sizes used by several kernels (elements x bytes per element) --------------------
-Q_HEADS = B * H_q          # query heads over the batch
-KV_HEADS = B * H_kv        # KV heads over the batch
+Q_HEADS = B * H_q  # query heads over the batch
+KV_HEADS = B * H_kv  # KV heads over the batch
 
 
 def _queries(phase: str) -> sp.Expr:
@@ -123,19 +134,43 @@ def per_query_heads(terms: dict[str, sp.Expr], *names: str) -> sp.Expr:
     return Q_HEADS * sp.Add(*(terms[n] for n in names))
 
 
-def aqua_prologue(phase: str, terms: dict[str, sp.Expr], *, topk_launches: int = TOPK_LAUNCHES,
-                  topk_extra_bytes: sp.Expr = sp.Integer(0), selection: str = "group") -> list[Kernel]:
+def aqua_prologue(
+    phase: str,
+    terms: dict[str, sp.Expr],
+    *,
+    topk_launches: int = TOPK_LAUNCHES,
+    topk_extra_bytes: sp.Expr = sp.Integer(0),
+    selection: str = "group",
+) -> list[Kernel]:
     """q_proj, k_proj and topk, shared by every AQUA plan (``topk_launches``: what the plan's
     selection launches; ``topk_extra_bytes``: bytes it moves beyond |q^| and the indices;
     torch.topk runs over one row per KV group under group selection, per query head otherwise)."""
     new_keys = KV_HEADS * _queries(phase)
     topk_rows = (KV_HEADS if selection == "group" else Q_HEADS) * _queries(phase)
     return [
-        Kernel("q_proj", per_query_heads(terms, "q_proj"), 2 * vectors_bytes(phase) + _projection_bytes(), "contiguous"),
-        Kernel("k_proj", per_query_heads(terms, "k_proj"), 2 * memory.head_tensor_bytes(new_keys) + _projection_bytes(), "contiguous"),
-        Kernel("topk", per_query_heads(terms, "select"),
-               vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES) + topk_extra_bytes,
-               "contiguous", launches=topk_launches, unit="vector", op="topk", op_rows=topk_rows, op_length=d),
+        Kernel(
+            "q_proj",
+            per_query_heads(terms, "q_proj"),
+            2 * vectors_bytes(phase) + _projection_bytes(),
+            "contiguous",
+        ),
+        Kernel(
+            "k_proj",
+            per_query_heads(terms, "k_proj"),
+            2 * memory.head_tensor_bytes(new_keys) + _projection_bytes(),
+            "contiguous",
+        ),
+        Kernel(
+            "topk",
+            per_query_heads(terms, "select"),
+            vectors_bytes(phase) + Q_HEADS * _queries(phase) * k * (s + INDEX_BYTES) + topk_extra_bytes,
+            "contiguous",
+            launches=topk_launches,
+            unit="vector",
+            op="topk",
+            op_rows=topk_rows,
+            op_length=d,
+        ),
     ]
 
 
@@ -143,10 +178,23 @@ def _eager_tail(phase: str, dense_terms: dict[str, sp.Expr]) -> list[Kernel]:
     """softmax and value of an eager plan: scores materialised as a full [queries, keys] matrix."""
     score_elems = Q_HEADS * _queries(phase) * _keys(phase)
     return [
-        Kernel("softmax", per_query_heads(dense_terms, "softmax"), 2 * score_elems * s, "contiguous", unit="vector",
-               op="softmax", op_rows=Q_HEADS * _queries(phase), op_length=_keys(phase)),
-        Kernel("value", per_query_heads(dense_terms, "value"), score_elems * s + KV_HEADS * memory.head_tensor_bytes(_keys(phase)) + vectors_bytes(phase), "contiguous",
-               stream="torch-matvec" if phase == "decode" else ""),
+        Kernel(
+            "softmax",
+            per_query_heads(dense_terms, "softmax"),
+            2 * score_elems * s,
+            "contiguous",
+            unit="vector",
+            op="softmax",
+            op_rows=Q_HEADS * _queries(phase),
+            op_length=_keys(phase),
+        ),
+        Kernel(
+            "value",
+            per_query_heads(dense_terms, "value"),
+            score_elems * s + KV_HEADS * memory.head_tensor_bytes(_keys(phase)) + vectors_bytes(phase),
+            "contiguous",
+            stream="torch-matvec" if phase == "decode" else "",
+        ),
     ]
 
 
@@ -160,10 +208,18 @@ IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
     ("decode", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_decode"), "rotated-dim-major"),
     ("decode", "aqua-fused"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-dim-major"),
     ("decode", "aqua-token-major"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-token-major"),
-    ("decode", "aqua-step-topk"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"), "rotated-dim-major"),
-    ("decode", "aqua-step-topk-token-major"): (Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
-                                               "rotated-token-major"),
-    ("decode", "aqua-cache-step"): (Implementation.of("aqua_model.kernels.kv_cache", "decode_step"), "rotated-dim-major"),
+    ("decode", "aqua-step-topk"): (
+        Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
+        "rotated-dim-major",
+    ),
+    ("decode", "aqua-step-topk-token-major"): (
+        Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
+        "rotated-token-major",
+    ),
+    ("decode", "aqua-cache-step"): (
+        Implementation.of("aqua_model.kernels.kv_cache", "decode_step"),
+        "rotated-dim-major",
+    ),
     ("prefill", "dense-fused"): (_SDPA, "token-major"),
     ("prefill", "dense-eager"): (Implementation.of(_EAGER, "dense_eager_prefill"), "token-major"),
     ("prefill", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_prefill"), "rotated-token-major"),
@@ -172,32 +228,59 @@ IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
 DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("decode", "dense-fused"): "dense attention, one fused kernel (torch SDPA) reading K and V once",
     ("decode", "dense-eager"): "dense attention in eager torch: scores, softmax, value; scores materialised",
-    ("decode", "aqua-eager"): "AQUA in eager torch: rotate q and the new key, torch.topk, gather a copy of the kept key rows, "
-                              "scores, softmax, value",
-    ("decode", "aqua-fused"): "AQUA attention as aqua_decode's default call: rotated q given, Triton selection pre-pass, "
-                              "split-N pass over the kept rows of a dim-major K^T, combine; rotating q and the new key is "
-                              "not counted",
-    ("decode", "aqua-token-major"): "aqua_decode's default call over a token-major K^ view: whole sectors per kept channel",
-    ("decode", "aqua-step-topk"): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
-                                  "the fused split-N kernel and combine (the validation suite's path until issue 11)",
+    (
+        "decode",
+        "aqua-eager",
+    ): "AQUA in eager torch: rotate q and the new key, torch.topk, gather a copy of the kept key rows, "
+    "scores, softmax, value",
+    (
+        "decode",
+        "aqua-fused",
+    ): "AQUA attention as aqua_decode's default call: rotated q given, Triton selection pre-pass, "
+    "split-N pass over the kept rows of a dim-major K^T, combine; rotating q and the new key is "
+    "not counted",
+    (
+        "decode",
+        "aqua-token-major",
+    ): "aqua_decode's default call over a token-major K^ view: whole sectors per kept channel",
+    (
+        "decode",
+        "aqua-step-topk",
+    ): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
+    "the fused split-N kernel and combine (the validation suite's path until issue 11)",
     ("decode", "aqua-step-topk-token-major"): "the aqua-step-topk step over a token-major K^ view",
-    ("decode", "aqua-cache-step"): "a whole AQUA decode step on AquaKVCache: one Triton prologue rotates q and the new key, "
-                                   "appends k^ and v to the cache and selects; split-N pass and combine over the cache",
+    (
+        "decode",
+        "aqua-cache-step",
+    ): "a whole AQUA decode step on AquaKVCache: one Triton prologue rotates q and the new key, "
+    "appends k^ and v to the cache and selects; split-N pass and combine over the cache",
     ("prefill", "dense-fused"): "dense causal prefill, one fused kernel (torch SDPA), visible pairs only",
-    ("prefill", "dense-eager"): "dense prefill in eager torch: the full rectangle of scores, a causal mask pass, softmax, value",
-    ("prefill", "aqua-eager"): "AQUA prefill in eager torch: per-query selection as a 0/1 mask on q^ (no FLOP saving in "
-                               "the matmul)",
-    ("prefill", "aqua-fused"): "model-only: an ideal fused AQUA prefill kernel doing 2k FLOPs per visible pair (not built)",
+    (
+        "prefill",
+        "dense-eager",
+    ): "dense prefill in eager torch: the full rectangle of scores, a causal mask pass, softmax, value",
+    (
+        "prefill",
+        "aqua-eager",
+    ): "AQUA prefill in eager torch: per-query selection as a 0/1 mask on q^ (no FLOP saving in the matmul)",
+    (
+        "prefill",
+        "aqua-fused",
+    ): "model-only: an ideal fused AQUA prefill kernel doing 2k FLOPs per visible pair (not built)",
 }
 
 
 @lru_cache(maxsize=None)
-def build_plan(name: str, *, phase: str = "decode", selection: str = "group", convention: Convention | None = None) -> Plan:
+def build_plan(
+    name: str, *, phase: str = "decode", selection: str = "group", convention: Convention | None = None
+) -> Plan:
     """The plan called ``name`` for ``phase``; see the module docstring for the list."""
     check_choice("phase", phase, PHASES)
     check_choice("plan", name, DECODE_PLANS if phase == "decode" else PREFILL_PLANS)
     check_choice("selection", selection, GQA_SELECTIONS)
-    if phase == "prefill" and name in prefill_fused.PLANS:  # the tiled prefill kernel (plans/prefill_fused.py)
+    if (
+        phase == "prefill" and name in prefill_fused.PLANS
+    ):  # the tiled prefill kernel (plans/prefill_fused.py)
         return prefill_fused.build(name, convention=convention)
     conv = resolve(convention)
     method = name.split("-", 1)[0]
@@ -206,8 +289,16 @@ def build_plan(name: str, *, phase: str = "decode", selection: str = "group", co
     else:
         kernels = _prefill_kernels(name, conv)
     impl, layout = IMPLEMENTATIONS.get((phase, name), (None, ""))
-    return Plan(name=name, method=method, phase=phase, selection=selection, kernels=tuple(kernels),
-                description=DESCRIPTIONS[(phase, name)], implementation=impl, key_layout=layout)
+    return Plan(
+        name=name,
+        method=method,
+        phase=phase,
+        selection=selection,
+        kernels=tuple(kernels),
+        description=DESCRIPTIONS[(phase, name)],
+        implementation=impl,
+        key_layout=layout,
+    )
 
 
 def split_tile_rows(selection: str) -> sp.Expr:
@@ -216,8 +307,9 @@ def split_tile_rows(selection: str) -> sp.Expr:
     return k if selection == "group" else sp.Min(d, (H_q / H_kv) * k)
 
 
-def _split_n(name: str, selection: str, attention_flops: sp.Expr, kv_bytes: sp.Expr, extra_bytes: sp.Expr,
-             pattern: str) -> list[Kernel]:
+def _split_n(
+    name: str, selection: str, attention_flops: sp.Expr, kv_bytes: sp.Expr, extra_bytes: sp.Expr, pattern: str
+) -> list[Kernel]:
     """The split pass (``attention``: K^'s kept rows and V, the selected q^ and indices) and the
     combine (the merge of the splits, writing the output). The splits' partial outputs (B H_q
     splits (d + 2) fp32 values) are not counted as bytes: small against K and V, and inside
@@ -226,11 +318,26 @@ def _split_n(name: str, selection: str, attention_flops: sp.Expr, kv_bytes: sp.E
     row stride to align (its pattern is strided)."""
     token_major = name.endswith("token-major")
     row_stride = sp.Integer(0) if (token_major or name == "aqua-cache-step") else N
-    attention = Kernel("attention", attention_flops, kv_bytes + extra_bytes, pattern, op="attention",
-                       launch_names=(TRITON_SPLIT,), stream="" if token_major else "triton-split",
-                       tile_rows=split_tile_rows(selection), row_stride=row_stride)
-    combine = Kernel("combine", sp.Integer(0), vectors_bytes("decode"), "contiguous", unit="vector",
-                     launch_names=(TRITON_COMBINE,), stream="triton-combine")
+    attention = Kernel(
+        "attention",
+        attention_flops,
+        kv_bytes + extra_bytes,
+        pattern,
+        op="attention",
+        launch_names=(TRITON_SPLIT,),
+        stream="" if token_major else "triton-split",
+        tile_rows=split_tile_rows(selection),
+        row_stride=row_stride,
+    )
+    combine = Kernel(
+        "combine",
+        sp.Integer(0),
+        vectors_bytes("decode"),
+        "contiguous",
+        unit="vector",
+        launch_names=(TRITON_COMBINE,),
+        stream="triton-combine",
+    )
     return [attention, combine]
 
 
@@ -241,31 +348,61 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     one_kv = KV_HEADS * memory.head_tensor_bytes()  # K (or V) of N tokens, every KV head of the batch
     if name == "dense-fused":
         # cuDNN's flash decode kernel splits N and writes partials; its reduction merges them
-        return [Kernel("attention", per_query_heads(dense, "scores", "softmax", "value"), kv_dense + vectors_bytes("decode"),
-                       "contiguous", op="attention", stream="sdpa-decode"),
-                Kernel("reduce", sp.Integer(0), vectors_bytes("decode"), "contiguous", unit="vector")]
+        return [
+            Kernel(
+                "attention",
+                per_query_heads(dense, "scores", "softmax", "value"),
+                kv_dense + vectors_bytes("decode"),
+                "contiguous",
+                op="attention",
+                stream="sdpa-decode",
+            ),
+            Kernel("reduce", sp.Integer(0), vectors_bytes("decode"), "contiguous", unit="vector"),
+        ]
     if name == "dense-eager":
-        scores = Kernel("scores", per_query_heads(dense, "scores"), one_kv + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous",
-                        stream="torch-matvec")
+        scores = Kernel(
+            "scores",
+            per_query_heads(dense, "scores"),
+            one_kv + vectors_bytes("decode") + Q_HEADS * N * s,
+            "contiguous",
+            stream="torch-matvec",
+        )
         return [scores, *_eager_tail("decode", dense)]
-    layout, pattern = ("token-major", "strided") if name.endswith("token-major") else ("dim-major", "contiguous")
-    kv_aqua = KV_HEADS * memory.decode_read_bytes("aqua", layout=layout, selection=selection, pattern="random")
+    layout, pattern = (
+        ("token-major", "strided") if name.endswith("token-major") else ("dim-major", "contiguous")
+    )
+    kv_aqua = KV_HEADS * memory.decode_read_bytes(
+        "aqua", layout=layout, selection=selection, pattern="random"
+    )
     attention_flops = per_query_heads(aqua, "scores", "softmax", "value")
     # per KV group, the kept rows (int32) and each head's q^ on them: written by the prologue,
     # read back by the split pass
     rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
     if name in ("aqua-fused", "aqua-token-major", "aqua-cache-step"):
-        select = Kernel("select", per_query_heads(aqua, "select"), vectors_bytes("decode") + rows, "contiguous",
-                        unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+        select = Kernel(
+            "select",
+            per_query_heads(aqua, "select"),
+            vectors_bytes("decode") + rows,
+            "contiguous",
+            unit="vector",
+            launch_names=(TRITON_PROLOGUE,),
+            stream="triton-prologue",
+        )
         tail = _split_n(name, selection, attention_flops, kv_aqua, rows, pattern)
         if name != "aqua-cache-step":
             return [select, *tail]
         # the step's prologue also rotates q (per query head) and the new key (per KV head) by P and
         # writes k^ and v at the next position: P, the new key and value read, k^ and v written
         new_kv = 2 * KV_HEADS * d * s
-        step = Kernel("prologue", per_query_heads(aqua, "q_proj", "k_proj", "select"),
-                      vectors_bytes("decode") + _projection_bytes() + 2 * new_kv + rows, "contiguous",
-                      unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+        step = Kernel(
+            "prologue",
+            per_query_heads(aqua, "q_proj", "k_proj", "select"),
+            vectors_bytes("decode") + _projection_bytes() + 2 * new_kv + rows,
+            "contiguous",
+            unit="vector",
+            launch_names=(TRITON_PROLOGUE,),
+            stream="triton-prologue",
+        )
         return [step, *tail]
     if name == "aqua-eager":
         prologue = aqua_prologue("decode", aqua)
@@ -273,10 +410,20 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         # [N, k] copy per query head (one launch), then gathers q^'s kept dims (a second);
         # the matmul then reads that copy.
         gathered = Q_HEADS * N * k * s
-        gather = Kernel("gather", sp.Integer(0), Q_HEADS * N * k * s + gathered + Q_HEADS * k * (INDEX_BYTES + 2 * s), "gather",
-                        launches=2)
-        scores = Kernel("scores", per_query_heads(aqua, "scores"), gathered + vectors_bytes("decode") + Q_HEADS * N * s, "contiguous",
-                        stream="torch-matvec")
+        gather = Kernel(
+            "gather",
+            sp.Integer(0),
+            Q_HEADS * N * k * s + gathered + Q_HEADS * k * (INDEX_BYTES + 2 * s),
+            "gather",
+            launches=2,
+        )
+        scores = Kernel(
+            "scores",
+            per_query_heads(aqua, "scores"),
+            gathered + vectors_bytes("decode") + Q_HEADS * N * s,
+            "contiguous",
+            stream="torch-matvec",
+        )
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
     # aqua-step-topk and its token-major variant: rotate (torch.bmm), select with torch.topk inside
     # aqua_decode(select_in="torch"), then the Triton prologue with the given indices, the split
@@ -284,10 +431,22 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
     # the selection's float copy of |q^| (written, then read by the sum: 2 x 4 bytes per element)
     # and the int32 copy of the indices it hands the prologue
     given_index_bytes = (KV_HEADS if selection == "group" else Q_HEADS) * k * INDEX32_BYTES
-    prologue = aqua_prologue("decode", aqua, topk_launches=STEP_TOPK_LAUNCHES[selection],
-                             topk_extra_bytes=Q_HEADS * d * (2 * 4) + given_index_bytes, selection=selection)
-    given = Kernel("select", sp.Integer(0), vectors_bytes("decode") + given_index_bytes + rows, "contiguous",
-                   unit="vector", launch_names=(TRITON_PROLOGUE,), stream="triton-prologue")
+    prologue = aqua_prologue(
+        "decode",
+        aqua,
+        topk_launches=STEP_TOPK_LAUNCHES[selection],
+        topk_extra_bytes=Q_HEADS * d * (2 * 4) + given_index_bytes,
+        selection=selection,
+    )
+    given = Kernel(
+        "select",
+        sp.Integer(0),
+        vectors_bytes("decode") + given_index_bytes + rows,
+        "contiguous",
+        unit="vector",
+        launch_names=(TRITON_PROLOGUE,),
+        stream="triton-prologue",
+    )
     return [*prologue, given, *_split_n(name, selection, attention_flops, kv_aqua, rows, pattern)]
 
 
@@ -298,14 +457,35 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     kv_read = KV_HEADS * memory.kv_cache_bytes("dense").subs(N, N + T)  # K and V of the cached and new tokens
     io = 2 * vectors_bytes("prefill")
     if name == "dense-fused":
-        return [Kernel("attention", per_query_heads(dense_causal, "scores", "softmax", "value"), kv_read + io, "contiguous", op="attention",
-                       stream="sdpa-prefill")]
+        return [
+            Kernel(
+                "attention",
+                per_query_heads(dense_causal, "scores", "softmax", "value"),
+                kv_read + io,
+                "contiguous",
+                op="attention",
+                stream="sdpa-prefill",
+            )
+        ]
     if name == "aqua-fused":
-        return [*aqua_prologue("prefill", aqua), Kernel("attention", per_query_heads(aqua, "scores", "softmax", "value"),
-                                                          kv_read + io + Q_HEADS * T * k * INDEX_BYTES, "contiguous", op="attention")]
+        return [
+            *aqua_prologue("prefill", aqua),
+            Kernel(
+                "attention",
+                per_query_heads(aqua, "scores", "softmax", "value"),
+                kv_read + io + Q_HEADS * T * k * INDEX_BYTES,
+                "contiguous",
+                op="attention",
+            ),
+        ]
     score_elems = Q_HEADS * T * (N + T)
     keys_read = KV_HEADS * memory.head_tensor_bytes(N + T)
-    scores = Kernel("scores", per_query_heads(dense_rect, "scores"), keys_read + vectors_bytes("prefill") + score_elems * s, "contiguous")
+    scores = Kernel(
+        "scores",
+        per_query_heads(dense_rect, "scores"),
+        keys_read + vectors_bytes("prefill") + score_elems * s,
+        "contiguous",
+    )
     # the causal mask is applied to the materialised scores in place: one more read and write
     mask = Kernel("mask", sp.Integer(0), 2 * score_elems * s, "contiguous", unit="vector")
     tail = [mask, *_eager_tail("prefill", dense_rect)]
@@ -314,9 +494,18 @@ def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
     # the selection also writes a 0/1 keep mask [B, H_kv, T, d] (a zero fill, then a scatter);
     # the scores first multiply q^ by it (read q^ and the mask, write the masked q^), then the matmul
     keep = KV_HEADS * T * d * s
-    masked = Kernel("scores", per_query_heads(dense_rect, "scores"), scores.bytes + 2 * vectors_bytes("prefill") + keep,
-                    "contiguous", launches=2)
-    return [*aqua_prologue("prefill", aqua, topk_launches=PREFILL_TOPK_LAUNCHES, topk_extra_bytes=2 * keep), masked, *tail]
+    masked = Kernel(
+        "scores",
+        per_query_heads(dense_rect, "scores"),
+        scores.bytes + 2 * vectors_bytes("prefill") + keep,
+        "contiguous",
+        launches=2,
+    )
+    return [
+        *aqua_prologue("prefill", aqua, topk_launches=PREFILL_TOPK_LAUNCHES, topk_extra_bytes=2 * keep),
+        masked,
+        *tail,
+    ]
 
 
 def plan_names(phase: str) -> tuple[str, ...]:
@@ -324,5 +513,17 @@ def plan_names(phase: str) -> tuple[str, ...]:
     return DECODE_PLANS if check_choice("phase", phase, PHASES) == "decode" else PREFILL_PLANS
 
 
-__all__ = ["build_plan", "plan_names", "split_tile_rows", "DECODE_PLANS", "PREFILL_PLANS", "LEGACY_PLAN_NAMES", "IMPLEMENTATIONS",
-           "TOPK_LAUNCHES", "TORCH_TOPK_LAUNCHES", "STEP_TOPK_LAUNCHES", "PREFILL_TOPK_LAUNCHES", "SPLIT_N_LAUNCHES"]
+__all__ = [
+    "build_plan",
+    "plan_names",
+    "split_tile_rows",
+    "DECODE_PLANS",
+    "PREFILL_PLANS",
+    "LEGACY_PLAN_NAMES",
+    "IMPLEMENTATIONS",
+    "TOPK_LAUNCHES",
+    "TORCH_TOPK_LAUNCHES",
+    "STEP_TOPK_LAUNCHES",
+    "PREFILL_TOPK_LAUNCHES",
+    "SPLIT_N_LAUNCHES",
+]

@@ -73,8 +73,10 @@ class Kernel:
         check_choice("unit", self.unit, COMPUTE_UNITS)
         check_choice("op", self.op, LIBRARY_OPS)
         if self.launch_names and len(self.launch_names) != self.launches:
-            raise ValueError(f"kernel {self.name!r}: launch_names must give one pattern per launch "
-                             f"({self.launches}), got {len(self.launch_names)}: {self.launch_names!r}")
+            raise ValueError(
+                f"kernel {self.name!r}: launch_names must give one pattern per launch "
+                f"({self.launches}), got {len(self.launch_names)}: {self.launch_names!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,10 @@ class Plan:
     def __post_init__(self) -> None:
         check_choice("key_layout", self.key_layout, KEY_LAYOUTS)
         if self.implementation is None and MODEL_ONLY not in self.description:
-            raise ValueError(f"plan {self.name!r} has no implementation, so its description must say "
-                             f"{MODEL_ONLY!r}; got {self.description!r}")
+            raise ValueError(
+                f"plan {self.name!r} has no implementation, so its description must say "
+                f"{MODEL_ONLY!r}; got {self.description!r}"
+            )
 
     @property
     def model_only(self) -> bool:
@@ -162,4 +166,15 @@ def describe(plan: Plan) -> str:
     return f"{plan.name} ({plan.phase}): {plan.description} [{impl}]"
 
 
-__all__ = ["COMPUTE_UNITS", "INDEX_BYTES", "KEY_LAYOUTS", "LIBRARY_OPS", "MODEL_ONLY", "STREAMS", "Implementation", "Kernel", "Plan", "describe"]
+__all__ = [
+    "COMPUTE_UNITS",
+    "INDEX_BYTES",
+    "KEY_LAYOUTS",
+    "LIBRARY_OPS",
+    "MODEL_ONLY",
+    "STREAMS",
+    "Implementation",
+    "Kernel",
+    "Plan",
+    "describe",
+]

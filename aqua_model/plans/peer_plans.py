@@ -39,8 +39,13 @@ from ..costs.flops import PHASES, flop_terms as base_flop_terms
 from ..costs.memory import GQA_SELECTIONS
 from ..costs.symbols import N, T, d, k, s
 from .attention import KV_HEADS, Q_HEADS, build_plan
-from .attention import aqua_prologue, per_query_heads, vectors_bytes  # shared kernel builders, one formula each
+from .attention import (
+    aqua_prologue,
+    per_query_heads,
+    vectors_bytes,
+)  # shared kernel builders, one formula each
 from .kernel import INDEX_BYTES, Kernel, Plan
+
 
 def _io() -> sp.Expr:
     """q read and output written, one d-vector each per query head."""
@@ -56,30 +61,73 @@ def _exact(terms: dict[str, sp.Expr]) -> sp.Expr:
     return per_query_heads(terms, "scores", "softmax", "value")
 
 
-def _approx_kernel(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr], *, extra: sp.Expr, pattern: str, name: str = "approx_scores",
-                   candidates: sp.Expr = N) -> Kernel:
-    return Kernel(name, per_query_heads(terms, "approx"), KV_HEADS * kv["approx"] + vectors_bytes("decode") + extra + _scores_bytes(candidates), pattern)
+def _approx_kernel(
+    terms: dict[str, sp.Expr],
+    kv: dict[str, sp.Expr],
+    *,
+    extra: sp.Expr,
+    pattern: str,
+    name: str = "approx_scores",
+    candidates: sp.Expr = N,
+) -> Kernel:
+    return Kernel(
+        name,
+        per_query_heads(terms, "approx"),
+        KV_HEADS * kv["approx"] + vectors_bytes("decode") + extra + _scores_bytes(candidates),
+        pattern,
+    )
 
 
-def _topk_kernel(terms: dict[str, sp.Expr], *, candidates: sp.Expr, kept: sp.Expr, name: str = "topk_tokens") -> Kernel:
-    return Kernel(name, per_query_heads(terms, "token_select"), _scores_bytes(candidates) + Q_HEADS * kept * (INDEX_BYTES + peers.SCORE_BYTES), "contiguous", unit="vector")
+def _topk_kernel(
+    terms: dict[str, sp.Expr], *, candidates: sp.Expr, kept: sp.Expr, name: str = "topk_tokens"
+) -> Kernel:
+    return Kernel(
+        name,
+        per_query_heads(terms, "token_select"),
+        _scores_bytes(candidates) + Q_HEADS * kept * (INDEX_BYTES + peers.SCORE_BYTES),
+        "contiguous",
+        unit="vector",
+    )
 
 
-def _sparse_kernel(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr], *, indices: sp.Expr, pattern: str) -> Kernel:
+def _sparse_kernel(
+    terms: dict[str, sp.Expr], kv: dict[str, sp.Expr], *, indices: sp.Expr, pattern: str
+) -> Kernel:
     flops = _exact(terms) + per_query_heads(terms, "bookkeeping")
-    return Kernel("sparse_attention", flops, KV_HEADS * (kv["attention"] + kv["bookkeeping"]) + Q_HEADS * indices * INDEX_BYTES + _io(), pattern)
+    return Kernel(
+        "sparse_attention",
+        flops,
+        KV_HEADS * (kv["attention"] + kv["bookkeeping"]) + Q_HEADS * indices * INDEX_BYTES + _io(),
+        pattern,
+    )
 
 
 def _h2o_kernels(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr]) -> list[Kernel]:
-    attention = Kernel("attention", _exact(terms) + Q_HEADS * peers.h2o_accumulate_flops(),
-                       KV_HEADS * (kv["attention"] + peers.h2o_accumulate_bytes()) + _io(), "contiguous")
-    evict = Kernel("evict", Q_HEADS * peers.h2o_evict_flops(), KV_HEADS * peers.h2o_evict_bytes(), "contiguous", unit="vector")
+    attention = Kernel(
+        "attention",
+        _exact(terms) + Q_HEADS * peers.h2o_accumulate_flops(),
+        KV_HEADS * (kv["attention"] + peers.h2o_accumulate_bytes()) + _io(),
+        "contiguous",
+    )
+    evict = Kernel(
+        "evict",
+        Q_HEADS * peers.h2o_evict_flops(),
+        KV_HEADS * peers.h2o_evict_bytes(),
+        "contiguous",
+        unit="vector",
+    )
     return [attention, evict]
 
 
 @lru_cache(maxsize=None)
-def build_peer_plan(method: str, *, phase: str = "decode", selection: str = "group", layout: str | None = None,
-                    convention: Convention | None = None) -> Plan:
+def build_peer_plan(
+    method: str,
+    *,
+    phase: str = "decode",
+    selection: str = "group",
+    layout: str | None = None,
+    convention: Convention | None = None,
+) -> Plan:
     """The plan of ``method`` (any of :data:`aqua_model.costs.peers.METHODS`) for ``phase``.
 
     ``dense`` is the fused dense plan of :mod:`aqua_model.plans.attention`; ``aqua`` is its decode
@@ -94,11 +142,23 @@ def build_peer_plan(method: str, *, phase: str = "decode", selection: str = "gro
         return build_plan(f"{method}-fused", phase=phase, selection=selection, convention=conv)
     if method == "aqua":
         return build_plan("aqua-step-topk", phase=phase, selection=selection, convention=conv)
-    kernels = _decode_kernels(method, selection, layout, conv) if phase == "decode" else _prefill_kernels(method, layout, conv)
-    description = (f"model-only: {method} {phase} as the kernels a fused implementation would launch "
-                   "(nothing in this package runs it)")
-    return Plan(name=f"{method}-{'fused' if phase == 'decode' else 'prefill'}", method=method, phase=phase, selection=selection,
-                kernels=tuple(kernels), description=description)
+    kernels = (
+        _decode_kernels(method, selection, layout, conv)
+        if phase == "decode"
+        else _prefill_kernels(method, layout, conv)
+    )
+    description = (
+        f"model-only: {method} {phase} as the kernels a fused implementation would launch "
+        "(nothing in this package runs it)"
+    )
+    return Plan(
+        name=f"{method}-{'fused' if phase == 'decode' else 'prefill'}",
+        method=method,
+        phase=phase,
+        selection=selection,
+        kernels=tuple(kernels),
+        description=description,
+    )
 
 
 def _decode_kernels(method: str, selection: str, layout: str | None, conv: Convention) -> list[Kernel]:
@@ -107,30 +167,48 @@ def _decode_kernels(method: str, selection: str, layout: str | None, conv: Conve
     prologue = aqua_prologue("decode", base_flop_terms("aqua", "decode", conv))
     if method == "sparq":
         select_dims = prologue[2]
-        return [Kernel("select_dims", select_dims.flops, select_dims.bytes.subs(k, peers.r), "contiguous", unit="vector"),
-                _approx_kernel(terms, kv, extra=Q_HEADS * peers.r * INDEX_BYTES, pattern="contiguous"),
-                _topk_kernel(terms, candidates=N, kept=peers.k_t),
-                _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather")]
+        return [
+            Kernel(
+                "select_dims",
+                select_dims.flops,
+                select_dims.bytes.subs(k, peers.r),
+                "contiguous",
+                unit="vector",
+            ),
+            _approx_kernel(terms, kv, extra=Q_HEADS * peers.r * INDEX_BYTES, pattern="contiguous"),
+            _topk_kernel(terms, candidates=N, kept=peers.k_t),
+            _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather"),
+        ]
     if method == "loki":
         lay = layout or peers.LAYOUTS["loki"][0]
-        return [*prologue[:2],
-                _approx_kernel(terms, kv, extra=sp.Integer(0), pattern="strided" if lay == "token-major" else "contiguous"),
-                _topk_kernel(terms, candidates=N, kept=peers.k_t),
-                _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather")]
+        return [
+            *prologue[:2],
+            _approx_kernel(
+                terms, kv, extra=sp.Integer(0), pattern="strided" if lay == "token-major" else "contiguous"
+            ),
+            _topk_kernel(terms, candidates=N, kept=peers.k_t),
+            _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather"),
+        ]
     if method == "quest":
         pages, kept_pages = peers.quest_pages(), sp.ceiling(peers.k_t / peers.p)
-        return [_approx_kernel(terms, kv, extra=sp.Integer(0), pattern="contiguous", name="page_bounds", candidates=pages),
-                _topk_kernel(terms, candidates=pages, kept=kept_pages, name="topk_pages"),
-                _sparse_kernel(terms, kv, indices=kept_pages, pattern="contiguous")]
+        return [
+            _approx_kernel(
+                terms, kv, extra=sp.Integer(0), pattern="contiguous", name="page_bounds", candidates=pages
+            ),
+            _topk_kernel(terms, candidates=pages, kept=kept_pages, name="topk_pages"),
+            _sparse_kernel(terms, kv, indices=kept_pages, pattern="contiguous"),
+        ]
     if method == "h2o":
         return _h2o_kernels(terms, kv)
     if method == "aqua-h2o":
         return [*prologue, *_h2o_kernels(terms, kv)]
     # aqua-topk
-    return [*prologue,
-            _approx_kernel(terms, kv, extra=Q_HEADS * k * INDEX_BYTES, pattern="contiguous"),
-            _topk_kernel(terms, candidates=N, kept=peers.k_t),
-            _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather")]
+    return [
+        *prologue,
+        _approx_kernel(terms, kv, extra=Q_HEADS * k * INDEX_BYTES, pattern="contiguous"),
+        _topk_kernel(terms, candidates=N, kept=peers.k_t),
+        _sparse_kernel(terms, kv, indices=peers.k_t, pattern="gather"),
+    ]
 
 
 def _prefill_kernels(method: str, layout: str | None, conv: Convention) -> list[Kernel]:
@@ -140,14 +218,25 @@ def _prefill_kernels(method: str, layout: str | None, conv: Convention) -> list[
         return list(build_plan("aqua-eager", phase="prefill", convention=conv).kernels)
     kernels = list(build_plan("dense-fused", phase="prefill", convention=conv).kernels)
     new_keys = KV_HEADS * memory.head_tensor_bytes(T)
-    copy = Kernel("k_copy", sp.Integer(0), 2 * new_keys, "contiguous")  # read the new keys, write them dim-major
+    copy = Kernel(
+        "k_copy", sp.Integer(0), 2 * new_keys, "contiguous"
+    )  # read the new keys, write them dim-major
     if method in ("loki", "aqua-topk"):
-        kernels.append(aqua_prologue("prefill", base_flop_terms("aqua", "prefill", conv))[1])  # rotate the new keys
+        kernels.append(
+            aqua_prologue("prefill", base_flop_terms("aqua", "prefill", conv))[1]
+        )  # rotate the new keys
     if method == "sparq" or method == "aqua-topk" or (method == "loki" and layout == "dim-major"):
         kernels.append(copy)
     if method == "quest":  # min/max of each new page: read the keys, write 2 vectors per page
-        kernels.append(Kernel("page_metadata", KV_HEADS * peers.QUEST_UPDATE_FLOPS_PER_DIM * T * d,
-                              new_keys + KV_HEADS * sp.ceiling(T / peers.p) * memory.kv_cache_bytes("dense").subs(N, 1), "contiguous", unit="vector"))
+        kernels.append(
+            Kernel(
+                "page_metadata",
+                KV_HEADS * peers.QUEST_UPDATE_FLOPS_PER_DIM * T * d,
+                new_keys + KV_HEADS * sp.ceiling(T / peers.p) * memory.kv_cache_bytes("dense").subs(N, 1),
+                "contiguous",
+                unit="vector",
+            )
+        )
     return kernels
 
 

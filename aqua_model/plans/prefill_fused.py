@@ -70,8 +70,13 @@ def executed_flops(*, block_m: int, block_n: int, convention: Convention) -> sp.
 
 
 @lru_cache(maxsize=None)
-def build(name: str = "aqua-tile-fused", *, block_m: int = DEFAULT_BLOCK_M, block_n: int = DEFAULT_BLOCK_N,
-          convention: Convention | None = None) -> Plan:
+def build(
+    name: str = "aqua-tile-fused",
+    *,
+    block_m: int = DEFAULT_BLOCK_M,
+    block_n: int = DEFAULT_BLOCK_N,
+    convention: Convention | None = None,
+) -> Plan:
     """The plan ``name`` (prefill) at tile ``block_m`` and key block ``block_n``."""
     if name not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got {name!r}")
@@ -83,13 +88,29 @@ def build(name: str = "aqua-tile-fused", *, block_m: int = DEFAULT_BLOCK_M, bloc
     conv = resolve(convention)
     kv = H_kv * B * memory.kv_cache_bytes("dense").subs(N, N + T)  # K^T and V of the cached and new tokens
     io = 2 * B * H_q * T * d * s  # q^ read, output written
-    kern = Kernel("attention", executed_flops(block_m=block_m, block_n=block_n, convention=conv), kv + io, "contiguous",
-                  op="attention", launch_names=(TRITON_PREFILL,))
-    desc = (f"AQUA prefill, one fused Triton kernel (aqua_prefill): tiles of {block_m} queries share the top-k of their summed "
-            f"|q^|, the score product runs over k gathered dims of a dim-major K^T; whole {block_m}x{block_n} blocks counted; "
-            "q^ given (rotation not counted)")
-    return Plan(name=name, method="aqua", phase="prefill", selection="per-head", kernels=(kern,), description=desc,
-                implementation=_IMPL, key_layout="rotated-dim-major")
+    kern = Kernel(
+        "attention",
+        executed_flops(block_m=block_m, block_n=block_n, convention=conv),
+        kv + io,
+        "contiguous",
+        op="attention",
+        launch_names=(TRITON_PREFILL,),
+    )
+    desc = (
+        f"AQUA prefill, one fused Triton kernel (aqua_prefill): tiles of {block_m} queries share the top-k of their summed "
+        f"|q^|, the score product runs over k gathered dims of a dim-major K^T; whole {block_m}x{block_n} blocks counted; "
+        "q^ given (rotation not counted)"
+    )
+    return Plan(
+        name=name,
+        method="aqua",
+        phase="prefill",
+        selection="per-head",
+        kernels=(kern,),
+        description=desc,
+        implementation=_IMPL,
+        key_layout="rotated-dim-major",
+    )
 
 
 __all__ = ["DEFAULT_BLOCK_M", "DEFAULT_BLOCK_N", "PLANS", "SLOT_MULTIPLE", "build", "executed_flops", "slots"]

@@ -46,7 +46,9 @@ def register(name: str, shows: str, data: str) -> Callable[[FigureBuilder], Figu
 
     def deco(fn: FigureBuilder) -> FigureBuilder:
         if name in FIGURES and FIGURES[name].build is not fn:
-            raise ValueError(f"figure name {name!r} is already registered by {FIGURES[name].build.__module__}")
+            raise ValueError(
+                f"figure name {name!r} is already registered by {FIGURES[name].build.__module__}"
+            )
         FIGURES[name] = FigureEntry(name, fn, shows, data)
         return fn
 

@@ -35,8 +35,9 @@ class BreakEvenCurve:
     n_star: np.ndarray
 
 
-def breakeven_data(*, head_dims: Sequence[int] = HEAD_DIMS, phases: Sequence[str] = tuple(PHASE_STYLES),
-                   g: int = 1) -> list[BreakEvenCurve]:
+def breakeven_data(
+    *, head_dims: Sequence[int] = HEAD_DIMS, phases: Sequence[str] = tuple(PHASE_STYLES), g: int = 1
+) -> list[BreakEvenCurve]:
     """Break-even curves from :func:`aqua_model.breakeven` for every head dim and phase."""
     curves = []
     for phase in phases:
@@ -67,7 +68,16 @@ def breakeven_figure(curves: Sequence[BreakEvenCurve]) -> Figure:
     values = []
     for phase in phases:
         k, n = paper_point(phase, g=g)
-        ax.plot([k], [n], marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black", zorder=5, linestyle="none")
+        ax.plot(
+            [k],
+            [n],
+            marker="o",
+            markersize=5,
+            markerfacecolor="white",
+            markeredgecolor="black",
+            zorder=5,
+            linestyle="none",
+        )
         values.append(f"{'N*' if phase == 'decode' else 'T*'} = {n:,.0f}")
     ax.set_yscale("log")
     ax.set_xlim(0, max(dims))
@@ -76,9 +86,23 @@ def breakeven_figure(curves: Sequence[BreakEvenCurve]) -> Figure:
     ax.set_ylabel("FLOP break-even context (tokens)")
     ax.grid(True, which="major")
     handles = [Line2D([], [], color=colour[d], label=f"d = {d}") for d in dims]
-    handles += [Line2D([], [], color=GREY, linestyle=PHASE_STYLES[p], label=f"{p} ({'N*' if p == 'decode' else 'T*'})") for p in phases]
-    handles.append(Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="none",
-                          label=f"paper point d = {PAPER_D}, k = {PAPER_K}: {', '.join(values)}"))
+    handles += [
+        Line2D(
+            [], [], color=GREY, linestyle=PHASE_STYLES[p], label=f"{p} ({'N*' if p == 'decode' else 'T*'})"
+        )
+        for p in phases
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker="o",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            linestyle="none",
+            label=f"paper point d = {PAPER_D}, k = {PAPER_K}: {', '.join(values)}",
+        )
+    )
     ax.legend(handles=handles[:-1], loc="upper left", ncol=2)
     ax.add_artist(ax.legend_)
     ax.legend(handles=handles[-1:], loc="lower right")

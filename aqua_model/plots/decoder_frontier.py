@@ -56,7 +56,14 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
     rows = list(rows)
     if not rows:
         raise ValueError("rows must hold at least one frontier row, got none")
-    missing = {"target", "method", "selection", "predicted_speedup", "ppl_increase_pct_en", "ppl_increase_pct_de"} - set(rows[0])
+    missing = {
+        "target",
+        "method",
+        "selection",
+        "predicted_speedup",
+        "ppl_increase_pct_en",
+        "ppl_increase_pct_de",
+    } - set(rows[0])
     if missing:
         raise ValueError(f"rows miss the columns {sorted(missing)}")
     targets = list(dict.fromkeys(str(r["target"]) for r in rows))
@@ -69,8 +76,17 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
             if not pts:
                 continue
             for lang, ls in LANG_STYLES.items():
-                xy = sorted((float(r["predicted_speedup"]), float(r[f"ppl_increase_pct_{lang}"])) for r in pts)
-                ax.plot(*zip(*xy), linestyle=ls, marker=style["marker"], color=style["color"], markersize=3, linewidth=0.9)
+                xy = sorted(
+                    (float(r["predicted_speedup"]), float(r[f"ppl_increase_pct_{lang}"])) for r in pts
+                )
+                ax.plot(
+                    *zip(*xy),
+                    linestyle=ls,
+                    marker=style["marker"],
+                    color=style["color"],
+                    markersize=3,
+                    linewidth=0.9,
+                )
         ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
         ax.axhline(0.0, color=GREY, linewidth=0.6)
         ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
@@ -85,16 +101,24 @@ def frontier_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
         ax.set_xlabel("predicted H200 decode attention speedup over dense (x)")
         ax.grid(True, linewidth=0.3, alpha=0.5)
     axes[0].set_ylabel("perplexity increase on SmolLM2-135M (%)")
-    handles = [Line2D([], [], color=s["color"], marker=s["marker"], markersize=3, linewidth=0.9, label=s["label"]) for s in SERIES.values()]
-    handles += [Line2D([], [], color=GREY, linestyle=ls, label={"en": "held-out English", "de": "German"}[lang])
-                for lang, ls in LANG_STYLES.items()]
+    handles = [
+        Line2D([], [], color=s["color"], marker=s["marker"], markersize=3, linewidth=0.9, label=s["label"])
+        for s in SERIES.values()
+    ]
+    handles += [
+        Line2D([], [], color=GREY, linestyle=ls, label={"en": "held-out English", "de": "German"}[lang])
+        for lang, ls in LANG_STYLES.items()
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
     note(fig, "quality: SmolLM2-135M, 128-token segments; speed: roofline, H200 datasheet")
     return fig
 
 
-@register("decoder_frontier", "accuracy-speed frontier: SmolLM2-135M perplexity increase against the predicted H200 decode speedup, per method and k",
-          "analysis/results/decoder_frontier.csv (analysis/decoder_study.py), drawn by aqua_model.plots.decoder_frontier")
+@register(
+    "decoder_frontier",
+    "accuracy-speed frontier: SmolLM2-135M perplexity increase against the predicted H200 decode speedup, per method and k",
+    "analysis/results/decoder_frontier.csv (analysis/decoder_study.py), drawn by aqua_model.plots.decoder_frontier",
+)
 def build_decoder_frontier(out_dir: Path, root: Path) -> Sequence[Path]:
     rows = read_frontier(root)
     if not rows:

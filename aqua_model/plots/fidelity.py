@@ -40,7 +40,11 @@ METRIC_LABELS = {
     "top8_agreement": "top-8 key overlap (fraction)",
 }
 
-DATASET_LABELS = {"heldout_en": "held-out English", "heldout_de": "German", "calibration_en": "calibration English"}
+DATASET_LABELS = {
+    "heldout_en": "held-out English",
+    "heldout_de": "German",
+    "calibration_en": "calibration English",
+}
 
 X_LABEL = "decode K+V bytes read / dense, (k/d+1)/2 (ratio)"
 LEGEND_HEADROOM = 1.4
@@ -67,7 +71,9 @@ def fidelity_pareto_figure(
         raise ValueError("table must hold at least one row, got none")
     datasets = tuple(datasets)
     if len(datasets) > len(DATASET_LINESTYLES):
-        raise ValueError(f"datasets must name at most {len(DATASET_LINESTYLES)} datasets, got {len(datasets)}")
+        raise ValueError(
+            f"datasets must name at most {len(DATASET_LINESTYLES)} datasets, got {len(datasets)}"
+        )
     present = {str(r["dataset"]) for r in rows}
     missing = [name for name in datasets if name not in present]
     if missing:
@@ -87,11 +93,24 @@ def fidelity_pareto_figure(
                 continue
             xs, ys = zip(*pts)
             ax.plot(
-                xs, ys, linestyle=linestyle, marker=style["marker"], color=style["color"],
-                markersize=MARKER_SIZE, linewidth=LINE_WIDTH,
+                xs,
+                ys,
+                linestyle=linestyle,
+                marker=style["marker"],
+                color=style["color"],
+                markersize=MARKER_SIZE,
+                linewidth=LINE_WIDTH,
             )
     handles = [
-        Line2D([], [], color=s["color"], marker=s["marker"], markersize=MARKER_SIZE, linewidth=LINE_WIDTH, label=s["label"])
+        Line2D(
+            [],
+            [],
+            color=s["color"],
+            marker=s["marker"],
+            markersize=MARKER_SIZE,
+            linewidth=LINE_WIDTH,
+            label=s["label"],
+        )
         for s in METHOD_STYLE.values()
     ]
     handles += [

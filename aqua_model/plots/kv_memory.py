@@ -40,18 +40,39 @@ class MemoryCurves:
     aqua_bytes: dict[int, np.ndarray]
 
 
-def kv_memory_data(*, models: Sequence[str | ModelConfig] = MODELS, stored_key_dims: Sequence[int] = STORED_KEY_DIMS,
-                   batch: int = BATCH, contexts: Sequence[int] | None = None) -> list[MemoryCurves]:
+def kv_memory_data(
+    *,
+    models: Sequence[str | ModelConfig] = MODELS,
+    stored_key_dims: Sequence[int] = STORED_KEY_DIMS,
+    batch: int = BATCH,
+    contexts: Sequence[int] | None = None,
+) -> list[MemoryCurves]:
     """KV-cache sizes from :func:`aqua_model.kv_cache_bytes` x KV heads x layers x batch."""
-    ctx = np.asarray(contexts) if contexts is not None else np.unique(np.round(np.geomspace(*CONTEXT_RANGE, CONTEXT_POINTS)).astype(int))
+    ctx = (
+        np.asarray(contexts)
+        if contexts is not None
+        else np.unique(np.round(np.geomspace(*CONTEXT_RANGE, CONTEXT_POINTS)).astype(int))
+    )
     out = []
     for model in models:
         cfg = model if isinstance(model, ModelConfig) else load_model(model)
         scale = cfg.kv_heads * cfg.layers * batch
         s = dtype_bytes(cfg.dtype)
-        dense = np.asarray(kv_cache_bytes(method="dense", d=cfg.head_dim, context=ctx, dtype_bytes=s), dtype=float) * scale
-        aqua = {int(m): np.asarray(kv_cache_bytes(method="aqua", d=cfg.head_dim, context=ctx, dtype_bytes=s, key_dims=int(m)),
-                                   dtype=float) * scale for m in stored_key_dims if m <= cfg.head_dim}
+        dense = (
+            np.asarray(
+                kv_cache_bytes(method="dense", d=cfg.head_dim, context=ctx, dtype_bytes=s), dtype=float
+            )
+            * scale
+        )
+        aqua = {
+            int(m): np.asarray(
+                kv_cache_bytes(method="aqua", d=cfg.head_dim, context=ctx, dtype_bytes=s, key_dims=int(m)),
+                dtype=float,
+            )
+            * scale
+            for m in stored_key_dims
+            if m <= cfg.head_dim
+        }
         out.append(MemoryCurves(cfg.name, cfg.head_dim, ctx, batch, dense, aqua))
     return out
 
@@ -74,8 +95,14 @@ def kv_memory_figure(curves: Sequence[MemoryCurves], *, gpu: str | HardwareProfi
                 ls = ":" if m == c.d else "-"
                 ax.plot(c.contexts, c.aqua_bytes[m] / BYTES_PER_GB, color=colour[m], linestyle=ls, zorder=4)
         ax.axhline(cap_gb, color=GREY, linestyle="--", linewidth=0.9)
-        ax.text(c.contexts[0] * 1.1, cap_gb * 1.12, f"{profile.name.replace('NVIDIA ', '')} memory {cap_gb:.0f} GB",
-                fontsize=6, color=GREY, va="bottom")
+        ax.text(
+            c.contexts[0] * 1.1,
+            cap_gb * 1.12,
+            f"{profile.name.replace('NVIDIA ', '')} memory {cap_gb:.0f} GB",
+            fontsize=6,
+            color=GREY,
+            va="bottom",
+        )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlim(c.contexts[0], c.contexts[-1])
@@ -86,7 +113,15 @@ def kv_memory_figure(curves: Sequence[MemoryCurves], *, gpu: str | HardwareProfi
     top = max(float(c.dense_bytes.max()) for c in curves) / BYTES_PER_GB
     axes[0].set_ylim(top=max(top, cap_gb) * 2.5)
     handles = [Line2D([], [], color="black", linewidth=1.6, label="dense (K and V)")]
-    handles += [Line2D([], [], color=colour[m], linestyle=":" if m == max(ms) else "-",
-                       label=f"AQUA, m = {m} key dims" + (" (= dense)" if m == max(ms) else "")) for m in ms]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color=colour[m],
+            linestyle=":" if m == max(ms) else "-",
+            label=f"AQUA, m = {m} key dims" + (" (= dense)" if m == max(ms) else ""),
+        )
+        for m in ms
+    ]
     axes[-1].legend(handles=handles, loc="lower right")
     return fig

@@ -72,7 +72,9 @@ def usable(row: Mapping[str, Any]) -> bool:
 def validation_rows(root: Path, device: str = DEFAULT_DEVICE) -> list[dict[str, Any]]:
     """Usable rows of the current-model re-prediction, else of ``validation.jsonl`` ([] when absent)."""
     folder = results_dir(root, device)
-    path = folder / CURRENT_MODEL_FILE if (folder / CURRENT_MODEL_FILE).is_file() else folder / VALIDATION_FILE
+    path = (
+        folder / CURRENT_MODEL_FILE if (folder / CURRENT_MODEL_FILE).is_file() else folder / VALIDATION_FILE
+    )
     return [current_names(r) for r in read_jsonl(path) if usable(r)]
 
 
@@ -106,8 +108,13 @@ def matches(row: Mapping[str, Any], **shape: Any) -> bool:
     return all(row.get(key) == value for key, value in shape.items())
 
 
-def measured_speedups(rows: Iterable[Mapping[str, Any]], *, aqua_plan: str = "aqua-step-topk",
-                      dense_plan: str = "dense-fused", phase: str = "decode") -> list[dict[str, Any]]:
+def measured_speedups(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    aqua_plan: str = "aqua-step-topk",
+    dense_plan: str = "dense-fused",
+    phase: str = "decode",
+) -> list[dict[str, Any]]:
     """Measured dense/AQUA speedups from validation rows paired on the shape (all but plan and k)."""
     rows = [r for r in rows if r.get("phase") == phase]
     shape_keys = ("context", "prompt", "batch", "heads_q", "heads_kv", "d", "dtype")
@@ -119,11 +126,24 @@ def measured_speedups(rows: Iterable[Mapping[str, Any]], *, aqua_plan: str = "aq
         base = dense.get(tuple(r.get(c) for c in shape_keys))
         if base is None:
             continue
-        out.append({**{c: r.get(c) for c in shape_keys}, "k": r["k"], "speedup": base["measured_s"] / r["measured_s"]})
+        out.append(
+            {
+                **{c: r.get(c) for c in shape_keys},
+                "k": r["k"],
+                "speedup": base["measured_s"] / r["measured_s"],
+            }
+        )
     return out
 
 
 __all__ = [
-    "NO_MEASUREMENTS", "calibrated_profile", "decode_kernel_rows", "matches", "measured_speedups", "read_jsonl",
-    "results_dir", "usable", "validation_rows",
+    "NO_MEASUREMENTS",
+    "calibrated_profile",
+    "decode_kernel_rows",
+    "matches",
+    "measured_speedups",
+    "read_jsonl",
+    "results_dir",
+    "usable",
+    "validation_rows",
 ]

@@ -37,8 +37,11 @@ def parity_data(rows: Iterable[Mapping]) -> dict[str, list[ParityPoint]]:
     """Points per prediction mode ("datasheet", "calibrated") from usable validation rows."""
     out: dict[str, list[ParityPoint]] = {}
     for mode, column in MODES.items():
-        pts = [ParityPoint(str(r.get("plan")), str(r.get("phase")), float(r["measured_s"]), float(r[column]))
-               for r in rows if isinstance(r.get(column), (int, float)) and r[column] > 0 and r.get("measured_s", 0) > 0]
+        pts = [
+            ParityPoint(str(r.get("plan")), str(r.get("phase")), float(r["measured_s"]), float(r[column]))
+            for r in rows
+            if isinstance(r.get(column), (int, float)) and r[column] > 0 and r.get("measured_s", 0) > 0
+        ]
         if pts:
             out[mode] = pts
     return out
@@ -63,9 +66,17 @@ def parity_figure(data: Mapping[str, Sequence[ParityPoint]]) -> Figure:
     if not modes:
         fig, ax = new_figure(height_in=2.6)
         _band_axes(ax, 10.0, 1e4)
-        ax.text(0.5, 0.5, "no validation results yet:\nrun the validation suite to fill\nvalidation/results/h200/validation.jsonl",
-                transform=ax.transAxes, ha="center", va="center", fontsize=6, color=GREY,
-                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": GREY, "linewidth": 0.5})
+        ax.text(
+            0.5,
+            0.5,
+            "no validation results yet:\nrun the validation suite to fill\nvalidation/results/h200/validation.jsonl",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=6,
+            color=GREY,
+            bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": GREY, "linewidth": 0.5},
+        )
         ax.set_xlabel("measured time (µs)")
         ax.set_ylabel("predicted time (µs)")
         note(fig, NO_MEASUREMENTS)
@@ -77,15 +88,34 @@ def parity_figure(data: Mapping[str, Sequence[ParityPoint]]) -> Figure:
     for ax, mode in zip(axes, modes):
         _band_axes(ax, lo, hi)
         handles = []
-        for plan in [pl for pl in PLAN_COLOURS if any(p.plan == pl for p in data[mode])] + \
-                sorted({p.plan for p in data[mode]} - set(PLAN_COLOURS)):
+        for plan in [pl for pl in PLAN_COLOURS if any(p.plan == pl for p in data[mode])] + sorted(
+            {p.plan for p in data[mode]} - set(PLAN_COLOURS)
+        ):
             pts = [p for p in data[mode] if p.plan == plan]
             colour, marker = PLAN_COLOURS.get(plan, GREY), PLAN_MARKERS.get(plan, "o")
-            ax.plot([p.measured_s * SECONDS_TO_US for p in pts], [p.predicted_s * SECONDS_TO_US for p in pts], marker=marker,
-                    linestyle="none", markersize=3, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=0.7, alpha=0.9)
+            ax.plot(
+                [p.measured_s * SECONDS_TO_US for p in pts],
+                [p.predicted_s * SECONDS_TO_US for p in pts],
+                marker=marker,
+                linestyle="none",
+                markersize=3,
+                markerfacecolor="none",
+                markeredgecolor=colour,
+                markeredgewidth=0.7,
+                alpha=0.9,
+            )
             within = sum(p.within_band for p in pts)
-            handles.append(Line2D([], [], marker=marker, linestyle="none", markerfacecolor="none", markeredgecolor=colour,
-                                  label=f"{plan}: {within}/{len(pts)} within ±{BAND:.0%}"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker=marker,
+                    linestyle="none",
+                    markerfacecolor="none",
+                    markeredgecolor=colour,
+                    label=f"{plan}: {within}/{len(pts)} within ±{BAND:.0%}",
+                )
+            )
         ax.legend(handles=handles, loc="upper left", handletextpad=0.3)
         ax.set_xlabel("measured time (µs)")
         ax.set_ylabel(f"predicted time, {mode} (µs)")

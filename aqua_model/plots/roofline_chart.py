@@ -19,13 +19,26 @@ from .speedup import Shape
 from .style import GREY, OKABE_ITO, PLAN_COLOURS, new_figure, note, styled
 
 #: Plans whose kernels are placed on the chart when predicting.
-PLANS: tuple[str, ...] = ("dense-fused", "dense-eager", "aqua-step-topk", "aqua-eager", "aqua-step-topk-token-major")
+PLANS: tuple[str, ...] = (
+    "dense-fused",
+    "dense-eager",
+    "aqua-step-topk",
+    "aqua-eager",
+    "aqua-step-topk-token-major",
+)
 #: Context and k of the predicted points.
 CONTEXT = 32768
 K = 96
 #: Marker per kernel name.
 KERNEL_MARKERS: dict[str, str] = {
-    "attention": "o", "q_proj": "^", "k_proj": "v", "topk": "D", "scores": "s", "softmax": "P", "value": "X", "gather": "*",
+    "attention": "o",
+    "q_proj": "^",
+    "k_proj": "v",
+    "topk": "D",
+    "scores": "s",
+    "softmax": "P",
+    "value": "X",
+    "gather": "*",
 }
 #: Line style per roof, in the order given: datasheet, model (datasheet x efficiencies), calibrated.
 ROOF_STYLES: tuple[dict[str, object], ...] = (
@@ -83,8 +96,12 @@ LARGE_READ_BYTES = 1e9
 
 def datasheet_roof(profile: HardwareProfile, dtype: str = "bf16") -> Roof:
     """The datasheet peaks and bandwidth of ``profile``."""
-    return Roof(f"datasheet: {profile.peak_flops(dtype) / 1e12:.0f} TFLOP/s {dtype}, {profile.bandwidth_bytes_per_s / 1e12:.1f} TB/s",
-                profile.peak_flops(dtype), profile.peak_flops("fp32"), profile.bandwidth_bytes_per_s)
+    return Roof(
+        f"datasheet: {profile.peak_flops(dtype) / 1e12:.0f} TFLOP/s {dtype}, {profile.bandwidth_bytes_per_s / 1e12:.1f} TB/s",
+        profile.peak_flops(dtype),
+        profile.peak_flops("fp32"),
+        profile.bandwidth_bytes_per_s,
+    )
 
 
 def efficiency_roof(profile: HardwareProfile, dtype: str = "bf16") -> Roof:
@@ -93,19 +110,40 @@ def efficiency_roof(profile: HardwareProfile, dtype: str = "bf16") -> Roof:
     eff = profile.compute_efficiency
     bw = profile.bandwidth_bytes_per_s * float(profile.memory_efficiency("contiguous", LARGE_READ_BYTES))
     what = "model (datasheet x efficiencies)" if profile.mode == "datasheet" else profile.mode
-    return Roof(f"{what}: {profile.peak_flops(dtype) * eff / 1e12:.0f} TFLOP/s, {bw / 1e12:.2f} TB/s",
-                profile.peak_flops(dtype) * eff, profile.peak_flops("fp32") * eff, bw)
+    return Roof(
+        f"{what}: {profile.peak_flops(dtype) * eff / 1e12:.0f} TFLOP/s, {bw / 1e12:.2f} TB/s",
+        profile.peak_flops(dtype) * eff,
+        profile.peak_flops("fp32") * eff,
+        bw,
+    )
 
 
-def predicted_points(*, gpu: str | HardwareProfile = "h200", shape: Shape = Shape(), context: int = CONTEXT, k: int = K,
-                     plans: Sequence[str] = PLANS) -> list[KernelPoint]:
+def predicted_points(
+    *,
+    gpu: str | HardwareProfile = "h200",
+    shape: Shape = Shape(),
+    context: int = CONTEXT,
+    k: int = K,
+    plans: Sequence[str] = PLANS,
+) -> list[KernelPoint]:
     """Each kernel of each plan at one decode shape, timed by the roofline (kernels with FLOPs only)."""
     out = []
     for plan in plans:
-        pred = predict(plan=plan, phase="decode", context=context, k=shape.d if plan.startswith("dense") else k,
-                       gpu=resolve_profile(gpu), **shape.kwargs())
-        out += [KernelPoint(plan, kern["name"], float(kern["flops"]), float(kern["bytes"]), float(kern["time_s"]), False)
-                for kern in pred.kernels if kern["flops"] > 0 and kern["bytes"] > 0]
+        pred = predict(
+            plan=plan,
+            phase="decode",
+            context=context,
+            k=shape.d if plan.startswith("dense") else k,
+            gpu=resolve_profile(gpu),
+            **shape.kwargs(),
+        )
+        out += [
+            KernelPoint(
+                plan, kern["name"], float(kern["flops"]), float(kern["bytes"]), float(kern["time_s"]), False
+            )
+            for kern in pred.kernels
+            if kern["flops"] > 0 and kern["bytes"] > 0
+        ]
     return out
 
 
@@ -116,7 +154,16 @@ def measured_points(rows: Iterable[Mapping]) -> list[KernelPoint]:
         for kern in row.get("kernels") or []:
             vals = [kern.get(f) for f in ("flops", "bytes", "measured_s")]
             if all(isinstance(v, (int, float)) and v > 0 for v in vals):
-                out.append(KernelPoint(str(row.get("plan")), str(kern.get("name")), float(vals[0]), float(vals[1]), float(vals[2]), True))
+                out.append(
+                    KernelPoint(
+                        str(row.get("plan")),
+                        str(kern.get("name")),
+                        float(vals[0]),
+                        float(vals[1]),
+                        float(vals[2]),
+                        True,
+                    )
+                )
     return out
 
 
@@ -136,14 +183,31 @@ def roofline_figure(points: Sequence[KernelPoint], *, roofs: Sequence[Roof], tit
     ax.text(INTENSITY_RANGE[1] / 1.2, lowest[0] / 1.3, "bf16 tensor cores", ha="right", va="top", fontsize=6)
     ax.text(INTENSITY_RANGE[1] / 1.2, lowest[1] / 1.3, "fp32 vector units", ha="right", va="top", fontsize=6)
     ridge = base.vector_flops_per_s / base.bandwidth_bytes_per_s
-    ax.text(ridge / 2.5, base.bandwidth_bytes_per_s * ridge / 2.5 * 1.6, "HBM bandwidth", ha="right", va="bottom", fontsize=6)
+    ax.text(
+        ridge / 2.5,
+        base.bandwidth_bytes_per_s * ridge / 2.5 * 1.6,
+        "HBM bandwidth",
+        ha="right",
+        va="bottom",
+        fontsize=6,
+    )
     measured = any(p.measured for p in points)
     for p in points:
         filled = p.measured
         c = PLAN_COLOURS.get(p.plan, GREY)
         size = DENSE_MARKER_SIZE if p.plan.startswith("dense") else MARKER_SIZE
-        ax.plot([p.intensity], [p.flops_per_s], marker=KERNEL_MARKERS.get(p.kernel, "o"), linestyle="none", markersize=size,
-                markerfacecolor=c if filled else "white", markeredgecolor=c, markeredgewidth=0.9, alpha=0.85 if filled else 1.0, zorder=4)
+        ax.plot(
+            [p.intensity],
+            [p.flops_per_s],
+            marker=KERNEL_MARKERS.get(p.kernel, "o"),
+            linestyle="none",
+            markersize=size,
+            markerfacecolor=c if filled else "white",
+            markeredgecolor=c,
+            markeredgewidth=0.9,
+            alpha=0.85 if filled else 1.0,
+            zorder=4,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(*INTENSITY_RANGE)
@@ -154,14 +218,35 @@ def roofline_figure(points: Sequence[KernelPoint], *, roofs: Sequence[Roof], tit
     plans = [pl for pl in PLAN_COLOURS if any(p.plan == pl for p in points)]
     kernels = [kn for kn in KERNEL_MARKERS if any(p.kernel == kn for p in points)]
     plan_handles = [Patch(facecolor=PLAN_COLOURS[pl], edgecolor="none", label=pl) for pl in plans]
-    kern_handles = [Line2D([], [], color="black", linestyle="none", marker=KERNEL_MARKERS[kn], markersize=4, markeredgewidth=0.7,
-                           markerfacecolor="white" if not measured else "black", label=kn) for kn in kernels]
-    roof_handles = [Line2D([], [], **ROOF_STYLES[i % len(ROOF_STYLES)], label=r.label) for i, r in enumerate(roofs)]
+    kern_handles = [
+        Line2D(
+            [],
+            [],
+            color="black",
+            linestyle="none",
+            marker=KERNEL_MARKERS[kn],
+            markersize=4,
+            markeredgewidth=0.7,
+            markerfacecolor="white" if not measured else "black",
+            label=kn,
+        )
+        for kn in kernels
+    ]
+    roof_handles = [
+        Line2D([], [], **ROOF_STYLES[i % len(ROOF_STYLES)], label=r.label) for i, r in enumerate(roofs)
+    ]
     leg1 = ax.legend(handles=roof_handles, loc="upper left", fontsize=5.5)
     ax.add_artist(leg1)
-    fig.legend(handles=plan_handles + kern_handles, loc="outside lower center", ncol=4, fontsize=5.5, columnspacing=0.8,
-               title="colour: plan, marker: kernel; " + ("filled: measured" if measured else "open: predicted by the model"),
-               handletextpad=0.3)
+    fig.legend(
+        handles=plan_handles + kern_handles,
+        loc="outside lower center",
+        ncol=4,
+        fontsize=5.5,
+        columnspacing=0.8,
+        title="colour: plan, marker: kernel; "
+        + ("filled: measured" if measured else "open: predicted by the model"),
+        handletextpad=0.3,
+    )
     if title:
         ax.set_title(title, loc="left")
     if not measured:

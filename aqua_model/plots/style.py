@@ -47,7 +47,10 @@ OKABE_ITO: dict[str, str] = {
     "reddish_purple": "#CC79A7",
 }
 #: Colour cycle used for series (yellow last: it is pale on white).
-CYCLE: tuple[str, ...] = tuple(OKABE_ITO[n] for n in ("blue", "vermillion", "bluish_green", "orange", "reddish_purple", "sky_blue", "black", "yellow"))
+CYCLE: tuple[str, ...] = tuple(
+    OKABE_ITO[n]
+    for n in ("blue", "vermillion", "bluish_green", "orange", "reddish_purple", "sky_blue", "black", "yellow")
+)
 #: Neutral grey for reference lines, bands and notes.
 GREY = "#7F7F7F"
 
@@ -104,7 +107,11 @@ RC: dict[str, Any] = {
 }
 
 #: PDF metadata: no creation date and no producer string, so bytes do not change on rerun.
-PDF_METADATA: dict[str, str | None] = {"CreationDate": None, "Producer": None, "Creator": "aqua-model figures"}
+PDF_METADATA: dict[str, str | None] = {
+    "CreationDate": None,
+    "Producer": None,
+    "Creator": "aqua-model figures",
+}
 #: PNG metadata: no "Software" text chunk.
 PNG_METADATA: dict[str, str | None] = {"Software": None}
 
@@ -130,8 +137,14 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def new_figure(*, width: str = "single", height_in: float = DEFAULT_HEIGHT_IN, nrows: int = 1, ncols: int = 1,
-               **subplot_kw: Any) -> tuple[Figure, Any]:
+def new_figure(
+    *,
+    width: str = "single",
+    height_in: float = DEFAULT_HEIGHT_IN,
+    nrows: int = 1,
+    ncols: int = 1,
+    **subplot_kw: Any,
+) -> tuple[Figure, Any]:
     """A constrained-layout Figure on an Agg canvas and its axes (``width``: "single" or "double")."""
     widths = {"single": SINGLE_COLUMN_IN, "double": DOUBLE_COLUMN_IN}
     if width not in widths:
@@ -161,6 +174,17 @@ def savefig(fig: Figure, stem: str | Path) -> list[Path]:
 
 
 __all__ = [
-    "CYCLE", "DOUBLE_COLUMN_IN", "GREY", "OKABE_ITO", "PLAN_COLOURS", "PLAN_MARKERS", "RC", "SINGLE_COLUMN_IN",
-    "new_figure", "note", "savefig", "style_context", "styled",
+    "CYCLE",
+    "DOUBLE_COLUMN_IN",
+    "GREY",
+    "OKABE_ITO",
+    "PLAN_COLOURS",
+    "PLAN_MARKERS",
+    "RC",
+    "SINGLE_COLUMN_IN",
+    "new_figure",
+    "note",
+    "savefig",
+    "style_context",
+    "styled",
 ]

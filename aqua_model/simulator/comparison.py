@@ -36,8 +36,8 @@ DEFAULT_PAGE_TOKENS = 16
 DEFAULT_WINDOW_FRACTION = sp.Rational(1, 2)
 
 
-
 # -- comparison at matched settings -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MethodRow:
@@ -56,11 +56,19 @@ class MethodRow:
     closed_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "settings": self.settings, "bytes_per_step_per_kv_head": self.bytes_per_step,
-                "bytes_ratio": self.bytes_ratio, "kv_memory_ratio": self.kv_memory_ratio, "ceiling": self.ceiling,
-                "predicted_speedup": self.predicted_speedup, "time_s": self.time_s,
-                "flop_breakeven_closed_form": self.flop_breakeven_closed_form,
-                "flop_breakeven_context": self.flop_breakeven_context, "closed_forms": self.closed_forms}
+        return {
+            "method": self.method,
+            "settings": self.settings,
+            "bytes_per_step_per_kv_head": self.bytes_per_step,
+            "bytes_ratio": self.bytes_ratio,
+            "kv_memory_ratio": self.kv_memory_ratio,
+            "ceiling": self.ceiling,
+            "predicted_speedup": self.predicted_speedup,
+            "time_s": self.time_s,
+            "flop_breakeven_closed_form": self.flop_breakeven_closed_form,
+            "flop_breakeven_context": self.flop_breakeven_context,
+            "closed_forms": self.closed_forms,
+        }
 
 
 @dataclass(frozen=True)
@@ -82,22 +90,41 @@ class Comparison:
         raise KeyError(f"no row for method {method!r}; have {[r.method for r in self.rows]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "gpu": self.gpu, "mode": self.mode, "baseline": self.baseline,
-                "baseline_time_s": self.baseline_time_s, "inputs": self.inputs, "convention": self.convention.to_dict(),
-                "units": {"bytes_per_step_per_kv_head": "bytes", "time_s": "s per layer", "ratios": "method / dense"},
-                "methods": [row.to_dict() for row in self.rows]}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "gpu": self.gpu,
+            "mode": self.mode,
+            "baseline": self.baseline,
+            "baseline_time_s": self.baseline_time_s,
+            "inputs": self.inputs,
+            "convention": self.convention.to_dict(),
+            "units": {
+                "bytes_per_step_per_kv_head": "bytes",
+                "time_s": "s per layer",
+                "ratios": "method / dense",
+            },
+            "methods": [row.to_dict() for row in self.rows],
+        }
 
 
 def default_settings(*, d: int, context: int) -> dict[str, int]:
     """Matched defaults: r = d/8, k_t = b = N/16, p = 16, w = b/2, AQUA k = 3d/4 (each >= 1)."""
     tokens = max(1, int(context * DEFAULT_TOKENS_FRACTION))
-    return {"r": max(1, int(d * DEFAULT_DIMS_FRACTION)), "k_t": tokens, "p": DEFAULT_PAGE_TOKENS, "b": tokens,
-            "w": int(tokens * DEFAULT_WINDOW_FRACTION), "k": max(1, int(d * DEFAULT_AQUA_FRACTION))}
+    return {
+        "r": max(1, int(d * DEFAULT_DIMS_FRACTION)),
+        "k_t": tokens,
+        "p": DEFAULT_PAGE_TOKENS,
+        "b": tokens,
+        "w": int(tokens * DEFAULT_WINDOW_FRACTION),
+        "k": max(1, int(d * DEFAULT_AQUA_FRACTION)),
+    }
 
 
 def _closed_forms(method: str, selection: str, layout: str | None, conv: Convention) -> dict[str, str]:
     return {
-        "bytes_per_kv_head": str(peers.tidy(peers.decode_read_bytes(method, selection=selection, layout=layout))),
+        "bytes_per_kv_head": str(
+            peers.tidy(peers.decode_read_bytes(method, selection=selection, layout=layout))
+        ),
         "bytes_ratio": str(peers.tidy(peers.byte_ratio(method, selection=selection, layout=layout))),
         "kv_memory_ratio": str(peers.tidy(peers.memory_ratio(method, layout=layout))),
         "flops_per_query_head": str(sp.simplify(peers.total(peers.flop_terms(method, conv)))),
@@ -142,16 +169,32 @@ def compare(
     n_ctx = check_int("context", context, minimum=1)
     defaults = default_settings(d=shape.d, context=n_ctx)
     given = {"r": r, "k_t": k_t, "p": page, "b": budget, "w": window, "k": aqua_k}
-    settings = {name: (defaults[name] if value is None else check_int(name, value, minimum=0 if name == "w" else 1)) for name, value in given.items()}
+    settings = {
+        name: (defaults[name] if value is None else check_int(name, value, minimum=0 if name == "w" else 1))
+        for name, value in given.items()
+    }
     if budget is not None and window is None:
         settings["w"] = int(settings["b"] * DEFAULT_WINDOW_FRACTION)
     conv = resolve(convention)
     layouts = dict(layouts or {})
-    sizes = Sizes(heads_q=shape.heads_q, heads_kv=shape.heads_kv, d=shape.d, context=n_ctx, batch=check_int("batch", batch, minimum=1),
-                  k=settings["k"], dtype=dtype, approx_dims=settings["r"], kept_tokens=settings["k_t"], page_tokens=settings["p"],
-                  budget_tokens=settings["b"], window_tokens=settings["w"])
+    sizes = Sizes(
+        heads_q=shape.heads_q,
+        heads_kv=shape.heads_kv,
+        d=shape.d,
+        context=n_ctx,
+        batch=check_int("batch", batch, minimum=1),
+        k=settings["k"],
+        dtype=dtype,
+        approx_dims=settings["r"],
+        kept_tokens=settings["k_t"],
+        page_tokens=settings["p"],
+        budget_tokens=settings["b"],
+        window_tokens=settings["w"],
+    )
     check_fits_memory(shape, profile, sizes)
-    base_time, _ = plan_time(build_plan(baseline, phase="decode", selection=selection, convention=conv), profile, sizes)
+    base_time, _ = plan_time(
+        build_plan(baseline, phase="decode", selection=selection, convention=conv), profile, sizes
+    )
     sector = {"S": profile.sector_bytes}  # token-major byte counts are in whole sectors of the device
     dense_bytes = float(evaluate(peers.decode_read_bytes("dense"), {**sizes.values(), **sector}))
     rows = []
@@ -163,18 +206,40 @@ def compare(
         peers.check_params(method, d=shape.d, context=n_ctx, params=own)
         msizes = sizes.with_(k=own["k"]) if "k" in own else sizes
         mvalues = {**msizes.values(), **sector}
-        method_bytes = float(evaluate(peers.decode_read_bytes(method, selection=selection, layout=layout), mvalues))
-        time_s, _ = plan_time(build_peer_plan(method, selection=selection, layout=layout, convention=conv), profile, msizes)
+        method_bytes = float(
+            evaluate(peers.decode_read_bytes(method, selection=selection, layout=layout), mvalues)
+        )
+        time_s, _ = plan_time(
+            build_peer_plan(method, selection=selection, layout=layout, convention=conv), profile, msizes
+        )
         closed = peers.breakeven_closed_form(method, conv)
-        rows.append(MethodRow(
-            method=method, settings=own, bytes_per_step=method_bytes, bytes_ratio=method_bytes / dense_bytes,
-            kv_memory_ratio=float(evaluate(peers.memory_ratio(method, layout=layout), mvalues)),
-            ceiling=dense_bytes / method_bytes, predicted_speedup=float(base_time / time_s), time_s=float(time_s),
-            flop_breakeven_closed_form=None if closed is None else str(closed),
-            flop_breakeven_context=peers.breakeven_exact(method, d=shape.d, g=shape.g, convention=conv, **own),
-            closed_forms=_closed_forms(method, selection, layout, conv)))
-    inputs = {"d": shape.d, "context": n_ctx, "batch": int(sizes.batch), "heads_q": shape.heads_q, "heads_kv": shape.heads_kv,
-              "dtype": dtype, "selection": selection, "layouts": layouts}
+        rows.append(
+            MethodRow(
+                method=method,
+                settings=own,
+                bytes_per_step=method_bytes,
+                bytes_ratio=method_bytes / dense_bytes,
+                kv_memory_ratio=float(evaluate(peers.memory_ratio(method, layout=layout), mvalues)),
+                ceiling=dense_bytes / method_bytes,
+                predicted_speedup=float(base_time / time_s),
+                time_s=float(time_s),
+                flop_breakeven_closed_form=None if closed is None else str(closed),
+                flop_breakeven_context=peers.breakeven_exact(
+                    method, d=shape.d, g=shape.g, convention=conv, **own
+                ),
+                closed_forms=_closed_forms(method, selection, layout, conv),
+            )
+        )
+    inputs = {
+        "d": shape.d,
+        "context": n_ctx,
+        "batch": int(sizes.batch),
+        "heads_q": shape.heads_q,
+        "heads_kv": shape.heads_kv,
+        "dtype": dtype,
+        "selection": selection,
+        "layouts": layouts,
+    }
     return Comparison(profile.name, profile.mode, baseline, float(base_time), inputs, conv, rows)
 
 

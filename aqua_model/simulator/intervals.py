@@ -49,14 +49,18 @@ def _z(level: float) -> float:
     return (lo + hi) / 2
 
 
-def interval_from_residuals(log_residuals: Any, *, spread: float = 0.0, level: float = INTERVAL_LEVEL) -> tuple[float, float] | None:
+def interval_from_residuals(
+    log_residuals: Any, *, spread: float = 0.0, level: float = INTERVAL_LEVEL
+) -> tuple[float, float] | None:
     """(low, high) of ln(measured / predicted) by the rule of the module docstring; None for fewer
     than ``MIN_RESIDUALS`` finite residuals."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     if not (isinstance(spread, (int, float)) and math.isfinite(spread) and spread >= 0):
         raise ValueError(f"spread must be a finite number >= 0, got {spread!r}")
-    r = np.sort(np.asarray([x for x in np.asarray(log_residuals, dtype=float).reshape(-1) if math.isfinite(x)]))
+    r = np.sort(
+        np.asarray([x for x in np.asarray(log_residuals, dtype=float).reshape(-1) if math.isfinite(x)])
+    )
     n = r.size
     if n < MIN_RESIDUALS:
         return None
@@ -75,19 +79,25 @@ def plan_interval(profile: HardwareProfile, phase: str, plan: str) -> PlanInterv
     return profile.terms.interval(phase, plan)
 
 
-def time_bounds(profile: HardwareProfile, phase: str, plan: str, predicted_s: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def time_bounds(
+    profile: HardwareProfile, phase: str, plan: str, predicted_s: Any
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(low, high) seconds of the 80% interval of a predicted time, or None."""
     iv = plan_interval(profile, phase, plan)
     return None if iv is None else iv.time_bounds(predicted_s)
 
 
-def speedup_bounds(profile: HardwareProfile, phase: str, plan: str, predicted: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def speedup_bounds(
+    profile: HardwareProfile, phase: str, plan: str, predicted: Any
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(low, high) of the 80% interval of a predicted speedup over dense-fused, or None."""
     iv = plan_interval(profile, phase, plan)
     return None if iv is None else iv.speedup_bounds(predicted)
 
 
-def fmt_interval(value: float, bounds: tuple[Any, Any] | None, *, unit: str = "x", scale: float = 1.0, digits: int = 2) -> str:
+def fmt_interval(
+    value: float, bounds: tuple[Any, Any] | None, *, unit: str = "x", scale: float = 1.0, digits: int = 2
+) -> str:
     """``"1.31x [1.24, 1.38]"`` (or ``"1.31x [no interval]"``); ``scale`` multiplies every number."""
     v = f"{float(value) * scale:.{digits}f}{unit}"
     if bounds is None:
@@ -96,4 +106,11 @@ def fmt_interval(value: float, bounds: tuple[Any, Any] | None, *, unit: str = "x
     return f"{v} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-__all__ = ["MIN_RESIDUALS", "fmt_interval", "interval_from_residuals", "plan_interval", "speedup_bounds", "time_bounds"]
+__all__ = [
+    "MIN_RESIDUALS",
+    "fmt_interval",
+    "interval_from_residuals",
+    "plan_interval",
+    "speedup_bounds",
+    "time_bounds",
+]

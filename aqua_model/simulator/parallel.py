@@ -81,8 +81,12 @@ class Layout:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {**dataclasses.asdict(self), "stage_layers": list(self.stage_layers), "devices": self.devices,
-                "bubble_fraction": self.bubble_fraction}
+        return {
+            **dataclasses.asdict(self),
+            "stage_layers": list(self.stage_layers),
+            "devices": self.devices,
+            "bubble_fraction": self.bubble_fraction,
+        }
 
 
 def _allowed_t(cfg: ModelConfig, limit: int) -> list[int]:
@@ -104,18 +108,34 @@ def plan_layout(cfg: ModelConfig, *, tensor_parallel: int, pipeline_parallel: in
     hq, hkv = cfg.heads, cfg.kv_heads
     if hq % t:
         ok = [x for x in range(1, hq + 1) if hq % x == 0]
-        raise ValueError(f"tensor_parallel={t} must divide the {hq} query heads of {cfg.name}; divisors: {ok}")
+        raise ValueError(
+            f"tensor_parallel={t} must divide the {hq} query heads of {cfg.name}; divisors: {ok}"
+        )
     if t <= hkv and hkv % t:
-        raise ValueError(f"tensor_parallel={t} must divide the {hkv} KV heads of {cfg.name} (or be a multiple of {hkv})")
+        raise ValueError(
+            f"tensor_parallel={t} must divide the {hkv} KV heads of {cfg.name} (or be a multiple of {hkv})"
+        )
     if t > hkv and t % hkv:
-        raise ValueError(f"tensor_parallel={t} exceeds the {hkv} KV heads of {cfg.name}, so it must be a multiple of {hkv} "
-                         "(each KV head then replicated on t / H_kv GPUs)")
+        raise ValueError(
+            f"tensor_parallel={t} exceeds the {hkv} KV heads of {cfg.name}, so it must be a multiple of {hkv} "
+            "(each KV head then replicated on t / H_kv GPUs)"
+        )
     if cfg.intermediate_size % t:
-        raise ValueError(f"tensor_parallel={t} must divide the {cfg.intermediate_size} MLP channels of {cfg.name}")
+        raise ValueError(
+            f"tensor_parallel={t} must divide the {cfg.intermediate_size} MLP channels of {cfg.name}"
+        )
     base, extra = divmod(cfg.layers, p)
     stages = tuple(base + (1 if i < extra else 0) for i in range(p))
-    return Layout(t, p, hq // t, max(hkv // t, 1), max(t // hkv, 1), cfg.intermediate_size // t,
-                  math.ceil(cfg.vocab_size / t), stages)
+    return Layout(
+        t,
+        p,
+        hq // t,
+        max(hkv // t, 1),
+        max(t // hkv, 1),
+        cfg.intermediate_size // t,
+        math.ceil(cfg.vocab_size / t),
+        stages,
+    )
 
 
 def layer_params(cfg: ModelConfig, layout: Layout) -> dict[str, int]:
@@ -123,7 +143,9 @@ def layer_params(cfg: ModelConfig, layout: Layout) -> dict[str, int]:
     SwiGLU MLP (gate, up, down) and the two replicated norm vectors."""
     h, d = cfg.hidden_size, cfg.head_dim
     q_cols, kv_cols = layout.heads_q * d, layout.heads_kv * d
-    attn = h * q_cols + 2 * h * kv_cols + q_cols * h + ((q_cols + 2 * kv_cols) if cfg.attention_qkv_bias else 0)
+    attn = (
+        h * q_cols + 2 * h * kv_cols + q_cols * h + ((q_cols + 2 * kv_cols) if cfg.attention_qkv_bias else 0)
+    )
     return {"attention": attn, "mlp": 3 * h * layout.intermediate, "norms": 2 * h}
 
 
@@ -136,13 +158,15 @@ def stage_params(cfg: ModelConfig, layout: Layout) -> list[dict[str, int]]:
     out = []
     for i, n_layers in enumerate(layout.stage_layers):
         lm_head = layout.vocab_rows * h if (not cfg.tie_word_embeddings or (last > 0)) else 0
-        out.append({
-            "embedding": layout.vocab_rows * h if i == 0 else 0,
-            "attention": n_layers * per_layer["attention"],
-            "mlp": n_layers * per_layer["mlp"],
-            "norms": n_layers * per_layer["norms"] + (h if i == last else 0),
-            "lm_head": lm_head if i == last else 0,
-        })
+        out.append(
+            {
+                "embedding": layout.vocab_rows * h if i == 0 else 0,
+                "attention": n_layers * per_layer["attention"],
+                "mlp": n_layers * per_layer["mlp"],
+                "norms": n_layers * per_layer["norms"] + (h if i == last else 0),
+                "lm_head": lm_head if i == last else 0,
+            }
+        )
     return out
 
 
@@ -151,9 +175,14 @@ def shard_config(cfg: ModelConfig, layout: Layout) -> ModelConfig:
     if layout.devices == 1:
         return cfg
     return dataclasses.replace(
-        cfg, heads=layout.heads_q, kv_heads=layout.heads_kv, intermediate_size=layout.intermediate,
-        vocab_size=layout.vocab_rows, layers=max(layout.stage_layers),
-        name=f"{cfg.name} (one GPU of TP{layout.tensor_parallel} x PP{layout.pipeline_parallel})")
+        cfg,
+        heads=layout.heads_q,
+        kv_heads=layout.heads_kv,
+        intermediate_size=layout.intermediate,
+        vocab_size=layout.vocab_rows,
+        layers=max(layout.stage_layers),
+        name=f"{cfg.name} (one GPU of TP{layout.tensor_parallel} x PP{layout.pipeline_parallel})",
+    )
 
 
 @dataclass(frozen=True)
@@ -174,13 +203,17 @@ class MemoryPerGPU:
         return bool(np.all(self.total_bytes <= self.capacity_bytes))
 
 
-def memory_per_gpu(profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, context: Any, batch: Any) -> MemoryPerGPU:
+def memory_per_gpu(
+    profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, context: Any, batch: Any
+) -> MemoryPerGPU:
     """Weights plus KV cache of the fullest GPU of ``layout`` (vectorised over context, batch)."""
     s = dtype_bytes(cfg.dtype)
     tokens = cfg.attended_tokens(context)
     b = check_int_array("batch", batch, minimum=1)
     stage_weights = [float(sum(parts.values()) * s) for parts in stage_params(cfg, layout)]
-    per_head_layer = np.asarray(kv_cache_bytes(method="dense", d=cfg.head_dim, context=tokens, kv_dtype=cfg.cache_dtype), dtype=float)
+    per_head_layer = np.asarray(
+        kv_cache_bytes(method="dense", d=cfg.head_dim, context=tokens, kv_dtype=cfg.cache_dtype), dtype=float
+    )
     kv_per_layer = per_head_layer * layout.heads_kv * b
     # the fullest stage (the same at every point: the KV cache grows with context and batch alike)
     at_max = [w + float(np.max(kv_per_layer)) * n for w, n in zip(stage_weights, layout.stage_layers)]
@@ -192,8 +225,14 @@ def _devices_per_node(profile: HardwareProfile) -> int:
     return profile.interconnect.devices_per_node if profile.interconnect is not None else 1
 
 
-def smallest_tensor_parallel(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, batch: Any = 1,
-                             pipeline_parallel: int = 1) -> int | None:
+def smallest_tensor_parallel(
+    *,
+    gpu: str | HardwareProfile,
+    model: str | ModelConfig,
+    context: Any,
+    batch: Any = 1,
+    pipeline_parallel: int = 1,
+) -> int | None:
     """Smallest t whose weights and KV cache fit each GPU at ``context`` and ``batch`` with
     ``pipeline_parallel`` stages on one node; None when no t up to the node's devices fits."""
     profile = resolve_profile(gpu)
@@ -206,31 +245,47 @@ def smallest_tensor_parallel(*, gpu: str | HardwareProfile, model: str | ModelCo
     return None
 
 
-def one_gpu_fit(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, batch: Any = 1) -> dict[str, Any]:
+def one_gpu_fit(
+    *, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, batch: Any = 1
+) -> dict[str, Any]:
     """Whether ``model``'s weights and KV cache fit one GPU, the bytes, and the smallest t that does."""
     profile = resolve_profile(gpu)
     cfg = model if isinstance(model, ModelConfig) else load_model(model)
-    mem = memory_per_gpu(profile, cfg, plan_layout(cfg, tensor_parallel=1, pipeline_parallel=1), context=context, batch=batch)
-    return {"fits": mem.fits, "memory_bytes": float(np.max(mem.total_bytes)), "device_memory_bytes": mem.capacity_bytes,
-            "smallest_tensor_parallel": 1 if mem.fits else smallest_tensor_parallel(gpu=profile, model=cfg, context=context, batch=batch)}
+    mem = memory_per_gpu(
+        profile, cfg, plan_layout(cfg, tensor_parallel=1, pipeline_parallel=1), context=context, batch=batch
+    )
+    return {
+        "fits": mem.fits,
+        "memory_bytes": float(np.max(mem.total_bytes)),
+        "device_memory_bytes": mem.capacity_bytes,
+        "smallest_tensor_parallel": 1
+        if mem.fits
+        else smallest_tensor_parallel(gpu=profile, model=cfg, context=context, batch=batch),
+    }
 
 
-def check_fits(profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, context: Any, batch: Any) -> MemoryPerGPU:
+def check_fits(
+    profile: HardwareProfile, cfg: ModelConfig, layout: Layout, *, context: Any, batch: Any
+) -> MemoryPerGPU:
     """The memory per GPU, or DoesNotFit naming the bytes needed and the smallest t that fits."""
     mem = memory_per_gpu(profile, cfg, layout, context=context, batch=batch)
     if mem.fits:
         return mem
     kv = float(np.max(mem.kv_bytes))
-    t_min = smallest_tensor_parallel(gpu=profile, model=cfg, context=context, batch=batch,
-                                     pipeline_parallel=layout.pipeline_parallel)
-    hint = (f"the smallest tensor_parallel that fits with pipeline_parallel={layout.pipeline_parallel} is {t_min}"
-            if t_min is not None else
-            f"no tensor_parallel up to the {_devices_per_node(profile)} devices of one node fits with "
-            f"pipeline_parallel={layout.pipeline_parallel}")
+    t_min = smallest_tensor_parallel(
+        gpu=profile, model=cfg, context=context, batch=batch, pipeline_parallel=layout.pipeline_parallel
+    )
+    hint = (
+        f"the smallest tensor_parallel that fits with pipeline_parallel={layout.pipeline_parallel} is {t_min}"
+        if t_min is not None
+        else f"no tensor_parallel up to the {_devices_per_node(profile)} devices of one node fits with "
+        f"pipeline_parallel={layout.pipeline_parallel}"
+    )
     raise DoesNotFit(
         f"{cfg.name} with tensor_parallel={layout.tensor_parallel}, pipeline_parallel={layout.pipeline_parallel} needs "
         f"{(mem.weight_bytes + kv) / 1e9:.1f} GB per GPU ({mem.weight_bytes / 1e9:.1f} GB of weights + {kv / 1e9:.1f} GB "
-        f"of KV cache at the largest context and batch given) but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB; {hint}")
+        f"of KV cache at the largest context and batch given) but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB; {hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -255,11 +310,17 @@ class DecodeStep:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: the layout, the memory per GPU and the communication parts."""
-        return {"layout": self.layout.to_dict(), "all_reduce": self.algorithm,
-                "all_reduces_per_layer": ALL_REDUCES_PER_LAYER, "message_bytes": _scalar(self.message_bytes),
-                "one_all_reduce_s": _scalar(self.one_all_reduce_s), "weight_bytes_per_gpu": self.memory.weight_bytes,
-                "kv_bytes_per_gpu": _scalar(self.memory.kv_bytes), "memory_bytes_per_gpu": _scalar(self.memory.total_bytes),
-                "device_memory_bytes": self.memory.capacity_bytes}
+        return {
+            "layout": self.layout.to_dict(),
+            "all_reduce": self.algorithm,
+            "all_reduces_per_layer": ALL_REDUCES_PER_LAYER,
+            "message_bytes": _scalar(self.message_bytes),
+            "one_all_reduce_s": _scalar(self.one_all_reduce_s),
+            "weight_bytes_per_gpu": self.memory.weight_bytes,
+            "kv_bytes_per_gpu": _scalar(self.memory.kv_bytes),
+            "memory_bytes_per_gpu": _scalar(self.memory.total_bytes),
+            "device_memory_bytes": self.memory.capacity_bytes,
+        }
 
 
 def _scalar(x: Any) -> Any:
@@ -269,13 +330,27 @@ def _scalar(x: Any) -> Any:
 
 def _interconnect_args(profile: HardwareProfile) -> dict[str, float]:
     ic = profile.interconnect
-    return {"bandwidth_bytes_per_s": ic.achieved_bandwidth_bytes_per_s, "step_latency_s": ic.step_latency_s,
-            "fixed_latency_s": ic.fixed_latency_s}
+    return {
+        "bandwidth_bytes_per_s": ic.achieved_bandwidth_bytes_per_s,
+        "step_latency_s": ic.step_latency_s,
+        "fixed_latency_s": ic.fixed_latency_s,
+    }
 
 
-def decode_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
-                plan: str = "fused", selection: str = "group", convention: Convention | None = None,
-                tensor_parallel: int = 1, pipeline_parallel: int = 1, all_reduce: str = "ring") -> DecodeStep:
+def decode_step(
+    *,
+    gpu: str | HardwareProfile,
+    model: str | ModelConfig,
+    context: Any,
+    k: Any,
+    batch: Any = 1,
+    plan: str = "fused",
+    selection: str = "group",
+    convention: Convention | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    all_reduce: str = "ring",
+) -> DecodeStep:
     """Per-token decode latency of ``model`` on t x p GPUs of one node, dense fused and AQUA.
 
     Raises ValueError for a layout the model or node does not allow, a profile without an
@@ -287,37 +362,76 @@ def decode_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context
     layout = plan_layout(cfg, tensor_parallel=tensor_parallel, pipeline_parallel=pipeline_parallel)
     if layout.devices > 1:
         if profile.interconnect is None:
-            raise ValueError(f"profile {profile.path} has no [interconnect] table; tensor_parallel * pipeline_parallel > 1 "
-                             "needs one (see aqua_model.hardware.interconnect)")
+            raise ValueError(
+                f"profile {profile.path} has no [interconnect] table; tensor_parallel * pipeline_parallel > 1 "
+                "needs one (see aqua_model.hardware.interconnect)"
+            )
         if layout.devices > profile.interconnect.devices_per_node:
-            raise ValueError(f"tensor_parallel * pipeline_parallel = {layout.devices} exceeds the "
-                             f"{profile.interconnect.devices_per_node} devices one node of {profile.name} links "
-                             f"({profile.interconnect.quantities['devices_per_node'].source})")
+            raise ValueError(
+                f"tensor_parallel * pipeline_parallel = {layout.devices} exceeds the "
+                f"{profile.interconnect.devices_per_node} devices one node of {profile.name} links "
+                f"({profile.interconnect.quantities['devices_per_node'].source})"
+            )
     mem = check_fits(profile, cfg, layout, context=context, batch=batch)
-    sim = simulate(gpu=profile, model=shard_config(cfg, layout), context=context, k=k, batch=batch, plan=plan,
-                   selection=selection, convention=convention)
+    sim = simulate(
+        gpu=profile,
+        model=shard_config(cfg, layout),
+        context=context,
+        k=k,
+        batch=batch,
+        plan=plan,
+        selection=selection,
+        convention=convention,
+    )
     b = np.asarray(sim.inputs["batch"], dtype=float)
     s = dtype_bytes(cfg.dtype)
     weights = np.zeros(())
     for parts, n_layers in zip(stage_params(cfg, layout), layout.stage_layers):
         params = float(sum(parts.values()))
-        weights = weights + weights_time_s(profile, weight_bytes=params * s, params=params, batch=b, dtype=cfg.dtype,
-                                           layers=n_layers)
+        weights = weights + weights_time_s(
+            profile, weight_bytes=params * s, params=params, batch=b, dtype=cfg.dtype, layers=n_layers
+        )
     message = b * cfg.hidden_size * s
     if layout.devices > 1:
         ic = _interconnect_args(profile)
-        one = np.asarray(all_reduce_s(algorithm=algorithm, devices=layout.tensor_parallel, message_bytes=message, **ic))
-        p2p = (layout.pipeline_parallel - 1) * TRANSFERS_PER_STAGE_BOUNDARY * np.asarray(
-            point_to_point_s(message_bytes=message, **ic))
+        one = np.asarray(
+            all_reduce_s(algorithm=algorithm, devices=layout.tensor_parallel, message_bytes=message, **ic)
+        )
+        p2p = (
+            (layout.pipeline_parallel - 1)
+            * TRANSFERS_PER_STAGE_BOUNDARY
+            * np.asarray(point_to_point_s(message_bytes=message, **ic))
+        )
     else:
         one = p2p = np.zeros_like(message)
-    return DecodeStep(layout, algorithm, weights, cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s,
-                      cfg.layers * ALL_REDUCES_PER_LAYER * one, p2p, one, message, mem, sim)
+    return DecodeStep(
+        layout,
+        algorithm,
+        weights,
+        cfg.layers * sim.dense.time_s,
+        cfg.layers * sim.aqua.time_s,
+        cfg.layers * ALL_REDUCES_PER_LAYER * one,
+        p2p,
+        one,
+        message,
+        mem,
+        sim,
+    )
 
 
-def layer_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
-               tensor_parallel: int = 1, plan: str = "fused", selection: str = "group",
-               convention: Convention | None = None, all_reduce: str = "ring") -> dict[str, np.ndarray]:
+def layer_step(
+    *,
+    gpu: str | HardwareProfile,
+    model: str | ModelConfig,
+    context: Any,
+    k: Any,
+    batch: Any = 1,
+    tensor_parallel: int = 1,
+    plan: str = "fused",
+    selection: str = "group",
+    convention: Convention | None = None,
+    all_reduce: str = "ring",
+) -> dict[str, np.ndarray]:
     """One decoder layer on one GPU of a t-way tensor-parallel group (what
     ``validation/parallel_decode_layer.py`` times): its weights, its attention (dense fused and
     AQUA), its two all-reduces, and the layer's totals (seconds). No memory check: one layer."""
@@ -326,21 +440,46 @@ def layer_step(*, gpu: str | HardwareProfile, model: str | ModelConfig, context:
     algorithm = check_choice("all_reduce", all_reduce, ALGORITHMS)
     layout = plan_layout(cfg, tensor_parallel=tensor_parallel, pipeline_parallel=1)
     one_layer = dataclasses.replace(shard_config(cfg, layout), layers=1)
-    sim = simulate(gpu=profile, model=one_layer, context=context, k=k, batch=batch, plan=plan, selection=selection,
-                   convention=convention)
+    sim = simulate(
+        gpu=profile,
+        model=one_layer,
+        context=context,
+        k=k,
+        batch=batch,
+        plan=plan,
+        selection=selection,
+        convention=convention,
+    )
     b = np.asarray(sim.inputs["batch"], dtype=float)
     s = dtype_bytes(cfg.dtype)
     params = float(sum(layer_params(cfg, layout).values()))
-    weights = weights_time_s(profile, weight_bytes=params * s, params=params, batch=b, dtype=cfg.dtype, layers=1)
+    weights = weights_time_s(
+        profile, weight_bytes=params * s, params=params, batch=b, dtype=cfg.dtype, layers=1
+    )
     message = b * cfg.hidden_size * s
     if layout.tensor_parallel > 1:
         if profile.interconnect is None:
-            raise ValueError(f"profile {profile.path} has no [interconnect] table; tensor_parallel > 1 needs one")
-        one = np.asarray(all_reduce_s(algorithm=algorithm, devices=layout.tensor_parallel, message_bytes=message,
-                                      **_interconnect_args(profile)))
+            raise ValueError(
+                f"profile {profile.path} has no [interconnect] table; tensor_parallel > 1 needs one"
+            )
+        one = np.asarray(
+            all_reduce_s(
+                algorithm=algorithm,
+                devices=layout.tensor_parallel,
+                message_bytes=message,
+                **_interconnect_args(profile),
+            )
+        )
     else:
         one = np.zeros_like(message)
     reduces = ALL_REDUCES_PER_LAYER * one
-    return {"weights_s": weights, "dense_attention_s": np.asarray(sim.dense.time_s), "aqua_attention_s": np.asarray(sim.aqua.time_s),
-            "one_all_reduce_s": one, "all_reduces_s": reduces, "message_bytes": message,
-            "dense_layer_s": weights + sim.dense.time_s + reduces, "aqua_layer_s": weights + sim.aqua.time_s + reduces}
+    return {
+        "weights_s": weights,
+        "dense_attention_s": np.asarray(sim.dense.time_s),
+        "aqua_attention_s": np.asarray(sim.aqua.time_s),
+        "one_all_reduce_s": one,
+        "all_reduces_s": reduces,
+        "message_bytes": message,
+        "dense_layer_s": weights + sim.dense.time_s + reduces,
+        "aqua_layer_s": weights + sim.aqua.time_s + reduces,
+    }

@@ -32,7 +32,9 @@ def _statuses() -> dict[tuple[str, str], dict[str, Any]]:
         if path.is_file():
             doc = read_toml(path)
             if doc.get("schema_version") != STATUS_SCHEMA_VERSION:
-                raise ValueError(f"{path}: schema_version must be {STATUS_SCHEMA_VERSION}, got {doc.get('schema_version')!r}")
+                raise ValueError(
+                    f"{path}: schema_version must be {STATUS_SCHEMA_VERSION}, got {doc.get('schema_version')!r}"
+                )
             return {(e["phase"], e["plan"]): e for e in doc.get("plan", [])}
     return {}
 
@@ -43,7 +45,7 @@ def status_entry(phase: str, plan: str) -> dict[str, Any] | None:
 
 
 def plan_status(phase: str, plan: str) -> str:
-    """"unvalidated: <reason>" when the held-out run found the plan unpredictable, else ""."""
+    """ "unvalidated: <reason>" when the held-out run found the plan unpredictable, else ""."""
     e = status_entry(phase, plan)
     if not e or e.get("status") != "unvalidated":
         return ""

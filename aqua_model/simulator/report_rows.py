@@ -38,29 +38,57 @@ def breakeven_rows(
             k = max(1, round(frac * d))
             dec = breakeven(d, k, g=g, phase="decode", convention=conv)
             pre = breakeven(d, k, g=g, phase="prefill", convention=conv)
-            rows.append({
-                "d": d, "k": k, "g": g, "reduction": f"{dec.reduction:.1%}",
-                "decode_N_star": NEVER if dec.never else round(dec.n_star, 2), "decode_N_min": dec.n_min or NEVER,
-                "prefill_T_star": NEVER if pre.never else round(pre.n_star, 2), "prefill_T_min": pre.n_min or NEVER,
-                "convention": conv.label(),
-            })
+            rows.append(
+                {
+                    "d": d,
+                    "k": k,
+                    "g": g,
+                    "reduction": f"{dec.reduction:.1%}",
+                    "decode_N_star": NEVER if dec.never else round(dec.n_star, 2),
+                    "decode_N_min": dec.n_min or NEVER,
+                    "prefill_T_star": NEVER if pre.never else round(pre.n_star, 2),
+                    "prefill_T_min": pre.n_min or NEVER,
+                    "convention": conv.label(),
+                }
+            )
     return rows
 
 
 def breakdown_rows(
-    *, d: int = PAPER_D, k: int = PAPER_K, context: int = 4096, g: int = 1, dtype_bytes: int = 2, convention: Convention | None = None
+    *,
+    d: int = PAPER_D,
+    k: int = PAPER_K,
+    context: int = 4096,
+    g: int = 1,
+    dtype_bytes: int = 2,
+    convention: Convention | None = None,
 ) -> list[dict[str, Any]]:
     """Per-component decode FLOPs per query head and K+V bytes per KV head, dense vs AQUA."""
-    dense = component_flops(method="dense", phase="decode", d=d, k=None, context=context, g=g, convention=convention)
-    aqua = component_flops(method="aqua", phase="decode", d=d, k=k, context=context, g=g, convention=convention)
-    rows = [{"quantity": f"{c} per query head", "unit": "FLOP", "dense": float(dense[c]), "aqua": float(aqua[c])} for c in (*COMPONENTS, "total")]
+    dense = component_flops(
+        method="dense", phase="decode", d=d, k=None, context=context, g=g, convention=convention
+    )
+    aqua = component_flops(
+        method="aqua", phase="decode", d=d, k=k, context=context, g=g, convention=convention
+    )
+    rows = [
+        {"quantity": f"{c} per query head", "unit": "FLOP", "dense": float(dense[c]), "aqua": float(aqua[c])}
+        for c in (*COMPONENTS, "total")
+    ]
     for layout in ("dim-major", "token-major"):
-        rows.append({
-            "quantity": f"K+V read per step per KV head ({layout} keys)",
-            "unit": "byte",
-            "dense": float(decode_read_bytes(method="dense", d=d, k=d, context=context, g=g, dtype_bytes=dtype_bytes)),
-            "aqua": float(decode_read_bytes(method="aqua", d=d, k=k, context=context, g=g, dtype_bytes=dtype_bytes, layout=layout)),
-        })
+        rows.append(
+            {
+                "quantity": f"K+V read per step per KV head ({layout} keys)",
+                "unit": "byte",
+                "dense": float(
+                    decode_read_bytes(method="dense", d=d, k=d, context=context, g=g, dtype_bytes=dtype_bytes)
+                ),
+                "aqua": float(
+                    decode_read_bytes(
+                        method="aqua", d=d, k=k, context=context, g=g, dtype_bytes=dtype_bytes, layout=layout
+                    )
+                ),
+            }
+        )
     return rows
 
 
@@ -71,8 +99,13 @@ REPORT_SPEEDUP_BATCH = 8
 
 
 def speedup_rows(
-    *, gpu: str = "h200", model: str = "llama-3.1-8b", contexts: Sequence[int] = REPORT_SPEEDUP_CONTEXTS,
-    ks: Sequence[int] = REPORT_SPEEDUP_KS, batch: int = REPORT_SPEEDUP_BATCH, plan: str = "aqua-step-topk",
+    *,
+    gpu: str = "h200",
+    model: str = "llama-3.1-8b",
+    contexts: Sequence[int] = REPORT_SPEEDUP_CONTEXTS,
+    ks: Sequence[int] = REPORT_SPEEDUP_KS,
+    batch: int = REPORT_SPEEDUP_BATCH,
+    plan: str = "aqua-step-topk",
 ) -> list[dict[str, Any]]:
     """Predicted attention and end-to-end decode speedups of an AQUA plan over dense fused, each row
     with the weights + KV-cache bytes of one GPU and whether they fit it (else the smallest tensor-parallel
@@ -84,8 +117,19 @@ def speedup_rows(
             sim = e2e.simulation
             fit = one_gpu_fit(gpu=gpu, model=model, context=ctx, batch=batch)
             fits = "yes" if fit["fits"] else f"no (t >= {fit['smallest_tensor_parallel']})"
-            rows.append({"k": k, "context": ctx, "batch": batch, "dense_us_per_layer": round(float(sim.dense.time_s) * 1e6, 1),
-                         "aqua_us_per_layer": round(float(sim.aqua.time_s) * 1e6, 1), "speedup": round(float(sim.speedup), 3),
-                         "ceiling": round(float(sim.ceiling), 3), "end_to_end_speedup": round(float(e2e.speedup), 3),
-                         "memory_GB": round(fit["memory_bytes"] / 1e9, 1), "fits_one_gpu": fits, "mode": sim.mode})
+            rows.append(
+                {
+                    "k": k,
+                    "context": ctx,
+                    "batch": batch,
+                    "dense_us_per_layer": round(float(sim.dense.time_s) * 1e6, 1),
+                    "aqua_us_per_layer": round(float(sim.aqua.time_s) * 1e6, 1),
+                    "speedup": round(float(sim.speedup), 3),
+                    "ceiling": round(float(sim.ceiling), 3),
+                    "end_to_end_speedup": round(float(e2e.speedup), 3),
+                    "memory_GB": round(fit["memory_bytes"] / 1e9, 1),
+                    "fits_one_gpu": fits,
+                    "mode": sim.mode,
+                }
+            )
     return rows

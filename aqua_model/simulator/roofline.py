@@ -78,12 +78,19 @@ class KernelTime:
 
     @property
     def bound(self) -> np.ndarray:
-        """"compute" or "memory" per point: the larger roofline term."""
+        """ "compute" or "memory" per point: the larger roofline term."""
         return np.where(self.compute_s > self.memory_s, "compute", "memory")
 
 
-def roofline_terms_s(flops: Any, nbytes: Any, *, peak_flops_per_s: float, compute_efficiency: Any,
-                     bandwidth_bytes_per_s: float, memory_efficiency: Any) -> tuple[np.ndarray, np.ndarray]:
+def roofline_terms_s(
+    flops: Any,
+    nbytes: Any,
+    *,
+    peak_flops_per_s: float,
+    compute_efficiency: Any,
+    bandwidth_bytes_per_s: float,
+    memory_efficiency: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """The two roofline terms (seconds): FLOPs over the achievable rate, bytes over the
     achievable bandwidth. Every roofline time of the package is built from these."""
     compute_s = flops / (peak_flops_per_s * compute_efficiency)
@@ -99,13 +106,22 @@ def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarr
     if kernel.stream == "triton-split":
         rows = np.rint(evaluate(kernel.tile_rows, values)).astype(np.int64)
         page = CACHE_PAGE_TOKENS if kernel.row_stride == 0 else None
-        return split_programs(batch=values["B"], heads_kv=values["H_kv"], context=values["N"], rows=rows, d=values["d"],
-                              sm_count=sm_count, page=page).astype(float)
+        return split_programs(
+            batch=values["B"],
+            heads_kv=values["H_kv"],
+            context=values["N"],
+            rows=rows,
+            d=values["d"],
+            sm_count=sm_count,
+            page=page,
+        ).astype(float)
     heads = values["H_kv"] if kernel.stream == "triton-prologue" else values["H_q"]
     return np.asarray(values["B"], dtype=float) * float(heads)
 
 
-def _small_kernel_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], selection: str | None) -> np.ndarray | None:
+def _small_kernel_s(
+    kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], selection: str | None
+) -> np.ndarray | None:
     """Measured device time of the split-N prologue or combine (``prologue_combine_s``), or None.
 
     The prologue's table holds the selecting prologue (``select`` with its selection FLOPs); a
@@ -125,14 +141,22 @@ def _small_kernel_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, 
     return np.asarray(table(which, selection, g=g, d=float(np.max(values["d"])), units=units), dtype=float)
 
 
-def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, Any], flops: np.ndarray,
-                   nbytes: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _stream_busy_s(
+    kernel: Kernel,
+    profile: HardwareProfile,
+    values: dict[str, Any],
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    peak: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(device time, compute term, memory term) from the kernel's stream table, or None."""
     terms = profile.terms
     if not kernel.stream:
         return None
     rows = int(np.max(np.rint(evaluate(kernel.tile_rows, values)))) if kernel.tile_rows != 0 else 0
-    table = terms.stream(kernel.stream, d=int(values["d"]), gqa=int(values["H_q"]) != int(values["H_kv"]), rows=rows)
+    table = terms.stream(
+        kernel.stream, d=int(values["d"]), gqa=int(values["H_q"]) != int(values["H_kv"]), rows=rows
+    )
     if table is None or (table.x == "programs_per_sm" and terms.sm_count is None):
         return None
     x = {"bytes": nbytes, "flops": flops}.get(table.x)
@@ -140,7 +164,9 @@ def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, A
     if x is None:
         programs = _programs(kernel, values, terms.sm_count)
         x = programs / terms.sm_count
-        if table.fill_s:  # the split pass's per-program pipeline fill and drain, per program after each SM's first
+        if (
+            table.fill_s
+        ):  # the split pass's per-program pipeline fill and drain, per program after each SM's first
             fill_s = split_fill_s(programs, terms.sm_count, table.fill_s)
     zero = np.zeros(np.shape(x))
     if table.y == "s":
@@ -157,7 +183,9 @@ def _stream_busy_s(kernel: Kernel, profile: HardwareProfile, values: dict[str, A
     return table.latency_s + memory_s + fill_s, zero, memory_s
 
 
-def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selection: str | None = None) -> KernelTime:
+def kernel_time(
+    kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selection: str | None = None
+) -> KernelTime:
     """Roofline time of ``kernel`` at ``sizes`` (numbers or broadcastable arrays), in the
     storage dtype of ``sizes``; ``selection`` (the plan's) picks the measured prologue/combine
     times of a calibrated profile (None: not used)."""
@@ -175,8 +203,14 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selec
         efficiency = profile.softmax_table(evaluate(kernel.op_length, values))
     else:
         efficiency = profile.memory_efficiency(kernel.pattern, np.maximum(nbytes, 1.0))
-    compute_s, memory_s = roofline_terms_s(flops, nbytes, peak_flops_per_s=peak, compute_efficiency=compute_eff,
-                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s, memory_efficiency=efficiency)
+    compute_s, memory_s = roofline_terms_s(
+        flops,
+        nbytes,
+        peak_flops_per_s=peak,
+        compute_efficiency=compute_eff,
+        bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
+        memory_efficiency=efficiency,
+    )
     busy_s = np.maximum(compute_s, memory_s)
     launches = kernel.launches
     terms = profile.terms
@@ -186,7 +220,11 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selec
         small = _small_kernel_s(kernel, profile, values, selection)
         stream = _stream_busy_s(kernel, profile, values, flops, nbytes, peak) if small is None else None
         if small is not None:  # a latency-bound kernel's measured time (its launch is the graph's)
-            busy_s, compute_s, memory_s = small + (launches - 1) * terms.tiny_kernel_s, np.zeros(np.shape(small)), small
+            busy_s, compute_s, memory_s = (
+                small + (launches - 1) * terms.tiny_kernel_s,
+                np.zeros(np.shape(small)),
+                small,
+            )
         elif stream is not None:
             busy_s, compute_s, memory_s = stream
         elif kernel.op == "topk" and profile.topk_table is not None:
@@ -195,13 +233,20 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selec
             call_s = np.maximum(call_s - terms.graph_launch_s - terms.graph_gap_s, terms.tiny_kernel_s)
             busy_s = np.maximum(busy_s, call_s) + (launches - TORCH_TOPK_LAUNCHES) * terms.tiny_kernel_s
         else:  # the pattern's small-transfer latency (its size table is net of it), a tiny kernel per extra launch
-            busy_s = busy_s + terms.pattern_latency_s.get(kernel.pattern, terms.tiny_kernel_s) + (launches - 1) * terms.tiny_kernel_s
+            busy_s = (
+                busy_s
+                + terms.pattern_latency_s.get(kernel.pattern, terms.tiny_kernel_s)
+                + (launches - 1) * terms.tiny_kernel_s
+            )
         overhead = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
         gap: float | None = terms.graph_gap_s
     else:
         if kernel.op == "topk" and profile.topk_table is not None:
             # measured torch.topk time, which includes its own launch
-            busy_s = np.maximum(busy_s, profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)))
+            busy_s = np.maximum(
+                busy_s,
+                profile.topk_table(evaluate(kernel.op_rows, values), evaluate(kernel.op_length, values)),
+            )
             launches -= 1
         overhead = launches * profile.launch_overhead_s
         gap = None
@@ -209,16 +254,34 @@ def kernel_time(kernel: Kernel, profile: HardwareProfile, sizes: Sizes, *, selec
     # achieved fraction of the datasheet peak rate and bandwidth over the kernel's time
     flops_util = flops / time_s / peak
     bw_util = nbytes / time_s / profile.bandwidth_bytes_per_s
-    return KernelTime(kernel.name, kernel.pattern, flops, nbytes, compute_s, memory_s, overhead, time_s, flops_util, bw_util,
-                      kernel.launches, gap)
+    return KernelTime(
+        kernel.name,
+        kernel.pattern,
+        flops,
+        nbytes,
+        compute_s,
+        memory_s,
+        overhead,
+        time_s,
+        flops_util,
+        bw_util,
+        kernel.launches,
+        gap,
+    )
 
 
 def floor_time_s(flops: Any, nbytes: Any, profile: HardwareProfile, *, unit: str, dtype: str) -> np.ndarray:
     """The datasheet floor of a kernel: its larger roofline term at 100% efficiency, no launch
     (``unit`` "matrix" runs at the storage dtype's peak, "vector" at fp32's)."""
     peak = profile.peak_flops(dtype if unit == "matrix" else VECTOR_DTYPE)
-    compute_s, memory_s = roofline_terms_s(flops, nbytes, peak_flops_per_s=peak, compute_efficiency=1.0,
-                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s, memory_efficiency=1.0)
+    compute_s, memory_s = roofline_terms_s(
+        flops,
+        nbytes,
+        peak_flops_per_s=peak,
+        compute_efficiency=1.0,
+        bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
+        memory_efficiency=1.0,
+    )
     return np.maximum(compute_s, memory_s)
 
 
@@ -226,16 +289,21 @@ def floor_time_s(flops: Any, nbytes: Any, profile: HardwareProfile, *, unit: str
 FLOPS_PER_PARAM_PER_TOKEN = 2.0
 
 
-def weights_time_s(profile: HardwareProfile, *, weight_bytes: float, params: float, batch: Any, dtype: str,
-                   layers: int) -> np.ndarray:
+def weights_time_s(
+    profile: HardwareProfile, *, weight_bytes: float, params: float, batch: Any, dtype: str, layers: int
+) -> np.ndarray:
     """Time of the non-attention work of ``layers`` layers on one GPU: the larger of reading its
     ``weight_bytes`` once and doing 2 FLOPs per parameter per sequence, plus one launch overhead
     per layer (norms, RoPE and sampling left out: a few percent of a decode step)."""
     flops = FLOPS_PER_PARAM_PER_TOKEN * params * np.asarray(batch, dtype=float)
-    compute_s, memory_s = roofline_terms_s(flops, weight_bytes, peak_flops_per_s=profile.peak_flops(dtype),
-                                           compute_efficiency=profile.compute_efficiency,
-                                           bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
-                                           memory_efficiency=profile.memory_efficiency("contiguous", weight_bytes))
+    compute_s, memory_s = roofline_terms_s(
+        flops,
+        weight_bytes,
+        peak_flops_per_s=profile.peak_flops(dtype),
+        compute_efficiency=profile.compute_efficiency,
+        bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
+        memory_efficiency=profile.memory_efficiency("contiguous", weight_bytes),
+    )
     return np.maximum(memory_s, compute_s) + layers * profile.launch_overhead_s
 
 

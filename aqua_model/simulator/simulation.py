@@ -32,7 +32,12 @@ from .roofline import KernelTime, contributions, plan_time
 #: The dense baseline every AQUA plan is compared with: FlashAttention/SDPA-style decode.
 BASELINE_PLAN = "dense-fused"
 #: Short plan names accepted by simulate()/the CLI, mapped to plan names.
-AQUA_PLAN_ALIASES = {"fused": "aqua-fused", "eager": "aqua-eager", "token-major": "aqua-token-major", "step": "aqua-step-topk"}
+AQUA_PLAN_ALIASES = {
+    "fused": "aqua-fused",
+    "eager": "aqua-eager",
+    "token-major": "aqua-token-major",
+    "step": "aqua-step-topk",
+}
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,17 @@ class PlanResult:
         kernel launched alone; ``share_s`` what it adds to the plan (its launch overhead
         partly hidden behind the previous kernel); the shares sum to the plan's time."""
         return [
-            {"name": kt.name, "pattern": kt.pattern, "flops": _scalar(kt.flops), "bytes": _scalar(kt.bytes),
-             "time_s": _scalar(kt.time_s), "share_s": _scalar(share), "bound": _scalar(kt.bound),
-             "flops_utilisation": _scalar(kt.flops_utilisation), "bandwidth_utilisation": _scalar(kt.bandwidth_utilisation)}
+            {
+                "name": kt.name,
+                "pattern": kt.pattern,
+                "flops": _scalar(kt.flops),
+                "bytes": _scalar(kt.bytes),
+                "time_s": _scalar(kt.time_s),
+                "share_s": _scalar(share),
+                "bound": _scalar(kt.bound),
+                "flops_utilisation": _scalar(kt.flops_utilisation),
+                "bandwidth_utilisation": _scalar(kt.bandwidth_utilisation),
+            }
             for kt, share in zip(self.kernels, contributions(self.kernels))
         ]
 
@@ -103,7 +116,11 @@ class Simulation:
     @property
     def speedup_interval(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The 80% interval of the speedup (calibrated profiles with a frozen interval), or None."""
-        return None if self.profile is None else speedup_bounds(self.profile, self.phase, self.aqua.plan, self.speedup)
+        return (
+            None
+            if self.profile is None
+            else speedup_bounds(self.profile, self.phase, self.aqua.plan, self.speedup)
+        )
 
     def time_interval(self, which: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The 80% interval of the ``"dense"`` or ``"aqua"`` plan's time, or None."""
@@ -123,12 +140,18 @@ class Simulation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (per-layer times; all-layer times multiply by ``layers``)."""
         return {
-            "gpu": self.gpu, "mode": self.mode, "phase": self.phase, "model": self.shape.name,
+            "gpu": self.gpu,
+            "mode": self.mode,
+            "phase": self.phase,
+            "model": self.shape.name,
             "inputs": {k: _scalar(v) for k, v in self.inputs.items()},
             "layers": self.shape.layers,
-            "dense_plan": self.dense.plan, "aqua_plan": self.aqua.plan,
-            "dense_plan_description": self.dense.description, "aqua_plan_description": self.aqua.description,
-            "dense_time_s": _scalar(self.dense.time_s), "aqua_time_s": _scalar(self.aqua.time_s),
+            "dense_plan": self.dense.plan,
+            "aqua_plan": self.aqua.plan,
+            "dense_plan_description": self.dense.description,
+            "aqua_plan_description": self.aqua.description,
+            "dense_time_s": _scalar(self.dense.time_s),
+            "aqua_time_s": _scalar(self.aqua.time_s),
             "dense_time_all_layers_s": _scalar(self.dense.time_s * self.shape.layers),
             "aqua_time_all_layers_s": _scalar(self.aqua.time_s * self.shape.layers),
             "speedup": _scalar(self.speedup),
@@ -143,13 +166,22 @@ class Simulation:
     def _intervals_dict(self) -> dict[str, Any]:
         """The 80% intervals (None where the profile has none) and where they come from."""
         out: dict[str, Any] = {"level": 0.8}
-        for key, bounds in (("dense_time_s", self.time_interval("dense")), ("aqua_time_s", self.time_interval("aqua")),
-                            ("speedup", self.speedup_interval)):
+        for key, bounds in (
+            ("dense_time_s", self.time_interval("dense")),
+            ("aqua_time_s", self.time_interval("aqua")),
+            ("speedup", self.speedup_interval),
+        ):
             out[key] = None if bounds is None else [_scalar(bounds[0]), _scalar(bounds[1])]
         iv = None if self.profile is None else self.profile.terms.interval(self.phase, self.aqua.plan)
-        out["source"] = iv.source if iv is not None else (
-            "none: datasheet mode (a lead, not a prediction)" if self.mode == "datasheet" else
-            "none: this calibrated profile holds no interval for the plan")
+        out["source"] = (
+            iv.source
+            if iv is not None
+            else (
+                "none: datasheet mode (a lead, not a prediction)"
+                if self.mode == "datasheet"
+                else "none: this calibrated profile holds no interval for the plan"
+            )
+        )
         return out
 
 
@@ -164,21 +196,40 @@ def sizes_of(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prom
     """The validated :class:`Sizes` of one evaluation of ``shape``: the context checked against
     the model's maximum, and capped at its sliding window (a query attends to at most that)."""
     ctx, prompt_a = check_context(phase, context, prompt)
-    if shape.max_context is not None and int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a))) > shape.max_context:
-        raise ValueError(f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)")
+    if (
+        shape.max_context is not None
+        and int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a))) > shape.max_context
+    ):
+        raise ValueError(
+            f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)"
+        )
     if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
         ctx = np.minimum(ctx, shape.sliding_window)
     if k is None:
         raise ValueError("k (kept dims) is required")
     if phase == "prefill" and shape.cache_dtype in QUANTISED_KV_DTYPES:
-        raise ValueError(f"kv_dtype {shape.cache_dtype!r} is modelled for decode only: the plans count every tensor at the KV "
-                         "element size, and prefill's score tensors dominate its bytes")
-    return Sizes(heads_q=shape.heads_q, heads_kv=shape.heads_kv, d=shape.d, context=ctx, batch=batch, k=k,
-                 dtype=shape.dtype, phase=phase, prompt=prompt_a, kv_dtype=shape.kv_dtype)
+        raise ValueError(
+            f"kv_dtype {shape.cache_dtype!r} is modelled for decode only: the plans count every tensor at the KV "
+            "element size, and prefill's score tensors dominate its bytes"
+        )
+    return Sizes(
+        heads_q=shape.heads_q,
+        heads_kv=shape.heads_kv,
+        d=shape.d,
+        context=ctx,
+        batch=batch,
+        k=k,
+        dtype=shape.dtype,
+        phase=phase,
+        prompt=prompt_a,
+        kv_dtype=shape.kv_dtype,
+    )
 
 
 def _kv_bytes_all_layers(shape: Shape, tokens: Any, batch: Any) -> np.ndarray:
-    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": tokens, "d": shape.d, "s": shape.kv_element_bytes})
+    per_head = evaluate(
+        memory.kv_cache_bytes("dense"), {"N": tokens, "d": shape.d, "s": shape.kv_element_bytes}
+    )
     return per_head * shape.heads_kv * shape.layers * np.asarray(batch)
 
 
@@ -193,8 +244,10 @@ def check_fits_memory(shape: Shape, profile: HardwareProfile, sizes: Sizes) -> N
     tokens = np.asarray(sizes.context) + np.asarray(0 if sizes.prompt is None else sizes.prompt)
     worst = float(np.max(_kv_bytes_all_layers(shape, tokens, sizes.batch)))
     if worst > profile.memory_bytes:
-        raise ValueError(f"the KV cache needs {worst / 1e9:.1f} GB (all {shape.layers} layers, batch and context as given) "
-                         f"but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB")
+        raise ValueError(
+            f"the KV cache needs {worst / 1e9:.1f} GB (all {shape.layers} layers, batch and context as given) "
+            f"but {profile.name} has {profile.memory_bytes / 1e9:.1f} GB"
+        )
 
 
 def simulate(
@@ -227,15 +280,19 @@ def simulate(
     check_choice("phase", phase, PHASES)
     check_choice("selection", selection, GQA_SELECTIONS)
     profile = resolve_profile(gpu)
-    shape = resolve_shape(model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype, kv_dtype=kv_dtype)
+    shape = resolve_shape(
+        model, heads_q=heads_q, heads_kv=heads_kv, d=d, layers=layers, dtype=dtype, kv_dtype=kv_dtype
+    )
     aqua_plans = [p for p in plan_names(phase) if p.startswith("aqua")]
     if not isinstance(plan, str):  # names the argument rather than failing on the alias lookup
         check_choice("plan", plan, (*AQUA_PLAN_ALIASES, *aqua_plans))
     aqua_name = AQUA_PLAN_ALIASES.get(plan, plan)
     check_choice("plan", aqua_name, aqua_plans)
     if shape.cache_dtype == "int4" and "token-major" in aqua_name:
-        raise ValueError(f"plan {aqua_name!r} with kv_dtype 'int4' is not modelled: the sector model needs a whole number of "
-                         "elements per sector, and int4 group scales are stored apart")
+        raise ValueError(
+            f"plan {aqua_name!r} with kv_dtype 'int4' is not modelled: the sector model needs a whole number of "
+            "elements per sector, and int4 group scales are stored apart"
+        )
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     check_fits_memory(shape, profile, sizes)
     conv = resolve(convention)
@@ -245,15 +302,29 @@ def simulate(
     if phase == "decode":
         ceiling = evaluate(memory.byte_ceiling_speedup(), {"d": sizes.d, "k": sizes.k})
     k_scalar = np.asarray(sizes.k)
-    flop_be = breakeven(shape.d, int(k_scalar), g=shape.g, phase=phase, convention=conv).n_min if k_scalar.ndim == 0 else None
-    inputs = {"context": sizes.context, "k": sizes.k, "batch": sizes.batch, "selection": selection, "dtype": shape.dtype,
-              "kv_dtype": shape.cache_dtype}
+    flop_be = (
+        breakeven(shape.d, int(k_scalar), g=shape.g, phase=phase, convention=conv).n_min
+        if k_scalar.ndim == 0
+        else None
+    )
+    inputs = {
+        "context": sizes.context,
+        "k": sizes.k,
+        "batch": sizes.batch,
+        "selection": selection,
+        "dtype": shape.dtype,
+        "kv_dtype": shape.cache_dtype,
+    }
     if phase == "prefill":
         inputs["prompt"] = sizes.prompt
-    return Simulation(profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs, profile)
+    return Simulation(
+        profile.name, profile.mode, shape, phase, dense, aqua, ceiling, flop_be, conv, inputs, profile
+    )
 
 
-def _run(name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, sizes: Sizes) -> PlanResult:
+def _run(
+    name: str, phase: str, selection: str, conv: Convention, profile: HardwareProfile, sizes: Sizes
+) -> PlanResult:
     plan = build_plan(name, phase=phase, selection=selection, convention=conv)
     total, kernels = plan_time(plan, profile, sizes)
     return PlanResult(name, kernels, total, describe(plan))
@@ -303,11 +374,28 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
     if "context" in kwargs:
         raise ValueError("time_breakeven searches the context itself; do not pass context")
     if "gpu" not in kwargs:
-        raise TypeError("time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does")
-    cap = check_int("limit", limit, minimum=1, maximum=BREAKEVEN_SEARCH_LIMIT)  # the search holds every context at once
-    shape = resolve_shape(kwargs.get("model"), heads_q=kwargs.get("heads_q"), heads_kv=kwargs.get("heads_kv"),
-                          d=kwargs.get("d"), layers=kwargs.get("layers", 1), dtype=kwargs.get("dtype"),
-                          kv_dtype=kwargs.get("kv_dtype"))
-    cap = min(cap, shape.max_context or cap,
-              max_fitting_context(shape, resolve_profile(kwargs["gpu"]), check_int("batch", kwargs.get("batch", 1), minimum=1)))
-    return smallest_winning_context(lambda contexts: simulate(context=contexts, **kwargs).speedup > 1.0, lower=1, limit=cap)
+        raise TypeError(
+            "time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does"
+        )
+    cap = check_int(
+        "limit", limit, minimum=1, maximum=BREAKEVEN_SEARCH_LIMIT
+    )  # the search holds every context at once
+    shape = resolve_shape(
+        kwargs.get("model"),
+        heads_q=kwargs.get("heads_q"),
+        heads_kv=kwargs.get("heads_kv"),
+        d=kwargs.get("d"),
+        layers=kwargs.get("layers", 1),
+        dtype=kwargs.get("dtype"),
+        kv_dtype=kwargs.get("kv_dtype"),
+    )
+    cap = min(
+        cap,
+        shape.max_context or cap,
+        max_fitting_context(
+            shape, resolve_profile(kwargs["gpu"]), check_int("batch", kwargs.get("batch", 1), minimum=1)
+        ),
+    )
+    return smallest_winning_context(
+        lambda contexts: simulate(context=contexts, **kwargs).speedup > 1.0, lower=1, limit=cap
+    )

@@ -59,10 +59,20 @@ class EndToEnd:
         return self.dense_attention_s / self.dense_s
 
 
-def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context: Any, k: Any, batch: Any = 1,
-               plan: str = "fused", selection: str = "group", convention: Convention | None = None,
-               tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
-               all_reduce: str = "ring") -> EndToEnd:
+def end_to_end(
+    *,
+    gpu: str | HardwareProfile,
+    model: str | ModelConfig,
+    context: Any,
+    k: Any,
+    batch: Any = 1,
+    plan: str = "fused",
+    selection: str = "group",
+    convention: Convention | None = None,
+    tensor_parallel: int | None = None,
+    pipeline_parallel: int | None = None,
+    all_reduce: str = "ring",
+) -> EndToEnd:
     """Per-token decode latency of ``model`` with dense fused and with an AQUA plan.
 
     ``tensor_parallel`` / ``pipeline_parallel`` (t, p; see :mod:`.parallel`) spread the model over
@@ -74,19 +84,60 @@ def end_to_end(*, gpu: str | HardwareProfile, model: str | ModelConfig, context:
     profile = resolve_profile(gpu)
     check_choice("all_reduce", all_reduce, ALGORITHMS)
     if tensor_parallel is not None or pipeline_parallel is not None:
-        step = decode_step(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection,
-                           convention=convention, tensor_parallel=1 if tensor_parallel is None else tensor_parallel,
-                           pipeline_parallel=1 if pipeline_parallel is None else pipeline_parallel, all_reduce=all_reduce)
-        return EndToEnd(step.weights_s, step.dense_attention_s, step.aqua_attention_s, profile.mode, step.simulation,
-                        step.all_reduce_s, step.point_to_point_s, step)
-    sim = simulate(gpu=profile, model=cfg, context=context, k=k, batch=batch, plan=plan, selection=selection, convention=convention)
-    weights_s = weights_time_s(profile, weight_bytes=float(cfg.weight_bytes()), params=float(cfg.param_count),
-                               batch=np.asarray(sim.inputs["batch"], dtype=float), dtype=cfg.dtype, layers=cfg.layers)
+        step = decode_step(
+            gpu=profile,
+            model=cfg,
+            context=context,
+            k=k,
+            batch=batch,
+            plan=plan,
+            selection=selection,
+            convention=convention,
+            tensor_parallel=1 if tensor_parallel is None else tensor_parallel,
+            pipeline_parallel=1 if pipeline_parallel is None else pipeline_parallel,
+            all_reduce=all_reduce,
+        )
+        return EndToEnd(
+            step.weights_s,
+            step.dense_attention_s,
+            step.aqua_attention_s,
+            profile.mode,
+            step.simulation,
+            step.all_reduce_s,
+            step.point_to_point_s,
+            step,
+        )
+    sim = simulate(
+        gpu=profile,
+        model=cfg,
+        context=context,
+        k=k,
+        batch=batch,
+        plan=plan,
+        selection=selection,
+        convention=convention,
+    )
+    weights_s = weights_time_s(
+        profile,
+        weight_bytes=float(cfg.weight_bytes()),
+        params=float(cfg.param_count),
+        batch=np.asarray(sim.inputs["batch"], dtype=float),
+        dtype=cfg.dtype,
+        layers=cfg.layers,
+    )
     dense_s, aqua_s = cfg.layers * sim.dense.time_s, cfg.layers * sim.aqua.time_s
     local_layers = sim.shape.local_layers
     if local_layers:  # mixed windows (Gemma-2): the windowed layers attend to min(N, window) keys
-        local = simulate(gpu=profile, model=cfg, context=np.minimum(sim.inputs["context"], sim.shape.local_window), k=k,
-                         batch=batch, plan=plan, selection=selection, convention=convention)
+        local = simulate(
+            gpu=profile,
+            model=cfg,
+            context=np.minimum(sim.inputs["context"], sim.shape.local_window),
+            k=k,
+            batch=batch,
+            plan=plan,
+            selection=selection,
+            convention=convention,
+        )
         full_layers = cfg.layers - local_layers
         dense_s = full_layers * sim.dense.time_s + local_layers * local.dense.time_s
         aqua_s = full_layers * sim.aqua.time_s + local_layers * local.aqua.time_s

@@ -24,7 +24,8 @@ from aqua_model.plans import build_plan, plan_names
 
 #: Plans the runner can execute per phase: those with an implementation (the others are model-only).
 RUNNABLE_PLANS: dict[str, tuple[str, ...]] = {
-    phase: tuple(p for p in plan_names(phase) if not build_plan(p, phase=phase).model_only) for phase in PHASES
+    phase: tuple(p for p in plan_names(phase) if not build_plan(p, phase=phase).model_only)
+    for phase in PHASES
 }
 #: The dense baseline every AQUA plan's speedup is taken against.
 BASELINE_PLAN = "dense-fused"
@@ -73,13 +74,18 @@ class Case:
     def __post_init__(self) -> None:
         check_choice("phase", self.phase, PHASES)
         check_choice("plan", self.plan, RUNNABLE_PLANS[self.phase])
-        check_context(self.phase, check_int("context", self.context, minimum=0),
-                      None if self.prompt is None else check_int("prompt", self.prompt, minimum=1))
+        check_context(
+            self.phase,
+            check_int("context", self.context, minimum=0),
+            None if self.prompt is None else check_int("prompt", self.prompt, minimum=1),
+        )
         check_int("batch", self.batch, minimum=1)
         check_int("heads_kv", self.heads_kv, minimum=1)
         check_int("heads_q", self.heads_q, minimum=self.heads_kv)
         if self.heads_q % self.heads_kv:
-            raise ValueError(f"heads_q must be a multiple of heads_kv, got heads_q={self.heads_q}, heads_kv={self.heads_kv}")
+            raise ValueError(
+                f"heads_q must be a multiple of heads_kv, got heads_q={self.heads_q}, heads_kv={self.heads_kv}"
+            )
         check_int("d", self.d, minimum=1)
         check_kept_dims(check_int("k", self.k, minimum=1), self.d)
         dtype_bytes(self.dtype)
@@ -103,13 +109,24 @@ class Case:
     def case_id(self) -> str:
         """Stable readable id, unique per case."""
         t = f"-T{self.prompt}" if self.prompt is not None else ""
-        return (f"{self.phase}/{self.plan}/N{self.context}{t}/B{self.batch}/hq{self.heads_q}-hkv{self.heads_kv}"
-                f"/d{self.d}/k{self.k}/{self.dtype}/{self.selection}")
+        return (
+            f"{self.phase}/{self.plan}/N{self.context}{t}/B{self.batch}/hq{self.heads_q}-hkv{self.heads_kv}"
+            f"/d{self.d}/k{self.k}/{self.dtype}/{self.selection}"
+        )
 
     @property
     def shape_key(self) -> tuple[Any, ...]:
         """What a speedup ratio pairs on: everything but the plan and k."""
-        return (self.phase, self.context, self.prompt, self.batch, self.heads_q, self.heads_kv, self.d, self.dtype)
+        return (
+            self.phase,
+            self.context,
+            self.prompt,
+            self.batch,
+            self.heads_q,
+            self.heads_kv,
+            self.d,
+            self.dtype,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the fields every result row starts with)."""
@@ -120,7 +137,9 @@ class Case:
 
 def kv_bytes(case: Case) -> int:
     """Bytes of the dense K and V tensors of the case (whole batch, one layer)."""
-    per_head = evaluate(memory.kv_cache_bytes("dense"), {"N": case.keys, "d": case.d, "s": dtype_bytes(case.dtype)})
+    per_head = evaluate(
+        memory.kv_cache_bytes("dense"), {"N": case.keys, "d": case.d, "s": dtype_bytes(case.dtype)}
+    )
     return int(per_head) * case.batch * case.heads_kv
 
 
@@ -148,14 +167,24 @@ def _skip(case: Case, *, case_limit: float, kv_limit: float) -> Case:
     if kv_bytes(case) > kv_limit:
         reasons.append(f"KV cache {kv_bytes(case) / 1e9:.1f} GB > budget {kv_limit / 1e9:.0f} GB")
     if working_set_bytes(case) > case_limit:
-        reasons.append(f"working set {working_set_bytes(case) / 1e9:.1f} GB > budget {case_limit / 1e9:.0f} GB")
+        reasons.append(
+            f"working set {working_set_bytes(case) / 1e9:.1f} GB > budget {case_limit / 1e9:.0f} GB"
+        )
     if not reasons:
         return case
     return Case(**{**asdict(case), "skip_reason": "; ".join(reasons)})
 
 
-def _decode_shape_cases(context: int, batch: int, heads_q: int, heads_kv: int, d: int, ks: tuple[int, ...],
-                        eager_ks: tuple[int, ...], token_major_ks: tuple[int, ...]) -> list[Case]:
+def _decode_shape_cases(
+    context: int,
+    batch: int,
+    heads_q: int,
+    heads_kv: int,
+    d: int,
+    ks: tuple[int, ...],
+    eager_ks: tuple[int, ...],
+    token_major_ks: tuple[int, ...],
+) -> list[Case]:
     common = dict(phase="decode", context=context, batch=batch, heads_q=heads_q, heads_kv=heads_kv, d=d)
     out = [Case(plan="dense-fused", k=d, **common), Case(plan="dense-eager", k=d, **common)]
     out += [Case(plan="aqua-fused", k=k, **common) for k in ks]
@@ -175,8 +204,19 @@ def _prefill_cases() -> list[Case]:
     for heads_kv in HEADS_KV_CHOICES:
         for prompt in PREFILL_PROMPTS:
             for batch in PREFILL_BATCHES:
-                common = dict(phase="prefill", context=0, prompt=prompt, batch=batch, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
-                cases += [Case(plan="dense-fused", k=HEAD_DIM, **common), Case(plan="dense-eager", k=HEAD_DIM, **common)]
+                common = dict(
+                    phase="prefill",
+                    context=0,
+                    prompt=prompt,
+                    batch=batch,
+                    heads_q=HEADS_Q,
+                    heads_kv=heads_kv,
+                    d=HEAD_DIM,
+                )
+                cases += [
+                    Case(plan="dense-fused", k=HEAD_DIM, **common),
+                    Case(plan="dense-eager", k=HEAD_DIM, **common),
+                ]
                 cases += [Case(plan="aqua-eager", k=k, **common) for k in K_MAIN]
     return cases
 
@@ -210,9 +250,22 @@ def cpu_grid() -> list[Case]:
     cases: list[Case] = []
     for heads_kv in (4, 1):
         for context in CPU_CONTEXTS:
-            cases += _decode_shape_cases(context, 2, CPU_HEADS_Q, heads_kv, CPU_HEAD_DIM, CPU_KS, CPU_KS[:1], CPU_KS[:1])
-        common = dict(phase="prefill", context=0, prompt=64, batch=1, heads_q=CPU_HEADS_Q, heads_kv=heads_kv, d=CPU_HEAD_DIM)
-        cases += [Case(plan="dense-fused", k=CPU_HEAD_DIM, **common), Case(plan="dense-eager", k=CPU_HEAD_DIM, **common)]
+            cases += _decode_shape_cases(
+                context, 2, CPU_HEADS_Q, heads_kv, CPU_HEAD_DIM, CPU_KS, CPU_KS[:1], CPU_KS[:1]
+            )
+        common = dict(
+            phase="prefill",
+            context=0,
+            prompt=64,
+            batch=1,
+            heads_q=CPU_HEADS_Q,
+            heads_kv=heads_kv,
+            d=CPU_HEAD_DIM,
+        )
+        cases += [
+            Case(plan="dense-fused", k=CPU_HEAD_DIM, **common),
+            Case(plan="dense-eager", k=CPU_HEAD_DIM, **common),
+        ]
         cases += [Case(plan="aqua-eager", k=k, **common) for k in CPU_KS]
     return [_skip(c, case_limit=CPU_CASE_BYTES_LIMIT, kv_limit=CPU_CASE_BYTES_LIMIT) for c in cases]
 
@@ -223,7 +276,9 @@ REDUCED_CONTEXTS: tuple[int, ...] = (512, 8192, 131072)
 REDUCED_EXTRA: tuple[tuple[int, int, int], ...] = ((1, 8, 2048), (1, 8, 32768), (64, 8, 2048), (64, 8, 32768))
 
 
-def reduced_grid(*, case_limit: float = GPU_CASE_BYTES_LIMIT, kv_limit: float = GPU_KV_BYTES_LIMIT) -> list[Case]:
+def reduced_grid(
+    *, case_limit: float = GPU_CASE_BYTES_LIMIT, kv_limit: float = GPU_KV_BYTES_LIMIT
+) -> list[Case]:
     """The in-sample grid of a held-out call: batch 8 at N in ``REDUCED_CONTEXTS`` for MHA and
     GQA g = 4, 8 (dense-fused; aqua-fused at k = 32 and 96, and per head at k = 32 under GQA;
     then the decode step, the cache step, the eager plans and the token-major plans at one k each),
@@ -233,22 +288,47 @@ def reduced_grid(*, case_limit: float = GPU_CASE_BYTES_LIMIT, kv_limit: float = 
     rest: list[Case] = []
     for context in REDUCED_CONTEXTS:
         for heads_kv in HEADS_KV_CHOICES:
-            common = dict(phase="decode", context=context, batch=8, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
-            first += [Case(plan="dense-fused", k=HEAD_DIM, **common), Case(plan="aqua-fused", k=32, **common),
-                      Case(plan="aqua-fused", k=96, **common)]
+            common = dict(
+                phase="decode", context=context, batch=8, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM
+            )
+            first += [
+                Case(plan="dense-fused", k=HEAD_DIM, **common),
+                Case(plan="aqua-fused", k=32, **common),
+                Case(plan="aqua-fused", k=96, **common),
+            ]
             if heads_kv != HEADS_Q:
                 first.append(Case(plan="aqua-fused", k=32, selection="per-head", **common))
-            rest += [Case(plan="aqua-step-topk", k=32, **common), Case(plan="aqua-cache-step", k=96, **common),
-                     Case(plan="aqua-token-major", k=32, **common), Case(plan="aqua-step-topk-token-major", k=96, **common)]
+            rest += [
+                Case(plan="aqua-step-topk", k=32, **common),
+                Case(plan="aqua-cache-step", k=96, **common),
+                Case(plan="aqua-token-major", k=32, **common),
+                Case(plan="aqua-step-topk-token-major", k=96, **common),
+            ]
             if context <= 32768:
-                rest += [Case(plan="dense-eager", k=HEAD_DIM, **common), Case(plan="aqua-eager", k=96, **common)]
+                rest += [
+                    Case(plan="dense-eager", k=HEAD_DIM, **common),
+                    Case(plan="aqua-eager", k=96, **common),
+                ]
     for batch, heads_kv, context in REDUCED_EXTRA:
-        common = dict(phase="decode", context=context, batch=batch, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
-        first += [Case(plan="dense-fused", k=HEAD_DIM, **common), Case(plan="aqua-fused", k=32, **common),
-                  Case(plan="aqua-fused", k=96, **common)]
+        common = dict(
+            phase="decode", context=context, batch=batch, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM
+        )
+        first += [
+            Case(plan="dense-fused", k=HEAD_DIM, **common),
+            Case(plan="aqua-fused", k=32, **common),
+            Case(plan="aqua-fused", k=96, **common),
+        ]
     for heads_kv in HEADS_KV_CHOICES[:2]:
         for prompt in PREFILL_PROMPTS:
-            common = dict(phase="prefill", context=0, prompt=prompt, batch=1, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM)
+            common = dict(
+                phase="prefill",
+                context=0,
+                prompt=prompt,
+                batch=1,
+                heads_q=HEADS_Q,
+                heads_kv=heads_kv,
+                d=HEAD_DIM,
+            )
             first.append(Case(plan="dense-fused", k=HEAD_DIM, **common))
             rest += [Case(plan="dense-eager", k=HEAD_DIM, **common), Case(plan="aqua-eager", k=32, **common)]
     return [_skip(c, case_limit=case_limit, kv_limit=kv_limit) for c in first + rest]

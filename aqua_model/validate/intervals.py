@@ -25,12 +25,22 @@ from aqua_model.validate.report import BASELINE_PLAN, pairing_key
 from aqua_model.validate.runner import read_rows
 
 
-def residuals(rows: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
+def residuals(
+    rows: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
     """(time residuals, speedup residuals) per (phase, plan): ln(measured / predicted), calibrated mode."""
-    ok = [r for r in rows if r.get("status") == "ok" and (r.get("measured_s") or 0) > 0 and (r.get("predicted_calibrated_s") or 0) > 0]
+    ok = [
+        r
+        for r in rows
+        if r.get("status") == "ok"
+        and (r.get("measured_s") or 0) > 0
+        and (r.get("predicted_calibrated_s") or 0) > 0
+    ]
     time_r: dict[tuple[str, str], list[float]] = {}
     for r in ok:
-        time_r.setdefault((r["phase"], r["plan"]), []).append(math.log(r["measured_s"] / r["predicted_calibrated_s"]))
+        time_r.setdefault((r["phase"], r["plan"]), []).append(
+            math.log(r["measured_s"] / r["predicted_calibrated_s"])
+        )
     base = {pairing_key(r): r for r in ok if r["plan"] == BASELINE_PLAN}
     speed_r: dict[tuple[str, str], list[float]] = {}
     for r in ok:
@@ -51,8 +61,14 @@ def interval_entries(rows: list[dict[str, Any]], *, spread: float, source: str) 
         t = interval_from_residuals(rs, spread=spread)
         if t is None:
             continue
-        entry: dict[str, Any] = {"phase": phase, "plan": plan, "level": INTERVAL_LEVEL, "time": list(t), "n_time": len(rs),
-                                 "source": source}
+        entry: dict[str, Any] = {
+            "phase": phase,
+            "plan": plan,
+            "level": INTERVAL_LEVEL,
+            "time": list(t),
+            "n_time": len(rs),
+            "source": source,
+        }
         sp = interval_from_residuals(speed_r.get((phase, plan), []), spread=spread)
         if sp is not None:
             entry["speedup"] = list(sp)
@@ -61,22 +77,30 @@ def interval_entries(rows: list[dict[str, Any]], *, spread: float, source: str) 
     return out
 
 
-def freeze_intervals(*, profile: str | os.PathLike[str], results: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def freeze_intervals(
+    *, profile: str | os.PathLike[str], results: list[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> list[dict[str, Any]]:
     """Write ``out``: ``profile`` with the intervals of the in-sample ``results``; returns them."""
     prof = load(Path(profile))
     if prof.calibration is None:
-        raise ValueError(f"--profile must be a calibrated profile, got {str(profile)!r} in mode {prof.mode!r}")
+        raise ValueError(
+            f"--profile must be a calibrated profile, got {str(profile)!r} in mode {prof.mode!r}"
+        )
     doc = read_toml(Path(profile))
     cal = doc["calibration"]
     spread = float(cal.get("calibration_spread", 0.0))
     rows = [r for path in results for r in read_rows(path)]
     if prof.mode not in {r.get("calibrated_mode") for r in rows}:
-        raise ValueError(f"the results were predicted with {sorted({str(r.get('calibrated_mode')) for r in rows})}, not with "
-                         f"this profile ({prof.mode}); re-predict them first (validate report --repredict)")
+        raise ValueError(
+            f"the results were predicted with {sorted({str(r.get('calibrated_mode')) for r in rows})}, not with "
+            f"this profile ({prof.mode}); re-predict them first (validate report --repredict)"
+        )
     names = ", ".join(str(Path(p).name) for p in results)
-    source = (f"derived: in-sample residuals ln(measured / predicted) of {names} (calibrated mode, {prof.mode}), split-conformal "
-              f"order statistics at {INTERVAL_LEVEL:.0%}, widened in quadrature by the calibration spread {spread:.4f} "
-              "(aqua_model.simulator.intervals)")
+    source = (
+        f"derived: in-sample residuals ln(measured / predicted) of {names} (calibrated mode, {prof.mode}), split-conformal "
+        f"order statistics at {INTERVAL_LEVEL:.0%}, widened in quadrature by the calibration spread {spread:.4f} "
+        "(aqua_model.simulator.intervals)"
+    )
     entries = interval_entries(rows, spread=spread, source=source)
     cal["intervals"] = entries
     header = "Calibrated profile with frozen prediction intervals (aqua-model validate intervals)"

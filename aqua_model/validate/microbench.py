@@ -80,8 +80,13 @@ TOPK_SHAPES: dict[tuple[str, bool], tuple[tuple[int, int], ...]] = {
 MATMUL_DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp32")
 #: Shipped datasheet profile used as the base when the device name contains the key.
 BASE_BY_NAME: tuple[tuple[str, str], ...] = (
-    ("H200", "h200-sxm"), ("H100", "h100-sxm"), ("A100", "a100-80gb-sxm"), ("B200", "b200"),
-    ("L40S", "l40s"), ("4090", "rtx-4090"), ("MI300X", "mi300x"),
+    ("H200", "h200-sxm"),
+    ("H100", "h100-sxm"),
+    ("A100", "a100-80gb-sxm"),
+    ("B200", "b200"),
+    ("L40S", "l40s"),
+    ("4090", "rtx-4090"),
+    ("MI300X", "mi300x"),
 )
 #: Timer settings of the micro-benchmarks (ms): the same order as the cases.
 BENCH_WARMUP_MS = 5.0
@@ -115,8 +120,15 @@ def _t(fn: Callable[[], Any], device: str, *, graph: bool = True) -> float:
 CPU_SM_COUNT = 8
 
 
-def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = True, streams: bool = True,
-                        deadline_s: float | None = None, base: str | None = None) -> Calibration:
+def run_microbenchmarks(
+    *,
+    device: str,
+    quick: bool = False,
+    progress: bool = True,
+    streams: bool = True,
+    deadline_s: float | None = None,
+    base: str | None = None,
+) -> Calibration:
     """Run every micro-benchmark on ``device`` ("cpu" or "cuda"); ``quick`` uses fewer sizes;
     ``streams`` adds the implementation-kernel benchmarks (:mod:`.streams`), started only while
     fewer than ``deadline_s`` seconds have passed (``base``: the datasheet profile whose rates
@@ -148,7 +160,9 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
             tiny.add_(1.0)
 
     cal.dispatch_interval_s = _t(burst, device, graph=False) / DISPATCH_BURST  # host launch rate: eager
-    say(f"launch overhead {cal.launch_s * 1e6:.2f} us, dispatch interval {cal.dispatch_interval_s * 1e6:.2f} us")
+    say(
+        f"launch overhead {cal.launch_s * 1e6:.2f} us, dispatch interval {cal.dispatch_interval_s * 1e6:.2f} us"
+    )
 
     for nbytes in SIZES_BYTES[key]:
         x = rand((nbytes // 2,), torch.bfloat16)
@@ -164,13 +178,20 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
         del xt, view
         length = max(1, nbytes // (GATHER_HEADS * BENCH_HEAD_DIM * 2))
         src = rand((GATHER_HEADS, BENCH_HEAD_DIM, length), torch.bfloat16)
-        idx = torch.stack([torch.randperm(BENCH_HEAD_DIM, device=dev, generator=gen)[:GATHER_ROWS] for _ in range(GATHER_HEADS)])
+        idx = torch.stack(
+            [
+                torch.randperm(BENCH_HEAD_DIM, device=dev, generator=gen)[:GATHER_ROWS]
+                for _ in range(GATHER_HEADS)
+            ]
+        )
         index = idx[:, :, None].expand(GATHER_HEADS, GATHER_ROWS, length)
         moved = 2 * GATHER_HEADS * GATHER_ROWS * length * 2
         cal.gather.append((moved, _t(lambda: torch.gather(src, 1, index), device)))
         del src, idx, index
-        say(f"{nbytes / 2**20:9.2f} MiB: read {cal.read[-1][1] * 1e6:9.2f} us, copy {cal.copy[-1][1] * 1e6:9.2f} us, "
-            f"strided {cal.strided[-1][1] * 1e6:9.2f} us, gather {cal.gather[-1][1] * 1e6:9.2f} us")
+        say(
+            f"{nbytes / 2**20:9.2f} MiB: read {cal.read[-1][1] * 1e6:9.2f} us, copy {cal.copy[-1][1] * 1e6:9.2f} us, "
+            f"strided {cal.strided[-1][1] * 1e6:9.2f} us, gather {cal.gather[-1][1] * 1e6:9.2f} us"
+        )
         if device == "cuda":
             torch.cuda.empty_cache()
 
@@ -191,19 +212,28 @@ def run_microbenchmarks(*, device: str, quick: bool = False, progress: bool = Tr
         cal.topk.append((rows, length, kk, _t(lambda: torch.topk(x, kk, dim=-1), device)))
     say("topk: " + ", ".join(f"{r}x{n}: {t * 1e6:.1f} us" for r, n, _, t in cal.topk))
 
-    cal.sm_count = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else CPU_SM_COUNT
+    cal.sm_count = (
+        torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else CPU_SM_COUNT
+    )
     if streams:
         from aqua_model.validate.streams import run_stream_benchmarks
 
         ref = load(base or base_profile_name(str(cal.env.get("gpu") if device == "cuda" else "cpu"), device))
         left = None if deadline_s is None else max(0.0, deadline_s - (_time.monotonic() - t_start))
-        cal.streams = run_stream_benchmarks(device=device, sm_count=cal.sm_count, deadline_s=left, progress=say,
-                                            profile_rates={"bandwidth": ref.bandwidth_bytes_per_s, "peak_bf16": ref.peak_flops("bf16")})
+        cal.streams = run_stream_benchmarks(
+            device=device,
+            sm_count=cal.sm_count,
+            deadline_s=left,
+            progress=say,
+            profile_rates={"bandwidth": ref.bandwidth_bytes_per_s, "peak_bf16": ref.peak_flops("bf16")},
+        )
 
     tf32 = bool(torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else False
-    cal.method = (f"aqua_model.validate.microbench, timer {'triton do_bench of CUDA-graph replays with L2 flush' if device == 'cuda' else 'perf_counter'}, "
-                  f"warm-up {BENCH_WARMUP_MS} ms, repeats {BENCH_REP_MS} ms, median; random inputs; "
-                  f"{'quick' if quick else 'full'} size set; fp32 matmul allow_tf32={tf32}")
+    cal.method = (
+        f"aqua_model.validate.microbench, timer {'triton do_bench of CUDA-graph replays with L2 flush' if device == 'cuda' else 'perf_counter'}, "
+        f"warm-up {BENCH_WARMUP_MS} ms, repeats {BENCH_REP_MS} ms, median; random inputs; "
+        f"{'quick' if quick else 'full'} size set; fp32 matmul allow_tf32={tf32}"
+    )
     return cal
 
 
@@ -217,11 +247,15 @@ def base_profile_name(device_name: str, device: str) -> str:
     for needle, key in BASE_BY_NAME:
         if needle.lower() in device_name.lower():
             return key
-    raise ValueError(f"no shipped datasheet profile matches device {device_name!r}; pass base= one of the "
-                     f"hardware keys (aqua-model hardware list)")
+    raise ValueError(
+        f"no shipped datasheet profile matches device {device_name!r}; pass base= one of the "
+        f"hardware keys (aqua-model hardware list)"
+    )
 
 
-def _efficiency_points(points: list[tuple[int, float]], launch_s: float, bandwidth: float) -> list[tuple[float, float]]:
+def _efficiency_points(
+    points: list[tuple[int, float]], launch_s: float, bandwidth: float
+) -> list[tuple[float, float]]:
     out = []
     for nbytes, t in points:
         net = t - launch_s
@@ -243,10 +277,16 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
     date = cal.env.get("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     where = f"{cal.env.get('gpu') if cal.device == 'cuda' else cal.env.get('cpu', 'cpu')}, {date[:10]}"
     doc: dict[str, Any] = {
-        "schema_version": 1, "name": name, "vendor": base.vendor, "kind": base.kind, "mode": "calibrated",
-        "notes": (f"Calibrated from micro-benchmarks on {where} over the datasheet profile {base.key!r}: "
-                  "peaks and sizes are the datasheet's unless a measurement beat them; efficiencies, their size "
-                  "tables and the launch overhead are measured (aqua-model validate calibrate)."),
+        "schema_version": 1,
+        "name": name,
+        "vendor": base.vendor,
+        "kind": base.kind,
+        "mode": "calibrated",
+        "notes": (
+            f"Calibrated from micro-benchmarks on {where} over the datasheet profile {base.key!r}: "
+            "peaks and sizes are the datasheet's unless a measurement beat them; efficiencies, their size "
+            "tables and the launch overhead are measured (aqua-model validate calibrate)."
+        ),
     }
     # peaks: the datasheet's, unless the measurement is higher
     bw = base.bandwidth_bytes_per_s
@@ -256,49 +296,81 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
         doc[field_name] = _quantity_doc(q)
     if read_rate > bw:
         bw = read_rate
-        doc["hbm_bandwidth_bytes_per_s"] = {"value": bw, "unit": "bytes/s",
-                                            "source": f"measured: read-only sum of {large_read[0]} bytes, {where}",
-                                            "note": f"beat the datasheet's {base.bandwidth_bytes_per_s:.4g} bytes/s"}
+        doc["hbm_bandwidth_bytes_per_s"] = {
+            "value": bw,
+            "unit": "bytes/s",
+            "source": f"measured: read-only sum of {large_read[0]} bytes, {where}",
+            "note": f"beat the datasheet's {base.bandwidth_bytes_per_s:.4g} bytes/s",
+        }
     for dt, pts in cal.matmul.items():
         best = max(r for _, r in pts)
         if best > base.peak_flops(dt):
-            doc[f"peak_flops_{dt}"] = {"value": best, "unit": "flop/s", "sparse": False,
-                                       "source": f"measured: best {dt} square matmul, {where}",
-                                       "note": f"beat the datasheet's {base.peak_flops(dt):.4g} flop/s"}
+            doc[f"peak_flops_{dt}"] = {
+                "value": best,
+                "unit": "flop/s",
+                "sparse": False,
+                "source": f"measured: best {dt} square matmul, {where}",
+                "note": f"beat the datasheet's {base.peak_flops(dt):.4g} flop/s",
+            }
     peak_bf16 = doc["peak_flops_bf16"]["value"] * _unit_factor(doc["peak_flops_bf16"]["unit"])
     best_bf16 = max(r for _, r in cal.matmul["bf16"])
-    doc["launch_overhead_s"] = {"value": cal.launch_s, "unit": "s",
-                                "source": f"measured: median timed call of a one-element in-place add, {where}",
-                                "note": f"back-to-back dispatch interval {cal.dispatch_interval_s:.3g} s"}
+    doc["launch_overhead_s"] = {
+        "value": cal.launch_s,
+        "unit": "s",
+        "source": f"measured: median timed call of a one-element in-place add, {where}",
+        "note": f"back-to-back dispatch interval {cal.dispatch_interval_s:.3g} s",
+    }
     tables = {
-        "contiguous": (_efficiency_points(cal.read, cal.launch_s, bw), "read-only float32-accumulated sum of bf16"),
-        "strided": (_efficiency_points(cal.strided, cal.launch_s, bw),
-                    f"sum over a strided view of the first {STRIDED_CHANNELS} of {BENCH_HEAD_DIM} channels of a "
-                    f"token-major bf16 [M, {BENCH_HEAD_DIM}] tensor, bytes counted as {SECTOR_BYTES}-byte sectors touched"),
-        "gather": (_efficiency_points(cal.gather, cal.launch_s, bw),
-                   f"torch.gather of {GATHER_ROWS} of {BENCH_HEAD_DIM} rows of a dim-major bf16 [{GATHER_HEADS}, "
-                   f"{BENCH_HEAD_DIM}, L] tensor, bytes read plus written"),
+        "contiguous": (
+            _efficiency_points(cal.read, cal.launch_s, bw),
+            "read-only float32-accumulated sum of bf16",
+        ),
+        "strided": (
+            _efficiency_points(cal.strided, cal.launch_s, bw),
+            f"sum over a strided view of the first {STRIDED_CHANNELS} of {BENCH_HEAD_DIM} channels of a "
+            f"token-major bf16 [M, {BENCH_HEAD_DIM}] tensor, bytes counted as {SECTOR_BYTES}-byte sectors touched",
+        ),
+        "gather": (
+            _efficiency_points(cal.gather, cal.launch_s, bw),
+            f"torch.gather of {GATHER_ROWS} of {BENCH_HEAD_DIM} rows of a dim-major bf16 [{GATHER_HEADS}, "
+            f"{BENCH_HEAD_DIM}, L] tensor, bytes read plus written",
+        ),
     }
     eff: dict[str, Any] = {
-        "compute": {"value": min(1.0, best_bf16 / peak_bf16), "unit": "fraction",
-                    "source": f"measured: best bf16 square matmul {best_bf16:.4g} flop/s over peak {peak_bf16:.4g}, {where}"},
+        "compute": {
+            "value": min(1.0, best_bf16 / peak_bf16),
+            "unit": "fraction",
+            "source": f"measured: best bf16 square matmul {best_bf16:.4g} flop/s over peak {peak_bf16:.4g}, {where}",
+        },
     }
     size_tables: dict[str, Any] = {}
     for pattern, (pts, what) in tables.items():
         pts = _dedupe(pts)
-        eff[pattern] = {"value": pts[-1][1], "unit": "fraction",
-                        "source": f"measured: {what}, at {int(pts[-1][0])} bytes, net of launch overhead, {where}"}
-        size_tables[pattern] = {"points": [[x, y] for x, y in pts], "x_unit": "bytes", "y_unit": "fraction",
-                                "source": f"measured: {what}, net of launch overhead, {where}"}
+        eff[pattern] = {
+            "value": pts[-1][1],
+            "unit": "fraction",
+            "source": f"measured: {what}, at {int(pts[-1][0])} bytes, net of launch overhead, {where}",
+        }
+        size_tables[pattern] = {
+            "points": [[x, y] for x, y in pts],
+            "x_unit": "bytes",
+            "y_unit": "fraction",
+            "source": f"measured: {what}, net of launch overhead, {where}",
+        }
     latency = _latency_net_tables(cal, bw, where, eff, size_tables) if cal.streams is not None else None
     eff["size_table"] = size_tables
     doc["efficiency"] = eff
     doc["calibration"] = {
         "device": str(cal.env.get("gpu") if cal.device == "cuda" else cal.env.get("cpu", "cpu")),
-        "driver": str(cal.env.get("driver", "unknown")), "torch": str(cal.env.get("torch", "unknown")),
-        "triton": str(cal.env.get("triton", "unknown")), "date": str(date), "method": cal.method,
-        "base": base.key, "cuda": str(cal.env.get("cuda", "none")),
-        "launch_overhead_s": cal.launch_s, "dispatch_interval_s": cal.dispatch_interval_s,
+        "driver": str(cal.env.get("driver", "unknown")),
+        "torch": str(cal.env.get("torch", "unknown")),
+        "triton": str(cal.env.get("triton", "unknown")),
+        "date": str(date),
+        "method": cal.method,
+        "base": base.key,
+        "cuda": str(cal.env.get("cuda", "none")),
+        "launch_overhead_s": cal.launch_s,
+        "dispatch_interval_s": cal.dispatch_interval_s,
         "read_bytes_s": [[float(b), t] for b, t in cal.read],
         "copy_bytes_s": [[float(b), t] for b, t in cal.copy],
         "strided_bytes_s": [[float(b), t] for b, t in cal.strided],
@@ -316,7 +388,9 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
         st = cal.streams
         doc["calibration"].update({k: v for k, v in st.graph.items()})
         doc["calibration"]["calibration_spread"] = calibration_spread(st)
-        doc["calibration"]["stream_profiler"] = "torch.profiler per-kernel durations" if st.profiler else "whole-call times"
+        doc["calibration"]["stream_profiler"] = (
+            "torch.profiler per-kernel durations" if st.profiler else "whole-call times"
+        )
         if st.softmax:
             doc["calibration"]["softmax_length_bytes_s_efficiency"] = st.softmax
         if st.attention_compute_efficiency is not None:
@@ -327,8 +401,9 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
     return doc
 
 
-def _latency_net_tables(cal: Calibration, bw: float, where: str, eff: dict[str, Any],
-                        size_tables: dict[str, Any]) -> dict[str, float]:
+def _latency_net_tables(
+    cal: Calibration, bw: float, where: str, eff: dict[str, Any], size_tables: dict[str, Any]
+) -> dict[str, float]:
     """With graph timing measured, each pattern's size table is net of its small-transfer latency
     (the intercept of its ladder of device times, replay - graph launch), which the profile keeps
     as ``pattern_latency_s``; the contiguous pattern is then the copy ladder (an elementwise
@@ -338,10 +413,16 @@ def _latency_net_tables(cal: Calibration, bw: float, where: str, eff: dict[str, 
     launch = cal.streams.graph["graph_launch_s"]
     ladders = {
         "contiguous": (cal.copy, "dst.copy_(src) of bf16, bytes read plus written"),
-        "strided": (cal.strided, f"sum over a strided view of the first {STRIDED_CHANNELS} of {BENCH_HEAD_DIM} channels, "
-                                 f"bytes counted as {SECTOR_BYTES}-byte sectors touched"),
-        "gather": (cal.gather, f"torch.gather of {GATHER_ROWS} of {BENCH_HEAD_DIM} rows of a dim-major [{GATHER_HEADS}, "
-                               f"{BENCH_HEAD_DIM}, L] tensor, bytes read plus written"),
+        "strided": (
+            cal.strided,
+            f"sum over a strided view of the first {STRIDED_CHANNELS} of {BENCH_HEAD_DIM} channels, "
+            f"bytes counted as {SECTOR_BYTES}-byte sectors touched",
+        ),
+        "gather": (
+            cal.gather,
+            f"torch.gather of {GATHER_ROWS} of {BENCH_HEAD_DIM} rows of a dim-major [{GATHER_HEADS}, "
+            f"{BENCH_HEAD_DIM}, L] tensor, bytes read plus written",
+        ),
     }
     latency: dict[str, float] = {}
     for pattern, (points, what) in ladders.items():
@@ -366,7 +447,9 @@ def _quantity_doc(q: Any) -> dict[str, Any]:
     return out
 
 
-def write_profile(cal: Calibration, out_path: str | os.PathLike[str], *, base: str | None = None) -> HardwareProfile:
+def write_profile(
+    cal: Calibration, out_path: str | os.PathLike[str], *, base: str | None = None
+) -> HardwareProfile:
     """Write the calibrated profile TOML for ``cal`` and return it loaded (validated)."""
     device_name = str(cal.env.get("gpu") if cal.device == "cuda" else "cpu")
     base_key = base or base_profile_name(device_name, cal.device)
@@ -374,17 +457,29 @@ def write_profile(cal: Calibration, out_path: str | os.PathLike[str], *, base: s
     if base_profile.mode != "datasheet":
         raise ValueError(f"base must be a datasheet profile, got {base_key!r} in mode {base_profile.mode!r}")
     doc = build_profile_document(cal, base_profile, name=f"{base_profile.name} (calibrated)")
-    header = (f"Calibrated hardware profile written by `aqua-model validate calibrate` on {cal.env.get('date')}.\n"
-              f"Device {device_name}; driver {cal.env.get('driver')}; torch {cal.env.get('torch')}; "
-              f"triton {cal.env.get('triton')}; CUDA {cal.env.get('cuda')}.")
+    header = (
+        f"Calibrated hardware profile written by `aqua-model validate calibrate` on {cal.env.get('date')}.\n"
+        f"Device {device_name}; driver {cal.env.get('driver')}; torch {cal.env.get('torch')}; "
+        f"triton {cal.env.get('triton')}; CUDA {cal.env.get('cuda')}."
+    )
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_toml(doc, header=header))
     return load(path)
 
 
-def calibrate_profile(*, out_path: str | os.PathLike[str], device: str, quick: bool = False, base: str | None = None,
-              progress: bool = True, streams: bool = True, deadline_s: float | None = None) -> HardwareProfile:
+def calibrate_profile(
+    *,
+    out_path: str | os.PathLike[str],
+    device: str,
+    quick: bool = False,
+    base: str | None = None,
+    progress: bool = True,
+    streams: bool = True,
+    deadline_s: float | None = None,
+) -> HardwareProfile:
     """Run the micro-benchmarks on ``device`` and write the calibrated profile to ``out_path``."""
-    cal = run_microbenchmarks(device=device, quick=quick, progress=progress, streams=streams, deadline_s=deadline_s, base=base)
+    cal = run_microbenchmarks(
+        device=device, quick=quick, progress=progress, streams=streams, deadline_s=deadline_s, base=base
+    )
     return write_profile(cal, out_path, base=base)

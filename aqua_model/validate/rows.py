@@ -50,8 +50,14 @@ SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 STATUSES: tuple[str, ...] = ("ok", "oom", "unsupported", "skipped", "error")
 #: Optional time fields: null, or a finite number of seconds >= 0.
 OPTIONAL_TIME_FIELDS: tuple[str, ...] = (
-    "measured_iqr_s", "measured_q25_s", "measured_q75_s", "measured_eager_s", "measured_eager_iqr_s",
-    "predicted_datasheet_s", "predicted_calibrated_s", "roofline_floor_s",
+    "measured_iqr_s",
+    "measured_q25_s",
+    "measured_q75_s",
+    "measured_eager_s",
+    "measured_eager_iqr_s",
+    "predicted_datasheet_s",
+    "predicted_calibrated_s",
+    "roofline_floor_s",
 )
 _POSITIVE_INT_FIELDS: tuple[str, ...] = ("batch", "heads_q", "heads_kv", "d")
 
@@ -89,8 +95,10 @@ class BadRowsError(ValueError):
         self.result = result
         shown = "; ".join(f"line {r.line}: {r.reason}" for r in result.rejected[:3])
         more = f"; and {len(result.rejected) - 3} more" if len(result.rejected) > 3 else ""
-        super().__init__(f"{result.path}: {len(result.rejected)} bad line(s) ({shown}{more}); "
-                         "fix them, or pass --lenient (lenient=True) to skip them")
+        super().__init__(
+            f"{result.path}: {len(result.rejected)} bad line(s) ({shown}{more}); "
+            "fix them, or pass --lenient (lenient=True) to skip them"
+        )
 
 
 def _is_int(x: Any) -> bool:
@@ -109,7 +117,14 @@ def _show(x: Any) -> str:
 def check_row(row: Any) -> str | None:
     """Why ``row`` is not a valid result row, or None when it is (see the module docstring)."""
     if not isinstance(row, dict):
-        kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+        kind = {
+            type(None): "null",
+            bool: "a boolean",
+            int: "a number",
+            float: "a number",
+            str: "a string",
+            list: "an array",
+        }
         return f"not a JSON object (got {kind.get(type(row), type(row).__name__)}: {_show(row)})"
     version = row.get("schema_version")
     if "schema_version" not in row:
@@ -158,7 +173,9 @@ def check_row(row: Any) -> str | None:
         if value is not None and (not _is_number(value) or value < 0):
             return f"{name} must be null or a finite number >= 0, got {_show(value)}"
     kernels = row.get("kernels")
-    if kernels is not None and (not isinstance(kernels, list) or not all(isinstance(k, dict) for k in kernels)):
+    if kernels is not None and (
+        not isinstance(kernels, list) or not all(isinstance(k, dict) for k in kernels)
+    ):
         return f"kernels must be a list of objects, got {_show(kernels)}"
     return None
 

@@ -33,11 +33,34 @@ from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
 #: The dense baseline of every predicted speedup.
 BASELINE_PLAN = "dense-fused"
 #: Prediction fields a re-prediction recomputes.
-PREDICTION_FIELDS = ("predicted_datasheet_s", "predicted_calibrated_s", "predicted_calibrated_low_s", "predicted_calibrated_high_s",
-                     "predicted_speedup_calibrated", "predicted_speedup_low", "predicted_speedup_high", "datasheet_mode",
-                     "calibrated_mode", "roofline_floor_s", "flops", "bytes")
+PREDICTION_FIELDS = (
+    "predicted_datasheet_s",
+    "predicted_calibrated_s",
+    "predicted_calibrated_low_s",
+    "predicted_calibrated_high_s",
+    "predicted_speedup_calibrated",
+    "predicted_speedup_low",
+    "predicted_speedup_high",
+    "datasheet_mode",
+    "calibrated_mode",
+    "roofline_floor_s",
+    "flops",
+    "bytes",
+)
 #: Row fields that rebuild a Case (its constructor arguments, less the skip reason).
-CASE_FIELDS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
+CASE_FIELDS = (
+    "phase",
+    "plan",
+    "context",
+    "batch",
+    "heads_q",
+    "heads_kv",
+    "d",
+    "k",
+    "dtype",
+    "prompt",
+    "selection",
+)
 from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
 #: Schema version of a result row. 2 (issue 11): plans have their current names; rows of schema
@@ -61,8 +84,11 @@ def environment(device: str) -> dict[str, Any]:
     """Device, driver, torch, triton, CUDA versions and the UTC date."""
     import platform
 
-    env: dict[str, Any] = {"device": device, "python": platform.python_version(),
-                           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    env: dict[str, Any] = {
+        "device": device,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     try:
         import torch
 
@@ -91,8 +117,13 @@ def environment(device: str) -> dict[str, Any]:
 
 def _driver_version() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            check=True,
+        )
         return out.stdout.strip().splitlines()[0]
     except Exception as exc:  # no nvidia-smi, or it failed: say so, never guess
         return f"unknown ({type(exc).__name__})"
@@ -103,9 +134,18 @@ def _driver_version() -> str:
 
 def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProfile | None) -> dict[str, Any]:
     """Both modes' predicted totals and per-kernel tables, and the datasheet roofline floor."""
-    kw = dict(phase=case.phase, context=case.context, batch=case.batch, heads_q=case.heads_q,
-              heads_kv=case.heads_kv, d=case.d, k=case.k, dtype=case.dtype, prompt=case.prompt,
-              selection=case.selection)
+    kw = dict(
+        phase=case.phase,
+        context=case.context,
+        batch=case.batch,
+        heads_q=case.heads_q,
+        heads_kv=case.heads_kv,
+        d=case.d,
+        k=case.k,
+        dtype=case.dtype,
+        prompt=case.prompt,
+        selection=case.selection,
+    )
     ds = predict(plan=case.plan, gpu=datasheet, **kw)
     cal = predict(plan=case.plan, gpu=calibrated, **kw) if calibrated is not None else None
     speedup: dict[str, Any] = {}
@@ -114,30 +154,50 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
         dense = predict(plan=BASELINE_PLAN, gpu=calibrated, **{**kw, "k": case.d, "selection": "group"})
         sp = dense.total_s / cal.total_s
         bounds = speedup_bounds(calibrated, case.phase, case.plan, sp)
-        speedup = {"predicted_speedup_calibrated": sp,
-                   "predicted_speedup_low": None if bounds is None else float(bounds[0]),
-                   "predicted_speedup_high": None if bounds is None else float(bounds[1])}
-    units = {kern.name: kern.unit for kern in build_plan(case.plan, phase=case.phase, selection=case.selection).kernels}
+        speedup = {
+            "predicted_speedup_calibrated": sp,
+            "predicted_speedup_low": None if bounds is None else float(bounds[0]),
+            "predicted_speedup_high": None if bounds is None else float(bounds[1]),
+        }
+    units = {
+        kern.name: kern.unit
+        for kern in build_plan(case.plan, phase=case.phase, selection=case.selection).kernels
+    }
     kernels = []
     floor = 0.0
     for i, kd in enumerate(ds.kernels):
-        k_floor = float(floor_time_s(kd["flops"], kd["bytes"], datasheet, unit=units.get(kd["name"], "matrix"), dtype=case.dtype))
+        k_floor = float(
+            floor_time_s(
+                kd["flops"], kd["bytes"], datasheet, unit=units.get(kd["name"], "matrix"), dtype=case.dtype
+            )
+        )
         floor += k_floor
-        kernels.append({
-            "name": kd["name"], "pattern": kd["pattern"], "flops": kd["flops"], "bytes": kd["bytes"],
-            "unit": units.get(kd["name"]),
-            "predicted_datasheet_s": kd["time_s"], "bound_datasheet": kd["bound"],
-            "predicted_calibrated_s": cal.kernels[i]["time_s"] if cal else None,
-            "bound_calibrated": cal.kernels[i]["bound"] if cal else None,
-            "roofline_floor_s": k_floor,
-        })
+        kernels.append(
+            {
+                "name": kd["name"],
+                "pattern": kd["pattern"],
+                "flops": kd["flops"],
+                "bytes": kd["bytes"],
+                "unit": units.get(kd["name"]),
+                "predicted_datasheet_s": kd["time_s"],
+                "bound_datasheet": kd["bound"],
+                "predicted_calibrated_s": cal.kernels[i]["time_s"] if cal else None,
+                "bound_calibrated": cal.kernels[i]["bound"] if cal else None,
+                "roofline_floor_s": k_floor,
+            }
+        )
     return {
-        "predicted_datasheet_s": ds.total_s, "predicted_calibrated_s": cal.total_s if cal else None,
-        "predicted_calibrated_low_s": cal.low_s if cal else None, "predicted_calibrated_high_s": cal.high_s if cal else None,
+        "predicted_datasheet_s": ds.total_s,
+        "predicted_calibrated_s": cal.total_s if cal else None,
+        "predicted_calibrated_low_s": cal.low_s if cal else None,
+        "predicted_calibrated_high_s": cal.high_s if cal else None,
         **speedup,
-        "datasheet_mode": ds.mode, "calibrated_mode": cal.mode if cal else None,
-        "roofline_floor_s": floor, "flops": sum(k["flops"] for k in kernels),
-        "bytes": sum(k["bytes"] for k in kernels), "kernels": kernels,
+        "datasheet_mode": ds.mode,
+        "calibrated_mode": cal.mode if cal else None,
+        "roofline_floor_s": floor,
+        "flops": sum(k["flops"] for k in kernels),
+        "bytes": sum(k["bytes"] for k in kernels),
+        "kernels": kernels,
     }
 
 
@@ -161,8 +221,14 @@ def is_oom(exc: BaseException) -> bool:
 class Measurer:
     """Measures cases on one device, keeping one shape's random inputs between cases."""
 
-    def __init__(self, device: str, *, warmup_ms: float = DEFAULT_WARMUP_MS, rep_ms: float = DEFAULT_REP_MS,
-                 graph: bool = True) -> None:
+    def __init__(
+        self,
+        device: str,
+        *,
+        warmup_ms: float = DEFAULT_WARMUP_MS,
+        rep_ms: float = DEFAULT_REP_MS,
+        graph: bool = True,
+    ) -> None:
         self.device = check_choice("device", device, ("cpu", "cuda"))
         self.graph = bool(graph)
         self.warmup_ms = check_real("warmup_ms", warmup_ms, minimum=0.0)
@@ -214,12 +280,16 @@ class Measurer:
         if work.out is not None and not bool(torch.isfinite(work.out).all()):
             raise RuntimeError("output check failed: the plan left unwritten (NaN) elements in its output")
         if not close >= wl.CHECK_MIN_FRACTION:
-            raise RuntimeError(f"output check failed: only {close:.2f} of output vectors within {wl.CHECK_TOLERANCE} "
-                               f"of the float32 reference (overall relative error {rel:.3g})")
+            raise RuntimeError(
+                f"output check failed: only {close:.2f} of output vectors within {wl.CHECK_TOLERANCE} "
+                f"of the float32 reference (overall relative error {rel:.3g})"
+            )
         # timing: poison again, time the whole plan, check the output after the timed calls
         if work.out is not None:
             work.out.fill_(float("nan"))
-        total = time_fn(work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph)
+        total = time_fn(
+            work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph
+        )
         if work.out is not None and not bool(torch.isfinite(work.out).all()):
             raise RuntimeError("output check failed after timing: NaN left in the output")
         eager = total
@@ -227,13 +297,24 @@ class Measurer:
             eager = time_fn(work.total, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
         kernels = {}
         for name, fn in work.kernels:
-            t = time_fn(fn, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph)
+            t = time_fn(
+                fn, device=self.device, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms, graph=self.graph
+            )
             kernels[name] = {"measured_s": t.median_s, "measured_iqr_s": t.iqr_s}
         return {
-            "measured_s": total.median_s, "measured_iqr_s": total.iqr_s, "measured_q25_s": total.q25_s,
-            "measured_q75_s": total.q75_s, "timing_method": total.method, "cache_policy": total.cache_policy,
-            "measured_eager_s": eager.median_s, "measured_eager_iqr_s": eager.iqr_s, "eager_timing_method": eager.method,
-            "check_rel_error": rel, "check_fraction_close": close, "measured_kernels": kernels, "notes": work.notes,
+            "measured_s": total.median_s,
+            "measured_iqr_s": total.iqr_s,
+            "measured_q25_s": total.q25_s,
+            "measured_q75_s": total.q75_s,
+            "timing_method": total.method,
+            "cache_policy": total.cache_policy,
+            "measured_eager_s": eager.median_s,
+            "measured_eager_iqr_s": eager.iqr_s,
+            "eager_timing_method": eager.method,
+            "check_rel_error": rel,
+            "check_fraction_close": close,
+            "measured_kernels": kernels,
+            "notes": work.notes,
         }
 
 
@@ -330,32 +411,63 @@ def _merge_kernels(pred: dict[str, Any], measured: dict[str, Any] | None) -> lis
     known = {k["name"] for k in kernels}
     for name, m in measured.items():  # a measured kernel the plan does not name
         if name not in known:
-            kernels.append({"name": name, "measured_s": m.get("measured_s"), "measured_iqr_s": m.get("measured_iqr_s"),
-                            "predicted_datasheet_s": None, "predicted_calibrated_s": None, "flops": None, "bytes": None})
+            kernels.append(
+                {
+                    "name": name,
+                    "measured_s": m.get("measured_s"),
+                    "measured_iqr_s": m.get("measured_iqr_s"),
+                    "predicted_datasheet_s": None,
+                    "predicted_calibrated_s": None,
+                    "flops": None,
+                    "bytes": None,
+                }
+            )
     return kernels
 
 
-def make_row(case: Case, *, status: str, env: dict[str, Any], pred: dict[str, Any], measured: dict[str, Any] | None,
-             error: str | None = None, wall_s: float = 0.0, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_row(
+    case: Case,
+    *,
+    status: str,
+    env: dict[str, Any],
+    pred: dict[str, Any],
+    measured: dict[str, Any] | None,
+    error: str | None = None,
+    wall_s: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One results row (see the module docstring for the fields); ``extra`` fields (the frozen
     model's commit and fingerprint, the held-out seed, the case source) are added as they are."""
     check_choice("status", status, STATUSES)
     m = measured or {}
     row: dict[str, Any] = {"schema_version": ROW_SCHEMA_VERSION, **case.to_dict(), "status": status}
-    row.update({
-        "measured_s": m.get("measured_s"), "measured_iqr_s": m.get("measured_iqr_s"),
-        "measured_q25_s": m.get("measured_q25_s"), "measured_q75_s": m.get("measured_q75_s"),
-        "measured_eager_s": m.get("measured_eager_s"), "measured_eager_iqr_s": m.get("measured_eager_iqr_s"),
-        "eager_timing_method": m.get("eager_timing_method"),
-        **{key: pred.get(key) for key in PREDICTION_FIELDS[:7]},
-        "datasheet_mode": pred.get("datasheet_mode"), "calibrated_mode": pred.get("calibrated_mode"),
-        "roofline_floor_s": pred.get("roofline_floor_s"), "flops": pred.get("flops"), "bytes": pred.get("bytes"),
-        "timing_method": m.get("timing_method"), "cache_policy": m.get("cache_policy"),
-        "check_rel_error": m.get("check_rel_error"), "check_fraction_close": m.get("check_fraction_close"),
-        "kernels": _merge_kernels(pred, m.get("measured_kernels")),
-        "notes": m.get("notes", []), "error": error, "skip_reason": case.skip_reason,
-        "wall_s": wall_s, "env": env,
-    })
+    row.update(
+        {
+            "measured_s": m.get("measured_s"),
+            "measured_iqr_s": m.get("measured_iqr_s"),
+            "measured_q25_s": m.get("measured_q25_s"),
+            "measured_q75_s": m.get("measured_q75_s"),
+            "measured_eager_s": m.get("measured_eager_s"),
+            "measured_eager_iqr_s": m.get("measured_eager_iqr_s"),
+            "eager_timing_method": m.get("eager_timing_method"),
+            **{key: pred.get(key) for key in PREDICTION_FIELDS[:7]},
+            "datasheet_mode": pred.get("datasheet_mode"),
+            "calibrated_mode": pred.get("calibrated_mode"),
+            "roofline_floor_s": pred.get("roofline_floor_s"),
+            "flops": pred.get("flops"),
+            "bytes": pred.get("bytes"),
+            "timing_method": m.get("timing_method"),
+            "cache_policy": m.get("cache_policy"),
+            "check_rel_error": m.get("check_rel_error"),
+            "check_fraction_close": m.get("check_fraction_close"),
+            "kernels": _merge_kernels(pred, m.get("measured_kernels")),
+            "notes": m.get("notes", []),
+            "error": error,
+            "skip_reason": case.skip_reason,
+            "wall_s": wall_s,
+            "env": env,
+        }
+    )
     row.update(extra or {})
     return row
 
@@ -400,8 +512,11 @@ def run_cases(
             for i, case in enumerate(todo):
                 if deadline_s is not None and time.monotonic() - t_start > deadline_s:
                     counts["not_started"] = len(todo) - i
-                    print(f"deadline of {deadline_s:.0f} s reached: {len(todo) - i} cases not started; "
-                          "rerun the same command to resume", file=sys.stderr)
+                    print(
+                        f"deadline of {deadline_s:.0f} s reached: {len(todo) - i} cases not started; "
+                        "rerun the same command to resume",
+                        file=sys.stderr,
+                    )
                     break
                 t0 = time.monotonic()
                 try:
@@ -412,8 +527,16 @@ def run_cases(
                 status, measured, error = _measure_one(case, measurer)
                 if pred_error:
                     error = pred_error if error is None else f"{error}; {pred_error}"
-                row = make_row(case, status=status, env=env, pred=pred, measured=measured, error=error,
-                               wall_s=time.monotonic() - t0, extra=row_extra)
+                row = make_row(
+                    case,
+                    status=status,
+                    env=env,
+                    pred=pred,
+                    measured=measured,
+                    error=error,
+                    wall_s=time.monotonic() - t0,
+                    extra=row_extra,
+                )
                 _append(fh, row)
                 counts[status] += 1
                 bar.update(_progress_text(row))
@@ -480,7 +603,9 @@ def merge_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 # -- re-prediction ---------------------------------------------------------------------------------
 
 
-def repredict_rows(rows: list[dict[str, Any]], *, datasheet: HardwareProfile, calibrated: HardwareProfile | None) -> list[dict[str, Any]]:
+def repredict_rows(
+    rows: list[dict[str, Any]], *, datasheet: HardwareProfile, calibrated: HardwareProfile | None
+) -> list[dict[str, Any]]:
     """The same measurements with every prediction recomputed by the current model.
 
     Measurements are facts of the run; predictions belong to the model. Re-predicting lets a
@@ -495,8 +620,11 @@ def repredict_rows(rows: list[dict[str, Any]], *, datasheet: HardwareProfile, ca
             out.append(row)
             continue
         pred = predictions(case, datasheet, calibrated)
-        measured = {kern["name"]: {"measured_s": kern.get("measured_s"), "measured_iqr_s": kern.get("measured_iqr_s")}
-                    for kern in row.get("kernels", []) if kern.get("measured_s") is not None}
+        measured = {
+            kern["name"]: {"measured_s": kern.get("measured_s"), "measured_iqr_s": kern.get("measured_iqr_s")}
+            for kern in row.get("kernels", [])
+            if kern.get("measured_s") is not None
+        }
         new = dict(row)
         for key in PREDICTION_FIELDS:
             if key in pred or key in new:

@@ -56,9 +56,19 @@ HEAD_DIMS: tuple[int, ...] = (64, 128)
 MIN_K = 8
 SELECTIONS: tuple[str, ...] = ("group", "per-head")
 DTYPES: tuple[str, ...] = ("bf16", "fp16")
-CORE_PLANS: dict[str, tuple[str, ...]] = {"decode": ("dense-fused", "aqua-fused"), "prefill": ("dense-fused",)}
+CORE_PLANS: dict[str, tuple[str, ...]] = {
+    "decode": ("dense-fused", "aqua-fused"),
+    "prefill": ("dense-fused",),
+}
 OTHER_PLANS: dict[str, tuple[str, ...]] = {
-    "decode": ("aqua-step-topk", "aqua-cache-step", "aqua-token-major", "aqua-step-topk-token-major", "dense-eager", "aqua-eager"),
+    "decode": (
+        "aqua-step-topk",
+        "aqua-cache-step",
+        "aqua-token-major",
+        "aqua-step-topk-token-major",
+        "dense-eager",
+        "aqua-eager",
+    ),
     "prefill": ("dense-eager", "aqua-eager"),
 }
 #: Plans whose implementation selects per KV group only.
@@ -68,23 +78,45 @@ MAX_KV_BYTES = 16 * 2**30
 MAX_WORKING_SET_BYTES = 48e9
 MAX_CALL_S = 0.03
 DISTRIBUTION: dict[str, Any] = {
-    "p_prefill": P_PREFILL, "batch": f"log-uniform integer on {list(BATCH_RANGE)}",
+    "p_prefill": P_PREFILL,
+    "batch": f"log-uniform integer on {list(BATCH_RANGE)}",
     "context": f"log-uniform integer on {list(CONTEXT_RANGE)} (decode N; prefill T, no cached prefix); powers of two redrawn",
-    "heads_q": list(HEADS_Q), "g": f"uniform over the divisors of H_q up to {MAX_GROUP}", "d": list(HEAD_DIMS),
-    "k": f"uniform integer on [{MIN_K}, d]", "selection": list(SELECTIONS), "dtype": list(DTYPES),
-    "core_plans": CORE_PLANS, "other_plans": OTHER_PLANS,
-    "budget": {"max_kv_bytes": MAX_KV_BYTES, "max_working_set_bytes": MAX_WORKING_SET_BYTES,
-               "max_datasheet_call_s": MAX_CALL_S},
+    "heads_q": list(HEADS_Q),
+    "g": f"uniform over the divisors of H_q up to {MAX_GROUP}",
+    "d": list(HEAD_DIMS),
+    "k": f"uniform integer on [{MIN_K}, d]",
+    "selection": list(SELECTIONS),
+    "dtype": list(DTYPES),
+    "core_plans": CORE_PLANS,
+    "other_plans": OTHER_PLANS,
+    "budget": {
+        "max_kv_bytes": MAX_KV_BYTES,
+        "max_working_set_bytes": MAX_WORKING_SET_BYTES,
+        "max_datasheet_call_s": MAX_CALL_S,
+    },
 }
 #: The CPU form of the distribution (the CI test of the pipeline): the same structure, tiny ranges.
 CPU_DISTRIBUTION: dict[str, Any] = {
-    "batch_range": (1, 3), "context_range": (16, 300), "heads_q": (4, 6, 8), "max_group": 4, "head_dims": (32,),
-    "min_k": 4, "max_kv_bytes": 4 * 2**20, "max_working_set_bytes": 64e6, "max_call_s": None,
+    "batch_range": (1, 3),
+    "context_range": (16, 300),
+    "heads_q": (4, 6, 8),
+    "max_group": 4,
+    "head_dims": (32,),
+    "min_k": 4,
+    "max_kv_bytes": 4 * 2**20,
+    "max_working_set_bytes": 64e6,
+    "max_call_s": None,
 }
 #: The H200 form, as the module constants above.
 H200_DISTRIBUTION: dict[str, Any] = {
-    "batch_range": BATCH_RANGE, "context_range": CONTEXT_RANGE, "heads_q": HEADS_Q, "max_group": MAX_GROUP,
-    "head_dims": HEAD_DIMS, "min_k": MIN_K, "max_kv_bytes": MAX_KV_BYTES, "max_working_set_bytes": MAX_WORKING_SET_BYTES,
+    "batch_range": BATCH_RANGE,
+    "context_range": CONTEXT_RANGE,
+    "heads_q": HEADS_Q,
+    "max_group": MAX_GROUP,
+    "head_dims": HEAD_DIMS,
+    "min_k": MIN_K,
+    "max_kv_bytes": MAX_KV_BYTES,
+    "max_working_set_bytes": MAX_WORKING_SET_BYTES,
     "max_call_s": MAX_CALL_S,
 }
 SCALES: dict[str, dict[str, Any]] = {"h200": H200_DISTRIBUTION, "cpu": CPU_DISTRIBUTION}
@@ -97,8 +129,14 @@ def model_fingerprint(root: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 over the package's source and data files (relative path and bytes, sorted)."""
     base = Path(root) if root is not None else PACKAGE_DIR
     h = hashlib.sha256()
-    for path in sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES
-                       and "__pycache__" not in p.parts and "_results" not in p.parts):
+    for path in sorted(
+        p
+        for p in base.rglob("*")
+        if p.is_file()
+        and p.suffix in FINGERPRINT_SUFFIXES
+        and "__pycache__" not in p.parts
+        and "_results" not in p.parts
+    ):
         h.update(str(path.relative_to(base)).encode())
         h.update(b"\0")
         h.update(path.read_bytes())
@@ -110,9 +148,17 @@ def git_commit(repo: str | os.PathLike[str] | None = None) -> tuple[str | None, 
     """(HEAD commit, whether aqua_model/ differs from it) of the checkout, or (None, None)."""
     cwd = Path(repo) if repo is not None else PACKAGE_DIR.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "aqua_model"], cwd=cwd, capture_output=True, text=True,
-                               timeout=10, check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "aqua_model"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None, None
     return head.stdout.strip(), bool(dirty.stdout.strip())
@@ -120,7 +166,11 @@ def git_commit(repo: str | os.PathLike[str] | None = None) -> tuple[str | None, 
 
 def seed_from_commit(commit: str) -> int:
     """The held-out seed rule of validation/README.md: the integer value of the commit's first 8 hex digits."""
-    if not isinstance(commit, str) or len(commit) < 8 or any(c not in "0123456789abcdefABCDEF" for c in commit[:8]):
+    if (
+        not isinstance(commit, str)
+        or len(commit) < 8
+        or any(c not in "0123456789abcdefABCDEF" for c in commit[:8])
+    ):
         raise ValueError(f"commit must be a hex commit hash of at least 8 digits, got {commit!r}")
     return int(commit[:8], 16)
 
@@ -132,9 +182,20 @@ def _log_uniform_int(rng: random.Random, lo: int, hi: int) -> int:
 def _predicted_call_s(case: Case) -> float:
     from aqua_model.simulator import predict
 
-    return predict(plan=case.plan, phase=case.phase, context=case.context, batch=case.batch, heads_q=case.heads_q,
-                   heads_kv=case.heads_kv, d=case.d, k=case.k, dtype=case.dtype, prompt=case.prompt, selection=case.selection,
-                   gpu="h200").total_s
+    return predict(
+        plan=case.plan,
+        phase=case.phase,
+        context=case.context,
+        batch=case.batch,
+        heads_q=case.heads_q,
+        heads_kv=case.heads_kv,
+        d=case.d,
+        k=case.k,
+        dtype=case.dtype,
+        prompt=case.prompt,
+        selection=case.selection,
+        gpu="h200",
+    ).total_s
 
 
 def _over_budget(case: Case, dist: dict[str, Any]) -> str | None:
@@ -151,9 +212,19 @@ def _case(phase: str, plan: str, shape: dict[str, Any]) -> Case:
     dense = plan.startswith("dense")
     selection = "group" if (dense or plan in GROUP_ONLY_PLANS) else shape["selection"]
     ctx = shape["context"]
-    return Case(phase=phase, plan=plan, context=ctx if phase == "decode" else 0, prompt=None if phase == "decode" else ctx,
-                batch=shape["batch"], heads_q=shape["heads_q"], heads_kv=shape["heads_kv"], d=shape["d"],
-                k=shape["d"] if dense else shape["k"], dtype=shape["dtype"], selection=selection)
+    return Case(
+        phase=phase,
+        plan=plan,
+        context=ctx if phase == "decode" else 0,
+        prompt=None if phase == "decode" else ctx,
+        batch=shape["batch"],
+        heads_q=shape["heads_q"],
+        heads_kv=shape["heads_kv"],
+        d=shape["d"],
+        k=shape["d"] if dense else shape["k"],
+        dtype=shape["dtype"],
+        selection=selection,
+    )
 
 
 def draw_shape(rng: random.Random, dist: dict[str, Any] = H200_DISTRIBUTION) -> tuple[str, dict[str, Any]]:
@@ -164,8 +235,16 @@ def draw_shape(rng: random.Random, dist: dict[str, Any] = H200_DISTRIBUTION) -> 
     hq = rng.choice(dist["heads_q"])
     g = rng.choice([x for x in range(1, dist["max_group"] + 1) if hq % x == 0])
     d = rng.choice(dist["head_dims"])
-    shape = {"batch": batch, "context": context, "heads_q": hq, "heads_kv": hq // g, "d": d, "k": rng.randint(dist["min_k"], d),
-             "selection": rng.choice(SELECTIONS), "dtype": rng.choice(DTYPES)}
+    shape = {
+        "batch": batch,
+        "context": context,
+        "heads_q": hq,
+        "heads_kv": hq // g,
+        "d": d,
+        "k": rng.randint(dist["min_k"], d),
+        "selection": rng.choice(SELECTIONS),
+        "dtype": rng.choice(DTYPES),
+    }
     return phase, shape
 
 
@@ -178,7 +257,13 @@ def sample_cases(*, seed: int, n: int, scale: str = "h200") -> tuple[list[dict[s
     dist = SCALES[check_choice("scale", scale, tuple(SCALES))]
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
-    redraws: dict[str, int] = {"power_of_two": 0, "kv_bytes": 0, "working_set": 0, "call_time": 0, "extra_plan_over_budget": 0}
+    redraws: dict[str, int] = {
+        "power_of_two": 0,
+        "kv_bytes": 0,
+        "working_set": 0,
+        "call_time": 0,
+        "extra_plan_over_budget": 0,
+    }
     shape_index = 0
     while len(rows) < n:
         phase, shape = draw_shape(rng, dist)
@@ -203,17 +288,33 @@ def sample_cases(*, seed: int, n: int, scale: str = "h200") -> tuple[list[dict[s
     return rows, redraws
 
 
-def write_cases(*, seed: int, n: int, out_path: str | os.PathLike[str], model_commit: str | None = None,
-                scale: str = "h200") -> dict[str, Any]:
+def write_cases(
+    *,
+    seed: int,
+    n: int,
+    out_path: str | os.PathLike[str],
+    model_commit: str | None = None,
+    scale: str = "h200",
+) -> dict[str, Any]:
     """Draw the cases and write the case file (meta line first); returns the meta record."""
     rows, redraws = sample_cases(seed=seed, n=n, scale=scale)
     commit, dirty = git_commit()
-    meta = {"kind": "meta", "schema_version": CASES_SCHEMA_VERSION, "seed": seed, "n": n, "cases": len(rows),
-            "shapes": 1 + max(r["shape_index"] for r in rows), "scale": scale,
-            "distribution": DISTRIBUTION if scale == "h200" else {**DISTRIBUTION, **CPU_DISTRIBUTION}, "redraws": redraws,
-            "model_commit": model_commit or commit, "checkout_commit": commit, "model_dirty": dirty,
-            "model_sha256": model_fingerprint(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "kind": "meta",
+        "schema_version": CASES_SCHEMA_VERSION,
+        "seed": seed,
+        "n": n,
+        "cases": len(rows),
+        "shapes": 1 + max(r["shape_index"] for r in rows),
+        "scale": scale,
+        "distribution": DISTRIBUTION if scale == "h200" else {**DISTRIBUTION, **CPU_DISTRIBUTION},
+        "redraws": redraws,
+        "model_commit": model_commit or commit,
+        "checkout_commit": commit,
+        "model_dirty": dirty,
+        "model_sha256": model_fingerprint(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
@@ -224,7 +325,19 @@ def write_cases(*, seed: int, n: int, out_path: str | os.PathLike[str], model_co
 
 
 #: Case fields a case row carries (the Case constructor's arguments).
-_CASE_KEYS = ("phase", "plan", "context", "batch", "heads_q", "heads_kv", "d", "k", "dtype", "prompt", "selection")
+_CASE_KEYS = (
+    "phase",
+    "plan",
+    "context",
+    "batch",
+    "heads_q",
+    "heads_kv",
+    "d",
+    "k",
+    "dtype",
+    "prompt",
+    "selection",
+)
 
 
 def read_cases(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Case]]:
@@ -239,9 +352,15 @@ def read_cases(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Case]
         meta = json.loads(lines[0])
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}:1: not valid JSON ({exc.msg})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "meta" or meta.get("schema_version") != CASES_SCHEMA_VERSION:
-        raise ValueError(f"{p}:1: the first line must be the meta record of a case file (kind 'meta', schema_version "
-                         f"{CASES_SCHEMA_VERSION}); write one with 'aqua-model validate sample'")
+    if (
+        not isinstance(meta, dict)
+        or meta.get("kind") != "meta"
+        or meta.get("schema_version") != CASES_SCHEMA_VERSION
+    ):
+        raise ValueError(
+            f"{p}:1: the first line must be the meta record of a case file (kind 'meta', schema_version "
+            f"{CASES_SCHEMA_VERSION}); write one with 'aqua-model validate sample'"
+        )
     cases = []
     for i, line in enumerate(lines[1:], start=2):
         try:
@@ -256,11 +375,22 @@ def check_frozen(meta: dict[str, Any]) -> None:
     """Raise unless the running package is the model the cases were drawn for (same fingerprint)."""
     want, have = meta.get("model_sha256"), model_fingerprint()
     if want != have:
-        raise ValueError(f"the model changed since the cases were drawn (fingerprint {str(want)[:12]} in the case file, "
-                         f"{have[:12]} here, frozen at commit {meta.get('model_commit')}): a held-out run measures the "
-                         "frozen model only; draw a fresh seed for a changed model (validation/README.md)")
+        raise ValueError(
+            f"the model changed since the cases were drawn (fingerprint {str(want)[:12]} in the case file, "
+            f"{have[:12]} here, frozen at commit {meta.get('model_commit')}): a held-out run measures the "
+            "frozen model only; draw a fresh seed for a changed model (validation/README.md)"
+        )
 
 
-__all__ = ["CASES_SCHEMA_VERSION", "DISTRIBUTION", "check_frozen", "draw_shape", "git_commit", "model_fingerprint", "read_cases",
-           "sample_cases", "seed_from_commit", "write_cases"]
-
+__all__ = [
+    "CASES_SCHEMA_VERSION",
+    "DISTRIBUTION",
+    "check_frozen",
+    "draw_shape",
+    "git_commit",
+    "model_fingerprint",
+    "read_cases",
+    "sample_cases",
+    "seed_from_commit",
+    "write_cases",
+]

@@ -111,7 +111,11 @@ MIN_EFFICIENCY = 1e-3
 #: The latency intercept is clipped to this fraction of the smallest measured time.
 LATENCY_CAP = 0.95
 #: Triton kernel names of one aqua_decode call (aqua_model.kernels.triton_decode.KERNELS).
-TRITON_NAMES = {"triton-prologue": "_prologue_kernel", "triton-split": "_split_kernel", "triton-combine": "_combine_kernel"}
+TRITON_NAMES = {
+    "triton-prologue": "_prologue_kernel",
+    "triton-split": "_split_kernel",
+    "triton-combine": "_combine_kernel",
+}
 #: Device activities that are not kernels.
 NOT_KERNELS = ("Memset", "Memcpy")
 
@@ -138,7 +142,9 @@ class _Clock:
 
         self.device = device
         self.torch = torch
-        self.flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device=device) if device == "cuda" else None
+        self.flush = (
+            torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device=device) if device == "cuda" else None
+        )
         self.exclude: set[str] = set()
         self.profiler_ok = device == "cuda"
         if self.profiler_ok:
@@ -180,7 +186,7 @@ class _Clock:
         out = {}
         for name, durs in per.items():
             c = max(1, len(durs) // repeats)
-            out[name] = [sum(durs[i * c:(i + 1) * c]) for i in range(len(durs) // c)]
+            out[name] = [sum(durs[i * c : (i + 1) * c]) for i in range(len(durs) // c)]
         return out
 
     def kernels(self, fn: Callable[[], Any], repeats: int = REPEATS) -> dict[str, list[float]]:
@@ -223,7 +229,9 @@ def _main(durs: dict[str, list[float]], name: str | None = None) -> list[float]:
         if set(durs) == {"<call>"}:
             return durs["<call>"]
         if name not in durs:
-            raise RuntimeError(f"the profiler recorded no kernel {name!r} in this call; it recorded {sorted(durs)}")
+            raise RuntimeError(
+                f"the profiler recorded no kernel {name!r} in this call; it recorded {sorted(durs)}"
+            )
         return durs[name]
     if not durs:
         raise RuntimeError("the profiler recorded no kernel in this call")
@@ -294,8 +302,14 @@ def _plan_work(plan: str, plan_phase: str, kernel: str, what: str, **shape: Any)
     return float(evaluate(kern.bytes if what == "bytes" else kern.flops, sizes))
 
 
-def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_count: int, deadline_s: float | None = None,
-                          progress: Callable[[str], None] = lambda msg: None) -> StreamResult:
+def run_stream_benchmarks(
+    *,
+    device: str,
+    profile_rates: dict[str, float],
+    sm_count: int,
+    deadline_s: float | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> StreamResult:
     """Run every stream micro-benchmark on ``device``; ``profile_rates`` holds the datasheet
     ``bandwidth`` (bytes/s) and ``peak_bf16`` (FLOP/s) the efficiencies are fractions of.
     Stops starting new benchmarks after ``deadline_s`` seconds (the tables so far are kept)."""
@@ -322,25 +336,55 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
     tiny = torch.zeros(1, device=dev)
     chain = []
     for n in CHAIN_LENGTHS:
+
         def call(n: int = n) -> None:
             for _ in range(n):
                 tiny.add_(1.0)
-        chain.append((n, time_fn(call, device=device, warmup_ms=2.0, rep_ms=10.0, graph=device == "cuda").median_s))
+
+        chain.append(
+            (n, time_fn(call, device=device, warmup_ms=2.0, rep_ms=10.0, graph=device == "cuda").median_s)
+        )
     slope, intercept = np.polyfit([c[0] for c in chain], [c[1] for c in chain], 1)
     tiny_s = _median(_main(clock.kernels(lambda: tiny.add_(1.0)))) if clock.profiler_ok else float(slope)
     tiny_s = float(min(max(tiny_s, 1e-9), max(slope, 1e-9)))
     gap = float(max(MIN_GAP_S, slope - tiny_s))
-    res.graph = {"graph_launch_s": float(max(1e-9, intercept + gap)), "graph_gap_s": gap, "tiny_kernel_s": tiny_s,
-                 "chain_n_s": [[float(n), t] for n, t in chain],
-                 "graph_method": (f"measured: CUDA-graph replays of n one-element adds, n in {list(CHAIN_LENGTHS)} (least "
-                                  f"squares: slope = tiny kernel + gap, intercept = graph launch - gap); the add's device "
-                                  f"time by torch.profiler ({'yes' if clock.profiler_ok else 'no: slope used'}); {where}")}
-    progress(f"graph: launch {res.graph['graph_launch_s'] * 1e6:.2f} us, gap {gap * 1e6:.2f} us, tiny kernel {tiny_s * 1e6:.2f} us")
+    res.graph = {
+        "graph_launch_s": float(max(1e-9, intercept + gap)),
+        "graph_gap_s": gap,
+        "tiny_kernel_s": tiny_s,
+        "chain_n_s": [[float(n), t] for n, t in chain],
+        "graph_method": (
+            f"measured: CUDA-graph replays of n one-element adds, n in {list(CHAIN_LENGTHS)} (least "
+            f"squares: slope = tiny kernel + gap, intercept = graph launch - gap); the add's device "
+            f"time by torch.profiler ({'yes' if clock.profiler_ok else 'no: slope used'}); {where}"
+        ),
+    }
+    progress(
+        f"graph: launch {res.graph['graph_launch_s'] * 1e6:.2f} us, gap {gap * 1e6:.2f} us, tiny kernel {tiny_s * 1e6:.2f} us"
+    )
 
-    def add_table(stream: str, d: int, gqa: bool | None, rows: int, x: str, y: str, latency: float, points: list[list[float]],
-                  what: str, misaligned: float | None = None) -> None:
-        entry: dict[str, Any] = {"stream": stream, "d": d, "rows": rows, "x": x, "y": y, "latency_s": latency,
-                                 "points": points, "source": f"measured: {what}; {where}"}
+    def add_table(
+        stream: str,
+        d: int,
+        gqa: bool | None,
+        rows: int,
+        x: str,
+        y: str,
+        latency: float,
+        points: list[list[float]],
+        what: str,
+        misaligned: float | None = None,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "stream": stream,
+            "d": d,
+            "rows": rows,
+            "x": x,
+            "y": y,
+            "latency_s": latency,
+            "points": points,
+            "source": f"measured: {what}; {where}",
+        }
         if gqa is not None:
             entry["gqa"] = gqa
         if misaligned is not None:
@@ -359,17 +403,41 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             pts = []
             for b, n in DECODE_LADDER[kind]:
                 q, k, v = rand(b, hq, 1, d), rand(b, hkv, n, d), rand(b, hkv, n, d)
-                ds = _main(clock.kernels(lambda: F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=gqa)))
+                ds = _main(
+                    clock.kernels(lambda: F.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=gqa))
+                )
                 res.spread.append(_spread(ds))
-                work = _plan_work("dense-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d, context=n, batch=b, k=d)
+                work = _plan_work(
+                    "dense-fused",
+                    "decode",
+                    "attention",
+                    "bytes",
+                    heads_q=hq,
+                    heads_kv=hkv,
+                    d=d,
+                    context=n,
+                    batch=b,
+                    k=d,
+                )
                 pts.append((work, _median(ds)))
                 del q, k, v
             lat, eff = efficiency_table(pts, bw)
-            add_table("sdpa-decode", d, gqa, 0, "bytes", "efficiency", lat, eff,
-                      f"torch SDPA decode's main (longest) kernel, (B, N) in {list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
-                      f"d={d}, bf16; bytes as the dense-fused plan counts them")
-            progress(f"sdpa-decode d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
-                     + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff))
+            add_table(
+                "sdpa-decode",
+                d,
+                gqa,
+                0,
+                "bytes",
+                "efficiency",
+                lat,
+                eff,
+                f"torch SDPA decode's main (longest) kernel, (B, N) in {list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
+                f"d={d}, bf16; bytes as the dense-fused plan counts them",
+            )
+            progress(
+                f"sdpa-decode d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
+                + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff)
+            )
 
     # -- the Triton split pass: programs per SM, alignment, latency -------------------------------
     from aqua_model.kernels import triton_decode as td
@@ -386,23 +454,48 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             v = rand(1, hkv, n_ctx + MISALIGN_ELEMENTS, d)
             kt_al = rand(1, hkv, d, n_ctx)
             out = torch.empty(1, hq, d, dtype=torch.bfloat16, device=dev)
-            work = _plan_work("aqua-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d, context=n_ctx,
-                              batch=1, k=rows)
+            work = _plan_work(
+                "aqua-fused",
+                "decode",
+                "attention",
+                "bytes",
+                heads_q=hq,
+                heads_kv=hkv,
+                d=d,
+                context=n_ctx,
+                batch=1,
+                k=rows,
+            )
 
             def call(kt: torch.Tensor, splits: int, length: int) -> Callable[[], Any]:
                 cfg = td.DecodeConfig(block_n=block_n, num_warps=warps, num_stages=stages, num_splits=splits)
-                return lambda: td.aqua_decode(q, kt, v[:, :, :length], None, k_keep=rows, selection="group", scale=1.0,
-                                              config=cfg, out=out)
+                return lambda: td.aqua_decode(
+                    q,
+                    kt,
+                    v[:, :, :length],
+                    None,
+                    k_keep=rows,
+                    selection="group",
+                    scale=1.0,
+                    config=cfg,
+                    out=out,
+                )
 
             # latency: one block of one head
             q1, kt1, v1 = rand(1, SPLIT_GROUP, d), rand(1, 1, d, block_n), rand(1, 1, block_n, d)
             out1 = torch.empty(1, SPLIT_GROUP, d, dtype=torch.bfloat16, device=dev)
             cfg1 = td.DecodeConfig(block_n=block_n, num_warps=warps, num_stages=stages, num_splits=1)
-            lat_d = clock.kernels(lambda: td.aqua_decode(q1, kt1, v1, None, k_keep=rows, selection="group", scale=1.0,
-                                                         config=cfg1, out=out1))
+            lat_d = clock.kernels(
+                lambda: td.aqua_decode(
+                    q1, kt1, v1, None, k_keep=rows, selection="group", scale=1.0, config=cfg1, out=out1
+                )
+            )
             latency = _median(_main(lat_d, TRITON_NAMES["triton-split"])) if triton_ok else 0.0
+
             def programs(splits: int, length: int) -> int:  # the kernel's own split count (plan_splits)
-                got, _ = split_count(programs=hkv, context=length, block_n=block_n, sm_count=sm_count, num_splits=splits)
+                got, _ = split_count(
+                    programs=hkv, context=length, block_n=block_n, sm_count=sm_count, num_splits=splits
+                )
                 return hkv * int(got)
 
             pts, fill_pts = [], []
@@ -416,11 +509,24 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             for length in FILL_CONTEXTS[kind]:
                 if late():
                     break
-                work_n = _plan_work("aqua-fused", "decode", "attention", "bytes", heads_q=hq, heads_kv=hkv, d=d,
-                                    context=length, batch=1, k=rows)
+                work_n = _plan_work(
+                    "aqua-fused",
+                    "decode",
+                    "attention",
+                    "bytes",
+                    heads_q=hq,
+                    heads_kv=hkv,
+                    d=d,
+                    context=length,
+                    batch=1,
+                    k=rows,
+                )
                 for x in FILL_PROGRAMS_PER_SM:
                     splits = max(1, round(x * sm_count / hkv))
-                    ds = _main(clock.kernels(call(kt_al[:, :, :, :length], splits, length)), TRITON_NAMES["triton-split"])
+                    ds = _main(
+                        clock.kernels(call(kt_al[:, :, :, :length], splits, length)),
+                        TRITON_NAMES["triton-split"],
+                    )
                     fill_pts.append((work_n, float(programs(splits, length)), _median(ds)))
             fill = fit_split_fill(fill_pts, latency_s=latency, sm_count=sm_count) if triton_ok else 0.0
             eff_pts = []
@@ -429,31 +535,49 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
                 if eff_pts and xp <= eff_pts[-1][0]:
                     continue
                 net = t - latency - float(split_fill_s(prog, sm_count, fill))
-                eff_pts.append([xp, float(min(1.0, max(MIN_EFFICIENCY, work / (net * bw) if net > 0 else 1.0)))])
+                eff_pts.append(
+                    [xp, float(min(1.0, max(MIN_EFFICIENCY, work / (net * bw) if net > 0 else 1.0)))]
+                )
             mis = None
             if triton_ok:
                 splits = max(1, round(MISALIGN_AT_PROGRAMS_PER_SM * sm_count / hkv))
                 fixed = latency + float(split_fill_s(programs(splits, n_ctx), sm_count, fill))
                 kt_mis = rand(1, hkv, d, n_ctx + MISALIGN_ELEMENTS)[:, :, :, :n_ctx]  # row stride N + 8
                 t_al = _median(_main(clock.kernels(call(kt_al, splits, n_ctx)), TRITON_NAMES["triton-split"]))
-                t_mis = _median(_main(clock.kernels(call(kt_mis, splits, n_ctx)), TRITON_NAMES["triton-split"]))
+                t_mis = _median(
+                    _main(clock.kernels(call(kt_mis, splits, n_ctx)), TRITON_NAMES["triton-split"])
+                )
                 mis = float(min(1.0, max(MIN_EFFICIENCY, (t_al - fixed) / max(t_mis - fixed, 1e-12))))
                 del kt_mis
-            add_table("triton-split", d, True, rows, "programs_per_sm", "efficiency", latency, eff_pts,
-                      f"aqua_decode's split pass (group selection, k = {rows} rows, {block_n}-token blocks, {warps} warps, "
-                      f"{stages} stages) over B=1, H_kv={hkv}, g={SPLIT_GROUP}, N={n_ctx}, d={d}, bf16, with the split count "
-                      f"forced; bytes as the aqua-fused plan counts them; latency: one block of one head; misaligned: "
-                      f"row stride N+{MISALIGN_ELEMENTS} at {MISALIGN_AT_PROGRAMS_PER_SM:g} programs per SM; efficiencies net "
-                      f"of the latency and the fill", mis)
+            add_table(
+                "triton-split",
+                d,
+                True,
+                rows,
+                "programs_per_sm",
+                "efficiency",
+                latency,
+                eff_pts,
+                f"aqua_decode's split pass (group selection, k = {rows} rows, {block_n}-token blocks, {warps} warps, "
+                f"{stages} stages) over B=1, H_kv={hkv}, g={SPLIT_GROUP}, N={n_ctx}, d={d}, bf16, with the split count "
+                f"forced; bytes as the aqua-fused plan counts them; latency: one block of one head; misaligned: "
+                f"row stride N+{MISALIGN_ELEMENTS} at {MISALIGN_AT_PROGRAMS_PER_SM:g} programs per SM; efficiencies net "
+                f"of the latency and the fill",
+                mis,
+            )
             if fill:
                 res.tables[-1]["fill_s"] = fill
                 res.tables[-1]["fill_points"] = [[b, p, t] for b, p, t in fill_pts]
                 res.tables[-1]["fill_source"] = (
                     f"measured: the same split pass with the split counts of {list(FILL_PROGRAMS_PER_SM)} programs per SM "
                     f"also at N in {list(FILL_CONTEXTS[kind])} (fill_points: [bytes, programs, s]); fit_split_fill: one "
-                    f"rate per program count, one fill per program after each SM's first; {where}")
-            progress(f"triton-split d={d} rows={rows}: latency {latency * 1e6:.2f} us, fill {fill * 1e6:.3f} us, efficiency "
-                     + ", ".join(f"{x:g}/SM {e:.2f}" for x, e in eff_pts) + (f", misaligned x{mis:.2f}" if mis else ""))
+                    f"rate per program count, one fill per program after each SM's first; {where}"
+                )
+            progress(
+                f"triton-split d={d} rows={rows}: latency {latency * 1e6:.2f} us, fill {fill * 1e6:.3f} us, efficiency "
+                + ", ".join(f"{x:g}/SM {e:.2f}" for x, e in eff_pts)
+                + (f", misaligned x{mis:.2f}" if mis else "")
+            )
             del q, v, kt_al, out
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -466,20 +590,48 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             pro, comb = [], []
             hq, hkv = SPLIT_HEADS_KV * SPLIT_GROUP, SPLIT_HEADS_KV
             for b in PROLOGUE_BATCHES[kind]:
-                q, kt, v = rand(b, hq, d), rand(b, hkv, d, PROLOGUE_CONTEXT), rand(b, hkv, PROLOGUE_CONTEXT, d)
+                q, kt, v = (
+                    rand(b, hq, d),
+                    rand(b, hkv, d, PROLOGUE_CONTEXT),
+                    rand(b, hkv, PROLOGUE_CONTEXT, d),
+                )
                 out = torch.empty(b, hq, d, dtype=torch.bfloat16, device=dev)
-                durs = clock.kernels(lambda: td.aqua_decode(q, kt, v, None, k_keep=32, selection="group", scale=1.0, out=out))
+                durs = clock.kernels(
+                    lambda: td.aqua_decode(q, kt, v, None, k_keep=32, selection="group", scale=1.0, out=out)
+                )
                 pro.append((b * hkv / sm_count, _median(_main(durs, TRITON_NAMES["triton-prologue"]))))
                 comb.append((b * hq / sm_count, _median(_main(durs, TRITON_NAMES["triton-combine"]))))
                 del q, kt, v, out
-            what = (f"aqua_decode (group selection, k = 32) at B in {list(PROLOGUE_BATCHES[kind])}, H_kv={hkv}, g={SPLIT_GROUP}, "
-                    f"N={PROLOGUE_CONTEXT}, d={d}, bf16, splits by the launch rule")
-            add_table("triton-prologue", d, None, 0, "programs_per_sm", "s", 0.0, [[x, t] for x, t in _dedupe_x(pro)],
-                      "the prologue's device time against B H_kv / SMs; " + what)
-            add_table("triton-combine", d, None, 0, "programs_per_sm", "s", 0.0, [[x, t] for x, t in _dedupe_x(comb)],
-                      "the combine's device time against B H_q / SMs; " + what)
-            progress(f"triton prologue/combine d={d}: " + ", ".join(f"{x:.2g}/SM {t * 1e6:.1f}/{c * 1e6:.1f} us"
-                                                                   for (x, t), (_, c) in zip(pro, comb)))
+            what = (
+                f"aqua_decode (group selection, k = 32) at B in {list(PROLOGUE_BATCHES[kind])}, H_kv={hkv}, g={SPLIT_GROUP}, "
+                f"N={PROLOGUE_CONTEXT}, d={d}, bf16, splits by the launch rule"
+            )
+            add_table(
+                "triton-prologue",
+                d,
+                None,
+                0,
+                "programs_per_sm",
+                "s",
+                0.0,
+                [[x, t] for x, t in _dedupe_x(pro)],
+                "the prologue's device time against B H_kv / SMs; " + what,
+            )
+            add_table(
+                "triton-combine",
+                d,
+                None,
+                0,
+                "programs_per_sm",
+                "s",
+                0.0,
+                [[x, t] for x, t in _dedupe_x(comb)],
+                "the combine's device time against B H_q / SMs; " + what,
+            )
+            progress(
+                f"triton prologue/combine d={d}: "
+                + ", ".join(f"{x:.2g}/SM {t * 1e6:.1f}/{c * 1e6:.1f} us" for (x, t), (_, c) in zip(pro, comb))
+            )
 
     # -- the prologue/combine table: each kernel's own device time over units, g, d, selection ----
     if triton_ok and clock.profiler_ok and not late():  # per-kernel times need the profiler
@@ -497,18 +649,47 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             pts = []
             for t_len in PREFILL_LADDER[kind]:
                 q, k, v = rand(1, hq, t_len, d), rand(1, hkv, t_len, d), rand(1, hkv, t_len, d)
-                ds = _main(clock.kernels(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0, enable_gqa=gqa)))
+                ds = _main(
+                    clock.kernels(
+                        lambda: F.scaled_dot_product_attention(
+                            q, k, v, is_causal=True, scale=1.0, enable_gqa=gqa
+                        )
+                    )
+                )
                 res.spread.append(_spread(ds))
-                work = _plan_work("dense-fused", "prefill", "attention", "flops", heads_q=hq, heads_kv=hkv, d=d, context=0,
-                                  batch=1, k=d, phase="prefill", prompt=t_len)
+                work = _plan_work(
+                    "dense-fused",
+                    "prefill",
+                    "attention",
+                    "flops",
+                    heads_q=hq,
+                    heads_kv=hkv,
+                    d=d,
+                    context=0,
+                    batch=1,
+                    k=d,
+                    phase="prefill",
+                    prompt=t_len,
+                )
                 pts.append((work, _median(ds)))
                 del q, k, v
             lat, eff = efficiency_table(pts, peak)
-            add_table("sdpa-prefill", d, gqa, 0, "flops", "efficiency", lat, eff,
-                      f"torch SDPA causal prefill's main kernel, B=1, T in {list(PREFILL_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
-                      f"d={d}, bf16; FLOPs as the dense-fused prefill plan counts them, over the bf16 peak")
-            progress(f"sdpa-prefill d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
-                     + ", ".join(f"{w:.3g} FLOP {e:.2f}" for w, e in eff))
+            add_table(
+                "sdpa-prefill",
+                d,
+                gqa,
+                0,
+                "flops",
+                "efficiency",
+                lat,
+                eff,
+                f"torch SDPA causal prefill's main kernel, B=1, T in {list(PREFILL_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, "
+                f"d={d}, bf16; FLOPs as the dense-fused prefill plan counts them, over the bf16 peak",
+            )
+            progress(
+                f"sdpa-prefill d={d} gqa={gqa}: latency {lat * 1e6:.2f} us, efficiency "
+                + ", ".join(f"{w:.3g} FLOP {e:.2f}" for w, e in eff)
+            )
             if d == max(dims) and gqa is False and eff:
                 res.attention_compute_efficiency = float(eff[-1][1])
 
@@ -521,14 +702,37 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
             q, k = rand(b, hkv, g, d), rand(b, hkv, n, d)
             kt = k.transpose(-1, -2)
             ds = _main(clock.kernels(lambda: torch.matmul(q, kt)))
-            work = _plan_work("dense-eager", "decode", "scores", "bytes", heads_q=hq, heads_kv=hkv, d=d, context=n, batch=b, k=d)
+            work = _plan_work(
+                "dense-eager",
+                "decode",
+                "scores",
+                "bytes",
+                heads_q=hq,
+                heads_kv=hkv,
+                d=d,
+                context=n,
+                batch=b,
+                k=d,
+            )
             pts.append((work, _median(ds)))
             del q, k, kt
         lat, eff = efficiency_table(pts, bw)
-        add_table("torch-matvec", d, None, 0, "bytes", "efficiency", lat, eff,
-                  f"torch.matmul of q [B, H_kv, g, d] against a K^T view (the eager decode's scores), (B, N) in "
-                  f"{list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, d={d}, bf16; bytes as the dense-eager plan counts them")
-        progress(f"torch-matvec: latency {lat * 1e6:.2f} us, efficiency " + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff))
+        add_table(
+            "torch-matvec",
+            d,
+            None,
+            0,
+            "bytes",
+            "efficiency",
+            lat,
+            eff,
+            f"torch.matmul of q [B, H_kv, g, d] against a K^T view (the eager decode's scores), (B, N) in "
+            f"{list(DECODE_LADDER[kind])}, H_q/H_kv = {hq}/{hkv}, d={d}, bf16; bytes as the dense-eager plan counts them",
+        )
+        progress(
+            f"torch-matvec: latency {lat * 1e6:.2f} us, efficiency "
+            + ", ".join(f"{w:.3g} B {e:.2f}" for w, e in eff)
+        )
 
     # -- torch.softmax against row length ----------------------------------------------------------
     if not late():
@@ -536,7 +740,13 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
         for length in SOFTMAX_LENGTHS:
             rows = max(1, SOFTMAX_INPUT_BYTES[kind] // (2 * length))
             x = rand(rows, length)
-            t = time_fn(lambda: torch.softmax(x, dim=-1), device=device, warmup_ms=2.0, rep_ms=10.0, graph=device == "cuda").median_s
+            t = time_fn(
+                lambda: torch.softmax(x, dim=-1),
+                device=device,
+                warmup_ms=2.0,
+                rep_ms=10.0,
+                graph=device == "cuda",
+            ).median_s
             moved = 2 * x.numel() * 2
             eff = moved / max(t - launch_s, 1e-12) / bw
             res.softmax.append([float(length), float(moved), t, float(min(1.0, max(MIN_EFFICIENCY, eff)))])
@@ -547,9 +757,18 @@ def run_stream_benchmarks(*, device: str, profile_rates: dict[str, float], sm_co
     return res
 
 
-def _small_kernel_sweep(res: StreamResult, clock: "_Clock", td: Any, rand: Callable[..., Any], kind: str,
-                        dims: tuple[int, ...], where: str, late: Callable[[], bool], progress: Callable[[str], None],
-                        dev: Any) -> None:
+def _small_kernel_sweep(
+    res: StreamResult,
+    clock: "_Clock",
+    td: Any,
+    rand: Callable[..., Any],
+    kind: str,
+    dims: tuple[int, ...],
+    where: str,
+    late: Callable[[], bool],
+    progress: Callable[[str], None],
+    dev: Any,
+) -> None:
     """The prologue/combine table (``prologue_combine_s``) into ``res.small_kernels``."""
     import torch
 
@@ -561,20 +780,38 @@ def _small_kernel_sweep(res: StreamResult, clock: "_Clock", td: Any, rand: Calla
                     n = max(PROLOGUE_CONTEXT, SMALL_TOTAL_TOKENS[kind] // units)
                     q, kt, v = rand(units, g, d), rand(units, 1, d, n), rand(units, 1, n, d)
                     out = torch.empty(units, g, d, dtype=torch.bfloat16, device=dev)
-                    durs = clock.kernels(lambda: td.aqua_decode(q, kt, v, None, k_keep=d // 2, selection=sel, scale=1.0,
-                                                                out=out))
-                    for which, name, u in (("prologue", "triton-prologue", units), ("combine", "triton-combine", units * g)):
+                    durs = clock.kernels(
+                        lambda: td.aqua_decode(
+                            q, kt, v, None, k_keep=d // 2, selection=sel, scale=1.0, out=out
+                        )
+                    )
+                    for which, name, u in (
+                        ("prologue", "triton-prologue", units),
+                        ("combine", "triton-combine", units * g),
+                    ):
                         ds = _main(durs, TRITON_NAMES[name])
                         res.spread.append(_spread(ds))
-                        small_pts.append([which, sel, float(g), float(d), float(u), float(max(_median(ds), 1e-9))])
+                        small_pts.append(
+                            [which, sel, float(g), float(d), float(u), float(max(_median(ds), 1e-9))]
+                        )
                     del q, kt, v, out
-        progress(f"prologue/combine {sel}: " + ", ".join(f"{p[0][0]} g={p[2]:g} d={p[3]:g} u={p[4]:g} {p[5] * 1e6:.1f} us"
-                                                         for p in small_pts if p[1] == sel and p[4] in (1.0, 64.0, 8192.0)))
-    res.small_kernels = {"points": small_pts, "source": (
+        progress(
+            f"prologue/combine {sel}: "
+            + ", ".join(
+                f"{p[0][0]} g={p[2]:g} d={p[3]:g} u={p[4]:g} {p[5] * 1e6:.1f} us"
+                for p in small_pts
+                if p[1] == sel and p[4] in (1.0, 64.0, 8192.0)
+            )
+        )
+    res.small_kernels = {
+        "points": small_pts,
+        "source": (
             f"measured: the prologue's and the combine's own device times (torch.profiler) in aqua_decode (select_in "
-        f"'prepass', k = d/2) at B in {list(SMALL_UNITS[kind])} with H_kv = 1 (units: B H_kv for the prologue, B H_q "
-        f"for the combine), g in {list(SMALL_GROUPS[kind])}, d in {list(dims)}, selections {list(SMALL_SELECTIONS)}, "
-        f"N = {SMALL_TOTAL_TOKENS[kind]} / B (at least {PROLOGUE_CONTEXT}), bf16, splits by the launch rule; {where}")}
+            f"'prepass', k = d/2) at B in {list(SMALL_UNITS[kind])} with H_kv = 1 (units: B H_kv for the prologue, B H_q "
+            f"for the combine), g in {list(SMALL_GROUPS[kind])}, d in {list(dims)}, selections {list(SMALL_SELECTIONS)}, "
+            f"N = {SMALL_TOTAL_TOKENS[kind]} / B (at least {PROLOGUE_CONTEXT}), bf16, splits by the launch rule; {where}"
+        ),
+    }
 
 
 def _dedupe_x(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

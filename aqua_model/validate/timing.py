@@ -126,7 +126,9 @@ def _time_do_bench(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Ti
     q25, med, q75 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
     torch.cuda.synchronize()
     # do_bench repeats int(rep / estimate) times (at least once) and does not report the count.
-    return Timing(med / 1e3, (q75 - q25) / 1e3, q25 / 1e3, q75 / 1e3, None, "do_bench", CACHE_POLICY["do_bench"])
+    return Timing(
+        med / 1e3, (q75 - q25) / 1e3, q25 / 1e3, q75 / 1e3, None, "do_bench", CACHE_POLICY["do_bench"]
+    )
 
 
 def capture_graph(fn: Callable[[], Any]) -> Any:
@@ -172,14 +174,29 @@ def time_fn(
         except Exception as exc:  # noqa: BLE001 - eager timing instead, recorded in the method
             torch.cuda.synchronize()
             t = time_fn(fn, device=device, warmup_ms=warmup_ms, rep_ms=rep_ms, prefer=prefer)
-            return Timing(t.median_s, t.iqr_s, t.q25_s, t.q75_s, t.calls,
-                          f"{t.method} (eager: graph capture failed: {type(exc).__name__})", t.cache_policy)
+            return Timing(
+                t.median_s,
+                t.iqr_s,
+                t.q25_s,
+                t.q75_s,
+                t.calls,
+                f"{t.method} (eager: graph capture failed: {type(exc).__name__})",
+                t.cache_policy,
+            )
         try:
             t = time_fn(g.replay, device=device, warmup_ms=warmup_ms, rep_ms=rep_ms, prefer=prefer)
         finally:
             del g
             torch.cuda.empty_cache()
-        return Timing(t.median_s, t.iqr_s, t.q25_s, t.q75_s, t.calls, f"{t.method} of CUDA-graph replays", t.cache_policy)
+        return Timing(
+            t.median_s,
+            t.iqr_s,
+            t.q25_s,
+            t.q75_s,
+            t.calls,
+            f"{t.method} of CUDA-graph replays",
+            t.cache_policy,
+        )
     check_choice("device", device, DEVICES)
     check_choice("prefer", prefer, ("do_bench", "cuda-events"))
     warmup_ms = check_real("warmup_ms", warmup_ms, minimum=0.0)

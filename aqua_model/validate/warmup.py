@@ -21,11 +21,23 @@ import sys
 import time
 from typing import Any
 
-from aqua_model.costs.split_rule import MIN_BLOCKS_PER_SPLIT, launch_rule, padded_tile_rows, split_count, tile_rows
+from aqua_model.costs.split_rule import (
+    MIN_BLOCKS_PER_SPLIT,
+    launch_rule,
+    padded_tile_rows,
+    split_count,
+    tile_rows,
+)
 from aqua_model.validate.cases import Case, kv_bytes
 
 #: Plans whose implementation launches Triton kernels.
-TRITON_PLANS = ("aqua-fused", "aqua-token-major", "aqua-step-topk", "aqua-step-topk-token-major", "aqua-cache-step")
+TRITON_PLANS = (
+    "aqua-fused",
+    "aqua-token-major",
+    "aqua-step-topk",
+    "aqua-step-topk-token-major",
+    "aqua-cache-step",
+)
 #: Largest dense K + V of one warm-up task (bytes).
 MAX_WARM_KV_BYTES = 64 * 2**20
 #: SMs of the device the split counts are planned for (an H200); the worker reads the real count.
@@ -51,9 +63,21 @@ def signature(case: Case, sm_count: int) -> tuple[Any, ...]:
     rows = tile_rows(d=case.d, k=case.k, g=case.g, selection=case.selection)
     page = 128 if case.plan == "aqua-cache-step" else None
     block_n = launch_rule(padded_tile_rows(rows, case.d), page=page)[0]
-    splits, _ = split_count(programs=case.batch * case.heads_kv, context=case.context, block_n=block_n, sm_count=sm_count)
-    return (case.plan, case.d, case.g, padded_tile_rows(rows, case.d), case.k if case.selection == "group" else rows,
-            case.selection, case.dtype, case.context % 16 == 0, max(2, 1 << (int(splits) - 1).bit_length()), w.context % 16 == 0)
+    splits, _ = split_count(
+        programs=case.batch * case.heads_kv, context=case.context, block_n=block_n, sm_count=sm_count
+    )
+    return (
+        case.plan,
+        case.d,
+        case.g,
+        padded_tile_rows(rows, case.d),
+        case.k if case.selection == "group" else rows,
+        case.selection,
+        case.dtype,
+        case.context % 16 == 0,
+        max(2, 1 << (int(splits) - 1).bit_length()),
+        w.context % 16 == 0,
+    )
 
 
 def _warm_one(task: tuple[dict[str, Any], int]) -> str:
@@ -80,7 +104,10 @@ def warm(cases: list[Case], *, workers: int, sm_count: int = DEFAULT_SM_COUNT, l
     for c in cases:
         if c.plan in TRITON_PLANS and not c.skip_reason:
             seen.setdefault(signature(c, sm_count), c)
-    tasks = [({f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "skip_reason"}, sm_count) for c in seen.values()]
+    tasks = [
+        ({f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "skip_reason"}, sm_count)
+        for c in seen.values()
+    ]
     if not tasks:
         return 0
     t0 = time.perf_counter()
@@ -100,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases", nargs="*", help="case files from 'validate sample'")
-    ap.add_argument("--grid", default=None, choices=("gpu", "reduced", "cpu"), help="also the cases of this grid")
+    ap.add_argument(
+        "--grid", default=None, choices=("gpu", "reduced", "cpu"), help="also the cases of this grid"
+    )
     ap.add_argument("--workers", type=int, default=12)
     args = ap.parse_args(argv)
     todo: list[Case] = grid(args.grid) if args.grid else []
@@ -108,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         todo += read_cases(path)[1]
     import torch
 
-    sm = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else DEFAULT_SM_COUNT
+    sm = (
+        torch.cuda.get_device_properties(0).multi_processor_count
+        if torch.cuda.is_available()
+        else DEFAULT_SM_COUNT
+    )
     warm(todo, workers=args.workers, sm_count=sm, log=lambda m: print(m, flush=True))
     return 0
 

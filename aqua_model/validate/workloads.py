@@ -79,15 +79,20 @@ class Inputs:
     k_hat_t: torch.Tensor | None = None  # [B, H_kv, d, S] rotated dim-major keys
 
 
-
-def _randn(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    x = torch.randn(shape, dtype=torch.float32 if device.type == "cpu" else dtype, device=device, generator=gen)
+def _randn(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, gen: torch.Generator, scale: float = 1.0
+) -> torch.Tensor:
+    x = torch.randn(
+        shape, dtype=torch.float32 if device.type == "cpu" else dtype, device=device, generator=gen
+    )
     if scale != 1.0:
         x.mul_(scale)
     return x.to(dtype)
 
 
-def random_orthogonal(heads: int, d: int, *, device: torch.device, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+def random_orthogonal(
+    heads: int, d: int, *, device: torch.device, gen: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
     """[heads, d, d] random orthogonal matrices (QR of Gaussian matrices, sign-fixed)."""
     a = torch.randn((heads, d, d), dtype=torch.float32, device=device, generator=gen)
     qm, r = torch.linalg.qr(a)
@@ -115,7 +120,9 @@ def make_inputs(case: Case, *, device: torch.device, seed: int, layouts: tuple[s
     return inp
 
 
-def set_layouts(inp: Inputs, case: Case, *, device: torch.device, seed: int, layouts: tuple[str, ...]) -> None:
+def set_layouts(
+    inp: Inputs, case: Case, *, device: torch.device, seed: int, layouts: tuple[str, ...]
+) -> None:
     """Keep exactly the key copies in ``layouts``: free the others first, then draw the missing."""
     for name, attr in LAYOUT_FIELDS.items():
         if name not in layouts:
@@ -143,7 +150,9 @@ def _plan(case: Case) -> Plan:
 # -- references (float32, on a slice of the batch) ------------------------------------------
 
 
-def _ref_attention(q: torch.Tensor, keys: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _ref_attention(
+    q: torch.Tensor, keys: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """One batch element: q [H_q, t, d], keys and v [H_kv, S, d] (float32) through the reference."""
     return kref.masked_attention(q[None], keys[None], v[None], mask=mask)[0]
 
@@ -155,7 +164,9 @@ def _check_rows(case: Case) -> torch.Tensor | None:
     return torch.unique(torch.linspace(0, T - 1, min(T, CHECK_PREFILL_ROWS)).round().long())
 
 
-def _reference(case: Case, inp: Inputs, result: Callable[[], torch.Tensor]) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+def _reference(
+    case: Case, inp: Inputs, result: Callable[[], torch.Tensor]
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """A callable giving (plan output, float32 reference) on batch element 0 (and a few rows)."""
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +191,15 @@ def _reference(case: Case, inp: Inputs, result: Callable[[], torch.Tensor]) -> C
         # storage dtype (an eager sum); near-ties may pick different dims, and both are
         # faithful, so each output vector is compared with the closer of the two references.
         g_sel = case.g if case.selection == "group" else 1  # per-head: each head its own top-k
-        refs = [_ref_attention(q_hat * kref.group_keep_mask(q_hat[None], k_keep=case.k, g=g_sel, sum_dtype=dt)[0], keys, v, mask)
-                for dt in (torch.float32, inp.q.dtype)]
+        refs = [
+            _ref_attention(
+                q_hat * kref.group_keep_mask(q_hat[None], k_keep=case.k, g=g_sel, sum_dtype=dt)[0],
+                keys,
+                v,
+                mask,
+            )
+            for dt in (torch.float32, inp.q.dtype)
+        ]
         err = [torch.linalg.vector_norm(out - r, dim=-1, keepdim=True) for r in refs]
         return out, torch.where(err[0] <= err[1], refs[0], refs[1])
 
@@ -221,7 +239,9 @@ def _keys_dim_major(inp: Inputs, layout: str) -> torch.Tensor:
     return inp.k_hat_t if layout == "rotated-dim-major" else inp.k_hat.transpose(-1, -2)
 
 
-def _sdpa_call(case: Case, inp: Inputs, fn: Callable[..., Any], fixed: dict[str, Any]) -> Callable[[], torch.Tensor]:
+def _sdpa_call(
+    case: Case, inp: Inputs, fn: Callable[..., Any], fixed: dict[str, Any]
+) -> Callable[[], torch.Tensor]:
     gqa = case.g > 1
     if case.phase == "decode":
         return lambda: fn(inp.q, inp.k, inp.v, scale=1.0, enable_gqa=gqa, **fixed)
@@ -233,25 +253,39 @@ def _sdpa_call(case: Case, inp: Inputs, fn: Callable[..., Any], fixed: dict[str,
     return lambda: fn(inp.q, inp.k, inp.v, attn_mask=bias, scale=1.0, enable_gqa=gqa, **fixed)
 
 
-def _arguments(case: Case, inp: Inputs, plan: Plan, out: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _arguments(
+    case: Case, inp: Inputs, plan: Plan, out: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The case's tensors as the declared callable takes them (keyed by module.function)."""
     impl = plan.implementation
     key = f"{impl.module}.{impl.function}"
     B, hq, d = case.batch, case.heads_q, case.d
     if key == "aqua_model.kernels.triton_decode.aqua_decode":
-        return ((_rotated_query(inp, case), _keys_dim_major(inp, plan.key_layout), inp.v, None),
-                dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d)))
+        return (
+            (_rotated_query(inp, case), _keys_dim_major(inp, plan.key_layout), inp.v, None),
+            dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d)),
+        )
     if key == "aqua_model.kernels.kv_cache.decode_step":
         from aqua_model.kernels.kv_cache import cache_holding  # repeats the step of the last cached token
 
         cache, k_last, v_last = cache_holding(inp.k_hat_t, inp.v, inp.P)
-        return ((cache, inp.q.view(B, hq, d), k_last, v_last),
-                dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d), position=case.keys - 1))
+        return (
+            (cache, inp.q.view(B, hq, d), k_last, v_last),
+            dict(
+                k_keep=case.k,
+                selection=case.selection,
+                scale=1.0,
+                out=out.view(B, hq, d),
+                position=case.keys - 1,
+            ),
+        )
     if key == "aqua_model.kernels.eager.aqua_step_decode":
         from aqua_model.kernels.eager import query_projections
 
-        return ((inp.q, inp.P, inp.k_new, _keys_dim_major(inp, plan.key_layout), inp.v),
-                dict(k_keep=case.k, selection=case.selection, out=out, P_query=query_projections(inp.P, case.g)))
+        return (
+            (inp.q, inp.P, inp.k_new, _keys_dim_major(inp, plan.key_layout), inp.v),
+            dict(k_keep=case.k, selection=case.selection, out=out, P_query=query_projections(inp.P, case.g)),
+        )
     if key in ("aqua_model.kernels.eager.dense_eager_decode", "aqua_model.kernels.eager.dense_eager_prefill"):
         return (inp.q, inp.k, inp.v), dict(out=out)
     if key == "aqua_model.kernels.eager.aqua_eager_decode":
