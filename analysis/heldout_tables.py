@@ -1,4 +1,4 @@
-"""The held-out validation tables of the README (issue 12), from the committed H200 files.
+"""The held-out validation tables of docs/validation.md (issue 12), from the committed H200 files.
 
 Reads ``validation/results/h200/heldout-<seed>-insample.jsonl`` (the reduced grid, in-sample) and
 ``heldout-<seed>.jsonl`` (the held-out cases), both measured in one call with the model frozen at

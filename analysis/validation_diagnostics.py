@@ -1,5 +1,5 @@
 """Diagnostics of the committed H200 validation results, behind the numbers quoted in the
-README and in validation/results/h200/NOTES.md: per-kernel predicted/measured ratios (as run
+docs/validation.md and in validation/results/h200/NOTES.md: per-kernel predicted/measured ratios (as run
 and with the current model), how a plan's time compares with the sum of its kernels' stand-alone
 times, the K+V bandwidth SDPA and the token-major plan reach, and measured speedups.
 Writes analysis/results/validation_diagnostics.md.

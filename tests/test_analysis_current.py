@@ -2,7 +2,7 @@
 
 Each script is run from a scratch copy (it writes beside itself, under results/), and every file it
 writes must equal the committed one byte for byte: a model change that moves a number cannot land
-with a stale table (the README's tables are checked against these files in test_readme.py)."""
+with a stale table (the tables on the README's pages under docs/ are checked against these files in test_readme.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's Nsight Compute paragraph quotes the committed digest, and the digest is current."""
+"""docs/kernels.md's Nsight Compute paragraph quotes the committed digest, and the digest is current."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _spec.loader.exec_module(dg)
 
 
 def _readme() -> str:
-    return " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    return " ".join((ROOT / "docs" / "kernels.md").read_text(encoding="utf-8").split())
 
 
 def _digest():

@@ -65,7 +65,7 @@ def test_tile_breakeven_closed_form() -> None:
     assert r.n_star == 2055.3125 and r.n_min == 2056 and r.selection_tile == 64
     assert r.expr.has(M_t)
     assert r.to_dict()["selection_tile"] == 64 and "tiles of M_t=64" in str(r)
-    # M = 1 is the per-query point T* = 66432/32 - 1 = 2075 (README)
+    # M = 1 is the per-query point T* = 66432/32 - 1 = 2075 (docs/costs.md)
     per_query = aqua_model.breakeven(d=128, k=96, phase="prefill")
     assert (
         aqua_model.breakeven(d=128, k=96, phase="prefill", selection_tile=1).n_star

@@ -1,4 +1,4 @@
-"""The README's prefill paragraph: every number comes from the model or the committed accuracy study."""
+"""docs/prefill.md (the README's prefill page): every number comes from the model or the committed accuracy study."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ PROFILE = ROOT / "validation" / "results" / "h200" / "h200-calibrated.toml"
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text()
-    return " ".join(text.split("## Prefill on tensor cores", 1)[1].split("\n## ", 1)[0].split())
+    return " ".join((ROOT / "docs" / "prefill.md").read_text().split())
 
 
 def _accuracy() -> dict[tuple[int, int], dict[str, str]]:
@@ -59,7 +58,7 @@ def test_accuracy_numbers_are_the_committed_study() -> None:
 
 
 def test_measured_numbers_are_the_committed_h200_rows() -> None:
-    """Every measured prefill number in the README is recomputed from analysis/results/prefill_kernels.csv
+    """Every measured prefill number on the page is recomputed from analysis/results/prefill_kernels.csv
     (written by `python validation/bench_prefill.py --report` from the committed H200 rows)."""
     import statistics
 

@@ -1,4 +1,5 @@
-"""CI runs exactly the README's test command, and the README's numbers match the model."""
+"""CI runs exactly the README's test command, and the numbers of the README and of its pages under
+docs/ match the model and the committed results."""
 
 import re
 from pathlib import Path
@@ -6,6 +7,12 @@ from pathlib import Path
 import aqua_model
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def page(name: str) -> str:
+    """The text of a page under docs/ (the README links to each)."""
+    return (DOCS / name).read_text()
 
 
 def quickstart_commands() -> list[str]:
@@ -23,21 +30,22 @@ def test_ci_runs_the_readme_test_command():
     assert quickstart_commands()[1] in ci.splitlines()
 
 
-def test_readme_break_even_numbers_come_from_the_model():
-    text = (ROOT / "README.md").read_text()
+def test_break_even_numbers_come_from_the_model():
+    text = page("costs.md")
     r = aqua_model.breakeven(d=128, k=96)
     assert f"N* = 66432/64 = {r.n_star:.0f}" in text and f"N = {r.n_min}" in text
     assert f"T* = {aqua_model.breakeven(d=128, k=96, phase='prefill').n_star:.0f}" in text
-    assert f">>> aqua_model.max_k(d=128, context=4096)\n{aqua_model.max_k(d=128, context=4096)}" in text
+    readme = (ROOT / "README.md").read_text()
+    assert f">>> aqua_model.max_k(d=128, context=4096)\n{aqua_model.max_k(d=128, context=4096)}" in readme
 
 
 def test_readme_simulator_numbers_come_from_the_model():
     from aqua_model.simulator import end_to_end, simulate, time_breakeven
 
-    text = (ROOT / "README.md").read_text()
+    text = page("simulator.md")
     kw = dict(gpu="h200", model="llama-3.1-8b", batch=8, k=32, plan="aqua-step-topk")
     s = simulate(context=32768, **kw)
-    assert f"({float(s.speedup):.3f}, {float(s.ceiling)}, '{s.mode}')" in text
+    assert f"({float(s.speedup):.3f}, {float(s.ceiling)}, '{s.mode}')" in (ROOT / "README.md").read_text()
     assert f"FLOP\nbreak-even is N = {s.flop_breakeven}" in text
     assert f"time break-even is N = {time_breakeven(**kw)}" in text
     assert f"which is {float(end_to_end(context=32768, **kw).speedup):.2f}x end to end" in text
@@ -53,10 +61,9 @@ def _table(path: Path) -> str:
     return path.read_text().split("\n\n")[1].strip()
 
 
-def test_readme_tables_are_the_committed_results():
-    text = (ROOT / "README.md").read_text()
-    for name in ("decode_kernels_targets.md", "peers_compare.md"):
-        assert _table(ROOT / "analysis" / "results" / name) in text, name
+def test_page_tables_are_the_committed_results():
+    for name, where in (("decode_kernels_targets.md", "kernels.md"), ("peers_compare.md", "peers.md")):
+        assert _table(ROOT / "analysis" / "results" / name) in page(where), name
 
 
 def test_readme_validation_headline_comes_from_the_committed_results():
@@ -65,7 +72,7 @@ def test_readme_validation_headline_comes_from_the_committed_results():
 
     rows = read_rows(ROOT / "validation" / "results" / "h200" / "validation_current_model.jsonl")
     rep = build_report(rows)
-    text = (ROOT / "README.md").read_text()
+    text = page("validation.md")
     fused = rep.stats[("decode/aqua-step-topk", "calibrated")]
     overall = rep.stats[("all", "calibrated")]
     ratio = rep.ratio_stats[("all", "calibrated")]
@@ -81,7 +88,7 @@ def test_readme_speed_figures_are_the_committed_benchmark():
     import json
 
     bench = json.loads((ROOT / "analysis" / "results" / "bench_model.json").read_text())
-    text = " ".join((ROOT / "README.md").read_text().split())
+    text = " ".join(page("simulator.md").split())
     assert f"a warm `breakeven()` call takes {bench['warm_breakeven_s']['median'] * 1e6:.1f} µs" in text
     assert f"`lambdify`, {bench['decode_cost_1e6_points_s']['median'] * 1e3:.0f} ms" in text
     assert f"configurations, {bench['roofline_one_plan_1e6_configs_s']['median']:.2f} s" in text
@@ -96,7 +103,7 @@ def test_readme_measured_speedups_come_from_the_committed_results():
         for r in rows
         if r["status"] == "ok" and r["phase"] == "decode" and r["batch"] == 8 and r["heads_kv"] == 32
     }
-    text = " ".join((ROOT / "README.md").read_text().split())
+    text = " ".join(page("validation.md").split())
     for k in (16, 32, 96):
         fused, dense = by[("aqua-step-topk", 131072, k)], by[("dense-fused", 131072, 128)]
         measured = dense["measured_s"] / fused["measured_s"]
@@ -111,7 +118,7 @@ def test_readme_fidelity_numbers_come_from_the_committed_study():
         (r["dataset"], r["method"], int(r["k"])): r
         for r in csv.DictReader((ROOT / "analysis" / "results" / "fidelity_summary.csv").open())
     }
-    text = " ".join((ROOT / "README.md").read_text().split())
+    text = " ".join(page("fidelity.md").split())
     aqua_en, aqua_de = summary[("heldout_en", "aqua", 16)], summary[("heldout_de", "aqua", 16)]
     assert (
         f"{float(aqua_en['output_rel_err']):.1%} on held-out English and {float(aqua_de['output_rel_err']):.1%} on German"
@@ -126,16 +133,16 @@ def test_readme_fidelity_numbers_come_from_the_committed_study():
         ), method
 
 
-def test_readme_python_examples_run():
-    """Every ```python block of the README is a doctest that passes as written."""
+def test_python_examples_run():
+    """Every ```python block of the README and of its pages is a doctest that passes as written."""
     import doctest
 
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.+?)\n```", text, flags=re.S)
-    assert blocks, "the README has no python example"
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for i, block in enumerate(blocks):
-        test = parser.get_doctest(block, {}, f"README block {i}", "README.md", 0)
-        assert test.examples, f"README python block {i} has no >>> example"
-        result = runner.run(test, out=lambda s: None)
-        assert result.failed == 0, f"README python block {i} fails as a doctest:\n{block}"
+    for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        blocks = re.findall(r"```python\n(.+?)\n```", path.read_text(), flags=re.S)
+        assert blocks or path.name != "README.md", "the README has no python example"
+        for i, block in enumerate(blocks):
+            test = parser.get_doctest(block, {}, f"{path.name} block {i}", str(path), 0)
+            assert test.examples, f"{path.name} python block {i} has no >>> example"
+            result = runner.run(test, out=lambda s: None)
+            assert result.failed == 0, f"{path.name} python block {i} fails as a doctest:\n{block}"

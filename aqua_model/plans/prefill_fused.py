@@ -18,7 +18,7 @@ profile's assumption, or a calibrated profile's measurement. ``validation/bench_
 measures this kernel's own efficiency at one shape outside its grid. Run on the H200
 (``validation/results/h200/prefill_kernels.jsonl``), this plan misses: a median error of 20.9%
 against the kernel, because one efficiency cannot see that the kernel's rate drops at k < d
-(gathering the selected rows); see the README's prefill section.
+(gathering the selected rows); see docs/prefill.md.
 
 Bytes: q^ and the output once, K^T and V once per KV head (the programs of a head re-read them,
 through L2, which a compute-bound kernel hides).
