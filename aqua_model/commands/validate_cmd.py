@@ -84,13 +84,37 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default="h200",
         help="the distribution: the documented H200 one, or its tiny CPU form (CI) (default: %(default)s)",
     )
+    sm.add_argument(
+        "--role",
+        choices=("train", "calibration", "test"),
+        default="test",
+        help="which of the protocol's three samples this is (validation/README.md) (default: %(default)s)",
+    )
+    sm.add_argument(
+        "--core-only", action="store_true", help="only the core plans of each shape (no extra plan drawn in)"
+    )
     set_run(sm, run_sample)
+
+    ft = vsub.add_parser(
+        "fit", help="fit the kernel-time forms on a training sample into a calibrated profile (issue 21)"
+    )
+    ft.add_argument("--profile", required=True, help="calibrated base profile (micro-benchmarks: the start)")
+    ft.add_argument("--train", nargs="+", required=True, help="measured training rows (JSONL)")
+    ft.add_argument("--out", required=True, help="fitted profile (TOML)")
+    ft.add_argument("--name", default=None, help="the fitted profile's identity (stored in the file)")
+    ft.add_argument("--audit-out", default=None, help="the training rows' fitted predictions (JSONL)")
+    set_run(ft, run_fit)
 
     iv = vsub.add_parser(
         "intervals", help="freeze 80%% prediction intervals from in-sample results into a calibrated profile"
     )
     iv.add_argument("--profile", required=True, help="the calibrated profile the results were predicted with")
     iv.add_argument("--results", nargs="+", required=True, help="in-sample results JSONL")
+    iv.add_argument(
+        "--conformal",
+        action="store_true",
+        help="the results are the protocol's calibration sample: plain split-conformal intervals (not widened)",
+    )
     iv.add_argument("--out", required=True, help="the profile to write (may be --profile itself)")
     set_run(iv, run_intervals)
 
@@ -423,13 +447,47 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     meta = write_cases(
-        seed=args.seed, n=args.n, out_path=args.out, model_commit=args.model_commit, scale=args.scale
+        seed=args.seed,
+        n=args.n,
+        out_path=args.out,
+        model_commit=args.model_commit,
+        scale=args.scale,
+        role=args.role,
+        core_only=args.core_only,
     )
     print(
         f"wrote {args.out}: {meta['cases']} cases from {meta['shapes']} shapes (seed {meta['seed']}; model "
         f"{meta['model_commit']}, fingerprint {meta['model_sha256'][:12]}{', tree dirty' if meta['model_dirty'] else ''}); "
         f"redraws {meta['redraws']}"
     )
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Fit the kernel-time forms on training rows (:mod:`aqua_model.validate.fit`)."""
+    from aqua_model.validate.fit import write_fitted_profile
+    from aqua_model.validate.runner import read_rows
+
+    check_output_file("--out", args.out)
+    if args.audit_out is not None:
+        check_output_file("--audit-out", args.audit_out)
+    check_input_file("--profile", args.profile)
+    rows = [r for path in args.train for r in read_rows(path)]
+    seeds = sorted({int(r["heldout_seed"]) for r in rows if r.get("heldout_seed") is not None})
+    entries = write_fitted_profile(
+        profile=args.profile,
+        rows=rows,
+        out=args.out,
+        seeds=tuple(seeds),
+        name=args.name,
+        audit_out=args.audit_out,
+    )
+    for e in entries:
+        q = e["fit"]["residual_quantiles"]
+        print(
+            f"{e['key']:<18} n={e['fit']['n']:<4} residual q10/q50/q90 {q['q10']:+.3f} {q['q50']:+.3f} {q['q90']:+.3f}"
+        )
+    print(f"wrote {args.out} ({len(entries)} fitted forms)")
     return 0
 
 
@@ -441,7 +499,9 @@ def run_intervals(args: argparse.Namespace) -> int:
     for path in args.results:
         check_input_file("--results", path)
     check_output_file("--out", args.out)
-    entries = freeze_intervals(profile=args.profile, results=args.results, out=args.out)
+    entries = freeze_intervals(
+        profile=args.profile, results=args.results, out=args.out, conformal=args.conformal
+    )
     for e in entries:
         sp = (
             f", speedup [{e['speedup'][0]:+.3f}, {e['speedup'][1]:+.3f}] (n {e['n_speedup']})"
