@@ -382,6 +382,11 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
     for path in args.heldout:
         check_input_file("--heldout", path)
     rows = merge_runs([read_rows(p, lenient=args.lenient) for p in args.heldout])
+    if not rows:
+        raise ValueError(
+            f"--heldout {' '.join(args.heldout)} holds no result rows: a target with no cases is not met, "
+            "so there is nothing to report"
+        )
     if args.repredict:
         rows = _repredicted(rows, args.repredict, None)
     held = build_report(rows)
@@ -407,10 +412,29 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
         print(f"wrote {args.heldout_markdown}")
     if args.status_out:
         check_output_file("--status-out", args.status_out)
-        write_status(status_entries(held, seed=meta["seed"], commit=meta["model_commit"]), args.status_out)
+        entries = status_entries(held, seed=meta["seed"], commit=meta["model_commit"])
+        if not entries:
+            raise ValueError(
+                f"--status-out {args.status_out!r}: the held-out rows measured no plan, so there is no verdict to write"
+            )
+        write_status(entries, args.status_out)
         print(f"wrote {args.status_out}")
-    missed = [t["target"] for t in heldout_targets(held) if t["met"] is False]
-    print("held-out targets: " + ("all met" if not missed else f"{len(missed)} MISSED: " + "; ".join(missed)))
+    print(targets_line(heldout_targets(held)))
+
+
+def targets_line(targets: list[dict]) -> str:
+    """The last line of a held-out report: "all met" only when every target was evaluated and met;
+    a target with no cases is "not evaluated", which is not met."""
+    missed = [t["target"] for t in targets if t["met"] is False]
+    unjudged = [t["target"] for t in targets if t["met"] is None]
+    if not missed and not unjudged:
+        return "held-out targets: all met"
+    parts = []
+    if missed:
+        parts.append(f"{len(missed)} MISSED: " + "; ".join(missed))
+    if unjudged:
+        parts.append(f"{len(unjudged)} not evaluated (no cases, so not met): " + "; ".join(unjudged))
+    return "held-out targets: " + " | ".join(parts)
 
 
 def run_sample(args: argparse.Namespace) -> int:
