@@ -71,3 +71,87 @@ def test_heldout_rows_of_one_phase_only_leave_targets_not_evaluated(capsys, tmp_
     assert code == 0
     last = out.strip().splitlines()[-1]
     assert last.startswith("held-out targets:") and "all met" not in last and "not evaluated" in last
+
+
+# -- item 2: a config.json field left out takes transformers' default for that model_type -----------
+
+HF = ROOT / "tests" / "data" / "hf_configs"
+#: A config of each supported model_type, and the optional fields dropped from it in the tests.
+HF_FILES = {
+    "llama": "llama-3.2-3b.json",
+    "mistral": "mistral-nemo-12b.json",
+    "qwen2": "qwen2.5-14b.json",
+    "gemma2": "gemma-2-9b.json",
+}
+
+
+def _hf(name: str, drop: tuple[str, ...] = (), **change) -> dict:
+    import json
+
+    raw = json.loads((HF / name).read_text())
+    for field in drop:
+        raw.pop(field, None)
+    raw.update(change)
+    return raw
+
+
+def _gemma(drop: tuple[str, ...] = (), **change) -> dict:
+    """A Gemma (1) config: Gemma-2-9B's fields under model_type gemma."""
+    raw = _hf("gemma-2-9b.json", drop=("hidden_activation", "sliding_window", "sliding_window_size", *drop))
+    raw.update(model_type="gemma", **change)
+    return raw
+
+
+@pytest.mark.parametrize("model_type", ["gemma", "gemma2"])
+def test_gemma_without_head_dim_takes_256_not_hidden_over_heads(tmp_path, model_type):
+    from aqua_model.models.hf_config import map_hf_config
+
+    raw = _gemma() if model_type == "gemma" else _hf("gemma-2-9b.json")
+    raw.pop("head_dim")
+    assert raw["hidden_size"] // raw["num_attention_heads"] == 224  # what it was taken as before
+    mapped = map_hf_config(raw, tmp_path / "config.json")
+    assert mapped["head_dim"] == 256
+    assert "default" in mapped["sources"]["head_dim"]
+
+
+def test_defaults_table_matches_transformers_autoconfig():
+    """The table read without transformers holds what transformers' config classes give."""
+    pytest.importorskip("transformers")
+    from aqua_model.models.hf_config import HF_DEFAULTS, hf_defaults
+
+    for model_type in HF_DEFAULTS:
+        raw = {"hidden_size": 4608, "num_attention_heads": 24}  # every optional field absent
+        assert hf_defaults(model_type, raw, use_transformers=True) == hf_defaults(
+            model_type, raw, use_transformers=False
+        ), model_type
+
+
+@pytest.mark.parametrize("name", [*HF_FILES.values(), "gemma"])
+@pytest.mark.parametrize(
+    "drop",
+    [("head_dim",), ("num_key_value_heads",), ("sliding_window",), ("hidden_act", "hidden_activation")],
+)
+def test_mapped_shape_matches_autoconfig_for_each_dropped_field(tmp_path, name, drop):
+    """Drop an optional field; the mapped head_dim, kv heads and window equal what
+    transformers.AutoConfig builds from the same fields (the config it would run)."""
+    transformers = pytest.importorskip("transformers")
+    from aqua_model.models.hf_config import map_hf_config
+
+    raw = _gemma(drop=drop) if name == "gemma" else _hf(name, drop=drop)
+    for field in drop:
+        raw.pop(field, None)
+    given = {k: v for k, v in raw.items() if not k.startswith("_") and k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(raw["model_type"], **given)
+    if cfg.num_attention_heads % cfg.num_key_value_heads:  # e.g. Qwen2's default of 32 kv heads for 40
+        with pytest.raises(ValueError, match="num_key_value_heads.*default"):
+            map_hf_config(raw, tmp_path / "config.json")
+        return
+    mapped = map_hf_config(raw, tmp_path / "config.json")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    assert mapped["head_dim"] == head_dim
+    assert mapped["kv_heads"] == cfg.num_key_value_heads
+    window = getattr(cfg, "sliding_window", None)
+    if raw["model_type"] in ("mistral", "gemma2") and window and window < cfg.max_position_embeddings:
+        assert mapped["sliding_window"] == window
+    else:
+        assert mapped["sliding_window"] in (0, window)
