@@ -155,3 +155,58 @@ def test_mapped_shape_matches_autoconfig_for_each_dropped_field(tmp_path, name, 
         assert mapped["sliding_window"] == window
     else:
         assert mapped["sliding_window"] in (0, window)
+
+
+# -- item 3: a plan whose kernel cannot run the shape says it is model-only there --------------------
+
+
+def test_triton_plan_at_a_head_dim_its_kernel_refuses_is_model_only(capsys):
+    from aqua_model import simulate
+
+    sim = simulate(gpu="h200", heads_q=32, heads_kv=8, d=100, context=32768, batch=8, k=32)
+    assert sim.aqua.limit.startswith("model-only at d=100")
+    assert "model-only at d=100" in sim.statuses["aqua-fused"]
+    assert sim.dense.limit == ""  # torch SDPA runs any head dim
+    argv = ["simulate", "--heads-q", "32", "--heads-kv", "8", "--d", "100", "--context", "32768"]
+    code, out, _ = cli(capsys, *argv, "--batch", "8", "--k", "32")
+    assert code == 0
+    speedup_line = next(line for line in out.splitlines() if line.startswith("speedup"))
+    assert "model-only at d=100" in speedup_line
+
+
+@pytest.mark.parametrize("d,limited", [(64, False), (128, False), (100, True), (8, True), (96, True)])
+def test_shape_limit_follows_the_triton_rule(d, limited):
+    """The Triton decode kernel takes power-of-two head dims >= 16 (kernels/triton_decode.py)."""
+    from aqua_model.plans import build_plan
+    from aqua_model.plans.shape_limits import shape_limit
+
+    plan = build_plan("aqua-fused", phase="decode", selection="group")
+    assert bool(shape_limit(plan, d=d)) is limited
+    assert shape_limit(build_plan("dense-fused", phase="decode", selection="group"), d=d) == ""
+
+
+def test_prediction_status_names_the_limit():
+    from aqua_model import predict
+
+    p = predict(
+        plan="aqua-fused",
+        phase="decode",
+        context=4096,
+        batch=1,
+        heads_q=8,
+        heads_kv=8,
+        d=48,
+        k=16,
+        gpu="h200",
+    )
+    assert p.status.startswith("model-only at d=48")
+
+
+@pytest.mark.parametrize(
+    "argv", [["simulate", "--d", "1", "--k", "1"], ["breakeven", "--d", "1", "--k", "1"]]
+)
+def test_head_dim_one_is_refused(capsys, argv):
+    extra = ["--heads-q", "8", "--heads-kv", "8", "--context", "4096"] if argv[0] == "simulate" else []
+    code, _, err = cli(capsys, *argv, *extra)
+    assert code == 2
+    one_line_error(err, "--d", ">= 2", "got 1")

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     line = f"speedup {fmt_interval(float(sim.speedup), sim.speedup_interval, digits=3)}"
     if sim.ceiling is not None:
         line += f" (byte ceiling of dimension-only sparsity 2d/(k+d) = {float(sim.ceiling):.3f}x)"
+    if sim.aqua.limit:
+        line += f"; {sim.aqua.plan} is {sim.aqua.limit.split(':', 1)[0]} (no kernel runs this shape)"
     print(line)
     print(f"interval: 80%, {payload['intervals']['source']}")
     counted = (

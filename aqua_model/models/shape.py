@@ -8,6 +8,7 @@ from typing import Any
 
 from .._checks import check_choice, check_int
 from ..costs.dtypes import KV_DTYPES, STORAGE_DTYPES, kv_element_bytes
+from ..costs.sizes import MIN_HEAD_DIM
 from .config import ModelConfig, load as load_model
 
 
@@ -97,7 +98,7 @@ def resolve_shape(
     return Shape(
         hq,
         hkv,
-        check_int("d", d, minimum=1),
+        check_int("d", d, minimum=MIN_HEAD_DIM),
         check_int("layers", layers, minimum=1),
         dtype or "bf16",
         kv_dtype=kv_dtype,
