@@ -18,7 +18,11 @@ SHAPE = ["--heads-q", "32", "--heads-kv", "8", "--d", "128"]
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    """Run the command line: (exit status, stdout, stderr); argparse's own errors exit 2."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -210,3 +214,78 @@ def test_head_dim_one_is_refused(capsys, argv):
     code, _, err = cli(capsys, *argv, *extra)
     assert code == 2
     one_line_error(err, "--d", ">= 2", "got 1")
+
+
+# -- item 4: element sizes the sector model cannot count are refused ---------------------------------
+
+
+@pytest.mark.parametrize("size", ["3", "5", "64", "16"])
+def test_costs_refuses_element_sizes_that_do_not_exist(capsys, size):
+    code, _, err = cli(capsys, "costs", "--dtype-bytes", size, "--json")
+    assert code == 2
+    one_line_error(err, "--dtype-bytes", size)
+
+
+@pytest.mark.parametrize("size", [3, 5, 64])
+def test_api_refuses_element_sizes_that_do_not_exist(size):
+    from aqua_model.costs import decode_read_bytes, kv_cache_bytes
+    from aqua_model.costs.peers import decode_bytes
+
+    with pytest.raises(ValueError, match="dtype_bytes must be one of 1, 2, 4, 8"):
+        decode_read_bytes(method="aqua", d=128, k=96, context=4096, dtype_bytes=size, layout="token-major")
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        kv_cache_bytes(method="dense", d=128, context=4096, dtype_bytes=size)
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        decode_bytes(method="dense", d=128, context=4096, dtype_bytes=size)
+
+
+def test_sector_must_hold_whole_elements():
+    from aqua_model.costs import decode_read_bytes
+
+    with pytest.raises(ValueError, match="sector_bytes must be a multiple"):
+        decode_read_bytes(
+            method="aqua", d=128, k=96, context=64, dtype_bytes=4, layout="token-major", sector_bytes=6
+        )
+
+
+def test_token_major_bytes_between_dim_major_and_dense_for_every_accepted_size():
+    """Property: a token-major read of k of d channels moves at least the k*N*s bytes of a
+    dim-major read (whole sectors hold the selected channels) and at most all of K (dense)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from aqua_model.costs import decode_read_bytes
+    from aqua_model.costs.dtypes import ELEMENT_BYTES
+
+    @settings(max_examples=80, deadline=None, derandomize=True)
+    @given(
+        d=st.integers(2, 512),
+        frac=st.floats(0.0, 1.0),
+        s=st.sampled_from(ELEMENT_BYTES),
+        sectors=st.sampled_from([1, 2, 4]),
+        pattern=st.sampled_from(["random", "prefix"]),
+    )
+    def check(d, frac, s, sectors, pattern):
+        k = max(1, round(frac * d))
+        sector = 32 * sectors
+        kw = dict(d=d, k=k, context=1000, dtype_bytes=s)
+        dim = float(decode_read_bytes(method="aqua", **kw))
+        tok = float(
+            decode_read_bytes(method="aqua", layout="token-major", pattern=pattern, sector_bytes=sector, **kw)
+        )
+        dense = float(decode_read_bytes(method="dense", **kw))
+        values = 1000 * d * s  # V, read in full by both layouts
+        keys_all = dense - values
+        # prefix: whole sectors from the row start; a row shorter than a sector still costs one sector
+        upper = keys_all if pattern == "random" else max(keys_all, 1000 * sector * -(-k * s // sector))
+        assert dim <= tok * (1 + 1e-9) and tok <= (upper + values) * (1 + 1e-9), (
+            d,
+            k,
+            s,
+            sector,
+            dim,
+            tok,
+            dense,
+        )
+
+    check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..costs.convention import resolve
+from ..costs.dtypes import ELEMENT_BYTES
 from ..costs.flops import flop_terms
 from ..costs.memory import decode_read_bytes
 from ..simulator.report_rows import breakdown_rows
@@ -19,7 +20,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
     p.add_argument("--context", type=int, default=4096, help="cached keys N (default: %(default)s)")
     p.add_argument(
-        "--dtype-bytes", type=int, default=2, help="bytes per element (default: %(default)s, bf16)"
+        "--dtype-bytes",
+        type=int,
+        default=2,
+        help=f"bytes per element, one of {', '.join(map(str, ELEMENT_BYTES))}: fp8/int8, bf16/fp16, fp32, fp64 "
+        "(default: %(default)s, bf16)",
     )
     p.add_argument(
         "--json", action="store_true", help="machine-readable output with a schema version (default: a table)"
