@@ -289,3 +289,36 @@ def test_token_major_bytes_between_dim_major_and_dense_for_every_accepted_size()
         )
 
     check()
+
+
+# -- item 5: shapes that cannot fit the device are refused or flagged --------------------------------
+
+
+def test_predict_refuses_a_kv_cache_beyond_the_device():
+    from aqua_model import predict
+
+    with pytest.raises(ValueError, match="KV cache needs"):
+        predict(
+            plan="dense-fused",
+            phase="decode",
+            context=2**62,
+            batch=1,
+            heads_q=8,
+            heads_kv=8,
+            d=128,
+            k=128,
+            gpu="h200",
+        )
+
+
+def test_end_to_end_flags_a_model_that_does_not_fit_one_gpu():
+    from aqua_model import end_to_end
+    from aqua_model.models import load
+
+    e2e = end_to_end(gpu="rtx4090", model="llama-3.1-70b", context=4096, k=32)
+    weights_bytes = float(load("llama-3.1-70b").weight_bytes())
+    assert weights_bytes > 24e9  # 70B parameters in bf16 against the 4090's 24 GB
+    assert e2e.fits is False
+    assert e2e.one_gpu_fit["memory_bytes"] >= weights_bytes
+    assert e2e.one_gpu_fit["smallest_tensor_parallel"] != 1  # None: no tensor_parallel of one node fits
+    assert end_to_end(gpu="h200", model="llama-3.1-8b", context=4096, k=32).fits is True

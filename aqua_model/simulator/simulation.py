@@ -360,11 +360,13 @@ def predict(
     convention: Convention | None = None,
 ) -> Prediction:
     """One plan's predicted per-layer time at one shape (any plan, dense or AQUA): the total
-    and, in ``kernels``, each kernel's time alone and its share of the total."""
+    and, in ``kernels``, each kernel's time alone and its share of the total. Raises when one
+    layer's KV cache alone exceeds the device memory."""
     prof = resolve_profile(gpu)
     check_choice("plan", plan, plan_names(phase))
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    check_fits_memory(shape, prof, sizes)  # one layer's KV cache must fit the device, as in simulate
     result = _run(plan, phase, selection, resolve(convention), prof, sizes)
     total = float(result.time_s)
     bounds = time_bounds(prof, phase, plan, total)
