@@ -322,3 +322,79 @@ def test_end_to_end_flags_a_model_that_does_not_fit_one_gpu():
     assert e2e.one_gpu_fit["memory_bytes"] >= weights_bytes
     assert e2e.one_gpu_fit["smallest_tensor_parallel"] != 1  # None: no tensor_parallel of one node fits
     assert end_to_end(gpu="h200", model="llama-3.1-8b", context=4096, k=32).fits is True
+
+
+# -- item 6: explicit input that was silently ignored, or parsed as something else ------------------
+
+
+def test_simulate_refuses_a_model_and_an_explicit_shape(capsys):
+    argv = ["simulate", "--model", "llama-3.1-8b", "--heads-q", "7", "--heads-kv", "3", "--d", "64"]
+    code, out, err = cli(capsys, *argv, "--context", "4096", "--k", "32")
+    assert code == 2 and not out
+    one_line_error(err, "--model", "--heads-q", "not both")
+
+
+@pytest.mark.parametrize("layers", ["x", -1, float("nan"), 1, 32])
+@pytest.mark.parametrize("fn", ["simulate", "speedup"])
+def test_layers_with_a_model_is_refused(fn, layers):
+    import aqua_model
+
+    with pytest.raises((ValueError, TypeError), match="layers"):
+        getattr(aqua_model, fn)(gpu="h200", model="llama-3.1-8b", context=4096, k=32, layers=layers)
+
+
+@pytest.mark.parametrize("layers", ["x", -1, float("nan")])
+def test_bad_layers_with_an_explicit_shape_is_refused(layers):
+    from aqua_model import simulate
+
+    with pytest.raises((ValueError, TypeError), match="layers"):
+        simulate(gpu="h200", heads_q=8, heads_kv=8, d=128, context=4096, k=32, layers=layers)
+
+
+def test_all_reduce_without_tp_is_refused(capsys):
+    argv = ["simulate", "--model", "llama-3.1-8b", "--context", "4096", "--k", "32", "--all-reduce", "tree"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    one_line_error(err, "--all-reduce", "--tp")
+
+
+def test_flag_prefixes_are_not_expanded(capsys):
+    code, _, err = cli(capsys, "costs", "--cont", "4096")
+    assert code == 2
+    one_line_error(err, "--cont")
+    code, _, err = cli(capsys, "breakeven", "--d", "128", "--k", "32", "--proj", "folded")
+    assert code == 2
+
+
+def test_every_parser_of_the_package_refuses_abbreviations():
+    """allow_abbrev=False on every argparse parser in aqua_model/ (the CLI's Parser sets it)."""
+    import re
+
+    for path in (ROOT / "aqua_model").rglob("*.py"):
+        text = path.read_text()
+        for m in re.finditer(r"argparse\.ArgumentParser\(", text):
+            call = text[m.end() : m.end() + 200].split("\n\n")[0]
+            assert "allow_abbrev=False" in call, (path, call)
+
+
+@pytest.mark.parametrize("text", ["1_024", "\u0661\u0662\u0668", "+64", " 64", "64 ", "0x40", "6.4e1", ""])
+@pytest.mark.parametrize("flag", ["--d", "--context"])
+def test_integer_flags_take_plain_ascii_digits_only(capsys, flag, text):
+    code, _, err = cli(capsys, "costs", flag, text)
+    assert code == 2
+    one_line_error(err, flag, "plain integer", repr(text))
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1_0", " 1", "+1", "\u0661"])
+def test_number_flags_take_finite_ascii_decimals_only(capsys, text):
+    code, _, err = cli(capsys, "costs", "--softmax-flops", text)
+    assert code == 2
+    # argparse reads '-inf' as an option, not a value: "expected one argument"
+    one_line_error(err, "--softmax-flops", *([] if text.startswith("-") else [repr(text)]))
+
+
+def test_plain_numbers_still_parse(capsys):
+    code, out, _ = cli(
+        capsys, "costs", "--d", "64", "--k", "16", "--context", "1024", "--softmax-flops", "5.0"
+    )
+    assert code == 0 and "d=64" in out

@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._common import check_input_file, check_output_file, set_run
+from ._common import check_input_file, check_output_file, integer, real, set_run
 
 #: Devices the suite runs on.
 DEVICES = ("cpu", "cuda")
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     c.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new implementation micro-benchmark after this many seconds (default: no deadline)",
     )
@@ -67,11 +67,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     sm.add_argument(
         "--seed",
-        type=int,
+        type=integer,
         required=True,
         help="the seed (chosen after the freeze, by the rule in validation/README.md)",
     )
-    sm.add_argument("--n", type=int, required=True, help="fewest cases to draw")
+    sm.add_argument("--n", type=integer, required=True, help="fewest cases to draw")
     sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
     sm.add_argument(
         "--model-commit",
@@ -104,7 +104,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
     r.add_argument(
-        "--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)"
+        "--max-cases", type=integer, default=None, help="attempt at most this many new cases (default: all)"
     )
     r.add_argument(
         "--plans",
@@ -142,19 +142,19 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new case after this many seconds (default: no deadline)",
     )
     r.add_argument(
         "--warmup-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer warm-up per call site in ms (default: the timer's)",
     )
     r.add_argument(
         "--rep-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer repeat budget per call site in ms (default: the timer's)",
     )
@@ -517,9 +517,9 @@ def _check_device(device: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``): the CLI's
     ``validate`` subcommand, with its one-line errors."""
-    from ._common import run_command
+    from ._common import Parser, run_command
 
-    parser = argparse.ArgumentParser(prog="aqua-model")
+    parser = Parser(prog="aqua-model")
     add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), "validate")
     return run_command(parser, ["validate", *(sys.argv[1:] if argv is None else argv)])
 

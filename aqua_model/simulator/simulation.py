@@ -268,7 +268,7 @@ def simulate(
     heads_q: Any = None,
     heads_kv: Any = None,
     d: Any = None,
-    layers: Any = 1,
+    layers: Any = None,
     phase: str = "decode",
     prompt: Any = None,
     plan: str = "fused",
@@ -396,7 +396,7 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
         heads_q=kwargs.get("heads_q"),
         heads_kv=kwargs.get("heads_kv"),
         d=kwargs.get("d"),
-        layers=kwargs.get("layers", 1),
+        layers=kwargs.get("layers"),
         dtype=kwargs.get("dtype"),
         kv_dtype=kwargs.get("kv_dtype"),
     )
