@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._common import check_input_file, check_output_file, set_run
+from ._common import check_input_file, check_output_file, integer, real, set_run
 
 #: Devices the suite runs on.
 DEVICES = ("cpu", "cuda")
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     c.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new implementation micro-benchmark after this many seconds (default: no deadline)",
     )
@@ -67,11 +67,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     sm.add_argument(
         "--seed",
-        type=int,
+        type=integer,
         required=True,
         help="the seed (chosen after the freeze, by the rule in validation/README.md)",
     )
-    sm.add_argument("--n", type=int, required=True, help="fewest cases to draw")
+    sm.add_argument("--n", type=integer, required=True, help="fewest cases to draw")
     sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
     sm.add_argument(
         "--model-commit",
@@ -128,7 +128,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
     r.add_argument(
-        "--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)"
+        "--max-cases", type=integer, default=None, help="attempt at most this many new cases (default: all)"
     )
     r.add_argument(
         "--plans",
@@ -166,19 +166,19 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new case after this many seconds (default: no deadline)",
     )
     r.add_argument(
         "--warmup-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer warm-up per call site in ms (default: the timer's)",
     )
     r.add_argument(
         "--rep-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer repeat budget per call site in ms (default: the timer's)",
     )
@@ -406,6 +406,11 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
     for path in args.heldout:
         check_input_file("--heldout", path)
     rows = merge_runs([read_rows(p, lenient=args.lenient) for p in args.heldout])
+    if not rows:
+        raise ValueError(
+            f"--heldout {' '.join(args.heldout)} holds no result rows: a target with no cases is not met, "
+            "so there is nothing to report"
+        )
     if args.repredict:
         rows = _repredicted(rows, args.repredict, None)
     held = build_report(rows)
@@ -431,10 +436,29 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
         print(f"wrote {args.heldout_markdown}")
     if args.status_out:
         check_output_file("--status-out", args.status_out)
-        write_status(status_entries(held, seed=meta["seed"], commit=meta["model_commit"]), args.status_out)
+        entries = status_entries(held, seed=meta["seed"], commit=meta["model_commit"])
+        if not entries:
+            raise ValueError(
+                f"--status-out {args.status_out!r}: the held-out rows measured no plan, so there is no verdict to write"
+            )
+        write_status(entries, args.status_out)
         print(f"wrote {args.status_out}")
-    missed = [t["target"] for t in heldout_targets(held) if t["met"] is False]
-    print("held-out targets: " + ("all met" if not missed else f"{len(missed)} MISSED: " + "; ".join(missed)))
+    print(targets_line(heldout_targets(held)))
+
+
+def targets_line(targets: list[dict]) -> str:
+    """The last line of a held-out report: "all met" only when every target was evaluated and met;
+    a target with no cases is "not evaluated", which is not met."""
+    missed = [t["target"] for t in targets if t["met"] is False]
+    unjudged = [t["target"] for t in targets if t["met"] is None]
+    if not missed and not unjudged:
+        return "held-out targets: all met"
+    parts = []
+    if missed:
+        parts.append(f"{len(missed)} MISSED: " + "; ".join(missed))
+    if unjudged:
+        parts.append(f"{len(unjudged)} not evaluated (no cases, so not met): " + "; ".join(unjudged))
+    return "held-out targets: " + " | ".join(parts)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -553,9 +577,9 @@ def _check_device(device: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``): the CLI's
     ``validate`` subcommand, with its one-line errors."""
-    from ._common import run_command
+    from ._common import Parser, run_command
 
-    parser = argparse.ArgumentParser(prog="aqua-model")
+    parser = Parser(prog="aqua-model")
     add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), "validate")
     return run_command(parser, ["validate", *(sys.argv[1:] if argv is None else argv)])
 
