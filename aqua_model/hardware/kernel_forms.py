@@ -40,8 +40,9 @@ import numpy as np
 
 #: Named launch geometries: how many programs a kernel runs. "device": as many as SMs (a library
 #: kernel whose grid the model does not know); "split-n": the split rule of
-#: :func:`aqua_model.costs.split_rule.split_programs`; "per-kv-head": B H_kv; "per-q-head": B H_q.
-GEOMETRIES: tuple[str, ...] = ("device", "split-n", "per-kv-head", "per-q-head")
+#: :func:`aqua_model.costs.split_rule.split_programs` for the default (one-launch) decode,
+#: "split-n-3launch" for its three-launch path; "per-kv-head": B H_kv; "per-q-head": B H_q.
+GEOMETRIES: tuple[str, ...] = ("device", "split-n", "split-n-3launch", "per-kv-head", "per-q-head")
 #: The form's parameters, in the order the fitting routine packs them.
 FORM_PARAMS: tuple[str, ...] = (
     "latency_s",

@@ -53,6 +53,13 @@ class PlanResult:
     #: "model-only at d=...: <why>" when the plan's implementation cannot run the shape, else "".
     limit: str = ""
 
+    @property
+    def extrapolation(self) -> str:
+        """ "extrapolates: <kernel> (<features>), ..." where a kernel's fitted form was evaluated
+        outside the range it was fitted on (:mod:`aqua_model.hardware.kernel_forms`), else ""."""
+        parts = [f"{kt.name} ({', '.join(kt.extrapolates)})" for kt in self.kernels if kt.extrapolates]
+        return f"extrapolates: {', '.join(parts)} outside the fitted range" if parts else ""
+
     def table(self) -> list[dict[str, Any]]:
         """Per-kernel rows (scalars where the sweep is a single point). ``time_s`` is the
         kernel launched alone; ``share_s`` what it adds to the plan (its launch overhead
@@ -135,9 +142,12 @@ class Simulation:
     @property
     def statuses(self) -> dict[str, str]:
         """Per plan of the two, "model-only at d=...: <why>" where its implementation cannot run
-        the shape, and/or "unvalidated: <reason>" (:mod:`aqua_model.simulator.plan_status`), or ""."""
+        the shape, "extrapolates: ..." where a fitted form left its range, and/or "unvalidated:
+        <reason>" (:mod:`aqua_model.simulator.plan_status`), or ""."""
         return {
-            res.plan: "; ".join(t for t in (res.limit, plan_status(self.phase, res.plan)) if t)
+            res.plan: "; ".join(
+                t for t in (res.limit, res.extrapolation, plan_status(self.phase, res.plan)) if t
+            )
             for res in (self.dense, self.aqua)
         }
 
@@ -371,7 +381,7 @@ def predict(
     total = float(result.time_s)
     bounds = time_bounds(prof, phase, plan, total)
     low, high = (None, None) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    status = "; ".join(t for t in (result.limit, plan_status(phase, plan)) if t)
+    status = "; ".join(t for t in (result.limit, result.extrapolation, plan_status(phase, plan)) if t)
     return Prediction(plan, prof.mode, total, result.table(), low, high, status)
 
 

@@ -48,9 +48,10 @@ FIT_PLANS: tuple[tuple[str, str], ...] = (
 #: split pass follows the split rule; the split-N prologue runs one program per (batch, KV head),
 #: the combine one per (batch, query head); library kernels (SDPA) and generic kernels "device".
 GEOMETRY_OF: dict[str, str] = {
-    "triton-split": "split-n",
-    "triton-prologue": "per-kv-head",
-    "triton-combine": "per-q-head",
+    "triton-split:_fused_kernel": "split-n",
+    "triton-split:_split_kernel": "split-n-3launch",
+    "triton-prologue:_prologue_kernel": "per-kv-head",
+    "triton-combine:_combine_kernel": "per-q-head",
 }
 #: Scale of the soft-L1 loss on ln time (residuals beyond ~10% count linearly, not squared).
 LOSS_SCALE = 0.1
@@ -91,6 +92,7 @@ class _Kern:
     misaligned: bool
     peak: float
     d: float
+    geometry: str
 
 
 @dataclass
@@ -98,6 +100,19 @@ class _Row:
     measured_s: float
     fixed_s: float  # graph launch + gaps: the plan time that no form's parameter changes
     kernels: list[_Kern]
+
+
+def _geometry(key: str, kern: Any) -> str:
+    """The launch geometry of ``key`` (:data:`GEOMETRY_OF`); a split-N kernel (one with tile
+    rows) whose key the table does not name is refused rather than placed as a library kernel."""
+    if key in GEOMETRY_OF:
+        return GEOMETRY_OF[key]
+    if kern.tile_rows != 0:
+        raise ValueError(
+            f"timing key {key!r} is a split-N kernel with no launch geometry in "
+            f"aqua_model.validate.fit.GEOMETRY_OF (known: {', '.join(GEOMETRY_OF)})"
+        )
+    return "device"
 
 
 def fit_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +140,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
     launches = 0
     for kern in plan.kernels:
         key = timing_key(kern)
-        geometry = GEOMETRY_OF.get(key, "device")
+        geometry = _geometry(key, kern)
         launches += kern.launches
         kerns.append(
             _Kern(
@@ -137,6 +152,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 bool(misaligned(kern, values)),
                 base.peak_flops(sizes.dtype if kern.unit == "matrix" else VECTOR_DTYPE),
                 float(r["d"]),
+                geometry,
             )
         )
     fixed = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
@@ -149,7 +165,8 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
     pattern's small-transfer latency (or a tiny kernel's device time) and the datasheet-side
     defaults named in this module."""
     terms = base.terms
-    tables = [t for t in terms.streams if t.stream == key]
+    stream = key.split(":", 1)[0]  # the micro-benchmarked implementation kernel of the key
+    tables = [t for t in terms.streams if t.stream == stream]
     eff_tables = [t for t in tables if t.y == "efficiency"]
     latency = min((t.latency_s for t in tables), default=None)
     if latency is None:
@@ -231,6 +248,7 @@ def fit_forms(
         raise ValueError(f"the training rows hold {len(used)} measured rows of {FIT_PLANS}; need at least 14")
     data = [_row(r, base) for r in used]
     keys = sorted({k.key for r in data for k in r.kernels})
+    geometries = {k.key: k.geometry for r in data for k in r.kernels}
     start = {key: starting_form(key, base) for key in keys}
     free = {key: _free_params(key, data, base.terms.sm_count) for key in keys}
     layout = [(key, p) for key in keys for p in free[key]]
@@ -267,7 +285,7 @@ def fit_forms(
         entries.append(
             {
                 "key": key,
-                "geometry": GEOMETRY_OF.get(key, "device"),
+                "geometry": geometries[key],
                 **params[key],
                 "fit": {
                     "seeds": list(seeds),
