@@ -475,3 +475,20 @@ def test_report_profile_must_be_calibrated(capsys):
     code, out, err = cli(capsys, "report", "--profile", "h200")
     assert code == 2 and not out  # refused before any table is printed
     one_line_error(err, "--profile", "calibrated", "datasheet")
+
+
+# -- item 9: validate sample --n is bounded -----------------------------------------------------------
+
+
+def test_sample_n_is_bounded_and_the_bound_is_in_the_help(capsys, tmp_path):
+    from aqua_model.cli import build_parser
+    from aqua_model.commands.validate_cmd import MAX_SAMPLE_CASES
+
+    out = tmp_path / "cases.jsonl"
+    code, _, err = cli(capsys, "validate", "sample", "--seed", "1", "--n", "100000000000", "--out", str(out))
+    assert code == 2
+    one_line_error(err, "--n", str(MAX_SAMPLE_CASES), "100000000000")
+    assert not out.exists()
+    sample = build_parser()._subparsers._group_actions[0].choices["validate"]
+    sample = sample._subparsers._group_actions[0].choices["sample"]
+    assert f"{MAX_SAMPLE_CASES:,}" in sample.format_help()
