@@ -398,3 +398,97 @@ def test_plain_numbers_still_parse(capsys):
         capsys, "costs", "--d", "64", "--k", "16", "--context", "1024", "--softmax-flops", "5.0"
     )
     assert code == 0 and "d=64" in out
+
+
+# -- item 8: validate and figures accepted nonsense ---------------------------------------------------
+
+
+def test_validate_report_refuses_rows_of_an_unknown_plan(capsys, tmp_path):
+    import json
+
+    rows = [json.loads(line) for line in INSAMPLE.read_text().splitlines() if line.strip()]
+    first = next(r for r in rows if r.get("phase") == "decode")
+    first["case_id"] = first["case_id"].replace(f"decode/{first['plan']}/", "decode/foo/", 1)
+    first["plan"] = "foo"
+    bad = tmp_path / "foo.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(capsys, "validate", "report", str(bad), "--no-cases")
+    assert code == 2
+    one_line_error(err, "decode/foo", "unknown plan")
+    assert "decode/foo" not in out
+    code, _, err = cli(capsys, "validate", "report", str(INSAMPLE), "--no-cases", "--heldout", str(bad))
+    assert code == 2
+    one_line_error(err, "--heldout", "decode/foo")
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0"])
+@pytest.mark.parametrize("step", ["run", "calibrate"])
+def test_deadline_must_be_a_positive_number_of_seconds(capsys, tmp_path, step, value):
+    argv = ["validate", step, "--out", str(tmp_path / "out.x"), "--device", "cpu", f"--deadline-s={value}"]
+    if step == "run":
+        argv += ["--profile", str(H200 / "h200-calibrated.toml")]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    one_line_error(err, "--deadline-s", value)
+    assert not (tmp_path / "out.x").exists()
+
+
+@pytest.mark.parametrize("commit", ["notahash", "abc", "ABCDEF1", "g" * 40, "a" * 41])
+def test_model_commit_must_be_a_hash(capsys, tmp_path, commit):
+    out = tmp_path / "cases.jsonl"
+    code, _, err = cli(
+        capsys, "validate", "sample", "--seed", "1", "--n", "5", "--out", str(out), "--model-commit", commit
+    )
+    assert code == 2
+    one_line_error(err, "--model-commit", repr(commit))
+    assert not out.exists()
+    argv = [
+        "validate",
+        "run",
+        "--profile",
+        str(H200 / "h200-calibrated.toml"),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+    ]
+    code, _, err = cli(capsys, *argv, "--device", "cpu", "--model-commit", commit)
+    assert code == 2
+    one_line_error(err, "--model-commit")
+
+
+def test_model_commit_takes_a_short_or_full_hash(tmp_path):
+    from aqua_model.commands.validate_cmd import _check_commit
+
+    _check_commit("--model-commit", "359239a")
+    _check_commit("--model-commit", "359239a3e4" * 4)
+
+
+@pytest.mark.parametrize("argv", [["figures", "--out", ""], ["figures", "--out", " "]])
+def test_figures_out_empty_is_refused(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.chdir(tmp_path)  # where '' wrote before the fix
+    code, _, err = cli(capsys, *argv, "--only", "kv_memory")
+    assert code == 2
+    one_line_error(err, "--out", "must name a path")
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_profile_must_be_calibrated(capsys):
+    code, out, err = cli(capsys, "report", "--profile", "h200")
+    assert code == 2 and not out  # refused before any table is printed
+    one_line_error(err, "--profile", "calibrated", "datasheet")
+
+
+# -- item 9: validate sample --n is bounded -----------------------------------------------------------
+
+
+def test_sample_n_is_bounded_and_the_bound_is_in_the_help(capsys, tmp_path):
+    from aqua_model.cli import build_parser
+    from aqua_model.commands.validate_cmd import MAX_SAMPLE_CASES
+
+    out = tmp_path / "cases.jsonl"
+    code, _, err = cli(capsys, "validate", "sample", "--seed", "1", "--n", "100000000000", "--out", str(out))
+    assert code == 2
+    one_line_error(err, "--n", str(MAX_SAMPLE_CASES), "100000000000")
+    assert not out.exists()
+    sample = build_parser()._subparsers._group_actions[0].choices["validate"]
+    sample = sample._subparsers._group_actions[0].choices["sample"]
+    assert f"{MAX_SAMPLE_CASES:,}" in sample.format_help()

@@ -117,9 +117,15 @@ def _first_existing(path: Path) -> Path:
     return Path(".")  # pragma: no cover - the root always exists
 
 
+def _check_not_empty(flag: str, path: str | os.PathLike[str]) -> None:
+    if not str(path).strip():  # Path("") is Path("."): the working directory, never what was meant
+        raise ValueError(f"{flag} must name a path, got {str(path)!r}")
+
+
 def check_output_file(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as a file this command may write (its folders created if missing), or
-    ValueError naming ``flag``: it must not be a folder, and nothing above it may be a file."""
+    ValueError naming ``flag``: it must not be empty or a folder, and nothing above it may be a file."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file to write")
@@ -135,7 +141,8 @@ def check_output_file(flag: str, path: str | os.PathLike[str]) -> Path:
 
 def check_output_dir(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as a folder this command may write into (created if missing), or ValueError
-    naming ``flag``: it must not be a file, and nothing above it may be a file."""
+    naming ``flag``: it must not be empty or a file, and nothing above it may be a file."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a file; give a folder")
@@ -149,6 +156,7 @@ def check_output_dir(flag: str, path: str | os.PathLike[str]) -> Path:
 
 def check_input_file(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as an existing, readable file, or ValueError naming ``flag``."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from .._datafiles import results_root
 from ._common import check_output_dir, set_run
@@ -23,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name, help="write every figure (PDF + PNG) from the model and the committed validation results"
     )
-    p.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     p.add_argument(
         "--results",
         "--root",
