@@ -355,8 +355,9 @@ def summary_rows(out: Path) -> list[dict[str, Any]]:
         }
         rows = [r for r in longctx.read_rows(rows_path) if all(r.get(k) == v for k, v in match.items())]
         d = run["d"]
-        wanted = {longctx.BASELINE, *(c.key for c in configs(d))}
-        for cfg in configs(d):
+        ran = [c for c in configs(d) if c.key in set(run["configs"])]  # the configs this model's run had
+        wanted = {longctx.BASELINE, *(c.key for c in ran)}
+        for cfg in ran:
             for context in run["contexts"]:
                 # only windows complete at this context, so every config is summarised over the same windows
                 complete = {
