@@ -32,6 +32,7 @@ PARAMS = {
     "half_bytes_per_sm": 0.0,
     "sat_power": 1.0,
     "half_d": 0.0,
+    "half_sm_fraction": 0.0,
     "misaligned_factor": 0.5,
 }
 
@@ -74,6 +75,9 @@ def test_form_known_answers():
     # few programs: bytes per busy SM grow, so the saturation term is smaller per byte
     _, _, few = _terms(nbytes=SM * 1000.0, programs=1, params={"half_bytes_per_sm": 1000.0})
     assert float(few) < float(m_s)
+    # a launch filling half the SMs with h = 1: par = 2 * 0.5 / 1.5 = 2/3 of the bandwidth
+    _, _, half = _terms(programs=SM // 2, params={"half_sm_fraction": 1.0})
+    assert math.isclose(float(half), float(m) * 1.5)
     # a kernel moving no bytes has no memory term (no 0 / 0)
     _, _, zero = _terms(nbytes=0.0, params={"half_bytes_per_sm": 1000.0})
     assert float(zero) == 0.0

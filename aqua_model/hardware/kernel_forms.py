@@ -7,13 +7,15 @@ Every kernel whose timing key has a form in ``[calibration] forms`` takes its de
 with P the peak rate of the kernel's unit and dtype, W the datasheet bandwidth, waves =
 ceil(programs / SMs) and
 
-    eta_m = eta_m_max * sat(x / half_bytes_per_sm) * (misaligned_factor if the key rows are misaligned)
-    eta_c = eta_c_max * d / (d + half_d)
+    eta_m = eta_m_max * sat(x / half_bytes_per_sm) * par(u) * (misaligned_factor if the key rows are misaligned)
+    eta_c = eta_c_max * d / (d + half_d) * par(u)
 
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
-x is the bytes each busy SM moves (B / min(programs, SMs)): smooth, monotone, saturating
-efficiencies in physical features (bytes per SM; the head dim d, which sets a tile's arithmetic
-intensity), and the misalignment flag a factor. The programs a kernel runs come from its form's named launch
+x is the bytes each busy SM moves (B / min(programs, SMs)), u = min(programs, SMs) / SMs the
+fraction of SMs the launch occupies and par(u) = (1 + h) u / (u + h) (h = ``half_sm_fraction``;
+par(1) = 1, h = 0 no effect): smooth, monotone, saturating efficiencies in physical features
+(bytes per SM, the SMs a launch fills, the head dim d, which sets a tile's arithmetic intensity),
+and the misalignment flag a factor. The programs a kernel runs come from its form's named launch
 geometry (:data:`GEOMETRIES`), evaluated by the simulator from the launch rule of
 :mod:`aqua_model.costs.split_rule`; the form names the rule, the simulator never tests a kernel's
 name.
@@ -53,6 +55,7 @@ FORM_PARAMS: tuple[str, ...] = (
     "half_bytes_per_sm",
     "sat_power",
     "half_d",
+    "half_sm_fraction",
     "misaligned_factor",
 )
 #: The features whose fitted range a form records (and a prediction is checked against).
@@ -66,8 +69,9 @@ PARAM_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
         "eta_m_max": (1e-3, 1.0),
         "eta_c_max": (1e-3, 1.0),
         "half_bytes_per_sm": (0.0, 1e9),
-        "sat_power": (0.5, 8.0),
+        "sat_power": (0.25, 8.0),
         "half_d": (0.0, 1024.0),
+        "half_sm_fraction": (0.0, 100.0),
         "misaligned_factor": (1e-2, 1.0),
     }
 )
@@ -111,6 +115,7 @@ class KernelForm:
     half_bytes_per_sm: float
     sat_power: float
     half_d: float
+    half_sm_fraction: float
     misaligned_factor: float
     fit: FitRecord | None = None
 
@@ -189,9 +194,14 @@ def form_terms_s(
     safe_x = np.where(nbytes > 0, nbytes / busy_sms, 1.0)
     p = params["sat_power"]
     slow = (1.0 + (params["half_bytes_per_sm"] / safe_x) ** p) ** (1.0 / p)
-    memory_s = np.where(nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag), 0.0)
+    u = busy_sms / sm_count
+    hs = params["half_sm_fraction"]
+    par = (1.0 + hs) * u / (u + hs) if np.all(hs > 0) else np.ones(np.shape(u))
+    memory_s = np.where(
+        nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag * par), 0.0
+    )
     d = np.asarray(head_dim, dtype=float)
-    eta_c = params["eta_c_max"] * d / (d + params["half_d"])
+    eta_c = params["eta_c_max"] * d / (d + params["half_d"]) * par
     compute_s = np.asarray(flops, dtype=float) / (peak_flops_per_s * eta_c)
     fixed = (
         params["latency_s"]
