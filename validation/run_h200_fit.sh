@@ -45,7 +45,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.ve
 
 # the Triton variants of every case, compiled by a worker pool while the micro-benchmarks run
 WARM_LOG=$(mktemp)
-( for f in "$TEST" "$TRAIN" "$CALIB"; do $PY -m aqua_model.validate.warmup "$f" --workers "$WARM_WORKERS"; done ) > "$WARM_LOG" 2>&1 &
+$PY -m aqua_model.validate.warmup "$TEST" "$TRAIN" "$CALIB" --workers "$WARM_WORKERS" > "$WARM_LOG" 2>&1 &
 WARM_PID=$!
 
 log "micro-benchmarks (starting values)"
