@@ -32,7 +32,9 @@ PARAMS = {
     "half_bytes_per_sm": 0.0,
     "sat_power": 1.0,
     "half_d": 0.0,
+    "half_flops_per_sm": 0.0,
     "half_sm_fraction": 0.0,
+    "overlap_power": 64.0,
     "misaligned_factor": 0.5,
 }
 
@@ -78,6 +80,14 @@ def test_form_known_answers():
     # a launch filling half the SMs with h = 1: par = 2 * 0.5 / 1.5 = 2/3 of the bandwidth
     _, _, half = _terms(programs=SM // 2, params={"half_sm_fraction": 1.0})
     assert math.isclose(float(half), float(m) * 1.5)
+    # a per-SM FLOP half-point equal to the FLOPs per SM halves the compute efficiency
+    _, c_f, _ = _terms(flops=1e12, nbytes=1.0, params={"half_flops_per_sm": 1e12 / SM})
+    assert math.isclose(float(c_f), 2 * float(c_c))
+    # overlap power 1: compute and memory add; 64: their max to 1%
+    t1, c1, m1 = _terms(flops=1e12, params={"overlap_power": 1.0})
+    assert math.isclose(float(t1), 3e-6 + float(c1) + float(m1))
+    t64, c64, m64 = _terms(flops=1e12)
+    assert float(t64) - 3e-6 == pytest.approx(max(float(c64), float(m64)), rel=0.011)
     # a kernel moving no bytes has no memory term (no 0 / 0)
     _, _, zero = _terms(nbytes=0.0, params={"half_bytes_per_sm": 1000.0})
     assert float(zero) == 0.0

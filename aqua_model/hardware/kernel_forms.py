@@ -2,16 +2,18 @@
 
 Every kernel whose timing key has a form in ``[calibration] forms`` takes its device time from
 
-    t = latency + (launches - 1) per_launch + (waves - 1) per_wave + max(F / (P eta_c), B / (W eta_m))
+    t = latency + (launches - 1) per_launch + (waves - 1) per_wave + max_q(F / (P eta_c), B / (W eta_m))
 
-with P the peak rate of the kernel's unit and dtype, W the datasheet bandwidth, waves =
+where max_q(a, b) = (a^q + b^q)^(1/q) (q = ``overlap_power``: large q is the roofline's max, q = 1
+no overlap of compute and memory at all), with P the peak rate of the kernel's unit and dtype, W the datasheet bandwidth, waves =
 ceil(programs / SMs) and
 
     eta_m = eta_m_max * sat(x / half_bytes_per_sm) * par(u) * (misaligned_factor if the key rows are misaligned)
-    eta_c = eta_c_max * d / (d + half_d) * par(u)
+    eta_c = eta_c_max * d / (d + half_d) * y / (y + half_flops_per_sm) * par(u)
 
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
-x is the bytes each busy SM moves (B / min(programs, SMs)), u = min(programs, SMs) / SMs the
+x is the bytes each busy SM moves (B / min(programs, SMs)), y the FLOPs it does (a fixed cost
+per tile amortised over its work), u = min(programs, SMs) / SMs the
 fraction of SMs the launch occupies and par(u) = (1 + h) u / (u + h) (h = ``half_sm_fraction``;
 par(1) = 1, h = 0 no effect): smooth, monotone, saturating efficiencies in physical features
 (bytes per SM, the SMs a launch fills, the head dim d, which sets a tile's arithmetic intensity),
@@ -55,7 +57,9 @@ FORM_PARAMS: tuple[str, ...] = (
     "half_bytes_per_sm",
     "sat_power",
     "half_d",
+    "half_flops_per_sm",
     "half_sm_fraction",
+    "overlap_power",
     "misaligned_factor",
 )
 #: The features whose fitted range a form records (and a prediction is checked against).
@@ -71,7 +75,9 @@ PARAM_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
         "half_bytes_per_sm": (0.0, 1e9),
         "sat_power": (0.25, 8.0),
         "half_d": (0.0, 1024.0),
+        "half_flops_per_sm": (0.0, 1e12),
         "half_sm_fraction": (0.0, 100.0),
+        "overlap_power": (1.0, 64.0),
         "misaligned_factor": (1e-2, 1.0),
     }
 )
@@ -115,7 +121,9 @@ class KernelForm:
     half_bytes_per_sm: float
     sat_power: float
     half_d: float
+    half_flops_per_sm: float
     half_sm_fraction: float
+    overlap_power: float
     misaligned_factor: float
     fit: FitRecord | None = None
 
@@ -202,13 +210,22 @@ def form_terms_s(
     )
     d = np.asarray(head_dim, dtype=float)
     eta_c = params["eta_c_max"] * d / (d + params["half_d"]) * par
-    compute_s = np.asarray(flops, dtype=float) / (peak_flops_per_s * eta_c)
+    flops = np.asarray(flops, dtype=float)
+    # F / (P eta_c y / (y + h_f)) with y = F / busy_sms is (F + h_f busy_sms) / (P eta_c); none without FLOPs
+    compute_s = np.where(
+        flops > 0, (flops + params["half_flops_per_sm"] * busy_sms) / (peak_flops_per_s * eta_c), 0.0
+    )
     fixed = (
         params["latency_s"]
         + (np.asarray(launches, dtype=float) - 1) * params["per_launch_s"]
         + (waves - 1) * params["per_wave_s"]
     )
-    return fixed + np.maximum(compute_s, memory_s), compute_s, memory_s
+    q = params["overlap_power"]
+    top = np.maximum(compute_s, memory_s)
+    low = np.minimum(compute_s, memory_s)
+    # (c^q + m^q)^(1/q) written as top (1 + (low / top)^q)^(1/q): no overflow at large q
+    ratio = np.where(top > 0, low / np.where(top > 0, top, 1.0), 0.0)
+    return fixed + top * (1.0 + ratio**q) ** (1.0 / q), compute_s, memory_s
 
 
 def _number(value: Any, name: str, where: str) -> float:

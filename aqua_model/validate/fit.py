@@ -70,7 +70,9 @@ PARAM_SCALE: dict[str, float] = {
     "half_bytes_per_sm": 16384.0,
     "sat_power": 0.5,
     "half_d": 16.0,
+    "half_flops_per_sm": 1e6,
     "half_sm_fraction": 0.1,
+    "overlap_power": 1.0,
     "misaligned_factor": 0.1,
 }
 #: Starting value of the saturation half-point where no micro-benchmark gives one (bytes per SM).
@@ -79,6 +81,8 @@ START_HALF_BYTES_PER_SM = 32768.0
 START_SAT_POWER = 1.0
 #: Starting half-point of the SM-occupancy factor (a small one: most launches fill the GPU).
 START_HALF_SM_FRACTION = 0.05
+#: Starting overlap of compute and memory (a near-max: the roofline's assumption).
+START_OVERLAP_POWER = 8.0
 #: Starting bandwidth efficiency where the base profile has no table for a key.
 START_ETA_M = 0.9
 #: Residual quantiles a fit record stores.
@@ -193,7 +197,9 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
         "half_bytes_per_sm": START_HALF_BYTES_PER_SM,
         "sat_power": START_SAT_POWER,
         "half_d": 0.0,
+        "half_flops_per_sm": 0.0,
         "half_sm_fraction": START_HALF_SM_FRACTION,
+        "overlap_power": START_OVERLAP_POWER,
         "misaligned_factor": float(mis),
     }
 
@@ -203,7 +209,7 @@ def _free_params(key: str, rows: list[_Row], sm_count: int) -> list[str]:
     ks = [k for r in rows for k in r.kernels if k.key == key]
     free = ["latency_s", "eta_m_max", "half_bytes_per_sm", "sat_power"]
     if any(k.flops > 0 for k in ks):
-        free.append("eta_c_max")
+        free += ["eta_c_max", "overlap_power", "half_flops_per_sm"]
         if len({k.d for k in ks}) > 1:
             free.append("half_d")
     if len({k.launches for k in ks}) > 1:
