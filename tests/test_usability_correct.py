@@ -651,3 +651,23 @@ def test_api_errors_name_the_argument(call, fragment):
 
     with pytest.raises((ValueError, TypeError), match=fragment):
         call(aqua_model, np)
+
+
+# -- item 11: lost output and unwritable figure files -----------------------------------------------
+
+
+def test_stdout_closed_at_start_is_reported(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when started with `>&-`
+    code, _, err = cli(capsys, "costs")
+    assert code == 1
+    one_line_error(err, "standard output is closed")
+
+
+def test_figures_refuse_an_output_file_that_is_a_folder(capsys, tmp_path):
+    (tmp_path / "kv_memory.png").mkdir()
+    code, _, err = cli(capsys, "figures", "--out", str(tmp_path), "--only", "kv_memory")
+    assert code == 2
+    one_line_error(err, "--out", "kv_memory.png", "is a folder")
+    assert not (tmp_path / "kv_memory.pdf").exists()  # refused before any figure is written

@@ -240,8 +240,13 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     one line; a closed output pipe ends quietly."""
     args = parser.parse_args(argv)
     where = f"aqua-model {args.command}"
+    if sys.stdout is None:  # started with standard output closed (e.g. `>&-`): print() would drop it all
+        print(f"{where}: error: standard output is closed, so nothing could be printed", file=sys.stderr)
+        return EXIT_FAILURE
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full or failing output (e.g. /dev/full) is an error, not exit 0
+        return code
     except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
