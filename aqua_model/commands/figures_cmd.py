@@ -7,7 +7,7 @@ import sys
 import time
 
 from .._datafiles import results_root
-from ._common import check_output_dir, set_run
+from ._common import check_output_dir, check_output_file, set_run
 
 README_NAME = "README.md"
 README_HEAD = """# Figures
@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     out = check_output_dir("--out", args.out)
+    # every file the figures write (<out>/<name>.pdf and .png, the README) must be writable first
+    targets = [f"{n}{ext}" for n in names for ext in (".pdf", ".png")] + (
+        [README_NAME] if args.only is None else []
+    )
+    for target in targets:
+        check_output_file("--out", out / target)
     root = results_root(
         args.results
     )  # every committed data file present, or an error naming the missing ones

@@ -412,6 +412,8 @@ def run_report(args: argparse.Namespace) -> int:
         runs.append([current_names(row) for row in result.rows])
         _check_known_plans(runs[-1], "results", path)
     rows = merge_runs(runs)
+    if not rows:
+        raise ValueError(f"results {' '.join(args.results)} hold no result rows: nothing to report")
     if args.repredict:
         rows = _repredicted(rows, args.repredict, args.out)
     rep = report_file(args.results[0], markdown=args.markdown, rows=rows)

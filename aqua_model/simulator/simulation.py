@@ -218,8 +218,12 @@ def sizes_of(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prom
         shape.max_context is not None
         and int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a))) > shape.max_context
     ):
+        worst = int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a)))
         raise ValueError(
             f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)"
+            if prompt_a is None
+            else f"prompt + context = {worst} tokens (prompt up to {int(np.max(prompt_a))}, context up to "
+            f"{int(ctx.max())}) exceeds the maximum context of {shape.name} ({shape.max_context} tokens)"
         )
     if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
         ctx = np.minimum(ctx, shape.sliding_window)
@@ -373,7 +377,12 @@ def predict(
     and, in ``kernels``, each kernel's time alone and its share of the total. Raises when one
     layer's KV cache alone exceeds the device memory."""
     prof = resolve_profile(gpu)
+    check_choice("phase", phase, PHASES)
     check_choice("plan", plan, plan_names(phase))
+    for name, value in (("context", context), ("batch", batch), ("k", k)):  # one shape: scalars only
+        check_int(name, value, minimum=0 if name == "context" else 1)
+    if prompt is not None:
+        check_int("prompt", prompt, minimum=1)
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     check_fits_memory(shape, prof, sizes)  # one layer's KV cache must fit the device, as in simulate
@@ -394,6 +403,13 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
     """
     if "context" in kwargs:
         raise ValueError("time_breakeven searches the context itself; do not pass context")
+    if kwargs.get("phase", "decode") != "decode":
+        raise ValueError(
+            f"time_breakeven is decode only (the context of a decode step); got phase={kwargs['phase']!r}"
+        )
+    for name in ("k", "batch"):  # the search sweeps the context: every other size is one number
+        if name in kwargs:
+            check_int(name, kwargs[name], minimum=1)
     if "gpu" not in kwargs:
         raise TypeError(
             "time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does"
