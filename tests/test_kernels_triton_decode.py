@@ -499,6 +499,16 @@ def test_launches_must_be_a_known_path() -> None:
         td.DecodeConfig(launches=0)
 
 
+@pytest.mark.skipif(not (INTERPRETER or GPU), reason="needs the Triton path")
+def test_given_indices_run_the_three_launch_path() -> None:
+    dev = "cuda" if GPU and not INTERPRETER else "cpu"
+    q, kT, v = _inputs(41, B=1, hq=4, hkv=2, N=40, d=16, device=dev)
+    td.aqua_decode(q, kT, v, k_keep=4, select_in="torch", config=td.DecodeConfig(block_n=16))
+    assert td.last_launcher().fused is None  # split_rule.GIVEN_LAUNCHES
+    with pytest.raises(ValueError, match="launches=1 does not take given indices"):
+        td.aqua_decode(q, kT, v, k_keep=4, select_in="torch", launches=1)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA and triton")
 @pytest.mark.parametrize("selection,hq,hkv", [("group", 32, 8), ("per-head", 32, 8), ("per-head", 8, 8)])

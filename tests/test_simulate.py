@@ -91,21 +91,24 @@ def brute_force_decode_bytes(plan):
         }
     # the Triton decode is one launch (issue 22): q^ read, the selection inside each program (no
     # index or q^ copy written), K^'s kept rows and V, the output written
+    g = Hq // Hkv
+    rows = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, g, k))
     if plan == "aqua-step-topk":  # group selection: k rows of K^T per KV head, all of V
-        # the selection inside aqua_decode also writes and reads a float copy of |q^| (4 + 4 bytes
-        # per element) and writes the int32 indices of the groups, which the one launch reads with q^
+        # given indices run the three-launch path: the selection inside aqua_decode also writes and
+        # reads a float copy of |q^| (4 + 4 bytes per element) and writes the int32 indices of the
+        # groups, which the prologue reads with q^; it writes the kept rows and q^ on them (rows)
         given = nbytes((B, Hkv, k), itemsize=IDX32)
         topk = prologue["topk"] + nbytes(q, itemsize=8) + given
         return {
             **prologue,
             "topk": topk,
-            "attention": nbytes(q) + given + nbytes((B, Hkv, k, N), KV) + nbytes(q),
+            "select": nbytes(q) + given + rows,
+            "attention": nbytes((B, Hkv, k, N), KV) + rows,
+            "combine": nbytes(q),
         }
     if plan == "aqua-fused":  # q^ given; one launch selects, streams and merges
         return {"attention": nbytes(q) + nbytes((B, Hkv, k, N), KV) + nbytes(q)}
     if plan == "aqua-fused-3launch":  # the prologue writes the kept rows and q^ on them, read back
-        g = Hq // Hkv
-        rows = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, g, k))
         return {
             "select": nbytes(q) + rows,
             "attention": nbytes((B, Hkv, k, N), KV) + rows,
@@ -128,8 +131,10 @@ def test_token_major_bytes_count_whole_sectors():
     B, Hq, Hkv, N, d, k = (SMALL[x] for x in ("B", "H_q", "H_kv", "N", "d", "k"))
     rows = nbytes((B, Hkv, N, d), (B, Hkv, N, d))
     io = nbytes((B, Hq, d), (B, Hq, d))  # the one launch reads q^ and writes the output
-    given = nbytes((B, Hkv, k), itemsize=IDX32)  # the step's torch.topk indices (group selection)
-    for name, extra in (("aqua-step-topk-token-major", io + given), ("aqua-token-major", io)):
+    # the step's given indices run the three-launch path: its split pass reads the prologue's kept
+    # rows (int32) and q^ on them
+    kept = nbytes((B, Hkv, k), itemsize=IDX32) + nbytes((B, Hkv, Hq // Hkv, k))
+    for name, extra in (("aqua-step-topk-token-major", kept), ("aqua-token-major", io)):
         split = next(kern for kern in build_plan(name).kernels if kern.name == "attention")
         assert evaluate(split.bytes, SMALL) == pytest.approx(rows + extra)
 

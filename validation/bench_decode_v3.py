@@ -394,12 +394,59 @@ def shapes_mode(sink: Sink, cases, dev, clock, late, *, dtype=torch.bfloat16, st
             )
 
 
+def _warm_slice(task: tuple) -> int:
+    """Compile the Triton variants of some cases (one call each at the real shape, so that the
+    compile signature matches; runs in a worker: Triton's on-disk cache then serves the timed run)."""
+    cases, dtype_names = task
+    dev = torch.device("cuda")
+    n = 0
+    for c, step in cases:
+        for name in dtype_names:
+            dt = getattr(torch, name)
+            try:
+                inp = v2.make_inputs(c, dev, dt, page_tokens=64, seed=0)
+                cache = inp["cache"]
+                td.aqua_decode(
+                    inp["q_hat"],
+                    cache.keys[0],
+                    cache.values[0],
+                    k_keep=c.k,
+                    selection=c.selection,
+                    length=c.N,
+                )
+                if step:
+                    cache.decode_step(
+                        inp["q"], inp["k_new"], inp["v_new"], k_keep=c.k, selection=c.selection, position=c.N
+                    )
+                torch.cuda.synchronize()
+                n += 1
+                del inp, cache
+            except Exception:  # noqa: BLE001 - the timed run reports it
+                pass
+    return n
+
+
+def warm(cases: list[tuple[v2.Case, bool]], dtype_names: list[str], workers: int) -> None:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    slices = [(cases[i::workers], dtype_names) for i in range(workers)]
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        done = sum(ex.map(_warm_slice, slices))
+    log(f"warm-up: {done} case calls by {workers} workers in {time.perf_counter() - t0:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--modes", default="check,tune,targets")
     ap.add_argument("--budget-s", type=float, default=400.0)
     ap.add_argument("--random", type=int, default=30)
+    ap.add_argument(
+        "--warm-workers", type=int, default=0, help="compile every variant first, in this many processes"
+    )
+    ap.add_argument("--warm-only", action="store_true", help="compile and exit (run beside the GPU tests)")
     args = ap.parse_args(argv)
     # SDPA's backend trials explain each refusal in a UserWarning: kept out of the log
     warnings.filterwarnings(
@@ -413,6 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     late = lambda: time.perf_counter() - T0 > args.budget_s  # noqa: E731
     (args.out_dir / "decode_v3_env.json").write_text(json.dumps(v2.env_info(), indent=1))
     fails = 0
+    if args.warm_workers:
+        todo: list[tuple[v2.Case, bool]] = []
+        for mode in args.modes.split(","):
+            if mode == "targets":
+                todo += [(c, True) for c in target_cases()]
+            elif mode == "longctx":
+                todo += [(c, False) for _, c in longctx_cases()]
+        warm(todo, ["bfloat16"], args.warm_workers)
+        if args.warm_only:
+            return 0
     for mode in args.modes.split(","):
         log(f"mode {mode}")
         sink = Sink(args.out_dir / f"decode_v3_{mode}.jsonl")

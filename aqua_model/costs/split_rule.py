@@ -44,6 +44,12 @@ WIDE_TILE_ROWS = 64
 #: 3 (prologue, split pass, combine) is the path kept for comparison (``launches=3``).
 DEFAULT_LAUNCHES = 1
 LAUNCH_PATHS = (1, 3)
+#: Launches of a call handed its kept coordinates (``indices=`` or ``select_in="torch"``): the
+#: three-launch path, whose prologue takes them. The one-launch kernel's given-indices variant
+#: passes in Triton's interpreter but failed every given-indices GPU test on the H200
+#: (``validation/results/h200/decode_v3_gpu_tests.log``, issue 22 call c; cause not found), so
+#: it is not used.
+GIVEN_LAUNCHES = 3
 #: The one-launch kernel's rule, read off the H200 sweeps of issue 22
 #: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``):
 #: every program selects its group's rows itself (a sort of d values, a few microseconds), so
@@ -169,6 +175,7 @@ def split_programs(
 
 __all__ = [
     "DEFAULT_LAUNCHES",
+    "GIVEN_LAUNCHES",
     "FUSED_LAUNCH",
     "FUSED_MIN_BLOCKS_PER_SPLIT",
     "FUSED_PROGRAMS_PER_SM",

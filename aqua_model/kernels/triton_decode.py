@@ -60,6 +60,7 @@ import torch
 from aqua_model._checks import check_choice, check_int
 from aqua_model.costs.split_rule import (
     DEFAULT_LAUNCHES,
+    GIVEN_LAUNCHES,
     LAUNCH_PATHS,
     MIN_ROWS,
     launch_rule,
@@ -1584,7 +1585,8 @@ def aqua_decode(
     launches: 1 (one kernel, ``FUSED_KERNELS``: each split program selects its group's rows, the
     last split of each (batch, KV head) to finish merges behind an atomic counter) or 3 (the
     prologue, split pass and combine, ``KERNELS``); None: ``config.launches``, by default
-    :data:`aqua_model.costs.split_rule.DEFAULT_LAUNCHES`. Dim-major key rows whose stride is not
+    :data:`aqua_model.costs.split_rule.DEFAULT_LAUNCHES`; given indices (``indices`` or
+    ``select_in="torch"``) always run the three-launch path (:data:`~aqua_model.costs.split_rule.GIVEN_LAUNCHES`). Dim-major key rows whose stride is not
     a multiple of 16 elements get a :class:`PerformanceWarning` (once per stride): every key load
     is then a scalar load. Repeated calls with the
     same signature reuse cached launch parameters, workspaces and compiled kernels. CUDA graphs:
@@ -1701,6 +1703,12 @@ def aqua_decode(
     mode = _SEL_GROUP if selection == "group" else _SEL_HEAD
     if indices is not None or select_in == "torch":
         mode = _SEL_GIVEN
+        if launches == 1:
+            raise ValueError(
+                "launches=1 does not take given indices (indices= or select_in='torch'): they run the "
+                f"three-launch path (launches={GIVEN_LAUNCHES} or None)"
+            )
+        launches = GIVEN_LAUNCHES
     shared = selection == "group"
     if config is None:
         config = choose_config(
@@ -1786,7 +1794,9 @@ def _torch_topk(q3: torch.Tensor, P: torch.Tensor | None, st: _Static) -> torch.
     mag = qh[..., : st.m].abs().float()
     if st.mode == _SEL_GIVEN and not st.given_per_head:
         mag = mag.reshape(st.B, st.hkv, st.group, st.m).sum(2)
-    return ref.top_indices(mag, st.k_keep).to(torch.int32)
+    # torch.topk (two launches, what the aqua-step-topk plan counts); its order among exactly equal
+    # magnitudes is torch's (the Triton selection and the reference keep the lower index)
+    return torch.topk(mag, st.k_keep, dim=-1).indices.to(torch.int32)
 
 
 def union_rows(indices: torch.Tensor, *, group: int, m: int) -> torch.Tensor:

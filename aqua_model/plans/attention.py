@@ -28,7 +28,8 @@ Decode plans (one new token per sequence against N cached keys):
 * ``aqua-step-topk``    a decode step around the fused kernel, as the validation suite
                         measured it until issue 11 (then called ``aqua-fused``): rotate q and
                         the new key (torch.bmm), select with torch.topk (abs, group sum, topk),
-                        then the one-launch kernel with those indices.
+                        then the three-launch path with those indices (given indices do not
+                        take the one-launch kernel: ``split_rule.GIVEN_LAUNCHES``).
 * ``aqua-step-topk-token-major``  the same step over a token-major K^ (then ``aqua-token-major``).
 * ``aqua-cache-step``   a whole decode step of ``AquaKVCache`` (``kv_cache.decode_step``) in one
                         Triton launch: each split program rotates q by P and selects; the program
@@ -41,7 +42,7 @@ reduction (``attention`` and ``reduce``); the eager torch selection ``topk`` is 
 sum over the group's heads and torch.topk, itself two kernels (gatherTopK, bitonicSortKVInPlace);
 the eager gather is two (the kept key rows, then q^'s kept dims); the step's selection inside
 ``aqua_decode(select_in="torch")`` adds a float copy and an int32 copy of the indices (6 with
-group selection, 5 per head), then the one-launch Triton kernel takes the given indices; the eager AQUA
+group selection, 5 per head), then the Triton prologue takes the given indices; the eager AQUA
 prefill's selection also fills and scatters a 0/1 keep mask (6) and its scores multiply q^ by
 that mask before the matmul (2). The Triton decode is one kernel (``attention``:
 ``_fused_kernel``); its three-launch path is the prologue (``select``), the split pass
@@ -265,7 +266,7 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
         "decode",
         "aqua-step-topk",
     ): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
-    "the one-launch Triton kernel with those indices (the validation suite's path until issue 11)",
+    "the three-launch Triton path with those indices (the validation suite's path until issue 11)",
     ("decode", "aqua-step-topk-token-major"): "the aqua-step-topk step over a token-major K^ view",
     (
         "decode",
@@ -466,7 +467,7 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         )
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
     # aqua-step-topk and its token-major variant: rotate (torch.bmm), select with torch.topk inside
-    # aqua_decode(select_in="torch"), then the one-launch Triton kernel with the given indices
+    # aqua_decode(select_in="torch"), then the three-launch Triton path with the given indices
     # the selection's float copy of |q^| (written, then read by the sum: 2 x 4 bytes per element)
     # and the int32 copy of the indices it hands the prologue
     given_index_bytes = (KV_HEADS if selection == "group" else Q_HEADS) * k * INDEX32_BYTES
@@ -477,9 +478,20 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         topk_extra_bytes=Q_HEADS * d * (2 * 4) + given_index_bytes,
         selection=selection,
     )
-    # then the one-launch kernel with the given indices: q^ and the indices read, the output written
-    extra = 2 * vectors_bytes("decode") + given_index_bytes
-    return [*prologue, _one_launch(name, selection, attention_flops, kv_aqua, extra, pattern)]
+    # given indices run the three-launch path (split_rule.GIVEN_LAUNCHES): the Triton prologue with
+    # those indices writes, per KV group, the kept rows (int32) and each head's q^ on them, read
+    # back by the split pass; then the combine
+    rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
+    given = Kernel(
+        "select",
+        sp.Integer(0),
+        vectors_bytes("decode") + given_index_bytes + rows,
+        "contiguous",
+        unit="vector",
+        launch_names=(TRITON_PROLOGUE,),
+        stream="triton-prologue",
+    )
+    return [*prologue, given, *_split_n(name, selection, attention_flops, kv_aqua, rows, pattern)]
 
 
 def _prefill_kernels(name: str, conv: Convention) -> list[Kernel]:
