@@ -14,8 +14,7 @@ import os
 import pytest
 import torch
 
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_decode as td
+from aqua_model.kernels import reference as ref, triton_decode as td
 
 GPU = torch.cuda.is_available() and td.HAS_TRITON
 INTERPRETER = td.HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
