@@ -127,7 +127,7 @@ def measured_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     toml = toml.replace('mode = "datasheet"', 'mode = "calibrated"')
     toml += (
         '\n[calibration]\ndevice = "test"\ndriver = "test"\ntorch = "test"\ntriton = "test"\ndate = "2026-01-01"\n'
-        'method = "test fixture"\nbase = "h200-sxm"\n'
+        'method = "test fixture"\nidentity = "h200-calibrated"\nbase = "h200-sxm"\n'
     )
     (folder / "h200-calibrated.toml").write_text(toml)
     return root

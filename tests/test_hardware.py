@@ -345,6 +345,7 @@ CALIBRATION = {
     "triton": "3.5.0",
     "date": "2026-11-02",
     "method": "validation/calibrate.py: copy, matmul and SDPA sweeps",
+    "identity": "h200-cal-2026-11-02",
     "base": "h200-sxm",
 }
 

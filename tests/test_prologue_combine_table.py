@@ -94,6 +94,7 @@ def _profile(tmp_path: Path, *, table: bool) -> Path:
         "triton": "x",
         "date": "2026-12-01",
         "method": "test",
+        "identity": "test",
         "base": "h200-sxm",
         "graph_launch_s": 4e-6,
         "graph_gap_s": 0.5e-6,

@@ -48,6 +48,7 @@ def _profile(tmp_path, fill_s):
         "triton": "x",
         "date": "2026-12-01",
         "method": "test",
+        "identity": "test",
         "base": "h200-sxm",
         "graph_launch_s": 4e-6,
         "graph_gap_s": 0.5e-6,
@@ -137,12 +138,20 @@ def test_profile_rejects_a_fill_on_another_table_or_without_its_source(tmp_path)
         "source": "measured: test",
     }
     assert (
-        parse({"stream": [dict(base, fill_s=1e-6, fill_source="measured: x")]}, "t").streams[0].fill_s == 1e-6
+        parse({"sm_count": SM, "stream": [dict(base, fill_s=1e-6, fill_source="measured: x")]}, "t")
+        .streams[0]
+        .fill_s
+        == 1e-6
     )
     with pytest.raises(ValueError, match="fill_s"):
         parse(
-            {"stream": [dict(base, stream="triton-combine", y="s", fill_s=1e-6, fill_source="measured: x")]},
+            {
+                "sm_count": SM,
+                "stream": [
+                    dict(base, stream="triton-combine", y="s", fill_s=1e-6, fill_source="measured: x")
+                ],
+            },
             "t",
         )
     with pytest.raises(ValueError, match="fill_source"):
-        parse({"stream": [dict(base, fill_s=1e-6)]}, "t")
+        parse({"sm_count": SM, "stream": [dict(base, fill_s=1e-6)]}, "t")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -22,10 +23,40 @@ EXIT_FAILURE = 1
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (``prog: error: message``), not the usage
-    block followed by the error; subparsers inherit it."""
+    block followed by the error; subparsers inherit it. A flag must be spelled in full
+    (``allow_abbrev=False``): ``--cont`` is an error, never a silent ``--context``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+#: A plain integer on the command line: ASCII digits, optionally after a '-' (so that a range
+#: error can name a negative value); no '+', '_', spaces or other scripts' digits.
+_PLAIN_INT = re.compile(r"-?[0-9]+")
+#: A plain decimal number: digits with an optional fraction and exponent, in ASCII.
+_PLAIN_REAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def integer(text: str) -> int:
+    """argparse ``type`` of an integer flag: plain ASCII digits only. Python's ``int`` also takes
+    '1_024', '+64', ' 64' and Arabic-Indic digits, none of which a user means as a size."""
+    if not isinstance(text, str) or not _PLAIN_INT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a plain integer (ASCII digits 0-9), got {text!r}")
+    return int(text)
+
+
+def real(text: str) -> float:
+    """argparse ``type`` of a number flag: a finite decimal in ASCII (no nan, inf, '_', '+' or spaces)."""
+    if not isinstance(text, str) or not _PLAIN_REAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a finite decimal number (e.g. 1.5 or 2e-3), got {text!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def add_convention_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +82,7 @@ def add_convention_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--softmax-flops",
-        type=float,
+        type=real,
         default=c.softmax_flops_per_score,
         help="convention: FLOPs per score in softmax (default: %(default)s)",
     )

@@ -6,14 +6,14 @@ import argparse
 
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
-from ._common import add_convention_args, convention_from, print_json, set_run
+from ._common import add_convention_args, convention_from, integer, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="FLOP break-even context of AQUA vs dense attention")
-    p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
-    p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
-    p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
+    p.add_argument("--d", type=integer, default=128, help="head dimension (default: %(default)s)")
+    p.add_argument("--k", type=integer, default=96, help="kept dims per query (default: %(default)s)")
+    p.add_argument("--g", type=integer, default=1, help="query heads per KV head (default: %(default)s)")
     p.add_argument(
         "--phase",
         choices=PHASES,
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--selection-tile",
-        type=int,
+        type=integer,
         default=None,
         metavar="M",
         help="prefill only: M queries of a tile share one selection (default: per-query selection)",

@@ -9,7 +9,7 @@ from ..costs import peers
 from ..costs.memory import GQA_SELECTIONS
 from ..simulator.comparison import BASELINES, compare
 from ..table_render import to_text
-from ._common import add_convention_args, convention_from, print_json, set_run
+from ._common import add_convention_args, convention_from, integer, print_json, set_run
 
 #: API arguments of :func:`aqua_model.compare` whose names differ from their flags.
 FLAGS = {
@@ -27,25 +27,27 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name, help="compare AQUA with SparQ, Loki, Quest, H2O and combinations at matched settings"
     )
-    p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
-    p.add_argument("--context", type=int, default=32768, help="cached keys N (default: %(default)s)")
+    p.add_argument("--d", type=integer, default=128, help="head dimension (default: %(default)s)")
+    p.add_argument("--context", type=integer, default=32768, help="cached keys N (default: %(default)s)")
     p.add_argument("--gpu", default="h200", help="device name or profile TOML path (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="sequences decoded together (default: %(default)s)")
-    p.add_argument("--heads-q", type=int, default=32, help="query heads (default: %(default)s)")
-    p.add_argument("--heads-kv", type=int, default=8, help="KV heads (default: %(default)s)")
+    p.add_argument(
+        "--batch", type=integer, default=8, help="sequences decoded together (default: %(default)s)"
+    )
+    p.add_argument("--heads-q", type=integer, default=32, help="query heads (default: %(default)s)")
+    p.add_argument("--heads-kv", type=integer, default=8, help="KV heads (default: %(default)s)")
     p.add_argument(
         "--r",
-        type=int,
+        type=integer,
         default=None,
         help="approximate-score dims of SparQ/Loki/AQUA+top-k stage (default: d/8)",
     )
     p.add_argument(
-        "--tokens", type=int, default=None, help="tokens kept k_t (top-k, Quest budget) (default: N/16)"
+        "--tokens", type=integer, default=None, help="tokens kept k_t (top-k, Quest budget) (default: N/16)"
     )
-    p.add_argument("--page", type=int, default=None, help="Quest page size (default: 16)")
-    p.add_argument("--budget", type=int, default=None, help="H2O budget b in tokens (default: N/16)")
-    p.add_argument("--window", type=int, default=None, help="H2O recent window w (default: b/2)")
-    p.add_argument("--aqua-k", type=int, default=None, help="AQUA kept dims k (default: 3d/4)")
+    p.add_argument("--page", type=integer, default=None, help="Quest page size (default: 16)")
+    p.add_argument("--budget", type=integer, default=None, help="H2O budget b in tokens (default: N/16)")
+    p.add_argument("--window", type=integer, default=None, help="H2O recent window w (default: b/2)")
+    p.add_argument("--aqua-k", type=integer, default=None, help="AQUA kept dims k (default: 3d/4)")
     p.add_argument(
         "--loki-layout",
         choices=peers.LAYOUTS["loki"],

@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 
 from ..costs.convention import resolve
+from ..costs.dtypes import ELEMENT_BYTES
 from ..costs.flops import flop_terms
 from ..costs.memory import decode_read_bytes
 from ..simulator.report_rows import breakdown_rows
 from ..table_render import to_text
-from ._common import add_convention_args, convention_from, print_json, set_run
+from ._common import add_convention_args, convention_from, integer, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="per-component decode FLOPs and bytes, dense vs AQUA")
-    p.add_argument("--d", type=int, default=128, help="head dimension (default: %(default)s)")
-    p.add_argument("--k", type=int, default=96, help="kept dims per query (default: %(default)s)")
-    p.add_argument("--g", type=int, default=1, help="query heads per KV head (default: %(default)s)")
-    p.add_argument("--context", type=int, default=4096, help="cached keys N (default: %(default)s)")
+    p.add_argument("--d", type=integer, default=128, help="head dimension (default: %(default)s)")
+    p.add_argument("--k", type=integer, default=96, help="kept dims per query (default: %(default)s)")
+    p.add_argument("--g", type=integer, default=1, help="query heads per KV head (default: %(default)s)")
+    p.add_argument("--context", type=integer, default=4096, help="cached keys N (default: %(default)s)")
     p.add_argument(
-        "--dtype-bytes", type=int, default=2, help="bytes per element (default: %(default)s, bf16)"
+        "--dtype-bytes",
+        type=integer,
+        default=2,
+        help=f"bytes per element, one of {', '.join(map(str, ELEMENT_BYTES))}: fp8/int8, bf16/fp16, fp32, fp64 "
+        "(default: %(default)s, bf16)",
     )
     p.add_argument(
         "--json", action="store_true", help="machine-readable output with a schema version (default: a table)"

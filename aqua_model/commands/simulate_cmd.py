@@ -11,9 +11,8 @@ from ..costs.memory import GQA_SELECTIONS
 from ..models import load as load_model
 from ..simulator import AQUA_PLAN_ALIASES, end_to_end, simulate, time_breakeven
 from ..simulator.intervals import fmt_interval
-from ..simulator.parallel import one_gpu_fit
 from ..table_render import to_text
-from ._common import add_convention_args, convention_from, print_json, set_run
+from ._common import add_convention_args, convention_from, integer, print_json, set_run
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -31,26 +30,31 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--heads-q",
-        type=int,
+        type=integer,
         default=None,
         help="query heads of an explicit shape (default: none; use --model)",
     )
     p.add_argument(
         "--heads-kv",
-        type=int,
+        type=integer,
         default=None,
         help="KV heads of an explicit shape (default: none; use --model)",
     )
     p.add_argument(
-        "--d", type=int, default=None, help="head dimension of an explicit shape (default: none; use --model)"
+        "--d",
+        type=integer,
+        default=None,
+        help="head dimension of an explicit shape (default: none; use --model)",
     )
     p.add_argument("--phase", choices=PHASES, default="decode", help="(default: %(default)s)")
-    p.add_argument("--context", type=int, required=True, help="cached keys N (required)")
+    p.add_argument("--context", type=integer, required=True, help="cached keys N (required)")
     p.add_argument(
-        "--prompt", type=int, default=None, help="new tokens T, with --phase prefill only (default: none)"
+        "--prompt", type=integer, default=None, help="new tokens T, with --phase prefill only (default: none)"
     )
-    p.add_argument("--batch", type=int, default=1, help="sequences decoded together (default: %(default)s)")
-    p.add_argument("--k", type=int, required=True, help="kept dims per query, 1 <= k <= d (required)")
+    p.add_argument(
+        "--batch", type=integer, default=1, help="sequences decoded together (default: %(default)s)"
+    )
+    p.add_argument("--k", type=integer, required=True, help="kept dims per query, 1 <= k <= d (required)")
     p.add_argument(
         "--plan",
         default="fused",
@@ -73,21 +77,21 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--tp",
-        type=int,
+        type=integer,
         default=None,
         help="tensor-parallel degree: GPUs sharing each layer, needs --model and decode (default: one GPU)",
     )
     p.add_argument(
         "--pp",
-        type=int,
+        type=integer,
         default=None,
         help="pipeline-parallel degree: stages of consecutive layers, needs --model and decode (default: one stage)",
     )
     p.add_argument(
         "--all-reduce",
         choices=ALGORITHMS,
-        default="ring",
-        help="all-reduce algorithm under --tp (default: %(default)s)",
+        default=None,
+        help="all-reduce algorithm, with --tp only (default: ring)",
     )
     p.add_argument(
         "--json", action="store_true", help="machine-readable output with a schema version (default: tables)"
@@ -103,6 +107,20 @@ def run(args: argparse.Namespace) -> int:
             f"--prompt {args.prompt} is only used with --phase prefill (decode attends to --context cached keys)"
         )
     model = args.model
+    explicit = [
+        f
+        for f, v in (("--heads-q", args.heads_q), ("--heads-kv", args.heads_kv), ("--d", args.d))
+        if v is not None
+    ]
+    if model is not None and explicit:
+        raise ValueError(
+            f"give --model or an explicit shape (--heads-q, --heads-kv, --d), not both; got --model {model!r} and "
+            f"{', '.join(explicit)}"
+        )
+    if args.all_reduce is not None and args.tp is None:
+        raise ValueError(
+            f"--all-reduce {args.all_reduce} is only used with --tp (the all-reduces of tensor parallelism)"
+        )
     if model is not None:  # one loaded config, served in the dtypes asked for, for every step below
         model = load_model(model).serving(dtype=args.dtype, kv_dtype=args.kv_dtype)
         shape_args = dict(model=model)
@@ -138,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             convention=conv,
             tensor_parallel=args.tp,
             pipeline_parallel=args.pp,
-            all_reduce=args.all_reduce,
+            all_reduce=args.all_reduce or "ring",
         )
         sim = e2e.simulation
     else:
@@ -161,9 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if e2e.parallel is not None:
             payload["end_to_end"]["parallel"] = e2e.parallel.to_dict()
         else:
-            payload["end_to_end"]["one_gpu_fit"] = one_gpu_fit(
-                gpu=args.gpu, model=model, context=args.context, batch=args.batch
-            )
+            payload["end_to_end"]["one_gpu_fit"] = e2e.one_gpu_fit
     if args.json:
         print_json(payload)
         return 0
@@ -188,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
     line = f"speedup {fmt_interval(float(sim.speedup), sim.speedup_interval, digits=3)}"
     if sim.ceiling is not None:
         line += f" (byte ceiling of dimension-only sparsity 2d/(k+d) = {float(sim.ceiling):.3f}x)"
+    if sim.aqua.limit:
+        line += f"; {sim.aqua.plan} is {sim.aqua.limit.split(':', 1)[0]} (no kernel runs this shape)"
     print(line)
     print(f"interval: 80%, {payload['intervals']['source']}")
     counted = (

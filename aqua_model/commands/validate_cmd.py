@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._common import check_input_file, check_output_file, set_run
+from ._common import check_input_file, check_output_file, integer, real, set_run
 
 #: Devices the suite runs on.
 DEVICES = ("cpu", "cuda")
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     c.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new implementation micro-benchmark after this many seconds (default: no deadline)",
     )
@@ -67,11 +67,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     sm.add_argument(
         "--seed",
-        type=int,
+        type=integer,
         required=True,
         help="the seed (chosen after the freeze, by the rule in validation/README.md)",
     )
-    sm.add_argument("--n", type=int, required=True, help="fewest cases to draw")
+    sm.add_argument("--n", type=integer, required=True, help="fewest cases to draw")
     sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
     sm.add_argument(
         "--model-commit",
@@ -84,13 +84,37 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default="h200",
         help="the distribution: the documented H200 one, or its tiny CPU form (CI) (default: %(default)s)",
     )
+    sm.add_argument(
+        "--role",
+        choices=("train", "calibration", "test"),
+        default="test",
+        help="which of the protocol's three samples this is (validation/README.md) (default: %(default)s)",
+    )
+    sm.add_argument(
+        "--core-only", action="store_true", help="only the core plans of each shape (no extra plan drawn in)"
+    )
     set_run(sm, run_sample)
+
+    ft = vsub.add_parser(
+        "fit", help="fit the kernel-time forms on a training sample into a calibrated profile (issue 21)"
+    )
+    ft.add_argument("--profile", required=True, help="calibrated base profile (micro-benchmarks: the start)")
+    ft.add_argument("--train", nargs="+", required=True, help="measured training rows (JSONL)")
+    ft.add_argument("--out", required=True, help="fitted profile (TOML)")
+    ft.add_argument("--name", default=None, help="the fitted profile's identity (stored in the file)")
+    ft.add_argument("--audit-out", default=None, help="the training rows' fitted predictions (JSONL)")
+    set_run(ft, run_fit)
 
     iv = vsub.add_parser(
         "intervals", help="freeze 80%% prediction intervals from in-sample results into a calibrated profile"
     )
     iv.add_argument("--profile", required=True, help="the calibrated profile the results were predicted with")
     iv.add_argument("--results", nargs="+", required=True, help="in-sample results JSONL")
+    iv.add_argument(
+        "--conformal",
+        action="store_true",
+        help="the results are the protocol's calibration sample: plain split-conformal intervals (not widened)",
+    )
     iv.add_argument("--out", required=True, help="the profile to write (may be --profile itself)")
     set_run(iv, run_intervals)
 
@@ -104,7 +128,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument("--device", choices=DEVICES, default=None, help="(default: cuda when available, else cpu)")
     r.add_argument(
-        "--max-cases", type=int, default=None, help="attempt at most this many new cases (default: all)"
+        "--max-cases", type=integer, default=None, help="attempt at most this many new cases (default: all)"
     )
     r.add_argument(
         "--plans",
@@ -142,19 +166,19 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     r.add_argument(
         "--deadline-s",
-        type=float,
+        type=real,
         default=None,
         help="start no new case after this many seconds (default: no deadline)",
     )
     r.add_argument(
         "--warmup-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer warm-up per call site in ms (default: the timer's)",
     )
     r.add_argument(
         "--rep-ms",
-        type=float,
+        type=real,
         default=None,
         help="timer repeat budget per call site in ms (default: the timer's)",
     )
@@ -382,6 +406,11 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
     for path in args.heldout:
         check_input_file("--heldout", path)
     rows = merge_runs([read_rows(p, lenient=args.lenient) for p in args.heldout])
+    if not rows:
+        raise ValueError(
+            f"--heldout {' '.join(args.heldout)} holds no result rows: a target with no cases is not met, "
+            "so there is nothing to report"
+        )
     if args.repredict:
         rows = _repredicted(rows, args.repredict, None)
     held = build_report(rows)
@@ -407,10 +436,29 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
         print(f"wrote {args.heldout_markdown}")
     if args.status_out:
         check_output_file("--status-out", args.status_out)
-        write_status(status_entries(held, seed=meta["seed"], commit=meta["model_commit"]), args.status_out)
+        entries = status_entries(held, seed=meta["seed"], commit=meta["model_commit"])
+        if not entries:
+            raise ValueError(
+                f"--status-out {args.status_out!r}: the held-out rows measured no plan, so there is no verdict to write"
+            )
+        write_status(entries, args.status_out)
         print(f"wrote {args.status_out}")
-    missed = [t["target"] for t in heldout_targets(held) if t["met"] is False]
-    print("held-out targets: " + ("all met" if not missed else f"{len(missed)} MISSED: " + "; ".join(missed)))
+    print(targets_line(heldout_targets(held)))
+
+
+def targets_line(targets: list[dict]) -> str:
+    """The last line of a held-out report: "all met" only when every target was evaluated and met;
+    a target with no cases is "not evaluated", which is not met."""
+    missed = [t["target"] for t in targets if t["met"] is False]
+    unjudged = [t["target"] for t in targets if t["met"] is None]
+    if not missed and not unjudged:
+        return "held-out targets: all met"
+    parts = []
+    if missed:
+        parts.append(f"{len(missed)} MISSED: " + "; ".join(missed))
+    if unjudged:
+        parts.append(f"{len(unjudged)} not evaluated (no cases, so not met): " + "; ".join(unjudged))
+    return "held-out targets: " + " | ".join(parts)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -423,13 +471,47 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     meta = write_cases(
-        seed=args.seed, n=args.n, out_path=args.out, model_commit=args.model_commit, scale=args.scale
+        seed=args.seed,
+        n=args.n,
+        out_path=args.out,
+        model_commit=args.model_commit,
+        scale=args.scale,
+        role=args.role,
+        core_only=args.core_only,
     )
     print(
         f"wrote {args.out}: {meta['cases']} cases from {meta['shapes']} shapes (seed {meta['seed']}; model "
         f"{meta['model_commit']}, fingerprint {meta['model_sha256'][:12]}{', tree dirty' if meta['model_dirty'] else ''}); "
         f"redraws {meta['redraws']}"
     )
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Fit the kernel-time forms on training rows (:mod:`aqua_model.validate.fit`)."""
+    from aqua_model.validate.fit import write_fitted_profile
+    from aqua_model.validate.runner import read_rows
+
+    check_output_file("--out", args.out)
+    if args.audit_out is not None:
+        check_output_file("--audit-out", args.audit_out)
+    check_input_file("--profile", args.profile)
+    rows = [r for path in args.train for r in read_rows(path)]
+    seeds = sorted({int(r["heldout_seed"]) for r in rows if r.get("heldout_seed") is not None})
+    entries = write_fitted_profile(
+        profile=args.profile,
+        rows=rows,
+        out=args.out,
+        seeds=tuple(seeds),
+        name=args.name,
+        audit_out=args.audit_out,
+    )
+    for e in entries:
+        q = e["fit"]["residual_quantiles"]
+        print(
+            f"{e['key']:<18} n={e['fit']['n']:<4} residual q10/q50/q90 {q['q10']:+.3f} {q['q50']:+.3f} {q['q90']:+.3f}"
+        )
+    print(f"wrote {args.out} ({len(entries)} fitted forms)")
     return 0
 
 
@@ -441,7 +523,9 @@ def run_intervals(args: argparse.Namespace) -> int:
     for path in args.results:
         check_input_file("--results", path)
     check_output_file("--out", args.out)
-    entries = freeze_intervals(profile=args.profile, results=args.results, out=args.out)
+    entries = freeze_intervals(
+        profile=args.profile, results=args.results, out=args.out, conformal=args.conformal
+    )
     for e in entries:
         sp = (
             f", speedup [{e['speedup'][0]:+.3f}, {e['speedup'][1]:+.3f}] (n {e['n_speedup']})"
@@ -493,9 +577,9 @@ def _check_device(device: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m aqua_model.commands.validate_cmd``): the CLI's
     ``validate`` subcommand, with its one-line errors."""
-    from ._common import run_command
+    from ._common import Parser, run_command
 
-    parser = argparse.ArgumentParser(prog="aqua-model")
+    parser = Parser(prog="aqua-model")
     add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), "validate")
     return run_command(parser, ["validate", *(sys.argv[1:] if argv is None else argv)])
 

@@ -18,7 +18,7 @@ import numpy as np
 from .._checks import check_choice, check_int_array
 from . import memory
 from .convention import Convention, resolve
-from .dtypes import DTYPE_BYTES, kv_element_bytes
+from .dtypes import DTYPE_BYTES, check_element_bytes, check_whole_elements_per_sector, kv_element_bytes
 from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate
 from .sizes import Sizes, check_context, check_kept_dims
@@ -117,6 +117,8 @@ def decode_read_bytes(
             "number of elements per sector, and int4 group scales are stored apart; use layout 'dim-major'"
         )
     values["S"] = check_int_array("sector_bytes", sector_bytes, minimum=1)
+    if layout == "token-major" and method == "aqua":
+        check_whole_elements_per_sector(values["S"], values["s"])
     expr = memory.decode_read_bytes(method, layout=layout, selection=selection, pattern=pattern)
     return evaluate(expr, values)
 
@@ -151,13 +153,11 @@ def kv_cache_bytes(
 
 
 def _element_bytes(dtype_bytes: Any, kv_dtype: str | None) -> Any:
-    """The element size ``s``: ``dtype_bytes`` (integers >= 1) or ``kv_dtype``'s, bf16 by default."""
+    """The element size ``s``: ``dtype_bytes`` (one of :data:`.dtypes.ELEMENT_BYTES`) or ``kv_dtype``'s, bf16 by default."""
     if dtype_bytes is not None and kv_dtype is not None:
         raise ValueError(
             f"give dtype_bytes or kv_dtype, not both; got dtype_bytes={dtype_bytes!r}, kv_dtype={kv_dtype!r}"
         )
     if kv_dtype is not None:
         return np.asarray(kv_element_bytes(kv_dtype))
-    return check_int_array(
-        "dtype_bytes", DTYPE_BYTES["bf16"] if dtype_bytes is None else dtype_bytes, minimum=1
-    )
+    return check_element_bytes("dtype_bytes", DTYPE_BYTES["bf16"] if dtype_bytes is None else dtype_bytes)

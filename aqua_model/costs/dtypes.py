@@ -22,11 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
-from aqua_model._checks import check_choice
+import numpy as np
+
+from aqua_model._checks import check_choice, check_int_array
 
 #: Bytes per element of each storage dtype.
 DTYPE_BYTES: Mapping[str, int] = MappingProxyType({"bf16": 2, "fp16": 2, "fp32": 4})
+
+#: Element sizes a ``dtype_bytes`` argument may take: the widths of the element types that exist
+#: (fp8 / int8, bf16 / fp16, fp32, fp64). Each divides a memory sector (32 bytes and up), which the
+#: token-major sector model needs: a whole number of elements per sector.
+ELEMENT_BYTES: tuple[int, ...] = (1, 2, 4, 8)
 
 #: Storage dtypes, in a stable order.
 STORAGE_DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
@@ -68,6 +76,30 @@ def kv_element_bytes(kv_dtype: str) -> float:
     """Bytes per KV-cache element of ``kv_dtype``, its scales included: 2 for bf16/fp16, 4 for
     fp32, 1 for fp8, 0.5 + 4/32 = 0.625 for int4 (see the module docstring)."""
     return KV_DTYPE_BYTES[check_choice("kv_dtype", kv_dtype, KV_DTYPES)]
+
+
+def check_element_bytes(name: str, value: Any) -> np.ndarray:
+    """``value`` (an int or int array) as an int64 array whose every element is one of
+    :data:`ELEMENT_BYTES`, else ValueError naming ``name``."""
+    arr = check_int_array(name, value, minimum=1)
+    bad = sorted({int(v) for v in np.ravel(arr) if int(v) not in ELEMENT_BYTES})
+    if bad:
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(str, ELEMENT_BYTES))} (the element sizes that exist: "
+            f"fp8/int8, bf16/fp16, fp32, fp64), got {bad[0]}"
+        )
+    return arr
+
+
+def check_whole_elements_per_sector(sector_bytes: Any, element_bytes: Any) -> None:
+    """Raise unless every sector holds a whole number of elements (token-major sector model)."""
+    S, s = np.broadcast_arrays(np.asarray(sector_bytes, dtype=float), np.asarray(element_bytes, dtype=float))
+    ratio = S / s
+    if np.any(ratio != np.round(ratio)) or np.any(ratio < 1):
+        raise ValueError(
+            f"sector_bytes must be a multiple of the element size for the token-major sector model, got "
+            f"sector_bytes={np.ravel(S)[0]:g} with {np.ravel(s)[0]:g}-byte elements"
+        )
 
 
 def check_compute_dtype(dtype: str) -> str:

@@ -17,7 +17,7 @@ from . import symbols as sym
 from .breakeven_algebra import breakeven_parts, max_k_expr
 from .convention import Convention, resolve
 from .flops import PHASES, flop_terms
-from .sizes import check_kept_dims
+from .sizes import MIN_HEAD_DIM, check_kept_dims
 
 SCHEMA_VERSION = 1
 #: Largest head dimension and group size accepted (real models use d <= 256, g <= 16; the
@@ -118,7 +118,7 @@ class BreakEven:
 
 
 def _validate(d_: Any, k_: Any, g_: Any, phase: str) -> tuple[int, int, int, str]:
-    d_i = check_int("d", d_, minimum=1, maximum=MAX_SIZE)
+    d_i = check_int("d", d_, minimum=MIN_HEAD_DIM, maximum=MAX_SIZE)
     k_i = int(check_kept_dims(check_int("k", k_, minimum=1), d_i))
     g_i = check_int("g", g_, minimum=1, maximum=MAX_SIZE)
     return d_i, k_i, g_i, check_choice("phase", phase, PHASES)

@@ -38,6 +38,7 @@ from . import memory, symbols as _symbols
 from .breakeven_algebra import breakeven_parts
 from .breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
 from .convention import Convention, resolve
+from .dtypes import check_element_bytes, check_whole_elements_per_sector
 from .flops import flop_terms as _base_flop_terms, selection_flops
 from .numeric import evaluate
 from .symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
@@ -391,9 +392,11 @@ def decode_bytes(
         context=context,
         g=g,
         params=params,
-        s=check_int_array("dtype_bytes", dtype_bytes, minimum=1),
+        s=check_element_bytes("dtype_bytes", dtype_bytes),
         S=check_int_array("sector_bytes", sector_bytes, minimum=1),
     )
+    if _check_layout(method, layout) == "token-major":
+        check_whole_elements_per_sector(values["S"], values["s"])
     return evaluate(decode_read_bytes(method, selection=selection, layout=layout), values)
 
 
@@ -407,7 +410,7 @@ def kv_memory_bytes(
         context=context,
         g=1,
         params=params,
-        s=check_int_array("dtype_bytes", dtype_bytes, minimum=1),
+        s=check_element_bytes("dtype_bytes", dtype_bytes),
     )
     return evaluate(kv_cache_bytes(method, layout=layout), values)
 

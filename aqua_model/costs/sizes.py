@@ -19,6 +19,10 @@ from .._checks import check_choice, check_int, check_int_array
 from .dtypes import KV_DTYPES, STORAGE_DTYPES, kv_element_bytes
 from .flops import PHASES
 
+#: Smallest head dim a shape may have: AQUA keeps k of d rotated coordinates, and with d = 1 there
+#: is nothing to choose (k = d = 1 is dense attention, and the break-even divides by d - k).
+MIN_HEAD_DIM = 2
+
 
 def check_kept_dims(k: Any, d: Any, *, name: str = "k") -> np.ndarray:
     """``k`` as an int array with 1 <= k <= d (kept dims out of d), else ValueError."""

@@ -33,6 +33,10 @@ A calibrated profile's ``[calibration]`` table may hold, beside the raw micro-be
     (g, d) pair measured per (kernel, selection), each at one or more units, and ``source``. These kernels are latency
     bound (a tl.sort of d entries per program, a few small writes), so their time follows programs
     per SM and d, not bytes (:class:`SmallKernelTable`).
+``forms``
+    An array of tables, one per timing key: the fitted kernel-time form of
+    :mod:`aqua_model.hardware.kernel_forms` (its parameters, its launch geometry and the record of
+    its fit). A kernel whose key has a form takes its device time from it, and from nothing else.
 ``intervals``
     An array of tables, one per (phase, plan): the 10% and 90% quantiles of ln(measured /
     predicted) for the plan's time (``time``) and for its speedup over dense-fused
@@ -53,6 +57,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from .kernel_forms import KernelForm, parse_forms
 
 #: Kernel classes a stream table may describe (the plans' ``Kernel.stream`` values).
 STREAM_NAMES: tuple[str, ...] = (
@@ -290,6 +296,8 @@ class CalibratedTerms:
     pattern_latency_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     intervals: Mapping[tuple[str, str], PlanInterval] = field(default_factory=lambda: MappingProxyType({}))
     small_kernels: SmallKernelTable | None = None
+    #: The fitted kernel-time forms by timing key (:mod:`aqua_model.hardware.kernel_forms`).
+    forms: Mapping[str, KernelForm] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def graph_timing(self) -> bool:
@@ -428,7 +436,21 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
     sm = cal.get("sm_count")
     if sm is not None and (isinstance(sm, bool) or not isinstance(sm, int) or sm < 1):
         raise ValueError(f"{where}: field 'calibration.sm_count' must be an integer >= 1, got {sm!r}")
+    forms = parse_forms(cal.get("forms", []), where)
     streams_raw = cal.get("stream", [])
+    placed = (
+        bool(forms)
+        or len(graph) == 3
+        or any(
+            isinstance(e, dict) and e.get("x") == "programs_per_sm"
+            for e in (streams_raw if isinstance(streams_raw, list) else [])
+        )
+    )
+    if sm is None and placed:
+        raise ValueError(
+            f"{where}: field 'calibration.sm_count' is missing; a profile with CUDA-graph terms, fitted forms or "
+            "tables over programs per SM places programs over SMs and needs it (issue 23 item 7)"
+        )
     if not isinstance(streams_raw, list):
         raise ValueError(f"{where}: field 'calibration.stream' must be an array of tables")
     lat_raw = cal.get("pattern_latency_s", {})
@@ -459,6 +481,7 @@ def parse(cal: Mapping[str, Any], where: str) -> CalibratedTerms:
         MappingProxyType(latency),
         MappingProxyType(intervals),
         small,
+        forms,
     )
 
 

@@ -96,6 +96,49 @@ _NUMBER_FIELDS: Mapping[str, tuple[str, bool]] = MappingProxyType(
 )
 _EFFICIENCY_FIELDS: tuple[str, ...] = ("compute",) + PATTERNS
 _CALIBRATION_FIELDS: tuple[str, ...] = ("device", "driver", "torch", "triton", "date", "method")
+#: Every key a ``[calibration]`` table may hold (issue 23 item 7: any other is refused, naming it and
+#: the file, since a dropped typo silently changes predictions). The micro-benchmark tables
+#: (``*_bytes_s``, ``chain_n_s``, ...) are kept as measured records; the model reads the terms of
+#: :mod:`aqua_model.hardware.calibrated_terms` and the library-kernel tables below.
+CALIBRATION_KEYS: frozenset[str] = frozenset(
+    {
+        *_CALIBRATION_FIELDS,
+        "identity",
+        "base",
+        "cuda",
+        "launch_overhead_s",
+        "dispatch_interval_s",
+        "read_bytes_s",
+        "copy_bytes_s",
+        "strided_bytes_s",
+        "gather_bytes_s",
+        "matmul_n_flops_per_s",
+        "topk_rows_length_k_s",
+        "sm_count",
+        "pattern_latency_s",
+        "graph_launch_s",
+        "graph_gap_s",
+        "tiny_kernel_s",
+        "chain_n_s",
+        "graph_method",
+        "calibration_spread",
+        "stream_profiler",
+        "softmax_length_bytes_s_efficiency",
+        "attention_compute_efficiency",
+        "library_kernels_method",
+        "stream",
+        "prologue_combine_s",
+        "intervals",
+        "forms",
+    }
+)
+#: The largest measured scalar time a calibration may hold, in seconds: every micro-benchmark of
+#: the suite times one call, and no single kernel call of it takes a second.
+MAX_CALIBRATED_SCALAR_S = 1.0
+#: Allowed range of the launch overhead (seconds): above a millisecond no GPU launches kernels.
+LAUNCH_OVERHEAD_RANGE_S = (1e-9, 1e-3)
+#: A calibrated profile's identity (``calibration.identity``): what its predictions' mode names.
+IDENTITY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _TOP_LEVEL: frozenset[str] = frozenset(
     {
         "schema_version",
@@ -516,6 +559,12 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
             want = "true" if field.endswith("_sparse") else "false (dense peaks only)"
             raise ValueError(f"{where}: field {field!r} must have sparse = {want}, got {q.sparse}")
         quantities[field] = q
+    lo_s, hi_s = LAUNCH_OVERHEAD_RANGE_S
+    if not lo_s <= quantities["launch_overhead_s"].value <= hi_s:
+        raise ValueError(
+            f"{where}: field 'launch_overhead_s' is {quantities['launch_overhead_s'].value:g} s; allowed range "
+            f"[{lo_s:g}, {hi_s:g}] s"
+        )
     sector = quantities["sector_bytes"].value
     if sector != int(sector):
         raise ValueError(f"{where}: field 'sector_bytes' must be a whole number of bytes, got {sector!r}")
@@ -555,10 +604,22 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
         cal = _require(raw, "calibration", where)
         if not isinstance(cal, dict):
             raise ValueError(f"{where}: field 'calibration' must be a table")
+        unknown_cal = sorted(set(cal) - CALIBRATION_KEYS)
+        if unknown_cal:
+            raise ValueError(
+                f"{where}: unknown key(s) in [calibration]: {', '.join(unknown_cal)}; allowed: "
+                f"{', '.join(sorted(CALIBRATION_KEYS))}"
+            )
         calibration = {}
         for field in _CALIBRATION_FIELDS:
             calibration[field] = _require_str(cal, field, where, prefix="calibration.")
         calibration["base"] = _calibration_base(cal, where)
+        identity = _require_str(cal, "identity", where, prefix="calibration.")
+        if not set(identity) <= IDENTITY_CHARS:
+            raise ValueError(
+                f"{where}: field 'calibration.identity' must use lower-case letters, digits and -_. only, "
+                f"got {identity!r}"
+            )
         for (
             field,
             value,
@@ -571,10 +632,12 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
                     or not isinstance(value, numbers.Real)
                     or not math.isfinite(value)
                     or value <= 0
+                    or value > MAX_CALIBRATED_SCALAR_S
                 )
             ):
                 raise ValueError(
-                    f"{where}: field 'calibration.{field}' must be a finite number of seconds > 0, got {value!r}"
+                    f"{where}: field 'calibration.{field}' must be a finite number of seconds in "
+                    f"(0, {MAX_CALIBRATED_SCALAR_S:g}], got {value!r}"
                 )
         if "topk_rows_length_k_s" in cal:
             topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)
@@ -593,7 +656,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
                     f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}"
                 )
         terms = parse_calibrated_terms(cal, where)
-        mode = f"calibrated:{path.stem}"
+        mode = f"calibrated:{identity}"
     else:
         if "calibration" in raw:
             raise ValueError(

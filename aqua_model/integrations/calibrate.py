@@ -125,6 +125,68 @@ def collect_qk(
     return q, k
 
 
+def collect_qk_prefill(
+    model: Any, ids: torch.Tensor, *, chunk_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Post-RoPE queries [L, H_q, n, d] and keys [L, H_kv, n, d] of one long sequence ``ids`` (1-D),
+    run as a chunked prefill with a cache of ``chunk_tokens`` tokens per forward.
+
+    Every position of the sequence gives one query and one key, as in :func:`collect_qk`, but the
+    attention of a chunk covers only [chunk, n] scores, so long calibration texts (whose keys sit
+    at the positions a long context reaches: RoPE rotates the low frequencies only there) fit in
+    memory. The model is restored afterwards.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() < 2 or ids.is_floating_point():
+        raise ValueError(f"ids must be a 1-D integer tensor of at least 2 token ids, got {ids!r:.60}")
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
+    mods = aqua_tf.attention_modules(model)
+    qs: list[list[torch.Tensor]] = [[] for _ in mods]
+    ks: list[list[torch.Tensor]] = [[] for _ in mods]
+    aqua_tf._install(model, None, None, capture=True)
+    try:
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            for start in range(0, ids.numel(), chunk_tokens):
+                chunk = ids[start : start + chunk_tokens]
+                model(input_ids=chunk[None], cache=cache, use_cache=True, logits_to_keep=1)
+                for i, mod in enumerate(mods):
+                    state = getattr(mod, aqua_tf.STATE_ATTR)
+                    for q, k in state.captured:  # one entry per forward: q [1, H_q, T, d], k [1, H_kv, N, d]
+                        qs[i].append(q[0])
+                        ks[i].append(k[0, :, -q.shape[2] :])
+                    state.captured.clear()
+    finally:
+        aqua_tf.restore(model)
+    return torch.stack([torch.cat(per, dim=1) for per in qs]), torch.stack(
+        [torch.cat(per, dim=1) for per in ks]
+    )
+
+
+def calibrate_model_prefill(
+    model: Any,
+    ids: torch.Tensor,
+    *,
+    model_name: str,
+    text: str,
+    chunk_tokens: int,
+    source: str = "both",
+) -> ModelProjections:
+    """:func:`calibrate_model` on one long sequence run as a chunked prefill (:func:`collect_qk_prefill`)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}; got {source!r}")
+    if not isinstance(model_name, str) or not model_name:
+        raise ValueError(f"model_name must be a non-empty string, got {model_name!r}")
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text must name the calibration text, got {text!r}")
+    q, k = collect_qk_prefill(model, ids, chunk_tokens=chunk_tokens)
+    cal = calibrate(q.double(), k.double(), center=False, source=source)
+    cal = dataclasses.replace(cal, P=cal.P.float())
+    return ModelProjections(model_name, text, int(ids.numel()), cal)
+
+
 def calibrate_model(
     model: Any,
     segments: Sequence[torch.Tensor],

@@ -9,8 +9,9 @@ ModelConfig field              config.json
 layers                         ``num_hidden_layers``
 hidden_size                    ``hidden_size``
 heads                          ``num_attention_heads``
-kv_heads                       ``num_key_value_heads`` (absent or null: = heads, MHA)
-head_dim                       ``head_dim`` (absent or null: hidden_size / num_attention_heads)
+kv_heads                       ``num_key_value_heads`` (null: = heads, MHA; absent: the default)
+head_dim                       ``head_dim`` (null: hidden_size / num_attention_heads; absent: the
+                               default, e.g. 256 for Gemma and Gemma-2)
 intermediate_size              ``intermediate_size``
 vocab_size                     ``vocab_size``
 max_context                    ``max_position_embeddings``
@@ -25,6 +26,11 @@ mlp                            ``hidden_activation`` / ``hidden_act``: silu -> s
 norm                           by architecture: rmsnorm (2 per layer), Gemma-2 rmsnorm-pre-post (4)
 rope_scaling                   ``rope_scaling``: noted (type and factor), not modelled
 =============================  =================================================================
+
+A field the file leaves out takes the value transformers gives that ``model_type``: read through
+``transformers.AutoConfig.for_model`` where transformers is installed (offline: built from the
+file's own fields, never from a hub), else from :data:`HF_DEFAULTS`, a table that a test checks
+against AutoConfig.
 
 Supported ``model_type`` values: :data:`ARCHITECTURES`. Anything the mapping cannot read (an
 unknown architecture, a mixture of experts, a missing or malformed field) raises ValueError
@@ -91,6 +97,56 @@ UNSUPPORTED_FIELDS: Mapping[str, str] = MappingProxyType(
         "kv_lora_rank": "multi-head latent attention",
         "q_lora_rank": "multi-head latent attention",
     }
+)
+#: Marks a default that transformers derives from other fields rather than a fixed value.
+DERIVED = "derived"
+#: model_type -> what transformers' config class puts in each optional field that a config.json
+#: leaves out (transformers 5's dataclass defaults; DERIVED: head_dim = hidden_size //
+#: num_attention_heads, num_key_value_heads = num_attention_heads). tie_word_embeddings is in
+#: :data:`ARCHITECTURES`. Checked against ``transformers.AutoConfig`` by tests/test_usability_correct.py.
+HF_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "llama": MappingProxyType(
+            {"head_dim": DERIVED, "num_key_value_heads": DERIVED, "hidden_act": "silu"}
+        ),
+        "mistral": MappingProxyType(
+            {"head_dim": DERIVED, "num_key_value_heads": 8, "hidden_act": "silu", "sliding_window": 4096}
+        ),
+        "qwen2": MappingProxyType(
+            {
+                "head_dim": DERIVED,
+                "num_key_value_heads": 32,
+                "hidden_act": "silu",
+                "sliding_window": 4096,
+                "use_sliding_window": False,
+                "max_window_layers": 28,
+            }
+        ),
+        "gemma": MappingProxyType(
+            {"head_dim": 256, "num_key_value_heads": 16, "hidden_act": "gelu_pytorch_tanh"}
+        ),
+        "gemma2": MappingProxyType(
+            {
+                "head_dim": 256,
+                "num_key_value_heads": 4,
+                "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": 4096,
+            }
+        ),
+    }
+)
+#: The config.json fields handed to AutoConfig when it is asked for the defaults of the others.
+_AUTOCONFIG_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "hidden_activation",
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
 )
 _LAYER_TYPES = ("full_attention", "sliding_attention")
 _NORM_TEXT = {
@@ -169,6 +225,7 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     ):
         values[name] = integer(field)
         sources[name] = src(name, field)
+    raw, defaulted = _with_defaults(raw, model_type)
     if raw.get("num_key_value_heads") is None:
         values["kv_heads"] = values["heads"]
         sources["kv_heads"] = src(
@@ -176,11 +233,13 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         )
     else:
         values["kv_heads"] = integer("num_key_value_heads")
-        sources["kv_heads"] = src("kv_heads", "num_key_value_heads")
+        sources["kv_heads"] = src("kv_heads", defaulted.get("num_key_value_heads", "num_key_value_heads"))
     if values["heads"] % values["kv_heads"]:
         raise ValueError(
             f"{where}: num_attention_heads ({values['heads']}) must be a multiple of "
-            f"num_key_value_heads ({values['kv_heads']})"
+            f"num_key_value_heads ({values['kv_heads']}"
+            + (f"; {defaulted['num_key_value_heads']}" if "num_key_value_heads" in defaulted else "")
+            + ")"
         )
     if raw.get("head_dim") is None:
         if values["hidden_size"] % values["heads"]:
@@ -195,7 +254,7 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         )
     else:
         values["head_dim"] = integer("head_dim")
-        sources["head_dim"] = src("head_dim", "head_dim")
+        sources["head_dim"] = src("head_dim", defaulted.get("head_dim", "head_dim"))
 
     dtype_field = "torch_dtype" if "torch_dtype" in raw else "dtype"
     if raw.get(dtype_field) not in TORCH_DTYPES:
@@ -265,6 +324,43 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         sources=MappingProxyType(sources),
         **values,
     )
+
+
+def hf_defaults(
+    model_type: str, raw: Mapping[str, Any], *, use_transformers: bool | None = None
+) -> dict[str, Any]:
+    """What transformers gives each field of :data:`HF_DEFAULTS` that ``raw`` leaves out (absent,
+    not null): a value, or :data:`DERIVED`. ``use_transformers``: None reads the defaults of the
+    config class ``transformers.AutoConfig`` maps ``model_type`` to where transformers is
+    installed, else the table; True or False forces one. Offline: no file or hub is read."""
+    missing = [f for f in HF_DEFAULTS[model_type] if f not in raw]
+    if not missing:
+        return {}
+    if use_transformers is None:
+        import importlib.util
+
+        use_transformers = importlib.util.find_spec("transformers") is not None
+    if not use_transformers:
+        return {f: HF_DEFAULTS[model_type][f] for f in missing}
+    import inspect
+
+    from transformers import CONFIG_MAPPING  # the model_type -> config class table AutoConfig reads
+
+    params = inspect.signature(CONFIG_MAPPING[model_type]).parameters
+    out = {}
+    for f in missing:
+        default = params[f].default if f in params else None
+        # None (or no such field): the class derives it after construction (head_dim, kv heads)
+        out[f] = DERIVED if default is None or default is inspect.Parameter.empty else default
+    return out
+
+
+def _with_defaults(raw: Mapping[str, Any], model_type: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` with its absent optional fields filled by :func:`hf_defaults` (a derived one is left
+    absent, for the mapping to derive), and a source note per filled field."""
+    filled = {f: v for f, v in hf_defaults(model_type, raw).items() if v != DERIVED}
+    notes = {f: f"absent: the transformers {model_type} default, {v!r}" for f, v in filled.items()}
+    return {**raw, **filled}, notes
 
 
 def _boolean(raw: Mapping[str, Any], field: str, default: bool, where: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._checks import check_choice, check_int
 from ..costs.dtypes import KV_DTYPES, STORAGE_DTYPES, kv_element_bytes
+from ..costs.sizes import MIN_HEAD_DIM
 from .config import ModelConfig, load as load_model
 
 
@@ -55,11 +56,12 @@ def resolve_shape(
     heads_q: Any = None,
     heads_kv: Any = None,
     d: Any = None,
-    layers: Any = 1,
+    layers: Any = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
 ) -> Shape:
-    """Shape from a model config (by name, path or object) or from explicit heads, head dim and layers."""
+    """Shape from a model config (by name, path or object) or from explicit heads, head dim and
+    layers (default 1); a model brings its own layers, so ``layers`` with a model is refused."""
     if dtype is not None:
         check_choice("dtype", dtype, STORAGE_DTYPES)
     if kv_dtype is not None:
@@ -67,6 +69,11 @@ def resolve_shape(
     if model is not None:
         cfg = model if isinstance(model, ModelConfig) else load_model(model)
         given = [n for n, v in (("heads_q", heads_q), ("heads_kv", heads_kv), ("d", d)) if v is not None]
+        if layers is not None:
+            raise ValueError(
+                f"layers is taken from the model ({cfg.key!r} has {cfg.layers}); give layers only with an explicit "
+                f"shape, got layers={layers!r}"
+            )
         if given:
             raise ValueError(
                 f"give either model or an explicit shape (heads_q, heads_kv, d), not both; got model={cfg.key!r} "
@@ -97,8 +104,8 @@ def resolve_shape(
     return Shape(
         hq,
         hkv,
-        check_int("d", d, minimum=1),
-        check_int("layers", layers, minimum=1),
+        check_int("d", d, minimum=MIN_HEAD_DIM),
+        check_int("layers", 1 if layers is None else layers, minimum=1),
         dtype or "bf16",
         kv_dtype=kv_dtype,
     )

@@ -28,6 +28,7 @@ of a tiny kernel per further launch.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from ..costs.sizes import Sizes
 from ..costs.split_rule import split_programs
 from ..hardware import HardwareProfile
 from ..hardware.calibrated_terms import split_fill_s
+from ..hardware.kernel_forms import GEOMETRIES, KernelForm
 from ..plans import Kernel, Plan
 from ..plans.attention import TORCH_TOPK_LAUNCHES
 
@@ -75,6 +77,9 @@ class KernelTime:
     bandwidth_utilisation: np.ndarray
     launches: int = 1
     graph_gap_s: float | None = None
+    #: Features of this kernel outside the range its fitted form was fitted on (by name); () when
+    #: inside, or when no fitted form timed it. A non-empty tuple marks the time as extrapolated.
+    extrapolates: tuple[str, ...] = ()
 
     @property
     def bound(self) -> np.ndarray:
@@ -98,12 +103,28 @@ def roofline_terms_s(
     return compute_s, memory_s
 
 
-def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
-    """Programs a stream kernel runs (its launch geometry): the split pass B H_kv x splits, the
-    prologue one per (batch, KV head), the combine one per (batch, query head). Keys whose rows
-    are aligned by construction (a paged cache, ``row_stride`` 0) are paged in pages of
-    ``CACHE_PAGE_TOKENS``, which the launch rule's token block must divide."""
-    if kernel.stream == "triton-split":
+def timing_key(kernel: Kernel) -> str:
+    """The key a profile's fitted form is looked up by: the implementation kernel a plan names
+    (``Kernel.stream``), else ``<unit>-<pattern>`` (a generic kernel of that access pattern)."""
+    return kernel.stream or f"{kernel.unit}-{kernel.pattern}"
+
+
+def misaligned(kernel: Kernel, values: dict[str, Any]) -> np.ndarray:
+    """True where the kernel streams key rows whose stride is not a multiple of
+    ``ALIGN_ELEMENTS`` (a ``row_stride`` of 0 means aligned by construction)."""
+    if kernel.row_stride == 0:
+        return np.asarray(False)
+    stride = np.rint(evaluate(kernel.row_stride, values)).astype(np.int64)
+    return np.asarray(stride % ALIGN_ELEMENTS != 0)
+
+
+def programs_of(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
+    """Programs a kernel runs under the named launch geometry
+    (:data:`aqua_model.hardware.kernel_forms.GEOMETRIES`): "split-n" the split rule of
+    :mod:`aqua_model.costs.split_rule` at the kernel's tile rows (keys aligned by construction,
+    ``row_stride`` 0, are paged in pages of ``CACHE_PAGE_TOKENS``, which the rule's token block must
+    divide); "per-kv-head" B H_kv; "per-q-head" B H_q; "device" one per SM."""
+    if geometry == "split-n":
         rows = np.rint(evaluate(kernel.tile_rows, values)).astype(np.int64)
         page = CACHE_PAGE_TOKENS if kernel.row_stride == 0 else None
         return split_programs(
@@ -115,8 +136,19 @@ def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarr
             sm_count=sm_count,
             page=page,
         ).astype(float)
-    heads = values["H_kv"] if kernel.stream == "triton-prologue" else values["H_q"]
-    return np.asarray(values["B"], dtype=float) * float(heads)
+    if geometry == "per-kv-head":
+        return np.asarray(values["B"], dtype=float) * np.asarray(values["H_kv"], dtype=float)
+    if geometry == "per-q-head":
+        return np.asarray(values["B"], dtype=float) * np.asarray(values["H_q"], dtype=float)
+    if geometry == "device":
+        return np.asarray(float(sm_count))
+    raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+
+
+def _programs(kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
+    """Programs of a stream kernel under the legacy stream tables (profiles without fitted forms)."""
+    geometry = {"triton-split": "split-n", "triton-prologue": "per-kv-head"}.get(kernel.stream, "per-q-head")
+    return programs_of(geometry, kernel, values, sm_count)
 
 
 def _small_kernel_s(
@@ -214,7 +246,19 @@ def kernel_time(
     busy_s = np.maximum(compute_s, memory_s)
     launches = kernel.launches
     terms = profile.terms
-    if terms.graph_timing:
+    form = terms.forms.get(timing_key(kernel))
+    outside: tuple[str, ...] = ()
+    gap: float | None
+    if form is not None:
+        # the one kernel-time form: its device time, then the launch model below
+        busy_s, compute_s, memory_s, outside = _form_time(form, kernel, profile, values, flops, nbytes, peak)
+        if terms.graph_timing:
+            overhead = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
+            gap = terms.graph_gap_s
+        else:
+            overhead = launches * profile.launch_overhead_s
+            gap = None
+    elif terms.graph_timing:
         # device time of every launch: the stream table where the implementation was measured, else
         # the roofline plus a tiny kernel's device time per launch (the size tables are net of it)
         small = _small_kernel_s(kernel, profile, values, selection)
@@ -239,7 +283,7 @@ def kernel_time(
                 + (launches - 1) * terms.tiny_kernel_s
             )
         overhead = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
-        gap: float | None = terms.graph_gap_s
+        gap = terms.graph_gap_s
     else:
         if kernel.op == "topk" and profile.topk_table is not None:
             # measured torch.topk time, which includes its own launch
@@ -267,7 +311,41 @@ def kernel_time(
         bw_util,
         kernel.launches,
         gap,
+        outside,
     )
+
+
+def _form_time(
+    form: KernelForm,
+    kernel: Kernel,
+    profile: HardwareProfile,
+    values: dict[str, Any],
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    peak: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(device time, compute term, memory term, features outside the fitted range) of ``kernel``
+    by its fitted form; the form's SM count is the profile's (a profile with forms must give it)."""
+    sm_count = profile.terms.sm_count
+    if sm_count is None:
+        raise ValueError(
+            f"profile {profile.name!r} has fitted kernel-time forms but no calibration.sm_count; "
+            "the forms place programs over SMs and cannot be evaluated without it"
+        )
+    programs = programs_of(form.geometry, kernel, values, sm_count)
+    busy, compute_s, memory_s = form.terms_s(
+        flops=flops,
+        nbytes=nbytes,
+        launches=kernel.launches,
+        programs=programs,
+        misaligned=misaligned(kernel, values),
+        head_dim=values["d"],
+        sm_count=sm_count,
+        peak_flops_per_s=peak,
+        bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
+    )
+    outside = tuple(form.outside({"bytes": nbytes, "flops": flops, "programs": programs}))
+    return busy, compute_s, memory_s, outside
 
 
 def floor_time_s(flops: Any, nbytes: Any, profile: HardwareProfile, *, unit: str, dtype: str) -> np.ndarray:
@@ -323,7 +401,7 @@ def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
             shares.append((cur.time_s - cur.overhead_s) + cur.launches * cur.graph_gap_s)
         return shares
     shares = [kernels[0].time_s]
-    for prev, cur in zip(kernels, kernels[1:]):
+    for prev, cur in itertools.pairwise(kernels):
         busy_prev = prev.time_s - prev.overhead_s
         shares.append((cur.time_s - cur.overhead_s) + np.maximum(0.0, cur.overhead_s - busy_prev))
     return shares

@@ -25,6 +25,7 @@ from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig
 from ..models.shape import Shape, resolve_shape
 from ..plans import build_plan, describe, plan_names
+from ..plans.shape_limits import shape_limit
 from .intervals import fmt_interval, speedup_bounds, time_bounds
 from .plan_status import plan_status
 from .roofline import KernelTime, contributions, plan_time
@@ -49,6 +50,8 @@ class PlanResult:
     time_s: np.ndarray
     #: What the plan is and what implements it, or "model-only" (:func:`aqua_model.plans.describe`).
     description: str = ""
+    #: "model-only at d=...: <why>" when the plan's implementation cannot run the shape, else "".
+    limit: str = ""
 
     def table(self) -> list[dict[str, Any]]:
         """Per-kernel rows (scalars where the sweep is a single point). ``time_s`` is the
@@ -75,8 +78,9 @@ class Prediction:
     """A single plan's predicted time at one shape (the validation suite's unit), with its 80%
     interval [``low_s``, ``high_s``] where the profile carries one (calibrated mode, a plan the
     in-sample grid measured: :mod:`aqua_model.simulator.intervals`), else None; ``status`` is
-    "unvalidated: <reason>" for a plan whose held-out p90 error exceeds 25%
-    (:mod:`aqua_model.simulator.plan_status`), else ""."""
+    "model-only at d=...: <why>" where the plan's implementation cannot run the shape
+    (:mod:`aqua_model.plans.shape_limits`) and/or "unvalidated: <reason>" for a plan whose
+    held-out p90 error exceeds 25% (:mod:`aqua_model.simulator.plan_status`), else ""."""
 
     plan: str
     mode: str
@@ -130,8 +134,12 @@ class Simulation:
 
     @property
     def statuses(self) -> dict[str, str]:
-        """Per plan of the two, "unvalidated: <reason>" or "" (:mod:`aqua_model.simulator.plan_status`)."""
-        return {res.plan: plan_status(self.phase, res.plan) for res in (self.dense, self.aqua)}
+        """Per plan of the two, "model-only at d=...: <why>" where its implementation cannot run
+        the shape, and/or "unvalidated: <reason>" (:mod:`aqua_model.simulator.plan_status`), or ""."""
+        return {
+            res.plan: "; ".join(t for t in (res.limit, plan_status(self.phase, res.plan)) if t)
+            for res in (self.dense, self.aqua)
+        }
 
     def speedup_text(self) -> str:
         """``"1.31x [1.24, 1.38]"`` (a scalar simulation)."""
@@ -260,7 +268,7 @@ def simulate(
     heads_q: Any = None,
     heads_kv: Any = None,
     d: Any = None,
-    layers: Any = 1,
+    layers: Any = None,
     phase: str = "decode",
     prompt: Any = None,
     plan: str = "fused",
@@ -327,7 +335,7 @@ def _run(
 ) -> PlanResult:
     plan = build_plan(name, phase=phase, selection=selection, convention=conv)
     total, kernels = plan_time(plan, profile, sizes)
-    return PlanResult(name, kernels, total, describe(plan))
+    return PlanResult(name, kernels, total, describe(plan), shape_limit(plan, d=int(sizes.d)))
 
 
 def speedup(**kwargs: Any) -> np.ndarray:
@@ -352,16 +360,19 @@ def predict(
     convention: Convention | None = None,
 ) -> Prediction:
     """One plan's predicted per-layer time at one shape (any plan, dense or AQUA): the total
-    and, in ``kernels``, each kernel's time alone and its share of the total."""
+    and, in ``kernels``, each kernel's time alone and its share of the total. Raises when one
+    layer's KV cache alone exceeds the device memory."""
     prof = resolve_profile(gpu)
     check_choice("plan", plan, plan_names(phase))
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
+    check_fits_memory(shape, prof, sizes)  # one layer's KV cache must fit the device, as in simulate
     result = _run(plan, phase, selection, resolve(convention), prof, sizes)
     total = float(result.time_s)
     bounds = time_bounds(prof, phase, plan, total)
     low, high = (None, None) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    return Prediction(plan, prof.mode, total, result.table(), low, high, plan_status(phase, plan))
+    status = "; ".join(t for t in (result.limit, plan_status(phase, plan)) if t)
+    return Prediction(plan, prof.mode, total, result.table(), low, high, status)
 
 
 def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int | None:
@@ -385,7 +396,7 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
         heads_q=kwargs.get("heads_q"),
         heads_kv=kwargs.get("heads_kv"),
         d=kwargs.get("d"),
-        layers=kwargs.get("layers", 1),
+        layers=kwargs.get("layers"),
         dtype=kwargs.get("dtype"),
         kv_dtype=kwargs.get("kv_dtype"),
     )

@@ -14,7 +14,7 @@ from ..costs.collectives import ALGORITHMS
 from ..costs.convention import Convention
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
-from .parallel import DecodeStep, decode_step, weights_time_s
+from .parallel import DecodeStep, decode_step, one_gpu_fit, weights_time_s
 from .simulation import Simulation, simulate
 
 
@@ -39,6 +39,14 @@ class EndToEnd:
     all_reduce_s: Any = 0.0
     point_to_point_s: Any = 0.0
     parallel: DecodeStep | None = None
+    #: Single GPU: whether weights + KV cache fit it, the bytes, and the smallest tensor_parallel
+    #: that does (:func:`.parallel.one_gpu_fit`); None on several GPUs, whose layout is checked.
+    one_gpu_fit: dict[str, Any] | None = None
+
+    @property
+    def fits(self) -> bool:
+        """False when the latency is of a model that does not fit the device (see ``one_gpu_fit``)."""
+        return self.one_gpu_fit is None or bool(self.one_gpu_fit["fits"])
 
     @property
     def dense_s(self) -> np.ndarray:
@@ -78,7 +86,9 @@ def end_to_end(
     ``tensor_parallel`` / ``pipeline_parallel`` (t, p; see :mod:`.parallel`) spread the model over
     t * p GPUs of one node, add the all-reduces (``all_reduce``: "ring" or "tree") and transfers,
     and check weights plus KV cache per GPU against the device (DoesNotFit, a ValueError, names
-    the smallest t that fits). Left at None, the single-GPU model checks the KV cache only.
+    the smallest t that fits). Left at None, the single-GPU model refuses a KV cache larger
+    than the device and flags weights + KV cache that do not fit in the result (``fits`` False,
+    ``one_gpu_fit`` with the bytes and the smallest t that fits).
     """
     cfg = model if isinstance(model, ModelConfig) else load_model(model)
     profile = resolve_profile(gpu)
@@ -141,4 +151,5 @@ def end_to_end(
         full_layers = cfg.layers - local_layers
         dense_s = full_layers * sim.dense.time_s + local_layers * local.dense.time_s
         aqua_s = full_layers * sim.aqua.time_s + local_layers * local.aqua.time_s
-    return EndToEnd(weights_s, dense_s, aqua_s, profile.mode, sim)
+    fit = one_gpu_fit(gpu=profile, model=cfg, context=context, batch=batch)
+    return EndToEnd(weights_s, dense_s, aqua_s, profile.mode, sim, one_gpu_fit=fit)

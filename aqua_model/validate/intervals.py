@@ -78,9 +78,16 @@ def interval_entries(rows: list[dict[str, Any]], *, spread: float, source: str) 
 
 
 def freeze_intervals(
-    *, profile: str | os.PathLike[str], results: list[str | os.PathLike[str]], out: str | os.PathLike[str]
+    *,
+    profile: str | os.PathLike[str],
+    results: list[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    conformal: bool = False,
 ) -> list[dict[str, Any]]:
-    """Write ``out``: ``profile`` with the intervals of the in-sample ``results``; returns them."""
+    """Write ``out``: ``profile`` with the intervals of the ``results``; returns them. With
+    ``conformal`` the results are the protocol's calibration sample (issue 21: drawn from the usage
+    distribution, never used by the fit) and the interval is the plain split-conformal one, not
+    widened by the micro-benchmark spread."""
     prof = load(Path(profile))
     if prof.calibration is None:
         raise ValueError(
@@ -88,7 +95,7 @@ def freeze_intervals(
         )
     doc = read_toml(Path(profile))
     cal = doc["calibration"]
-    spread = float(cal.get("calibration_spread", 0.0))
+    spread = 0.0 if conformal else float(cal.get("calibration_spread", 0.0))
     rows = [r for path in results for r in read_rows(path)]
     if prof.mode not in {r.get("calibrated_mode") for r in rows}:
         raise ValueError(
@@ -97,7 +104,10 @@ def freeze_intervals(
         )
     names = ", ".join(str(Path(p).name) for p in results)
     source = (
-        f"derived: in-sample residuals ln(measured / predicted) of {names} (calibrated mode, {prof.mode}), split-conformal "
+        f"derived: calibration-sample residuals ln(measured / predicted) of {names} (calibrated mode, {prof.mode}), "
+        f"split-conformal order statistics at {INTERVAL_LEVEL:.0%} (aqua_model.simulator.intervals), not widened"
+        if conformal
+        else f"derived: in-sample residuals ln(measured / predicted) of {names} (calibrated mode, {prof.mode}), split-conformal "
         f"order statistics at {INTERVAL_LEVEL:.0%}, widened in quadrature by the calibration spread {spread:.4f} "
         "(aqua_model.simulator.intervals)"
     )

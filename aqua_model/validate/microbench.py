@@ -273,7 +273,9 @@ def _dedupe(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str) -> dict[str, Any]:
+def build_profile_document(
+    cal: Calibration, base: HardwareProfile, *, name: str, identity: str
+) -> dict[str, Any]:
     """The calibrated profile as a nested dict following the hardware schema."""
     date = cal.env.get("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     where = f"{cal.env.get('gpu') if cal.device == 'cuda' else cal.env.get('cpu', 'cpu')}, {date[:10]}"
@@ -368,6 +370,7 @@ def build_profile_document(cal: Calibration, base: HardwareProfile, *, name: str
         "triton": str(cal.env.get("triton", "unknown")),
         "date": str(date),
         "method": cal.method,
+        "identity": identity,
         "base": base.key,
         "cuda": str(cal.env.get("cuda", "none")),
         "launch_overhead_s": cal.launch_s,
@@ -457,7 +460,11 @@ def write_profile(
     base_profile = load(base_key)
     if base_profile.mode != "datasheet":
         raise ValueError(f"base must be a datasheet profile, got {base_key!r} in mode {base_profile.mode!r}")
-    doc = build_profile_document(cal, base_profile, name=f"{base_profile.name} (calibrated)")
+    # the identity is stored in the file (issue 23 item 7); a renamed copy keeps it
+    identity = Path(out_path).stem.lower()
+    doc = build_profile_document(
+        cal, base_profile, name=f"{base_profile.name} (calibrated)", identity=identity
+    )
     header = (
         f"Calibrated hardware profile written by `aqua-model validate calibrate` on {cal.env.get('date')}.\n"
         f"Device {device_name}; driver {cal.env.get('driver')}; torch {cal.env.get('torch')}; "

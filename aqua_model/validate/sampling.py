@@ -73,6 +73,12 @@ OTHER_PLANS: dict[str, tuple[str, ...]] = {
 }
 #: Plans whose implementation selects per KV group only.
 GROUP_ONLY_PLANS: tuple[str, ...] = ("aqua-eager",)
+#: The three samples of the protocol (validation/README.md): the training sample fits the kernel-time
+#: forms, the calibration sample sets the split-conformal intervals, the test sample judges the model.
+SAMPLE_ROLES: tuple[str, ...] = ("train", "calibration", "test")
+#: Train and calibration seeds are the test seed (the frozen commit's) plus these offsets, so that
+#: nobody picks them and the three samples are distinct draws of the one sampler.
+ROLE_SEED_OFFSETS: dict[str, int] = {"train": 1, "calibration": 2, "test": 0}
 #: Device budget of one case (an H200: 141 GB; one case's tensors, and one timed call).
 MAX_KV_BYTES = 16 * 2**30
 MAX_WORKING_SET_BYTES = 48e9
@@ -248,10 +254,15 @@ def draw_shape(rng: random.Random, dist: dict[str, Any] = H200_DISTRIBUTION) -> 
     return phase, shape
 
 
-def sample_cases(*, seed: int, n: int, scale: str = "h200") -> tuple[list[dict[str, Any]], dict[str, int]]:
+def sample_cases(
+    *, seed: int, n: int, scale: str = "h200", core_only: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """At least ``n`` held-out cases (as rows: the case, its shape index and role) and the redraw
     counts by reason; ``scale`` "h200" (the distribution of the module docstring) or "cpu" (its
-    tiny form, :data:`CPU_DISTRIBUTION`)."""
+    tiny form, :data:`CPU_DISTRIBUTION`); ``core_only`` leaves out the extra plan (the draws are the
+    same: the extra plan is still drawn, then dropped)."""
+    if not isinstance(core_only, bool):
+        raise TypeError(f"core_only must be True or False, got {core_only!r}")
     check_int("seed", seed, minimum=0)
     check_int("n", n, minimum=1)
     dist = SCALES[check_choice("scale", scale, tuple(SCALES))]
@@ -278,7 +289,9 @@ def sample_cases(*, seed: int, n: int, scale: str = "h200") -> tuple[list[dict[s
             continue
         extra = _case(phase, other, shape)
         cases = [(c, "core") for c in core]
-        if _over_budget(extra, dist):
+        if core_only:
+            pass
+        elif _over_budget(extra, dist):
             redraws["extra_plan_over_budget"] += 1
         else:
             cases.append((extra, "extra"))
@@ -295,14 +308,20 @@ def write_cases(
     out_path: str | os.PathLike[str],
     model_commit: str | None = None,
     scale: str = "h200",
+    role: str = "test",
+    core_only: bool = False,
 ) -> dict[str, Any]:
-    """Draw the cases and write the case file (meta line first); returns the meta record."""
-    rows, redraws = sample_cases(seed=seed, n=n, scale=scale)
+    """Draw the cases and write the case file (meta line first); returns the meta record. ``role``
+    (:data:`SAMPLE_ROLES`) says which of the protocol's three samples the file is."""
+    check_choice("role", role, SAMPLE_ROLES)
+    rows, redraws = sample_cases(seed=seed, n=n, scale=scale, core_only=core_only)
     commit, dirty = git_commit()
     meta = {
         "kind": "meta",
         "schema_version": CASES_SCHEMA_VERSION,
         "seed": seed,
+        "role": role,
+        "core_only": core_only,
         "n": n,
         "cases": len(rows),
         "shapes": 1 + max(r["shape_index"] for r in rows),

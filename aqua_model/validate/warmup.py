@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from aqua_model.validate.cases import grid
     from aqua_model.validate.sampling import read_cases
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("cases", nargs="*", help="case files from 'validate sample'")
     ap.add_argument(
         "--grid", default=None, choices=("gpu", "reduced", "cpu"), help="also the cases of this grid"

@@ -36,6 +36,7 @@ import torch
 from aqua_model.kernels import reference as kref
 from aqua_model.kernels.eager import STAGE_BUILDERS
 from aqua_model.plans import Plan, build_plan
+from aqua_model.simulator.roofline import ALIGN_ELEMENTS
 from aqua_model.validate.cases import Case
 
 #: torch dtype of each storage dtype name.
@@ -77,7 +78,7 @@ class Inputs:
     v: torch.Tensor  # [B, H_kv, S, d]
     k: torch.Tensor | None = None  # [B, H_kv, S, d] token-major keys (dense plans)
     k_hat: torch.Tensor | None = None  # [B, H_kv, S, d] rotated token-major keys
-    k_hat_t: torch.Tensor | None = None  # [B, H_kv, d, S] rotated dim-major keys
+    k_hat_t: torch.Tensor | None = None  # [B, H_kv, d, S] rotated dim-major keys, rows 16-aligned
 
 
 def _randn(
@@ -134,8 +135,13 @@ def set_layouts(
         if name in layouts and getattr(inp, attr) is None:
             gen = torch.Generator(device=device)
             gen.manual_seed(seed + 1 + i)
-            shape = (B, hkv, d, S) if name == "rotated-dim-major" else (B, hkv, S, d)
-            setattr(inp, attr, _randn(shape, dt, device, gen))
+            if name == "rotated-dim-major":
+                # the row stride a real cache has: a capacity rounded up to ALIGN_ELEMENTS (as
+                # AquaKVCache allocates), viewed at the case's S columns (issue 21 item 4)
+                capacity = -(-S // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
+                setattr(inp, attr, _randn((B, hkv, d, capacity), dt, device, gen)[..., :S])
+            else:
+                setattr(inp, attr, _randn((B, hkv, S, d), dt, device, gen))
 
 
 def layouts_for(case: Case) -> tuple[str, ...]:
@@ -185,6 +191,20 @@ def _reference(
             return out, _ref_attention(q_use, inp.k[0].float(), v, mask)
         P = inp.P.float().repeat_interleave(case.g, dim=0)  # [H_q, d, d]
         q_hat = (q @ P).to(inp.q.dtype).float()  # the plan rotates in the storage dtype
+        if _plan(case).implementation.function == "aqua_prefill":  # selection shared by query tiles
+            from aqua_model.kernels import triton_prefill as tp
+
+            keys = inp.k_hat_t[0].float().transpose(-1, -2)
+            want = tp.aqua_prefill_reference(
+                q_hat[None],
+                keys[None],
+                v[None],
+                k_keep=case.k,
+                block_m=tp.default_config(d=case.d).block_m,
+                causal=True,
+                scale=1.0,
+            )[0].float()
+            return out, (want if rows is None else want[:, rows])
         if rows is not None:
             q_hat = q_hat[:, rows]
         keys = inp.k_hat_t[0].float().transpose(-1, -2) if inp.k_hat_t is not None else inp.k_hat[0].float()
@@ -265,6 +285,13 @@ def _arguments(
         return (
             (_rotated_query(inp, case), _keys_dim_major(inp, plan.key_layout), inp.v, None),
             dict(k_keep=case.k, selection=case.selection, scale=1.0, out=out.view(B, hq, d)),
+        )
+    if key == "aqua_model.kernels.triton_prefill.aqua_prefill":
+        P_q = inp.P.repeat_interleave(case.g, dim=0) if case.g > 1 else inp.P  # [H_q, d, d]
+        q_hat = torch.matmul(inp.q, P_q.unsqueeze(0)).contiguous()  # [B, H_q, T, d], untimed
+        return (
+            (q_hat, _keys_dim_major(inp, plan.key_layout), inp.v),
+            dict(k_keep=case.k, causal=True, scale=1.0, out=out),
         )
     if key == "aqua_model.kernels.kv_cache.decode_step":
         from aqua_model.kernels.kv_cache import cache_holding  # repeats the step of the last cached token

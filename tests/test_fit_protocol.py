@@ -1,0 +1,89 @@
+"""Issue 21: the three samples of one sampler, the split-conformal intervals from the calibration
+sample, and the aligned dim-major keys of the aqua-fused workload."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aqua_model.hardware import load
+from aqua_model.simulator.intervals import interval_from_residuals
+from aqua_model.validate.intervals import freeze_intervals, residuals
+from aqua_model.validate.sampling import (
+    ROLE_SEED_OFFSETS,
+    SAMPLE_ROLES,
+    read_cases,
+    sample_cases,
+    write_cases,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "validation" / "results" / "h200" / "h200-heldout-898775459.toml"
+
+
+def test_core_only_draws_the_same_shapes_without_the_extra_plan():
+    full, _ = sample_cases(seed=11, n=60)
+    core, _ = sample_cases(seed=11, n=40, core_only=True)
+    assert all(r["role"] == "core" for r in core)
+    full_core = [r for r in full if r["role"] == "core"]
+
+    # the same draws: the core cases of the full sample begin with the core-only sample's
+    def key(r):
+        return (r["plan"], r["context"], r["batch"], r["heads_q"], r["heads_kv"], r["d"], r["k"], r["dtype"])
+
+    assert [key(r) for r in core][:20] == [key(r) for r in full_core][:20]
+
+
+def test_roles_and_seeds_are_recorded(tmp_path):
+    assert SAMPLE_ROLES == ("train", "calibration", "test")
+    assert len(set(ROLE_SEED_OFFSETS.values())) == 3
+    out = tmp_path / "train.jsonl"
+    meta = write_cases(seed=5, n=10, out_path=out, role="train", core_only=True, scale="cpu")
+    assert meta["role"] == "train" and meta["core_only"] is True
+    meta2, cases = read_cases(out)
+    assert meta2["role"] == "train" and len(cases) >= 10
+    with pytest.raises(ValueError, match="role"):
+        write_cases(seed=5, n=10, out_path=out, role="holdout")
+
+
+def test_conformal_intervals_are_the_plain_order_statistics(tmp_path):
+    src = ROOT / "validation" / "results" / "h200" / "heldout-898775459-insample.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    entries = freeze_intervals(profile=BASE, results=[src], out=tmp_path / "conf.toml", conformal=True)
+    time_r, speed_r = residuals(rows)
+    by_plan = {(e["phase"], e["plan"]): e for e in entries}
+    e = by_plan[("decode", "aqua-fused")]
+    assert tuple(e["time"]) == interval_from_residuals(time_r[("decode", "aqua-fused")], spread=0.0)
+    assert tuple(e["speedup"]) == interval_from_residuals(speed_r[("decode", "aqua-fused")], spread=0.0)
+    # the 10% / 90% order statistics by the finite-sample rule, derived here from the residuals
+    r = np.sort(time_r[("decode", "aqua-fused")])
+    n = r.size
+    lo, hi = r[math.floor((n + 1) * 0.1) - 1], r[math.ceil((n + 1) * 0.9) - 1]
+    assert e["time"][0] == pytest.approx(lo) and e["time"][1] == pytest.approx(hi)
+    assert "calibration-sample" in e["source"] and "not widened" in e["source"]
+    assert load(tmp_path / "conf.toml").terms.interval("decode", "aqua-fused") is not None
+
+
+def test_the_aqua_fused_workload_has_aligned_key_rows():
+    torch = pytest.importorskip("torch")
+    from aqua_model.validate.cases import Case
+    from aqua_model.validate.workloads import make_inputs
+
+    case = Case(
+        phase="decode",
+        plan="aqua-fused",
+        context=333,
+        batch=1,
+        heads_q=4,
+        heads_kv=2,
+        d=64,
+        k=16,
+        dtype="fp16",
+        prompt=None,
+        selection="group",
+    )
+    inp = make_inputs(case, device=torch.device("cpu"), seed=0, layouts=("rotated-dim-major",))
+    assert inp.k_hat_t.shape[-1] == 333
+    assert inp.k_hat_t.stride(-2) == 336 and inp.k_hat_t.stride(-2) % 16 == 0
