@@ -54,10 +54,12 @@ MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 """The study's models (keys of aqua_model.integrations.models.MODELS)."""
 CONTEXTS = (1024, 2048, 4096, 8192)
 """Context lengths N (tokens), capped per model at its config's max_position_embeddings."""
-SCORED_TOKENS = 256
-"""S: scored positions at the end of every context."""
-BLOCK_TOKENS = 32
-"""Positions per bootstrap block (8 blocks of the 256 scored positions)."""
+SCORED_TOKENS = 128
+"""S: scored positions at the end of every context. 128, not the 256 first planned: on the shared 2-core
+machine (load 8, about a fifth of a core per process) a 256-position chunk of SmolLM2 took 6-10 s at 1K-2K
+and Qwen costs about four times as much, which put one Qwen window near an hour."""
+BLOCK_TOKENS = 16
+"""Positions per bootstrap block (8 blocks of the 128 scored positions)."""
 PREFILL_CHUNK_TOKENS = 512
 """Tokens per forward of the dense prefill (bounds the [chunk, N] score memory)."""
 EVAL_FILES = (
@@ -73,12 +75,16 @@ EVAL_FILES = (
     "zipfile.py",
 )
 """Evaluation windows, one per file (its first N_max tokens), in order: --windows takes the first ones."""
+DEFAULT_WINDOWS = 6
+"""Windows per model (the first ones of EVAL_FILES); a run stopped early keeps the windows it finished."""
 CALIBRATION_FILES = ("LICENSE.txt", "subprocess.py", "difflib.py", "locale.py")
 """Calibration text: these files joined by CALIBRATION_JOIN, its first --calibration-tokens tokens."""
 CALIBRATION_JOIN = "\n\n"
 K_FRACTIONS = (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4))
 """k/d of the approximate configs (k = d runs once, as the exactness check)."""
 SELECTIONS = ("per-head", "group")
+PEER_FRACTIONS = (Fraction(1, 2),)
+"""k/d at which the peers run by default (the compute budget: see SCORED_TOKENS); --peer-fractions widens it."""
 PEERS = ("sparq", "loki")
 """SparQ-style (top-k |q|, unrotated) and Loki-style (the first k rotated coordinates) dimension selection."""
 CALIB_TAG = "py"
@@ -108,14 +114,15 @@ def of(fraction: Fraction, d: int) -> int:
     return int(value)
 
 
-def configs(d: int) -> list[Config]:
-    """The study's configurations for head dim d."""
+def configs(d: int, peer_fractions: tuple[Fraction, ...] = K_FRACTIONS) -> list[Config]:
+    """The study's configurations for head dim d (the peers at ``peer_fractions`` of d only)."""
     out = [Config("aqua", d, calib=CALIB_TAG, group="exactness")]
     for frac in K_FRACTIONS:
         for sel in SELECTIONS:
             out.append(Config("aqua", of(frac, d), selection=sel, calib=CALIB_TAG, group="aqua"))
-        for peer in PEERS:
-            out.append(Config(peer, of(frac, d), calib=CALIB_TAG, group="peer"))
+        if frac in peer_fractions:
+            for peer in PEERS:
+                out.append(Config(peer, of(frac, d), calib=CALIB_TAG, group="peer"))
     return out
 
 
@@ -234,7 +241,7 @@ def run_model(key: str, *, args: argparse.Namespace, out: Path) -> dict[str, Any
                 f"{t.name} holds {ids.numel()} tokens, fewer than the largest context {plan.contexts[-1]}"
             )
         windows[t.name] = ids[: plan.contexts[-1]]
-    cfgs = configs(d)
+    cfgs = configs(d, tuple(args.peer_fractions))
     rows_path = out / f"longctx_rows_{key}.jsonl"
     if args.fresh:
         rows_path.unlink(missing_ok=True)
@@ -354,8 +361,9 @@ def summary_rows(out: Path) -> list[dict[str, Any]]:
         }
         rows = [r for r in longctx.read_rows(rows_path) if all(r.get(k) == v for k, v in match.items())]
         d = run["d"]
-        wanted = {longctx.BASELINE, *(c.key for c in configs(d))}
-        for cfg in configs(d):
+        ran = [c for c in configs(d) if c.key in set(run["configs"])]  # the configs this model's run had
+        wanted = {longctx.BASELINE, *(c.key for c in ran)}
+        for cfg in ran:
             for context in run["contexts"]:
                 # only windows complete at this context, so every config is summarised over the same windows
                 complete = {
@@ -498,13 +506,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--model", action="append", choices=MODELS, help="repeatable; default: both")
-    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--windows", type=int, default=DEFAULT_WINDOWS)
     parser.add_argument("--contexts", type=int, nargs="+", default=list(CONTEXTS))
     parser.add_argument("--scored-tokens", type=int, default=SCORED_TOKENS)
     parser.add_argument("--block-tokens", type=int, default=BLOCK_TOKENS)
     parser.add_argument("--chunk-tokens", type=int, default=PREFILL_CHUNK_TOKENS)
     parser.add_argument("--calibration-tokens", type=int, default=CONTEXTS[-1])
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument(
+        "--peer-fractions",
+        type=Fraction,
+        nargs="+",
+        default=list(PEER_FRACTIONS),
+        help="k/d at which SparQ- and Loki-style run (default: PEER_FRACTIONS)",
+    )
     parser.add_argument("--ci", action="store_true", help="the reduced form (CI dict): overrides the sizes")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -516,6 +531,10 @@ def main(argv: list[str] | None = None) -> None:
         args.scored_tokens, args.block_tokens = CI["scored_tokens"], CI["block_tokens"]
         args.chunk_tokens, args.windows = CI["prefill_chunk_tokens"], CI["windows"]
         args.calibration_tokens = CI["calibration_tokens"]
+    if not set(args.peer_fractions) <= set(K_FRACTIONS):
+        parser.error(
+            f"--peer-fractions must be among {[str(f) for f in K_FRACTIONS]}, got {args.peer_fractions}"
+        )
     if not 1 <= args.windows <= len(EVAL_FILES):
         parser.error(f"--windows must be in [1, {len(EVAL_FILES)}], got {args.windows}")
     out: Path = args.out

@@ -20,6 +20,10 @@ else:  # pragma: no cover - Python 3.10
 def existing_file(path: Path, kind: str) -> Path:
     """``path`` expanded and resolved, or ValueError naming the ``kind`` of file missing."""
     path = path.expanduser()
+    if path.is_dir():
+        raise ValueError(f"{kind} file {str(path)!r} is a folder; give the path of a TOML file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{kind} file {str(path)!r} is not a regular file (a device or a pipe?)")
     if not path.is_file():
         raise ValueError(f"{kind} file {str(path)!r} does not exist")
     return path.resolve()
@@ -32,6 +36,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # a binary file: name it, not the codec
+        raise ValueError(
+            f"{path}: not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def alias_map(

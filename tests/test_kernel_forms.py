@@ -32,6 +32,9 @@ PARAMS = {
     "half_bytes_per_sm": 0.0,
     "sat_power": 1.0,
     "half_d": 0.0,
+    "half_flops_per_sm": 0.0,
+    "half_sm_fraction": 0.0,
+    "overlap_power": 64.0,
     "misaligned_factor": 0.5,
 }
 
@@ -74,6 +77,17 @@ def test_form_known_answers():
     # few programs: bytes per busy SM grow, so the saturation term is smaller per byte
     _, _, few = _terms(nbytes=SM * 1000.0, programs=1, params={"half_bytes_per_sm": 1000.0})
     assert float(few) < float(m_s)
+    # a launch filling half the SMs with h = 1: par = 2 * 0.5 / 1.5 = 2/3 of the bandwidth
+    _, _, half = _terms(programs=SM // 2, params={"half_sm_fraction": 1.0})
+    assert math.isclose(float(half), float(m) * 1.5)
+    # a per-SM FLOP half-point equal to the FLOPs per SM halves the compute efficiency
+    _, c_f, _ = _terms(flops=1e12, nbytes=1.0, params={"half_flops_per_sm": 1e12 / SM})
+    assert math.isclose(float(c_f), 2 * float(c_c))
+    # overlap power 1: compute and memory add; 64: their max to 1%
+    t1, c1, m1 = _terms(flops=1e12, params={"overlap_power": 1.0})
+    assert math.isclose(float(t1), 3e-6 + float(c1) + float(m1))
+    t64, c64, m64 = _terms(flops=1e12)
+    assert float(t64) - 3e-6 == pytest.approx(max(float(c64), float(m64)), rel=0.011)
     # a kernel moving no bytes has no memory term (no 0 / 0)
     _, _, zero = _terms(nbytes=0.0, params={"half_bytes_per_sm": 1000.0})
     assert float(zero) == 0.0
@@ -134,9 +148,9 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
         "residual_quantiles": {"q10": -0.1, "q50": 0.0, "q90": 0.1},
         "source": "fitted: test",
     }
-    prof = _with_forms(tmp_path, [_entry(fit=fit)])
     plan = build_plan("aqua-fused", phase="decode", selection="group")
-    split = next(k for k in plan.kernels if timing_key(k) == "triton-split")
+    split = next(k for k in plan.kernels if k.stream == "triton-split")
+    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit)])
     inside = kernel_time(split, prof, _sizes(4096))
     assert inside.extrapolates == ()
     # the form's own value, plus the graph launch model
@@ -191,21 +205,25 @@ def _synthetic_rows(prof, n_cases):
 
 def test_fit_recovers_known_forms(tmp_path):
     base = load(BASE)
-    keys = (
-        "sdpa-decode",
-        "sdpa-prefill",
-        "triton-prologue",
-        "triton-split",
-        "triton-combine",
-        "vector-contiguous",
+    from aqua_model.validate.fit import GEOMETRY_OF
+
+    # the keys the core plans' kernels carry, and their geometries, from the plans themselves
+    keys = sorted(
+        {
+            timing_key(k)
+            for phase, name in FIT_PLANS
+            for sel in ("group", "per-head")
+            for k in build_plan(name, phase=phase, selection=sel).kernels
+        }
     )
-    geometry = {"triton-split": "split-n", "triton-prologue": "per-kv-head", "triton-combine": "per-q-head"}
+    geometry = GEOMETRY_OF
     truth = []
     for key in keys:
         start = starting_form(key, base)
         # the truth: the start moved by a known amount (latency +1 us, bandwidth efficiency -10%)
         start = {**start, "latency_s": start["latency_s"] + 1e-6, "eta_m_max": 0.9 * start["eta_m_max"]}
         truth.append({"key": key, "geometry": geometry.get(key, "device"), **start})
+    assert any(geometry.get(key) == "split-n" for key in keys)  # the default decode's one launch
     true_prof = _with_forms(tmp_path, truth, "truth")
     rows = _synthetic_rows(true_prof, 60)
     entries, fitted = fit_forms(rows, base, seeds=(7,))
@@ -234,7 +252,7 @@ def test_fit_refuses_a_profile_without_graph_terms(tmp_path):
 
 def test_starting_values_come_from_the_micro_benchmarks():
     base = load(BASE)
-    split = starting_form("triton-split", base)
+    split = starting_form("triton-split:_fused_kernel", base)
     tables = [t for t in base.terms.streams if t.stream == "triton-split"]
     assert split["latency_s"] == min(t.latency_s for t in tables)
     assert split["misaligned_factor"] == min(
@@ -243,3 +261,31 @@ def test_starting_values_come_from_the_micro_benchmarks():
     generic = starting_form("vector-contiguous", base)
     assert generic["latency_s"] == base.terms.pattern_latency_s["contiguous"]
     assert copy.deepcopy(generic) == generic
+
+
+def test_a_prediction_outside_the_fitted_range_says_so(tmp_path):
+    from aqua_model.simulator import predict
+
+    plan = build_plan("aqua-fused", phase="decode", selection="group")
+    split = next(k for k in plan.kernels if k.stream == "triton-split")
+    fit = {
+        "seeds": [1],
+        "n": 10,
+        "ranges": {"bytes": [1e5, 1e8], "flops": [0.0, 1e12], "programs": [1.0, 1e4]},
+        "residual_quantiles": {"q10": -0.1, "q50": 0.0, "q90": 0.1},
+        "source": "fitted: test",
+    }
+    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit)])
+    kw = dict(plan="aqua-fused", phase="decode", batch=4, heads_q=32, heads_kv=8, d=128, k=32, gpu=prof)
+    assert "extrapolates" not in predict(context=4096, **kw).status
+    far = predict(context=262143, **kw)
+    assert "extrapolates: attention (bytes) outside the fitted range" in far.status
+
+
+def test_a_split_kernel_without_a_geometry_is_refused():
+    from aqua_model.validate.fit import _geometry
+
+    plan = build_plan("aqua-fused", phase="decode", selection="group")
+    split = next(k for k in plan.kernels if k.stream == "triton-split")
+    with pytest.raises(ValueError, match="no launch geometry"):
+        _geometry("triton-split:_renamed_kernel", split)

@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 
+from aqua_model.costs.split_rule import FUSED_LAUNCH, FUSED_MIN_BLOCKS_PER_SPLIT, MIN_BLOCKS_PER_SPLIT
 from aqua_model.kernels import reference as ref, triton_decode as td
 
 GPU = torch.cuda.is_available() and td.HAS_TRITON
@@ -71,28 +72,40 @@ def test_tile_rows_is_the_largest_possible_union() -> None:
 def test_split_plan_covers_the_context_without_empty_splits() -> None:
     for N in (1, 63, 64, 65, 1000, 4096, 12345, 65536):
         for programs in (1, 64, 256, 4096):
-            cfg = td.DecodeConfig(block_n=64)
-            splits, chunk = td.plan_splits(
-                programs=programs, context=N, config=cfg, device=torch.device("cpu")
-            )
-            assert chunk % 64 == 0 and splits >= 1
-            assert (splits - 1) * chunk < N <= splits * chunk
-            # at least MIN_BLOCKS_PER_SPLIT blocks per split unless the context has fewer blocks
-            assert chunk // 64 >= min(td.MIN_BLOCKS_PER_SPLIT, -(-N // 64)) or splits == 1
+            for launches, min_blocks in ((1, FUSED_MIN_BLOCKS_PER_SPLIT), (3, MIN_BLOCKS_PER_SPLIT)):
+                cfg = td.DecodeConfig(block_n=64, launches=launches)
+                splits, chunk = td.plan_splits(
+                    programs=programs, context=N, config=cfg, device=torch.device("cpu")
+                )
+                assert chunk % 64 == 0 and splits >= 1
+                assert (splits - 1) * chunk < N <= splits * chunk
+                # at least min_blocks blocks per split unless the context has fewer blocks
+                assert chunk // 64 >= min(min_blocks, -(-N // 64)) or splits == 1
 
 
 def test_launch_rule_follows_the_tile_and_the_page() -> None:
-    # the rule read from validation/results/h200/decode_v2_tuning.jsonl (see choose_config)
-    assert td.choose_config(rows=96, value_dim=128) == td.DecodeConfig(block_n=64, num_warps=4, num_stages=4)
-    assert td.choose_config(rows=128, value_dim=128, page=128) == td.DecodeConfig(
-        block_n=64, num_warps=4, num_stages=4
+    # the three-launch path's rule, read from validation/results/h200/decode_v2_tuning.jsonl
+    def three(**kw):
+        return td.choose_config(launches=3, **kw)
+
+    want = td.DecodeConfig(block_n=64, num_warps=4, num_stages=4, launches=3)
+    assert three(rows=96, value_dim=128) == want
+    assert three(rows=128, value_dim=128, page=128) == want
+    assert three(rows=32, value_dim=128) == td.DecodeConfig(
+        block_n=128, num_warps=8, num_stages=3, launches=3
     )
-    assert td.choose_config(rows=32, value_dim=128) == td.DecodeConfig(block_n=128, num_warps=8, num_stages=3)
-    assert td.choose_config(rows=64, value_dim=128, page=128).block_n == 128
-    assert td.choose_config(rows=32, value_dim=128, page=64) == td.DecodeConfig(
-        block_n=64, num_warps=4, num_stages=3
+    assert three(rows=64, value_dim=128, page=128).block_n == 128
+    assert three(rows=32, value_dim=128, page=64) == td.DecodeConfig(
+        block_n=64, num_warps=4, num_stages=3, launches=3
     )
-    assert td.choose_config(rows=100, value_dim=64, page=32).block_n == 32  # a block never spans pages
+    assert three(rows=100, value_dim=64, page=32).block_n == 32  # a block never spans pages
+    # the one-launch kernel's (the default), read from decode_v3_tune_*.jsonl: FUSED_LAUNCH at any tile
+    block_n, warps, stages = FUSED_LAUNCH
+    for rows in (16, 32, 96, 128):
+        assert td.choose_config(rows=rows, value_dim=128) == td.DecodeConfig(
+            block_n=block_n, num_warps=warps, num_stages=stages, launches=1
+        )
+    assert td.choose_config(rows=32, value_dim=128, page=32).block_n == 32  # a block never spans pages
 
 
 def test_launch_spec_distinguishes_alignment() -> None:
@@ -402,3 +415,119 @@ def test_gpu_cuda_graph_replay_equals_eager() -> None:
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, eager)
+
+
+# ---------------------------------------------------------------- the one-launch kernel (issue 22)
+
+#: (B, hq, hkv, N, d, k_keep, selection, splits): every g in {1, 2, 3, 4, 7, 8}, d in {64, 128},
+#: k in {d/4, d/2, 3d/4, d}, one and several splits, N never a multiple of the block (16).
+ONE_LAUNCH_CASES = [
+    (1, 2, 2, 37, 64, 16, "per-head", 1),  # MHA, k = d/4
+    (2, 4, 2, 61, 64, 32, "group", 3),  # g = 2, k = d/2
+    (1, 6, 2, 45, 64, 48, "per-head", 2),  # g = 3, k = 3d/4
+    (1, 4, 1, 29, 64, 64, "group", 3),  # g = 4, k = d
+    (1, 7, 1, 53, 128, 32, "per-head", 3),  # g = 7, k = d/4
+    (1, 8, 1, 19, 128, 64, "group", 2),  # g = 8, k = d/2
+    (1, 16, 2, 41, 128, 96, "per-head", 1),  # g = 8, k = 3d/4
+    (1, 2, 1, 23, 128, 128, "group", 2),  # g = 2, k = d
+]
+
+
+@pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("B,hq,hkv,N,d,k_keep,selection,splits", ONE_LAUNCH_CASES)
+def test_interpreter_one_launch_matches_reference_and_resets_its_counters(
+    B, hq, hkv, N, d, k_keep, selection, splits
+) -> None:
+    q, kT, v = _inputs(17 + N, B=B, hq=hq, hkv=hkv, N=N, d=d)
+    cfg = td.DecodeConfig(block_n=16, num_splits=splits)
+    want = _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)
+    for call in range(2):  # the second call finds the counters the first one reset
+        out = torch.full((B, hq, d), float("nan"))
+        got = td.aqua_decode(
+            q, kT, v, k_keep=k_keep, selection=selection, out=out, config=cfg, poison_workspace=call == 0
+        )
+        assert not torch.isnan(got).any()
+        assert _rel(got, want) < FP32_TOL
+        la = td.last_launcher()
+        assert la.fused is not None and la.count.abs().sum().item() == 0
+    three = td.aqua_decode(q, kT, v, k_keep=k_keep, selection=selection, config=cfg, launches=3)
+    assert td.last_launcher().fused is None  # the three-launch path ran
+    assert _rel(three, want) < FP32_TOL
+
+
+@pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("selection", ["per-head", "group"])
+def test_interpreter_ties_keep_the_lower_index_as_the_reference_does(selection) -> None:
+    # |q^| ties at the threshold: 12 coordinates of magnitude 2 (signs mixed), k = 8 of them kept
+    B, hq, hkv, N, d, k_keep = 1, 4, 2, 40, 64, 8
+    q, kT, v = _inputs(23, B=B, hq=hq, hkv=hkv, N=N, d=d)
+    q = q.clamp(-1.0, 1.0)
+    q[..., 5:17] = 2.0
+    q[..., 9:13] = -2.0
+    want = _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)
+    idx = ref.top_indices(q.abs(), k_keep)
+    assert idx[0, 0].sort().values.tolist() == list(range(5, 13))  # the rule: lower index first
+    got = td.aqua_decode(
+        q, kT, v, k_keep=k_keep, selection=selection, config=td.DecodeConfig(block_n=16, num_splits=2)
+    )
+    assert _rel(got, want) < FP32_TOL
+
+
+def test_misaligned_dim_major_rows_warn_once_naming_the_stride_and_the_fix() -> None:
+    from aqua_model.kernels import PerformanceWarning
+
+    q, kT, v = _inputs(29, B=1, hq=2, hkv=1, N=50, d=16)  # contiguous K^T: row stride 50
+    td._WARNED_STRIDES.discard(50)
+    with pytest.warns(PerformanceWarning, match=r"stride of 50 elements.*AquaKVCache"):
+        td.aqua_decode(q, kT, v, k_keep=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)
+        td.aqua_decode(q, kT, v, k_keep=4)  # once per stride: no second warning
+        aligned = torch.zeros(1, 1, 16, 64)
+        aligned[..., :50] = kT
+        td.aqua_decode(q, aligned[..., :50], v, k_keep=4)  # a view of an aligned capacity: none
+
+
+def test_launches_must_be_a_known_path() -> None:
+    q, kT, v = _inputs(31, B=1, hq=2, hkv=1, N=32, d=16)
+    with pytest.raises(ValueError, match=r"launches must be one of \(1, 3\) or None, got 2"):
+        td.aqua_decode(q, kT, v, k_keep=4, launches=2)
+    with pytest.raises(ValueError, match=r"DecodeConfig.launches must be one of \(1, 3\), got 0"):
+        td.DecodeConfig(launches=0)
+
+
+@pytest.mark.skipif(not (INTERPRETER or GPU), reason="needs the Triton path")
+def test_given_indices_run_the_three_launch_path() -> None:
+    dev = "cuda" if GPU and not INTERPRETER else "cpu"
+    q, kT, v = _inputs(41, B=1, hq=4, hkv=2, N=40, d=16, device=dev)
+    td.aqua_decode(q, kT, v, k_keep=4, select_in="torch", config=td.DecodeConfig(block_n=16))
+    assert td.last_launcher().fused is None  # split_rule.GIVEN_LAUNCHES
+    with pytest.raises(ValueError, match="launches=1 does not take given indices"):
+        td.aqua_decode(q, kT, v, k_keep=4, select_in="torch", launches=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA and triton")
+@pytest.mark.parametrize("selection,hq,hkv", [("group", 32, 8), ("per-head", 32, 8), ("per-head", 8, 8)])
+def test_gpu_one_launch_equals_three_launches_and_survives_graph_replays(selection, hq, hkv) -> None:
+    B, N, d, k_keep = 2, 12000, 128, 32
+    q, kT, v = _inputs(37, B=B, hq=hq, hkv=hkv, N=N, d=d, dtype=torch.bfloat16, device="cuda")
+    want = _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)
+    three = td.aqua_decode(q, kT[..., :N], v, k_keep=k_keep, selection=selection, launches=3)
+    out = torch.full((B, hq, d), float("nan"), dtype=torch.bfloat16, device="cuda")
+    td.aqua_decode(q, kT, v, k_keep=k_keep, selection=selection, out=out)
+    la = td.last_launcher()
+    assert la.fused is not None and la.splits_for(N)[0] > 1  # the in-launch merge is exercised
+    assert _rel(out, want) < BF16_TOL and _rel(out, three) < BF16_TOL
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        td.aqua_decode(q, kT, v, k_keep=k_keep, selection=selection, out=out)
+    for _ in range(3):
+        q.normal_()
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert _rel(out, _aqua_ref(q, kT, v, k_keep=k_keep, selection=selection)) < BF16_TOL
+    assert la.count.abs().sum().item() == 0

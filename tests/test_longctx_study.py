@@ -248,7 +248,7 @@ def test_the_ci_form_runs_end_to_end_and_resumes(tmp_path):
     first_s = time.perf_counter() - t0
     rows_path = tmp_path / "longctx_rows_smollm2-135m-instruct.jsonl"
     rows = longctx.read_rows(rows_path)
-    n_cfg = len(study.configs(64)) + 1
+    n_cfg = len(study.configs(64, study.PEER_FRACTIONS)) + 1
     assert len(rows) == study.CI["windows"] * len(study.CI["contexts"]) * n_cfg
     run = json.loads((tmp_path / "longctx_run_smollm2-135m-instruct.json").read_text())
     assert run["deployment_check"]["max_abs_logit_difference"] < 1e-3

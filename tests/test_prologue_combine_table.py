@@ -113,7 +113,7 @@ def _profile(tmp_path: Path, *, table: bool) -> Path:
 def test_the_fused_plan_uses_the_table_for_its_prologue_and_combine(tmp_path):
     with_t, without = load(_profile(tmp_path, table=True)), load(_profile(tmp_path, table=False))
     assert with_t.terms.small_kernels is not None and without.terms.small_kernels is None
-    plan = build_plan("aqua-fused", selection="per-head")
+    plan = build_plan("aqua-fused-3launch", selection="per-head")
     # B=4, H_q=16, H_kv=4 (g=4), d=128: prologue units 16 -> (2+4) x 2 x 4 = 48 us; combine units
     # 64 -> 6 x 2 x 8 = 96 us
     sizes = Sizes(heads_q=16, heads_kv=4, d=128, context=4096, batch=4, k=32)
@@ -135,7 +135,7 @@ def test_the_fused_plan_uses_the_table_for_its_prologue_and_combine(tmp_path):
 
 def test_a_prologue_handed_its_indices_keeps_its_roofline(tmp_path):
     with_t, without = load(_profile(tmp_path, table=True)), load(_profile(tmp_path, table=False))
-    plan = build_plan("aqua-step-topk", selection="group")
+    plan = build_plan("aqua-step-topk", selection="group")  # given indices: the three-launch path
     sizes = Sizes(heads_q=16, heads_kv=4, d=128, context=4096, batch=4, k=32)
     a = {kt.name: float(kt.time_s) for kt in plan_time(plan, with_t, sizes)[1]}
     b = {kt.name: float(kt.time_s) for kt in plan_time(plan, without, sizes)[1]}

@@ -79,14 +79,14 @@ def test_split_fill_vanishes_at_zero_and_counts_programs_after_each_sms_first():
 
 def test_fill_adds_one_fill_per_program_after_each_sms_first(tmp_path):
     none, fill = _profile(tmp_path, 0.0), _profile(tmp_path, 1.5e-6)
-    # B=16, H_kv=4, N=65536: 128-token blocks (launch_rule(32)), 512 blocks; splits = min(ceil(1056 / 64)
-    # = 17, 128) = 17, chunk ceil(512 / 17) = 31 blocks -> ceil(512 / 31) = 17 splits: 64 x 17 = 1088 programs,
-    # ceil(1088 / 132) = 9 per SM, 8 after each SM's first
-    assert launch_rule(32)[0] == 128
-    progs = int(split_programs(batch=16, heads_kv=4, context=65536, rows=32, d=128, sm_count=SM))
-    assert progs == 64 * int(split_count(programs=64, context=65536, block_n=128, sm_count=SM)[0]) == 1088
-    base = _attention_s(none, context=65536, batch=16)
-    assert _attention_s(fill, context=65536, batch=16) == pytest.approx(base + 8 * 1.5e-6)
+    # the one-launch rule (issue 22): B=1024, H_kv=4, N=65536: 64-token blocks, 1024 blocks; splits =
+    # max(1, min(floor(1.5 * 132 / 4096) = 0, 512)) = 1: 4096 programs, ceil(4096 / 132) = 32 per SM,
+    # 31 after each SM's first
+    assert launch_rule(32)[0] == 64
+    progs = int(split_programs(batch=1024, heads_kv=4, context=65536, rows=32, d=128, sm_count=SM))
+    assert progs == 4096 * int(split_count(programs=4096, context=65536, block_n=64, sm_count=SM)[0]) == 4096
+    base = _attention_s(none, context=65536, batch=1024)
+    assert _attention_s(fill, context=65536, batch=1024) == pytest.approx(base + 31 * 1.5e-6)
     # the datasheet profile has no calibrated terms: unchanged by construction
     ds = load("h200-sxm")
     assert ds.terms.streams == ()
@@ -94,14 +94,14 @@ def test_fill_adds_one_fill_per_program_after_each_sms_first(tmp_path):
 
 def test_split_fill_grows_with_the_splits(tmp_path):
     fill, nofill = _profile(tmp_path, 1.5e-6), _profile(tmp_path, 0.0)
-    # the same N = 65536 (512 blocks of 128) over more KV units: B = 1, 16, 64 of 4 KV heads. Splits
-    # min(ceil(1056 / units), 128): 128 (512 programs, ceil(512 / 132) = 4 per SM), 17 (1088, 9),
-    # 5 (1280, 10): 3, 8 and 9 fills
+    # the same N = 65536 (1024 blocks of 64) over more KV units: B = 1, 64, 128 of 4 KV heads. Splits
+    # max(1, floor(1.5 * 132 / units)): 49 (chunk ceil(1024 / 49) = 21 blocks -> 49 splits, 196 programs,
+    # 2 per SM), 1 (256 programs, 2 per SM), 1 (512, 4 per SM): 1, 1 and 3 fills
     added = [
         _attention_s(fill, context=65536, batch=b) - _attention_s(nofill, context=65536, batch=b)
-        for b in (1, 16, 64)
+        for b in (1, 64, 128)
     ]
-    assert added == pytest.approx([3 * 1.5e-6, 8 * 1.5e-6, 9 * 1.5e-6])
+    assert added == pytest.approx([1 * 1.5e-6, 1 * 1.5e-6, 3 * 1.5e-6])
 
 
 def test_fit_recovers_a_known_synthetic_fill():

@@ -397,3 +397,276 @@ def test_plain_numbers_still_parse(capsys):
         capsys, "costs", "--d", "64", "--k", "16", "--context", "1024", "--softmax-flops", "5.0"
     )
     assert code == 0 and "d=64" in out
+
+
+# -- item 8: validate and figures accepted nonsense ---------------------------------------------------
+
+
+def test_validate_report_refuses_rows_of_an_unknown_plan(capsys, tmp_path):
+    import json
+
+    rows = [json.loads(line) for line in INSAMPLE.read_text().splitlines() if line.strip()]
+    first = next(r for r in rows if r.get("phase") == "decode")
+    first["case_id"] = first["case_id"].replace(f"decode/{first['plan']}/", "decode/foo/", 1)
+    first["plan"] = "foo"
+    bad = tmp_path / "foo.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(capsys, "validate", "report", str(bad), "--no-cases")
+    assert code == 2
+    one_line_error(err, "decode/foo", "unknown plan")
+    assert "decode/foo" not in out
+    code, _, err = cli(capsys, "validate", "report", str(INSAMPLE), "--no-cases", "--heldout", str(bad))
+    assert code == 2
+    one_line_error(err, "--heldout", "decode/foo")
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0"])
+@pytest.mark.parametrize("step", ["run", "calibrate"])
+def test_deadline_must_be_a_positive_number_of_seconds(capsys, tmp_path, step, value):
+    argv = ["validate", step, "--out", str(tmp_path / "out.x"), "--device", "cpu", f"--deadline-s={value}"]
+    if step == "run":
+        argv += ["--profile", str(H200 / "h200-calibrated.toml")]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    one_line_error(err, "--deadline-s", value)
+    assert not (tmp_path / "out.x").exists()
+
+
+@pytest.mark.parametrize("commit", ["notahash", "abc", "ABCDEF1", "g" * 40, "a" * 41])
+def test_model_commit_must_be_a_hash(capsys, tmp_path, commit):
+    out = tmp_path / "cases.jsonl"
+    code, _, err = cli(
+        capsys, "validate", "sample", "--seed", "1", "--n", "5", "--out", str(out), "--model-commit", commit
+    )
+    assert code == 2
+    one_line_error(err, "--model-commit", repr(commit))
+    assert not out.exists()
+    argv = [
+        "validate",
+        "run",
+        "--profile",
+        str(H200 / "h200-calibrated.toml"),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+    ]
+    code, _, err = cli(capsys, *argv, "--device", "cpu", "--model-commit", commit)
+    assert code == 2
+    one_line_error(err, "--model-commit")
+
+
+def test_model_commit_takes_a_short_or_full_hash(tmp_path):
+    from aqua_model.commands.validate_cmd import _check_commit
+
+    _check_commit("--model-commit", "359239a")
+    _check_commit("--model-commit", "359239a3e4" * 4)
+
+
+@pytest.mark.parametrize("argv", [["figures", "--out", ""], ["figures", "--out", " "]])
+def test_figures_out_empty_is_refused(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.chdir(tmp_path)  # where '' wrote before the fix
+    code, _, err = cli(capsys, *argv, "--only", "kv_memory")
+    assert code == 2
+    one_line_error(err, "--out", "must name a path")
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_profile_must_be_calibrated(capsys):
+    code, out, err = cli(capsys, "report", "--profile", "h200")
+    assert code == 2 and not out  # refused before any table is printed
+    one_line_error(err, "--profile", "calibrated", "datasheet")
+
+
+# -- item 9: validate sample --n is bounded -----------------------------------------------------------
+
+
+def test_sample_n_is_bounded_and_the_bound_is_in_the_help(capsys, tmp_path):
+    from aqua_model.cli import build_parser
+    from aqua_model.commands.validate_cmd import MAX_SAMPLE_CASES
+
+    out = tmp_path / "cases.jsonl"
+    code, _, err = cli(capsys, "validate", "sample", "--seed", "1", "--n", "100000000000", "--out", str(out))
+    assert code == 2
+    one_line_error(err, "--n", str(MAX_SAMPLE_CASES), "100000000000")
+    assert not out.exists()
+    sample = build_parser()._subparsers._group_actions[0].choices["validate"]
+    sample = sample._subparsers._group_actions[0].choices["sample"]
+    assert f"{MAX_SAMPLE_CASES:,}" in sample.format_help()
+
+
+# -- item 10: messages that named the wrong thing, or nothing ----------------------------------------
+
+
+def test_compare_at_a_short_context_takes_a_page_no_longer_than_it(capsys):
+    code, out, err = cli(capsys, "compare", "--context", "8")
+    assert code == 0, err
+    from aqua_model.simulator.comparison import default_settings
+
+    assert default_settings(d=128, context=8)["p"] == 8
+    assert default_settings(d=128, context=4096)["p"] == 16
+
+
+def test_prefill_beyond_the_model_names_prompt_and_context(capsys):
+    argv = [
+        "simulate",
+        "--model",
+        "llama-3.1-8b",
+        "--phase",
+        "prefill",
+        "--context",
+        "1",
+        "--prompt",
+        "131072",
+    ]
+    code, _, err = cli(capsys, *argv, "--k", "32")
+    assert code == 2
+    one_line_error(err, "131073", "prompt up to 131072", "context up to 1")
+
+
+def test_time_breakeven_says_decode_only():
+    from aqua_model import time_breakeven
+
+    with pytest.raises(ValueError, match="decode only"):
+        time_breakeven(gpu="h200", heads_q=8, heads_kv=8, d=128, k=32, phase="prefill")
+
+
+@pytest.mark.parametrize("path,fragment", [("/tmp", "is a folder"), ("/dev/null", "not a regular file")])
+def test_gpu_path_that_is_not_a_file_says_what_it_is(capsys, path, fragment):
+    code, _, err = cli(capsys, "simulate", "--gpu", path, *SHAPE, "--context", "4096", "--k", "32")
+    assert code == 2
+    one_line_error(err, path, fragment)
+
+
+def _huge_config(tmp_path, **change) -> Path:
+    import json
+
+    raw = json.loads((HF / "llama-3.2-3b.json").read_text())
+    raw.update(change)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(raw))
+    return folder
+
+
+def test_config_size_beyond_any_model_names_the_file_and_field(capsys, tmp_path):
+    folder = _huge_config(tmp_path, hidden_size=10**400)
+    for argv in (
+        ["models", "show", str(folder)],
+        ["simulate", "--model", str(folder), "--context", "64", "--k", "32"],
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2, err
+        line = one_line_error(err, "config.json", "'hidden_size'")
+        assert "--d" not in line and "OverflowError" not in line
+
+
+def test_derived_head_dim_beyond_the_cost_model_names_the_config(capsys, tmp_path):
+    folder = _huge_config(
+        tmp_path, hidden_size=2**39, num_attention_heads=1, num_key_value_heads=1, head_dim=None
+    )
+    code, _, err = cli(capsys, "simulate", "--model", str(folder), "--context", "64", "--k", "32")
+    assert code == 2
+    line = one_line_error(err, "config.json", "head_dim")
+    assert "--d" not in line
+
+
+def test_unwritable_output_is_refused_before_any_work(capsys):
+    code, _, err = cli(capsys, "validate", "sample", "--seed", "1", "--n", "5", "--out", "/proc/x/y.jsonl")
+    assert code == 2
+    one_line_error(err, "--out", "/proc/x/y.jsonl", "cannot be written")
+
+
+def test_calibrate_refuses_an_unwritable_output_before_benchmarking(capsys, monkeypatch):
+    import aqua_model.validate.microbench as mb
+
+    def boom(**_):
+        raise AssertionError("benchmarks ran before the output was checked")
+
+    monkeypatch.setattr(mb, "calibrate_profile", boom)
+    code, _, err = cli(
+        capsys, "validate", "calibrate", "--out", "/proc/x/p.toml", "--device", "cpu", "--quick"
+    )
+    assert code == 2
+    one_line_error(err, "--out", "cannot be written")
+
+
+@pytest.mark.parametrize("kind", ["toml", "cases", "results"])
+def test_binary_input_file_is_named(capsys, tmp_path, kind):
+    binary = tmp_path / ("x.toml" if kind == "toml" else "x.jsonl")
+    binary.write_bytes(b"\x00\x01\xff\xfe binary")
+    if kind == "toml":
+        argv = ["simulate", "--gpu", str(binary), *SHAPE, "--context", "64", "--k", "32"]
+    elif kind == "cases":
+        argv = ["validate", "run", "--profile", str(H200 / "h200-calibrated.toml"), "--cases", str(binary)]
+        argv += ["--out", str(tmp_path / "r.jsonl"), "--device", "cpu"]
+    else:
+        argv = ["validate", "report", str(binary)]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    one_line_error(err, str(binary), "UTF-8")
+
+
+def test_empty_results_file_is_refused(capsys, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = cli(capsys, "validate", "report", str(empty))
+    assert code == 2
+    one_line_error(err, "no result rows")
+
+
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (
+            lambda a, np: a.simulate(gpu=["h200"], heads_q=8, heads_kv=8, d=128, context=64, k=32),
+            "gpu must be",
+        ),
+        (
+            lambda a, np: a.predict(
+                plan="dense-fused",
+                phase="decode",
+                context=64,
+                batch=(8,),
+                heads_q=8,
+                heads_kv=8,
+                d=128,
+                k=32,
+                gpu="h200",
+            ),
+            "batch",
+        ),
+        (
+            lambda a, np: a.time_breakeven(gpu="h200", heads_q=8, heads_kv=8, d=128, k=np.array([16, 32])),
+            "k must be an integer",
+        ),
+        (lambda a, np: a.compare(d=128, context=4096, layouts=["x"]), "layouts must be a dict"),
+        (lambda a, np: a.compare(d=128, context=4096, methods="aqua"), "methods must be a non-empty list"),
+        (lambda a, np: a.compare(d=128, context=4096, layouts={"foo": "dim-major"}), "layouts names 'foo'"),
+    ],
+)
+def test_api_errors_name_the_argument(call, fragment):
+    import numpy as np
+
+    import aqua_model
+
+    with pytest.raises((ValueError, TypeError), match=fragment):
+        call(aqua_model, np)
+
+
+# -- item 11: lost output and unwritable figure files -----------------------------------------------
+
+
+def test_stdout_closed_at_start_is_reported(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when started with `>&-`
+    code, _, err = cli(capsys, "costs")
+    assert code == 1
+    one_line_error(err, "standard output is closed")
+
+
+def test_figures_refuse_an_output_file_that_is_a_folder(capsys, tmp_path):
+    (tmp_path / "kv_memory.png").mkdir()
+    code, _, err = cli(capsys, "figures", "--out", str(tmp_path), "--only", "kv_memory")
+    assert code == 2
+    one_line_error(err, "--out", "kv_memory.png", "is a folder")
+    assert not (tmp_path / "kv_memory.pdf").exists()  # refused before any figure is written

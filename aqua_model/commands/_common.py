@@ -4,11 +4,13 @@ options, JSON output, output-path checks, error messages that name the flags."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -117,9 +119,28 @@ def _first_existing(path: Path) -> Path:
     return Path(".")  # pragma: no cover - the root always exists
 
 
+def _check_not_empty(flag: str, path: str | os.PathLike[str]) -> None:
+    if not str(path).strip():  # Path("") is Path("."): the working directory, never what was meant
+        raise ValueError(f"{flag} must name a path, got {str(path)!r}")
+
+
+def _probe_folder(flag: str, path: str | os.PathLike[str], folder: Path) -> None:
+    """Create ``folder`` (and its parents) and write a scratch file in it, so that an output that
+    cannot be written is refused before any work (``os.access`` says yes to root, even on /proc)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc} ({str(folder)!r})"
+        ) from None
+
+
 def check_output_file(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as a file this command may write (its folders created if missing), or
-    ValueError naming ``flag``: it must not be a folder, and nothing above it may be a file."""
+    ValueError naming ``flag``: it must not be empty or a folder, and nothing above it may be a file."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file to write")
@@ -130,12 +151,16 @@ def check_output_file(flag: str, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{flag} {str(path)!r} cannot be written: folder {str(blocker)!r} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise ValueError(f"{flag} {str(path)!r} cannot be written: the file is not writable")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{flag} {str(path)!r} is not a regular file")
+    _probe_folder(flag, path, p.parent)
     return p
 
 
 def check_output_dir(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as a folder this command may write into (created if missing), or ValueError
-    naming ``flag``: it must not be a file, and nothing above it may be a file."""
+    naming ``flag``: it must not be empty or a file, and nothing above it may be a file."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a file; give a folder")
@@ -144,11 +169,13 @@ def check_output_dir(flag: str, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{flag} {str(path)!r} cannot be created: {str(blocker)!r} is a file, not a folder")
     if not os.access(blocker, os.W_OK):
         raise ValueError(f"{flag} {str(path)!r} cannot be written: folder {str(blocker)!r} is not writable")
+    _probe_folder(flag, path, p)
     return p
 
 
 def check_input_file(flag: str, path: str | os.PathLike[str]) -> Path:
     """``path`` as an existing, readable file, or ValueError naming ``flag``."""
+    _check_not_empty(flag, path)
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a folder; give the path of a file")
@@ -156,7 +183,23 @@ def check_input_file(flag: str, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{flag} {str(path)!r} does not exist")
     if not os.access(p, os.R_OK):
         raise ValueError(f"{flag} {str(path)!r} is not readable")
+    _check_utf8(flag, path, p)
     return p
+
+
+def _check_utf8(flag: str, path: str | os.PathLike[str], p: Path) -> None:
+    """Every input file of the commands is text (TOML, JSON, JSONL): a binary one is named here,
+    not later as a bare UnicodeDecodeError."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with p.open("rb") as fh:
+        try:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{flag} {str(path)!r} is not UTF-8 text (a binary file?): {exc.reason}"
+            ) from None
 
 
 # -- errors that name the flags ---------------------------------------------------------------------
@@ -197,8 +240,13 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     one line; a closed output pipe ends quietly."""
     args = parser.parse_args(argv)
     where = f"aqua-model {args.command}"
+    if sys.stdout is None:  # started with standard output closed (e.g. `>&-`): print() would drop it all
+        print(f"{where}: error: standard output is closed, so nothing could be printed", file=sys.stderr)
+        return EXIT_FAILURE
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full or failing output (e.g. /dev/full) is an error, not exit 0
+        return code
     except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0

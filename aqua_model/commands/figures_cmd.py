@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from .._datafiles import results_root
-from ._common import check_output_dir, set_run
+from ._common import check_output_dir, check_output_file, set_run
 
 README_NAME = "README.md"
 README_HEAD = """# Figures
@@ -32,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name, help="write every figure (PDF + PNG) from the model and the committed validation results"
     )
-    p.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     p.add_argument(
         "--results",
         "--root",
@@ -80,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     out = check_output_dir("--out", args.out)
+    # every file the figures write (<out>/<name>.pdf and .png, the README) must be writable first
+    targets = [f"{n}{ext}" for n in names for ext in (".pdf", ".png")] + (
+        [README_NAME] if args.only is None else []
+    )
+    for target in targets:
+        check_output_file("--out", out / target)
     root = results_root(
         args.results
     )  # every committed data file present, or an error naming the missing ones

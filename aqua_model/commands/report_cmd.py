@@ -46,9 +46,14 @@ def run(args: argparse.Namespace) -> int:
         is_path = args.profile.endswith(".toml") or "/" in args.profile
         calibrated = str(check_input_file("--profile", args.profile)) if is_path else args.profile
         try:
-            load_hardware(calibrated)
+            profile = load_hardware(calibrated)
         except ValueError as exc:
             raise ValueError(f"--profile {args.profile!r}: {exc}") from None
+        if profile.calibration is None:  # the datasheet table is printed already: it would come twice
+            raise ValueError(
+                f"--profile must be a calibrated profile (for the second table; the first is the h200 datasheet), "
+                f"got {args.profile!r} in mode {profile.mode!r}"
+            )
     else:
         calibrated = str(results_file(COMMITTED_PROFILE, args.results))
     print("FLOP break-even of AQUA vs dense attention (per query head, g = 1, default convention)")

@@ -15,6 +15,7 @@ Also runnable without the CLI registry: ``python -m aqua_model.commands.validate
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,40 @@ from ._common import check_input_file, check_output_file, integer, real, set_run
 
 #: Devices the suite runs on.
 DEVICES = ("cpu", "cuda")
+#: Most cases one held-out draw may hold. The held-out runs so far measured 111 to 402 cases, each
+#: a few GPU seconds; 10,000 is 25x the largest, hours of GPU time, and about 10 s of sampling
+#: (1 ms a case). Beyond it a typo (an extra digit or three) would run for days.
+MAX_SAMPLE_CASES = 10_000
+#: A git commit as --model-commit takes it: 7 to 40 lowercase hex digits (an abbreviated or full hash).
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
+
+
+def _check_commit(flag: str, value: str | None) -> None:
+    if value is not None and not _COMMIT.fullmatch(value):
+        raise ValueError(f"{flag} must be a git commit hash (7 to 40 hex digits 0-9a-f), got {value!r}")
+
+
+def _check_deadline(value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"--deadline-s must be > 0 seconds, got {value!r}")
+
+
+def _check_known_plans(rows: list, flag: str, path: str) -> None:
+    """Every row's phase/plan must be a plan of the model: an unknown one would be reported and
+    validated as if it were a plan."""
+    from aqua_model.plans import plan_names
+
+    known = {phase: plan_names(phase) for phase in ("decode", "prefill")}
+    unknown = sorted(
+        {
+            f"{r.get('phase')}/{r.get('plan')}"
+            for r in rows
+            if r.get("phase") not in known or r.get("plan") not in known[r["phase"]]
+        }
+    )
+    if unknown:
+        listed = ", ".join(f"{phase}/{plan}" for phase, plans in known.items() for plan in plans)
+        raise ValueError(f"{flag} {path}: rows of unknown plans {', '.join(unknown)}; known: {listed}")
 
 
 def _default_device() -> str:
@@ -71,7 +106,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         required=True,
         help="the seed (chosen after the freeze, by the rule in validation/README.md)",
     )
-    sm.add_argument("--n", type=integer, required=True, help="fewest cases to draw")
+    sm.add_argument(
+        "--n",
+        type=integer,
+        required=True,
+        help=f"fewest cases to draw, 1 to {MAX_SAMPLE_CASES:,} (the held-out runs drew 111 to 402)",
+    )
     sm.add_argument("--out", required=True, help="case file (JSONL, a meta line first)")
     sm.add_argument(
         "--model-commit",
@@ -241,6 +281,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from aqua_model.validate.microbench import calibrate_profile
 
     check_output_file("--out", args.out)
+    _check_deadline(args.deadline_s)
     if args.base is not None:
         from aqua_model.hardware import load
 
@@ -270,6 +311,8 @@ def run_cases_cmd(args: argparse.Namespace) -> int:
     from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS
 
     check_output_file("--out", args.out)
+    _check_deadline(args.deadline_s)
+    _check_commit("--model-commit", args.model_commit)
     device = args.device or _default_device()
     _check_device(device)
     calibrated = load(args.profile)
@@ -367,7 +410,10 @@ def run_report(args: argparse.Namespace) -> int:
             )
         skipped += [(path, r.line) for r in result.rejected]
         runs.append([current_names(row) for row in result.rows])
+        _check_known_plans(runs[-1], "results", path)
     rows = merge_runs(runs)
+    if not rows:
+        raise ValueError(f"results {' '.join(args.results)} hold no result rows: nothing to report")
     if args.repredict:
         rows = _repredicted(rows, args.repredict, args.out)
     rep = report_file(args.results[0], markdown=args.markdown, rows=rows)
@@ -405,7 +451,10 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
 
     for path in args.heldout:
         check_input_file("--heldout", path)
-    rows = merge_runs([read_rows(p, lenient=args.lenient) for p in args.heldout])
+    runs = [read_rows(p, lenient=args.lenient) for p in args.heldout]
+    for path, run_rows in zip(args.heldout, runs):
+        _check_known_plans(run_rows, "--heldout", path)
+    rows = merge_runs(runs)
     if not rows:
         raise ValueError(
             f"--heldout {' '.join(args.heldout)} holds no result rows: a target with no cases is not met, "
@@ -468,8 +517,12 @@ def run_sample(args: argparse.Namespace) -> int:
     check_output_file("--out", args.out)
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if not 1 <= args.n <= MAX_SAMPLE_CASES:
+        raise ValueError(
+            f"--n must be 1 to {MAX_SAMPLE_CASES} (cases of one held-out run; the runs so far drew 111 to 402), "
+            f"got {args.n}"
+        )
+    _check_commit("--model-commit", args.model_commit)
     meta = write_cases(
         seed=args.seed,
         n=args.n,

@@ -1,8 +1,10 @@
 """The launch geometry of the split-N decode kernels, without torch: how many programs they run.
 
-The Triton decode of :mod:`aqua_model.kernels.triton_decode` runs three kernels: a prologue with
-one program per (batch, KV head), the split-N pass with one program per (batch, KV head, split
-of N), and the combine with one program per (batch, query head). How many splits it cuts N into,
+The Triton decode of :mod:`aqua_model.kernels.triton_decode` is one launch by default
+(:data:`DEFAULT_LAUNCHES`): one program per (batch, KV head, split of N), each selecting its
+group's rows, the last split of each (batch, KV head) merging; its three-launch path runs a
+prologue with one program per (batch, KV head), the split-N pass with one program per (batch, KV
+head, split of N), and the combine with one program per (batch, query head). How many splits it cuts N into,
 and the row tile and token block each program streams, follow the rule written here; the
 simulator reads the same functions to place the programs against the GPU's SMs (occupancy and
 wave quantization of the split pass, :mod:`aqua_model.simulator.roofline`), so the rule has one
@@ -38,6 +40,27 @@ MIN_BLOCKS_PER_SPLIT = 4
 MIN_ROWS = 16
 #: Row tiles above this many rows stream the smaller token block (more rows, fewer tokens).
 WIDE_TILE_ROWS = 64
+#: Launches of aqua_decode's default call: 1 (selection, split-N pass and merge in one kernel);
+#: 3 (prologue, split pass, combine) is the path kept for comparison (``launches=3``).
+DEFAULT_LAUNCHES = 1
+LAUNCH_PATHS = (1, 3)
+#: Launches of a call handed its kept coordinates (``indices=`` or ``select_in="torch"``): the
+#: three-launch path, whose prologue takes them. The one-launch kernel's given-indices variant
+#: passes in Triton's interpreter but failed every given-indices GPU test on the H200
+#: (``validation/results/h200/decode_v3_gpu_tests.log``, issue 22 call c; cause not found), so
+#: it is not used.
+GIVEN_LAUNCHES = 3
+#: The one-launch kernel's rule, read off the H200 sweeps of issue 22
+#: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``):
+#: every program selects its group's rows itself (a sort of d values, a few microseconds), so
+#: the fastest split count keeps the programs to about one wave: FUSED_PROGRAMS_PER_SM programs
+#: per SM (B = 8, 32 / 8 heads, N = 16K, k = 96 per head: 3 splits 155 us, 16 splits 184 us;
+#: N = 2048, k = 64: 3 splits 36 us, 16 splits 62 us), blocks of 64 tokens, 4 warps, 3 stages
+#: (better than 128 / 8 warps at every swept shape), at least FUSED_MIN_BLOCKS_PER_SPLIT blocks
+#: per split (B = 1, N = 1024: 8 splits 16.8 us against 4 splits 17.9 us).
+FUSED_PROGRAMS_PER_SM = 1.5
+FUSED_MIN_BLOCKS_PER_SPLIT = 2
+FUSED_LAUNCH = (64, 4, 3)
 
 
 def row_parts(rows: int) -> tuple[int, int, int]:
@@ -68,9 +91,17 @@ def padded_tile_rows(rows: int, d: int) -> int:
     return min(sum(row_parts(rows)), d_pad)
 
 
-def launch_rule(rows: int, *, page: int | None = None) -> tuple[int, int, int]:
+def launch_rule(
+    rows: int, *, page: int | None = None, launches: int = DEFAULT_LAUNCHES
+) -> tuple[int, int, int]:
     """(block_n, num_warps, num_stages) of the split pass for a tile of ``rows`` key rows, with
-    keys unpaged (``page`` None) or paged in pages of ``page`` tokens."""
+    keys unpaged (``page`` None) or paged in pages of ``page`` tokens, for the one-launch kernel
+    (``launches`` 1: :data:`FUSED_LAUNCH`) or the three-launch path's split pass."""
+    if launches not in LAUNCH_PATHS:
+        raise ValueError(f"launches must be one of {LAUNCH_PATHS}, got {launches!r}")
+    if launches == 1:
+        block_n, warps, stages = FUSED_LAUNCH
+        return (block_n if page is None else min(block_n, page)), warps, stages
     if sum(row_parts(rows)) > WIDE_TILE_ROWS:
         return (64 if page is None else min(64, page)), 4, 4
     if page is None or page >= 128:
@@ -84,43 +115,71 @@ def split_count(
     context: Any,
     block_n: Any,
     sm_count: int,
-    programs_per_sm: int = PROGRAMS_PER_SM,
+    programs_per_sm: float | None = None,
     num_splits: int | None = None,
+    launches: int = DEFAULT_LAUNCHES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(num_splits, chunk tokens) of the split pass: N cut into chunks of whole blocks so that no
     split is empty. ``programs`` is B H_kv (one unit per batch element and KV head); with
     ``num_splits`` unset the count aims at ``programs_per_sm`` programs per SM, with at least
-    ``MIN_BLOCKS_PER_SPLIT`` blocks per split. Arrays broadcast."""
+    ``MIN_BLOCKS_PER_SPLIT`` blocks per split; the one-launch kernel (``launches`` 1) aims at
+    ``FUSED_PROGRAMS_PER_SM`` (rounded down, at least one split) with at least
+    ``FUSED_MIN_BLOCKS_PER_SPLIT`` blocks per split. Arrays broadcast."""
     bn = np.asarray(block_n, dtype=np.int64)
     ctx = np.asarray(context, dtype=np.int64)
     units = np.maximum(1, np.asarray(programs, dtype=np.int64))
     blocks = np.maximum(1, -(-ctx // bn))
     if num_splits is not None:
         want = np.full(np.broadcast(blocks, units).shape, int(num_splits), dtype=np.int64)
+    elif launches == 1:
+        pps = FUSED_PROGRAMS_PER_SM if programs_per_sm is None else programs_per_sm
+        want = np.minimum(
+            np.floor(pps * int(sm_count) / units).astype(np.int64), -(-blocks // FUSED_MIN_BLOCKS_PER_SPLIT)
+        )
     else:
-        want = np.minimum(-(-(programs_per_sm * int(sm_count)) // units), -(-blocks // MIN_BLOCKS_PER_SPLIT))
+        pps = PROGRAMS_PER_SM if programs_per_sm is None else programs_per_sm
+        want = np.minimum(
+            np.ceil(pps * int(sm_count) / units).astype(np.int64), -(-blocks // MIN_BLOCKS_PER_SPLIT)
+        )
     want = np.maximum(1, np.minimum(want, blocks))
     chunk = -(-blocks // want) * bn
     return -(-ctx // chunk), chunk
 
 
 def split_programs(
-    *, batch: Any, heads_kv: Any, context: Any, rows: Any, d: Any, sm_count: int, page: int | None = None
+    *,
+    batch: Any,
+    heads_kv: Any,
+    context: Any,
+    rows: Any,
+    d: Any,
+    sm_count: int,
+    page: int | None = None,
+    launches: int = DEFAULT_LAUNCHES,
 ) -> np.ndarray:
     """Programs of the split pass at these sizes (B H_kv units times their splits), by the rule
-    above; ``rows`` the tile rows (:func:`tile_rows`). Arrays broadcast."""
+    above for the one-launch kernel or the three-launch path (``launches``); ``rows`` the tile
+    rows (:func:`tile_rows`). Arrays broadcast."""
     b, h, n, r, dd = np.broadcast_arrays(
         *(np.asarray(x, dtype=np.int64) for x in (batch, heads_kv, context, rows, d))
     )
     units = b * h
     block_n = np.empty(b.shape, dtype=np.int64)
     for rr, dv in {(int(x), int(y)) for x, y in zip(r.reshape(-1), dd.reshape(-1))}:
-        block_n[(r == rr) & (dd == dv)] = launch_rule(padded_tile_rows(max(1, rr), dv), page=page)[0]
-    splits, _ = split_count(programs=units, context=n, block_n=block_n, sm_count=sm_count)
+        block_n[(r == rr) & (dd == dv)] = launch_rule(
+            padded_tile_rows(max(1, rr), dv), page=page, launches=launches
+        )[0]
+    splits, _ = split_count(programs=units, context=n, block_n=block_n, sm_count=sm_count, launches=launches)
     return units * splits
 
 
 __all__ = [
+    "DEFAULT_LAUNCHES",
+    "GIVEN_LAUNCHES",
+    "FUSED_LAUNCH",
+    "FUSED_MIN_BLOCKS_PER_SPLIT",
+    "FUSED_PROGRAMS_PER_SM",
+    "LAUNCH_PATHS",
     "MIN_BLOCKS_PER_SPLIT",
     "MIN_ROWS",
     "PROGRAMS_PER_SM",

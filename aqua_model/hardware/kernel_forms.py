@@ -2,18 +2,22 @@
 
 Every kernel whose timing key has a form in ``[calibration] forms`` takes its device time from
 
-    t = latency + (launches - 1) per_launch + (waves - 1) per_wave + max(F / (P eta_c), B / (W eta_m))
+    t = latency + (launches - 1) per_launch + (waves - 1) per_wave + max_q(F / (P eta_c), B / (W eta_m))
 
-with P the peak rate of the kernel's unit and dtype, W the datasheet bandwidth, waves =
+where max_q(a, b) = (a^q + b^q)^(1/q) (q = ``overlap_power``: large q is the roofline's max, q = 1
+no overlap of compute and memory at all), with P the peak rate of the kernel's unit and dtype, W the datasheet bandwidth, waves =
 ceil(programs / SMs) and
 
-    eta_m = eta_m_max * sat(x / half_bytes_per_sm) * (misaligned_factor if the key rows are misaligned)
-    eta_c = eta_c_max * d / (d + half_d)
+    eta_m = eta_m_max * sat(x / half_bytes_per_sm) * par(u) * (misaligned_factor if the key rows are misaligned)
+    eta_c = eta_c_max * d / (d + half_d) * y / (y + half_flops_per_sm) * par(u)
 
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
-x is the bytes each busy SM moves (B / min(programs, SMs)): smooth, monotone, saturating
-efficiencies in physical features (bytes per SM; the head dim d, which sets a tile's arithmetic
-intensity), and the misalignment flag a factor. The programs a kernel runs come from its form's named launch
+x is the bytes each busy SM moves (B / min(programs, SMs)), y the FLOPs it does (a fixed cost
+per tile amortised over its work), u = min(programs, SMs) / SMs the
+fraction of SMs the launch occupies and par(u) = (1 + h) u / (u + h) (h = ``half_sm_fraction``;
+par(1) = 1, h = 0 no effect): smooth, monotone, saturating efficiencies in physical features
+(bytes per SM, the SMs a launch fills, the head dim d, which sets a tile's arithmetic intensity),
+and the misalignment flag a factor. The programs a kernel runs come from its form's named launch
 geometry (:data:`GEOMETRIES`), evaluated by the simulator from the launch rule of
 :mod:`aqua_model.costs.split_rule`; the form names the rule, the simulator never tests a kernel's
 name.
@@ -40,8 +44,9 @@ import numpy as np
 
 #: Named launch geometries: how many programs a kernel runs. "device": as many as SMs (a library
 #: kernel whose grid the model does not know); "split-n": the split rule of
-#: :func:`aqua_model.costs.split_rule.split_programs`; "per-kv-head": B H_kv; "per-q-head": B H_q.
-GEOMETRIES: tuple[str, ...] = ("device", "split-n", "per-kv-head", "per-q-head")
+#: :func:`aqua_model.costs.split_rule.split_programs` for the default (one-launch) decode,
+#: "split-n-3launch" for its three-launch path; "per-kv-head": B H_kv; "per-q-head": B H_q.
+GEOMETRIES: tuple[str, ...] = ("device", "split-n", "split-n-3launch", "per-kv-head", "per-q-head")
 #: The form's parameters, in the order the fitting routine packs them.
 FORM_PARAMS: tuple[str, ...] = (
     "latency_s",
@@ -52,6 +57,9 @@ FORM_PARAMS: tuple[str, ...] = (
     "half_bytes_per_sm",
     "sat_power",
     "half_d",
+    "half_flops_per_sm",
+    "half_sm_fraction",
+    "overlap_power",
     "misaligned_factor",
 )
 #: The features whose fitted range a form records (and a prediction is checked against).
@@ -65,8 +73,11 @@ PARAM_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
         "eta_m_max": (1e-3, 1.0),
         "eta_c_max": (1e-3, 1.0),
         "half_bytes_per_sm": (0.0, 1e9),
-        "sat_power": (0.5, 8.0),
+        "sat_power": (0.25, 8.0),
         "half_d": (0.0, 1024.0),
+        "half_flops_per_sm": (0.0, 1e12),
+        "half_sm_fraction": (0.0, 100.0),
+        "overlap_power": (1.0, 64.0),
         "misaligned_factor": (1e-2, 1.0),
     }
 )
@@ -110,6 +121,9 @@ class KernelForm:
     half_bytes_per_sm: float
     sat_power: float
     half_d: float
+    half_flops_per_sm: float
+    half_sm_fraction: float
+    overlap_power: float
     misaligned_factor: float
     fit: FitRecord | None = None
 
@@ -188,16 +202,30 @@ def form_terms_s(
     safe_x = np.where(nbytes > 0, nbytes / busy_sms, 1.0)
     p = params["sat_power"]
     slow = (1.0 + (params["half_bytes_per_sm"] / safe_x) ** p) ** (1.0 / p)
-    memory_s = np.where(nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag), 0.0)
+    u = busy_sms / sm_count
+    hs = params["half_sm_fraction"]
+    par = (1.0 + hs) * u / (u + hs) if np.all(hs > 0) else np.ones(np.shape(u))
+    memory_s = np.where(
+        nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag * par), 0.0
+    )
     d = np.asarray(head_dim, dtype=float)
-    eta_c = params["eta_c_max"] * d / (d + params["half_d"])
-    compute_s = np.asarray(flops, dtype=float) / (peak_flops_per_s * eta_c)
+    eta_c = params["eta_c_max"] * d / (d + params["half_d"]) * par
+    flops = np.asarray(flops, dtype=float)
+    # F / (P eta_c y / (y + h_f)) with y = F / busy_sms is (F + h_f busy_sms) / (P eta_c); none without FLOPs
+    compute_s = np.where(
+        flops > 0, (flops + params["half_flops_per_sm"] * busy_sms) / (peak_flops_per_s * eta_c), 0.0
+    )
     fixed = (
         params["latency_s"]
         + (np.asarray(launches, dtype=float) - 1) * params["per_launch_s"]
         + (waves - 1) * params["per_wave_s"]
     )
-    return fixed + np.maximum(compute_s, memory_s), compute_s, memory_s
+    q = params["overlap_power"]
+    top = np.maximum(compute_s, memory_s)
+    low = np.minimum(compute_s, memory_s)
+    # (c^q + m^q)^(1/q) written as top (1 + (low / top)^q)^(1/q): no overflow at large q
+    ratio = np.where(top > 0, low / np.where(top > 0, top, 1.0), 0.0)
+    return fixed + top * (1.0 + ratio**q) ** (1.0 / q), compute_s, memory_s
 
 
 def _number(value: Any, name: str, where: str) -> float:

@@ -501,9 +501,18 @@ def load(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
     return _load_path(DATA_DIR / f"{key}.toml")
 
 
-@lru_cache(maxsize=1)
 def resolve_profile(gpu: str | os.PathLike[str] | HardwareProfile) -> HardwareProfile:
     """A profile object as given, or a device name / profile path for :func:`load`."""
+    if not isinstance(gpu, (str, os.PathLike, HardwareProfile)):  # before the cache, which hashes it
+        raise TypeError(
+            f"gpu must be a device name, a profile TOML path or a HardwareProfile, got {gpu!r:.60} of type "
+            f"{type(gpu).__name__}"
+        )
+    return _resolve_profile(gpu)
+
+
+@lru_cache(maxsize=1)
+def _resolve_profile(gpu: str | os.PathLike[str] | HardwareProfile) -> HardwareProfile:
     return gpu if isinstance(gpu, HardwareProfile) else load(gpu)
 
 

@@ -11,6 +11,7 @@ Submodules:
   (stage builders: each kernel of a plan as a callable).
 - :mod:`aqua_model.kernels.flop_counter`: matmul FLOPs of the reference counted by torch's own
   ``FlopCounterMode``, per cost-model component.
+- :mod:`aqua_model.kernels.performance`: :class:`PerformanceWarning`, the slow-path warning.
 - :mod:`aqua_model.kernels.triton_decode`: fused split-N AQUA and dense decode kernels, with a
   reference fallback where triton or CUDA is missing.
 """
@@ -25,6 +26,7 @@ from aqua_model.kernels.calibration import (
     load_calibration,
     save_calibration,
 )
+from aqua_model.kernels.performance import PerformanceWarning
 from aqua_model.kernels.reference import (
     ProjectedKVCache,
     aqua_attention,
@@ -34,6 +36,7 @@ from aqua_model.kernels.reference import (
 
 __all__ = [
     "Calibration",
+    "PerformanceWarning",
     "ProjectedKVCache",
     "aqua_attention",
     "aqua_attention_rotated",

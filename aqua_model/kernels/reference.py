@@ -113,6 +113,13 @@ def masked_attention(
     return torch.matmul(torch.softmax(scores, dim=-1), expand_kv(v, g))
 
 
+def top_indices(mag: torch.Tensor, k_keep: int) -> torch.Tensor:
+    """Indices of the k_keep largest entries along the last dim, largest first. Tie rule: among
+    equal values the lower index wins (a stable descending sort; torch.topk leaves ties to the
+    implementation). The Triton kernels select by the same rule."""
+    return torch.sort(mag, dim=-1, descending=True, stable=True).indices[..., :k_keep]
+
+
 def group_keep_mask(
     q_hat: torch.Tensor, *, k_keep: int, g: int, sum_dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -120,7 +127,7 @@ def group_keep_mask(
     the g heads of its KV group (the sum taken in ``sum_dtype``), the same for the g heads."""
     B, hq, T, d = q_hat.shape
     mag = q_hat.abs().to(sum_dtype).reshape(B, hq // g, g, T, d).sum(2).float()
-    idx = torch.topk(mag, k_keep, dim=-1).indices
+    idx = top_indices(mag, k_keep)
     keep = torch.zeros_like(mag, dtype=torch.bool).scatter_(-1, idx, True)
     return keep.repeat_interleave(g, dim=1)
 
@@ -192,7 +199,7 @@ def select_dims(q_hat: torch.Tensor, *, k_keep: int, selection: str, g: int) -> 
         B, hq, T, m = mag.shape
         mag = mag.reshape(B, hq // g, g, T, m).sum(dim=2, keepdim=True).expand(B, hq // g, g, T, m)
         mag = mag.reshape(B, hq, T, m)
-    return torch.topk(mag, k_keep, dim=-1, sorted=True).indices
+    return top_indices(mag, k_keep)
 
 
 def selected_scores(q_hat: torch.Tensor, k_hat_q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

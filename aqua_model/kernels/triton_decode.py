@@ -52,19 +52,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from typing import Any
 
 import torch
 
 from aqua_model._checks import check_choice, check_int
 from aqua_model.costs.split_rule import (
-    MIN_BLOCKS_PER_SPLIT,
+    DEFAULT_LAUNCHES,
+    GIVEN_LAUNCHES,
+    LAUNCH_PATHS,
     MIN_ROWS,
-    PROGRAMS_PER_SM,
     launch_rule,
     row_parts,
+    split_count,
 )
 from aqua_model.kernels import reference as ref
+from aqua_model.kernels.performance import PerformanceWarning
 
 try:  # triton is optional: the module imports and falls back without it
     import triton
@@ -104,6 +108,8 @@ SELECTIONS = ("per-head", "group")
 SELECT_WHERE = ("kernel", "prepass", "torch")
 #: The CUDA kernels one call launches, in order (what the ``aqua-fused`` plan lists).
 KERNELS = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
+#: The CUDA kernel the one-launch path runs (the default: what the ``aqua-fused`` plan lists).
+FUSED_KERNELS = ("_fused_kernel",)
 _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
 _MIN_ROWS = MIN_ROWS  # query rows per program: the smallest tensor-core tile
 #: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
@@ -118,7 +124,9 @@ class DecodeConfig:
 
     block_n: tokens per loop step; num_warps / num_stages: Triton's; programs_per_sm: the split
     count is chosen so that batch * H_kv * splits is about this many programs per SM (None: the
-    rule's default); num_splits: an explicit split count (overrides programs_per_sm).
+    rule's default); num_splits: an explicit split count (overrides programs_per_sm); launches: 1
+    for the one-launch kernel (``FUSED_KERNELS``), 3 for the prologue, split pass and combine
+    (``KERNELS``).
     """
 
     block_n: int = 64
@@ -126,6 +134,11 @@ class DecodeConfig:
     num_stages: int = 3
     programs_per_sm: int | None = None
     num_splits: int | None = None
+    launches: int = DEFAULT_LAUNCHES
+
+    def __post_init__(self) -> None:
+        if self.launches not in LAUNCH_PATHS:
+            raise ValueError(f"DecodeConfig.launches must be one of {LAUNCH_PATHS}, got {self.launches!r}")
 
 
 def triton_available(device: torch.device | None = None) -> bool:
@@ -156,7 +169,10 @@ if HAS_TRITON:
     @triton.jit
     def _topk_mask(mag, k_keep, D_PAD: tl.constexpr):
         """Mask of the k_keep largest entries of each row of ``mag`` [.., D_PAD] (ties: lower
-        index first; entries < 0 are padding and never among them when k_keep <= valid count)."""
+        index first, as :func:`aqua_model.kernels.reference.top_indices`; entries < 0 are padding
+        and never among them when k_keep <= valid count). The k-th largest value comes from a
+        sort of the row (a bisection on the float bits, 31 rounds of a row count, measured slower
+        on the H200: ``validation/results/h200/decode_v3_tune_bisect.jsonl``)."""
         srt = tl.sort(mag, dim=len(mag.shape) - 1)
         cols = tl.arange(0, D_PAD)
         thr = tl.sum(tl.where(cols == D_PAD - k_keep, srt, 0.0), axis=len(mag.shape) - 1)
@@ -166,6 +182,158 @@ if HAS_TRITON:
         need = k_keep - tl.sum(gt.to(tl.int32), axis=len(mag.shape) - 1)
         eq_rank = tl.cumsum(eq.to(tl.int32), axis=len(mag.shape) - 1)
         return gt | (eq & (eq_rank <= tl.expand_dims(need, len(mag.shape) - 1)))
+
+    @triton.jit
+    def _select_mask(
+        qh,
+        given_ptr,
+        b,
+        h,
+        G,
+        k_keep,
+        stride_gb,
+        stride_gh,
+        stride_gs,
+        D_PAD: tl.constexpr,
+        M_KEY: tl.constexpr,
+        ROWS: tl.constexpr,
+        SELECT: tl.constexpr,
+        GIVEN_PER_HEAD: tl.constexpr,
+    ):
+        """Kept coordinates of the group's g heads, a [ROWS, D_PAD] mask over q^ [ROWS, D_PAD]
+        (fp32): all stored ones, given indices, top-k of |q^| per head, or of its group sum."""
+        rows = tl.arange(0, ROWS)
+        dims = tl.arange(0, D_PAD)
+        head_ok = rows < G
+        key_ok = head_ok[:, None] & (dims < M_KEY)[None, :]
+        if SELECT == 0:  # all stored coordinates (the dense control)
+            sel = key_ok
+        elif SELECT == 1:  # given indices: [.., G, k] per head or [.., k] per group
+            sel = key_ok & (dims[None, :] < 0)  # all false, in the tile's shape
+            for s in range(0, k_keep):
+                if GIVEN_PER_HEAD:
+                    col = tl.load(
+                        given_ptr + b * stride_gb + (h * G + rows) * stride_gh + s * stride_gs,
+                        mask=head_ok,
+                        other=-1,
+                    )
+                else:
+                    col = tl.load(given_ptr + b * stride_gb + h * stride_gh + s * stride_gs + rows * 0)
+                sel = sel | (col[:, None] == dims[None, :])
+            sel = sel & key_ok
+        elif SELECT == 2:  # per head: top-k of |q^|
+            mag = tl.where(key_ok, tl.abs(qh), -1.0)
+            sel = _topk_mask(mag, k_keep, D_PAD) & key_ok
+        else:  # per group: top-k of the sum of |q^| over the g heads
+            # a running sum down the rows: the last row holds the group's sum of |q^|. Selecting
+            # on this 2-D tile and keeping the last row's mask compiles without local memory (a
+            # sort of the 1-D reduced vector does not)
+            gm = tl.cumsum(tl.where(key_ok, tl.abs(qh), 0.0), axis=0)
+            gm = tl.where((dims < M_KEY)[None, :], gm, -1.0)
+            last = _topk_mask(gm, k_keep, D_PAD) & (rows == ROWS - 1)[:, None]
+            sel = (tl.max(last.to(tl.int32), axis=0) > 0)[None, :] & key_ok
+        return sel
+
+    @triton.jit
+    def _group_queries(
+        q_ptr,
+        p_ptr,
+        given_ptr,
+        kn_ptr,
+        vn_ptr,
+        kc_ptr,
+        vc_ptr,
+        b,
+        h,
+        G,
+        k_keep,
+        pos,
+        write,
+        stride_qb,
+        stride_qh,
+        stride_ph,
+        stride_gb,
+        stride_gh,
+        stride_gs,
+        stride_knb,
+        stride_knh,
+        stride_vnb,
+        stride_vnh,
+        stride_kcb,
+        stride_kch,
+        stride_kct,
+        stride_kcd,
+        stride_vcb,
+        stride_vch,
+        stride_vcn,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        M_KEY: tl.constexpr,
+        ROWS: tl.constexpr,
+        DV: tl.constexpr,
+        PAGE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        SELECT: tl.constexpr,
+        APPEND: tl.constexpr,
+        GIVEN_PER_HEAD: tl.constexpr,
+    ):
+        """The group's g queries as a [ROWS, D_PAD] fp32 tile of q^ (rotated by P when ROTATE, then
+        rounded to q's dtype) and the mask of their kept coordinates (:func:`_select_mask`). With
+        APPEND the new key rides in row G, is rotated with the queries, and, where ``write``, k^
+        and the new value are stored at position ``pos`` of the cache."""
+        rows = tl.arange(0, ROWS)
+        dims = tl.arange(0, D_PAD)
+        head_ok = rows < G
+        dim_ok = dims < D
+        x = tl.load(
+            q_ptr + b * stride_qb + (h * G + rows)[:, None] * stride_qh + dims[None, :],
+            mask=head_ok[:, None] & dim_ok[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        if APPEND:  # the new key rides in row G of the tile and is rotated with the queries
+            kn = tl.load(kn_ptr + b * stride_knb + h * stride_knh + dims, mask=dim_ok, other=0.0).to(
+                tl.float32
+            )
+            x = tl.where((rows == G)[:, None], kn[None, :], x)
+        if ROTATE:
+            pm = tl.load(
+                p_ptr + h * stride_ph + dims[:, None] * D + dims[None, :],
+                mask=dim_ok[:, None] & dim_ok[None, :],
+                other=0.0,
+            )
+            x = tl.dot(x, pm, input_precision="tf32x3")
+        if APPEND:  # row G of the tile is k^: a store masked to that row writes its first m coordinates
+            kc = kc_ptr + b * stride_kcb + h * stride_kch + (pos // PAGE) * stride_kct + (pos % PAGE)
+            tl.store(
+                kc + rows[:, None] * 0 + dims[None, :] * stride_kcd,
+                x.to(kc_ptr.dtype.element_ty),
+                mask=(rows == G)[:, None] & (dims < M_KEY)[None, :] & write,
+            )
+            offs_dv = tl.arange(0, DV)
+            vn = tl.load(vn_ptr + b * stride_vnb + h * stride_vnh + offs_dv)
+            tl.store(
+                vc_ptr + b * stride_vcb + h * stride_vch + pos * stride_vcn + offs_dv,
+                vn.to(vc_ptr.dtype.element_ty),
+                mask=(offs_dv < DV) & write,
+            )
+        qh = x.to(q_ptr.dtype.element_ty).to(tl.float32)  # q^ at its storage precision
+        sel = _select_mask(
+            qh,
+            given_ptr,
+            b,
+            h,
+            G,
+            k_keep,
+            stride_gb,
+            stride_gh,
+            stride_gs,
+            D_PAD,
+            M_KEY,
+            ROWS,
+            SELECT,
+            GIVEN_PER_HEAD,
+        )
+        return qh, sel
 
     @triton.jit(do_not_specialize=["G", "heads_kv", "k_keep", "pos"])
     def _prologue_kernel(
@@ -215,68 +383,50 @@ if HAS_TRITON:
         pid = tl.program_id(0)  # b * heads_kv + h
         b = (pid // heads_kv).to(tl.int64)
         h = pid % heads_kv
+        qh, sel = _group_queries(
+            q_ptr,
+            p_ptr,
+            given_ptr,
+            kn_ptr,
+            vn_ptr,
+            kc_ptr,
+            vc_ptr,
+            b,
+            h,
+            G,
+            k_keep,
+            pos,
+            True,
+            stride_qb,
+            stride_qh,
+            stride_ph,
+            stride_gb,
+            stride_gh,
+            stride_gs,
+            stride_knb,
+            stride_knh,
+            stride_vnb,
+            stride_vnh,
+            stride_kcb,
+            stride_kch,
+            stride_kct,
+            stride_kcd,
+            stride_vcb,
+            stride_vch,
+            stride_vcn,
+            D,
+            D_PAD,
+            M_KEY,
+            ROWS,
+            DV,
+            PAGE,
+            ROTATE,
+            SELECT,
+            APPEND,
+            GIVEN_PER_HEAD,
+        )
         rows = tl.arange(0, ROWS)
         dims = tl.arange(0, D_PAD)
-        head_ok = rows < G
-        dim_ok = dims < D
-        x = tl.load(
-            q_ptr + b * stride_qb + (h * G + rows)[:, None] * stride_qh + dims[None, :],
-            mask=head_ok[:, None] & dim_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        if APPEND:  # the new key rides in row G of the tile and is rotated with the queries
-            kn = tl.load(kn_ptr + b * stride_knb + h * stride_knh + dims, mask=dim_ok, other=0.0).to(
-                tl.float32
-            )
-            x = tl.where((rows == G)[:, None], kn[None, :], x)
-        if ROTATE:
-            pm = tl.load(
-                p_ptr + h * stride_ph + dims[:, None] * D + dims[None, :],
-                mask=dim_ok[:, None] & dim_ok[None, :],
-                other=0.0,
-            )
-            x = tl.dot(x, pm, input_precision="tf32x3")
-        if APPEND:  # row G of the tile is k^: a store masked to that row writes its first m coordinates
-            kc = kc_ptr + b * stride_kcb + h * stride_kch + (pos // PAGE) * stride_kct + (pos % PAGE)
-            tl.store(
-                kc + rows[:, None] * 0 + dims[None, :] * stride_kcd,
-                x.to(kc_ptr.dtype.element_ty),
-                mask=(rows == G)[:, None] & (dims < M_KEY)[None, :],
-            )
-            offs_dv = tl.arange(0, DV)
-            vn = tl.load(vn_ptr + b * stride_vnb + h * stride_vnh + offs_dv)
-            tl.store(
-                vc_ptr + b * stride_vcb + h * stride_vch + pos * stride_vcn + offs_dv,
-                vn.to(vc_ptr.dtype.element_ty),
-            )
-        qh = x.to(q_ptr.dtype.element_ty).to(tl.float32)  # q^ at its storage precision
-        key_ok = head_ok[:, None] & (dims < M_KEY)[None, :]
-        if SELECT == 0:  # all stored coordinates (the dense control)
-            sel = key_ok
-        elif SELECT == 1:  # given indices: [.., G, k] per head or [.., k] per group
-            sel = key_ok & (dims[None, :] < 0)  # all false, in the tile's shape
-            for s in range(0, k_keep):
-                if GIVEN_PER_HEAD:
-                    col = tl.load(
-                        given_ptr + b * stride_gb + (h * G + rows) * stride_gh + s * stride_gs,
-                        mask=head_ok,
-                        other=-1,
-                    )
-                else:
-                    col = tl.load(given_ptr + b * stride_gb + h * stride_gh + s * stride_gs + rows * 0)
-                sel = sel | (col[:, None] == dims[None, :])
-            sel = sel & key_ok
-        elif SELECT == 2:  # per head: top-k of |q^|
-            mag = tl.where(key_ok, tl.abs(qh), -1.0)
-            sel = _topk_mask(mag, k_keep, D_PAD) & key_ok
-        else:  # per group: top-k of the sum of |q^| over the g heads
-            # a running sum down the rows: the last row holds the group's sum of |q^|. Selecting
-            # on this 2-D tile and keeping the last row's mask compiles without local memory (a
-            # sort of the 1-D reduced vector does not)
-            gm = tl.cumsum(tl.where(key_ok, tl.abs(qh), 0.0), axis=0)
-            gm = tl.where((dims < M_KEY)[None, :], gm, -1.0)
-            last = _topk_mask(gm, k_keep, D_PAD) & (rows == ROWS - 1)[:, None]
-            sel = (tl.max(last.to(tl.int32), axis=0) > 0)[None, :] & key_ok
         u = tl.max(sel.to(tl.int32), axis=0)  # [D_PAD]: the union of the group's rows
         cnt = tl.sum(u, axis=0)
         slot_of = tl.cumsum(u, axis=0) - 1  # ascending compaction: row j goes to slot slot_of[j]
@@ -383,59 +533,38 @@ if HAS_TRITON:
         acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
         return m_new, l_i, acc
 
-    @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "num_splits"])
-    def _split_kernel(
-        qs_ptr,
-        idx_ptr,
-        cnt_ptr,
-        k_ptr,
-        v_ptr,
-        part_acc_ptr,
-        part_ml_ptr,
+    @triton.jit
+    def _stream_chunk(
+        q0,
+        ro0,
+        ok0,
+        q1,
+        ro1,
+        ok1,
+        q2,
+        ro2,
+        ok2,
+        k_base,
+        v_base,
         N,
+        blk0,
         chunk_blocks,
-        G,
-        heads_kv,
-        num_splits,
-        scale_log2,
-        stride_kb,
-        stride_kh,
         stride_kt,
-        stride_kd,
         stride_kn,
-        stride_vb,
-        stride_vh,
         stride_vn,
+        scale_log2,
         ROWS: tl.constexpr,
-        R0: tl.constexpr,
         R1: tl.constexpr,
         R2: tl.constexpr,
         DV: tl.constexpr,
         BLOCK_N: tl.constexpr,
         PAGE: tl.constexpr,
     ):
-        pid = tl.program_id(0)  # b * heads_kv + h
-        pid_s = tl.program_id(1)  # split
-        b = (pid // heads_kv).to(tl.int64)  # 64-bit offsets: caches can exceed 2^31 elements
-        h = pid % heads_kv
-        R_TOT: tl.constexpr = R0 + R1 + R2
-        cnt = tl.load(cnt_ptr + pid)
-        k_base = k_ptr + b * stride_kb + h * stride_kh
-        q0, ro0, ok0 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, 0, R0, ROWS, R_TOT)
-        if R1 > 0:
-            q1, ro1, ok1 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0, R1, ROWS, R_TOT)
-        else:
-            q1, ro1, ok1 = q0, ro0, ok0
-        if R2 > 0:
-            q2, ro2, ok2 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0 + R1, R2, ROWS, R_TOT)
-        else:
-            q2, ro2, ok2 = q0, ro0, ok0
-        v_base = v_ptr + b * stride_vb + h * stride_vh
-
+        """Online softmax of the ROWS query rows over tokens [blk0, blk0 + chunk_blocks) blocks of
+        N: (running max, running sum, unnormalised output) in base 2."""
         m_i = tl.full([ROWS], float("-inf"), tl.float32)
         l_i = tl.zeros([ROWS], tl.float32)
         acc = tl.zeros([ROWS, DV], tl.float32)
-        blk0 = pid_s * chunk_blocks
         end = tl.minimum((blk0 + chunk_blocks) * BLOCK_N, N)
         blk_full = end // BLOCK_N
         for blk in range(blk0, blk_full):
@@ -496,7 +625,83 @@ if HAS_TRITON:
                 PAGE,
                 True,
             )
+        return m_i, l_i, acc
 
+    @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "num_splits"])
+    def _split_kernel(
+        qs_ptr,
+        idx_ptr,
+        cnt_ptr,
+        k_ptr,
+        v_ptr,
+        part_acc_ptr,
+        part_ml_ptr,
+        N,
+        chunk_blocks,
+        G,
+        heads_kv,
+        num_splits,
+        scale_log2,
+        stride_kb,
+        stride_kh,
+        stride_kt,
+        stride_kd,
+        stride_kn,
+        stride_vb,
+        stride_vh,
+        stride_vn,
+        ROWS: tl.constexpr,
+        R0: tl.constexpr,
+        R1: tl.constexpr,
+        R2: tl.constexpr,
+        DV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        PAGE: tl.constexpr,
+    ):
+        pid = tl.program_id(0)  # b * heads_kv + h
+        pid_s = tl.program_id(1)  # split
+        b = (pid // heads_kv).to(tl.int64)  # 64-bit offsets: caches can exceed 2^31 elements
+        h = pid % heads_kv
+        R_TOT: tl.constexpr = R0 + R1 + R2
+        cnt = tl.load(cnt_ptr + pid)
+        k_base = k_ptr + b * stride_kb + h * stride_kh
+        q0, ro0, ok0 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, 0, R0, ROWS, R_TOT)
+        if R1 > 0:
+            q1, ro1, ok1 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0, R1, ROWS, R_TOT)
+        else:
+            q1, ro1, ok1 = q0, ro0, ok0
+        if R2 > 0:
+            q2, ro2, ok2 = _load_part(qs_ptr, idx_ptr, pid, cnt, stride_kd, R0 + R1, R2, ROWS, R_TOT)
+        else:
+            q2, ro2, ok2 = q0, ro0, ok0
+        v_base = v_ptr + b * stride_vb + h * stride_vh
+
+        m_i, l_i, acc = _stream_chunk(
+            q0,
+            ro0,
+            ok0,
+            q1,
+            ro1,
+            ok1,
+            q2,
+            ro2,
+            ok2,
+            k_base,
+            v_base,
+            N,
+            pid_s * chunk_blocks,
+            chunk_blocks,
+            stride_kt,
+            stride_kn,
+            stride_vn,
+            scale_log2,
+            ROWS,
+            R1,
+            R2,
+            DV,
+            BLOCK_N,
+            PAGE,
+        )
         rows = tl.arange(0, ROWS)
         head_ok = rows < G
         head = pid * G + rows  # b * H_q + h * G + row
@@ -505,6 +710,220 @@ if HAS_TRITON:
         tl.store(part_acc_ptr + part[:, None] * DV + offs_dv[None, :], acc, mask=head_ok[:, None])
         tl.store(part_ml_ptr + part * 2, m_i, mask=head_ok)
         tl.store(part_ml_ptr + part * 2 + 1, l_i, mask=head_ok)
+
+    @triton.jit
+    def _gather_part(qm, u, slot_of, stride_kd, OFF: tl.constexpr, R: tl.constexpr, D_PAD: tl.constexpr):
+        """One part of the row tile, compacted in registers: q^ at slots [OFF, OFF + R) of the
+        union [ROWS, R] (a one-hot matmul: exact, one nonzero product per entry), the rows'
+        int32 offsets and their validity."""
+        dims = tl.arange(0, D_PAD)
+        slots = OFF + tl.arange(0, R)
+        hit = (u > 0)[:, None] & (slot_of[:, None] == slots[None, :])  # [D_PAD, R]: row j in slot r
+        idx = tl.sum(tl.where(hit, dims[:, None], 0), axis=0)
+        valid = tl.sum(hit.to(tl.int32), axis=0) > 0
+        q = tl.dot(qm, hit.to(qm.dtype))
+        return q, idx * stride_kd, valid
+
+    @triton.jit
+    def _merge_splits(
+        part_acc_ptr, part_ml_ptr, out_ptr, first_head, G, num_splits, DV: tl.constexpr, S_PAD: tl.constexpr
+    ):
+        """Log-sum-exp merge of the splits of heads first_head .. first_head + G - 1, each head's
+        splits loaded at once ([S_PAD, DV]); reads bypass L1 (.cg: written by other programs)."""
+        s = tl.arange(0, S_PAD)
+        s_ok = s < num_splits
+        offs_dv = tl.arange(0, DV)
+        for r in range(0, G):
+            head = first_head + r
+            part = head * num_splits + s
+            m = tl.load(part_ml_ptr + part * 2, mask=s_ok, other=float("-inf"), cache_modifier=".cg")
+            l = tl.load(part_ml_ptr + part * 2 + 1, mask=s_ok, other=0.0, cache_modifier=".cg")
+            acc = tl.load(
+                part_acc_ptr + part[:, None] * DV + offs_dv[None, :],
+                mask=s_ok[:, None],
+                other=0.0,
+                cache_modifier=".cg",
+            )
+            m_all = tl.max(m, axis=0)
+            w = tl.where(s_ok, tl.exp2(m - m_all), 0.0)
+            num = tl.sum(acc * w[:, None], axis=0)
+            den = tl.sum(l * w, axis=0)
+            tl.store(out_ptr + head * DV + offs_dv, (num / den).to(out_ptr.dtype.element_ty))
+
+    @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "k_keep", "pos", "num_splits"])
+    def _fused_kernel(
+        q_ptr,
+        p_ptr,
+        given_ptr,
+        kn_ptr,
+        vn_ptr,
+        k_ptr,
+        v_ptr,
+        part_acc_ptr,
+        part_ml_ptr,
+        count_ptr,
+        cnt_ptr,
+        out_ptr,
+        N,
+        chunk_blocks,
+        G,
+        heads_kv,
+        k_keep,
+        pos,
+        num_splits,
+        scale_log2,
+        stride_qb,
+        stride_qh,
+        stride_ph,
+        stride_gb,
+        stride_gh,
+        stride_gs,
+        stride_knb,
+        stride_knh,
+        stride_vnb,
+        stride_vnh,
+        stride_kb,
+        stride_kh,
+        stride_kt,
+        stride_kd,
+        stride_kn,
+        stride_vb,
+        stride_vh,
+        stride_vn,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        M_KEY: tl.constexpr,
+        ROWS: tl.constexpr,
+        R0: tl.constexpr,
+        R1: tl.constexpr,
+        R2: tl.constexpr,
+        DV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        PAGE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        SELECT: tl.constexpr,
+        APPEND: tl.constexpr,
+        GIVEN_PER_HEAD: tl.constexpr,
+        S_PAD: tl.constexpr,
+    ):
+        """The whole decode call in one launch, one program per (batch, KV head, split of N): each
+        program selects its group's kept rows itself (:func:`_group_queries`), compacts them in
+        registers (:func:`_gather_part`), streams its chunk (:func:`_stream_chunk`); one split
+        writes the output, several write partials and the last program of the (batch, KV head) to
+        finish (an acq_rel atomic counter, reset by that program) merges them (:func:`_merge_splits`).
+        S_PAD == 1 compiles the one-split variant."""
+        pid = tl.program_id(0)  # b * heads_kv + h
+        pid_s = tl.program_id(1)  # split
+        b = (pid // heads_kv).to(tl.int64)
+        h = pid % heads_kv
+        # the cache step: the program whose chunk holds the new token writes it, then streams it
+        write = pid_s == pos // (chunk_blocks * BLOCK_N)
+        qh, sel = _group_queries(
+            q_ptr,
+            p_ptr,
+            given_ptr,
+            kn_ptr,
+            vn_ptr,
+            k_ptr,
+            v_ptr,
+            b,
+            h,
+            G,
+            k_keep,
+            pos,
+            write,
+            stride_qb,
+            stride_qh,
+            stride_ph,
+            stride_gb,
+            stride_gh,
+            stride_gs,
+            stride_knb,
+            stride_knh,
+            stride_vnb,
+            stride_vnh,
+            stride_kb,
+            stride_kh,
+            stride_kt,
+            stride_kd,
+            stride_vb,
+            stride_vh,
+            stride_vn,
+            D,
+            D_PAD,
+            M_KEY,
+            ROWS,
+            DV,
+            PAGE,
+            ROTATE,
+            SELECT,
+            APPEND,
+            GIVEN_PER_HEAD,
+        )
+        if APPEND:  # the appended k^ and v are read back by this program's other threads
+            tl.debug_barrier()
+        u = tl.max(sel.to(tl.int32), axis=0)  # [D_PAD]: the union of the group's rows
+        slot_of = tl.cumsum(u, axis=0) - 1  # ascending compaction: row j goes to slot slot_of[j]
+        tl.store(cnt_ptr + pid, tl.sum(u, axis=0), mask=pid_s == 0)  # the union's size (diagnostic)
+        qm = tl.where(sel, qh, 0.0).to(q_ptr.dtype.element_ty)  # each head's q^ at its own rows
+        q0, ro0, ok0 = _gather_part(qm, u, slot_of, stride_kd, 0, R0, D_PAD)
+        if R1 > 0:
+            q1, ro1, ok1 = _gather_part(qm, u, slot_of, stride_kd, R0, R1, D_PAD)
+        else:
+            q1, ro1, ok1 = q0, ro0, ok0
+        if R2 > 0:
+            q2, ro2, ok2 = _gather_part(qm, u, slot_of, stride_kd, R0 + R1, R2, D_PAD)
+        else:
+            q2, ro2, ok2 = q0, ro0, ok0
+        k_base = k_ptr + b * stride_kb + h * stride_kh
+        v_base = v_ptr + b * stride_vb + h * stride_vh
+        m_i, l_i, acc = _stream_chunk(
+            q0,
+            ro0,
+            ok0,
+            q1,
+            ro1,
+            ok1,
+            q2,
+            ro2,
+            ok2,
+            k_base,
+            v_base,
+            N,
+            pid_s * chunk_blocks,
+            chunk_blocks,
+            stride_kt,
+            stride_kn,
+            stride_vn,
+            scale_log2,
+            ROWS,
+            R1,
+            R2,
+            DV,
+            BLOCK_N,
+            PAGE,
+        )
+        rows = tl.arange(0, ROWS)
+        head_ok = rows < G
+        head = pid * G + rows  # b * H_q + h * G + row
+        offs_dv = tl.arange(0, DV)
+        if S_PAD == 1:
+            o = acc / l_i[:, None]
+            tl.store(
+                out_ptr + head[:, None] * DV + offs_dv[None, :],
+                o.to(out_ptr.dtype.element_ty),
+                mask=head_ok[:, None],
+            )
+        else:
+            part = head * num_splits + pid_s
+            tl.store(part_acc_ptr + part[:, None] * DV + offs_dv[None, :], acc, mask=head_ok[:, None])
+            tl.store(part_ml_ptr + part * 2, m_i, mask=head_ok)
+            tl.store(part_ml_ptr + part * 2 + 1, l_i, mask=head_ok)
+            tl.debug_barrier()  # every thread's partials before the release below
+            done = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel")
+            if done == num_splits - 1:  # the last split of this (batch, KV head) to finish
+                _merge_splits(part_acc_ptr, part_ml_ptr, out_ptr, pid * G, G, num_splits, DV, S_PAD)
+                tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next call (and graph replays)
 
     @triton.jit(do_not_specialize=["num_splits"])
     def _combine_kernel(
@@ -546,26 +965,25 @@ def _sm_count(device: torch.device) -> int:
 def plan_splits(
     *, programs: int, context: int, config: DecodeConfig, device: torch.device
 ) -> tuple[int, int]:
-    """(num_splits, chunk): N cut into chunks of whole blocks so that no split is empty.
-
-    With ``config.num_splits`` unset, the count aims at ``programs_per_sm`` (default
-    ``PROGRAMS_PER_SM``) programs per SM over ``programs`` = batch * H_kv, with at least
-    ``MIN_BLOCKS_PER_SPLIT`` blocks per split."""
-    bn = config.block_n
-    blocks = max(1, math.ceil(context / bn))
-    if config.num_splits is not None:
-        want = config.num_splits
-    else:
-        pps = config.programs_per_sm or PROGRAMS_PER_SM
-        want = min(
-            math.ceil(pps * _sm_count(device) / max(1, programs)), math.ceil(blocks / MIN_BLOCKS_PER_SPLIT)
-        )
-    want = max(1, min(want, blocks))
-    chunk = math.ceil(blocks / want) * bn
-    return math.ceil(context / chunk), chunk
+    """(num_splits, chunk): N cut into chunks of whole blocks so that no split is empty, by the
+    rule of :func:`aqua_model.costs.split_rule.split_count` for ``config.launches`` (the
+    one-launch kernel or the three-launch path), over ``programs`` = batch * H_kv units;
+    ``config.num_splits`` or ``config.programs_per_sm`` override the rule's count."""
+    splits, chunk = split_count(
+        programs=max(1, programs),
+        context=max(1, context),
+        block_n=config.block_n,
+        sm_count=_sm_count(device),
+        programs_per_sm=config.programs_per_sm,
+        num_splits=config.num_splits,
+        launches=config.launches,
+    )
+    return int(splits), int(chunk)
 
 
-def choose_config(*, rows: int, value_dim: int, page: int | None = None) -> DecodeConfig:
+def choose_config(
+    *, rows: int, value_dim: int, page: int | None = None, launches: int = DEFAULT_LAUNCHES
+) -> DecodeConfig:
     """Launch parameters by rule (the split count is then set by :func:`plan_splits`).
 
     From the H200 sweep in ``validation/results/h200/decode_v2_tuning.jsonl`` (six shapes, seven
@@ -574,11 +992,12 @@ def choose_config(*, rows: int, value_dim: int, page: int | None = None) -> Deco
     3 stages; the union tile of 128 rows: 425 us); 64 rows or fewer as blocks of 128 tokens, 8
     warps, 3 stages (k = 32: 321 us; k = 64 at batch 32: 397 us), which needs pages of >= 128
     tokens (else blocks of 64, 4 warps, 3 stages). ``value_dim`` is accepted for rules that will
-    need it (both rules were measured at d_v = 128)."""
+    need it (both rules were measured at d_v = 128). The one-launch kernel (``launches`` 1, the
+    default) has its own rule (:data:`aqua_model.costs.split_rule.FUSED_LAUNCH`)."""
     check_int("rows", rows, minimum=1)
     check_int("value_dim", value_dim, minimum=1)
-    block_n, num_warps, num_stages = launch_rule(rows, page=page)
-    return DecodeConfig(block_n=block_n, num_warps=num_warps, num_stages=num_stages)
+    block_n, num_warps, num_stages = launch_rule(rows, page=page, launches=launches)
+    return DecodeConfig(block_n=block_n, num_warps=num_warps, num_stages=num_stages, launches=launches)
 
 
 # ---------------------------------------------------------------------------------------- launch
@@ -730,6 +1149,26 @@ class DecodeLauncher:
             dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages),
         )
         self._combine: dict[int, _Kernel] = {}
+        # the one-launch path: its compiled variants per padded split count (1: one split), the
+        # per-(batch, KV head) arrival counters (zero between calls: the last program resets them)
+        self.fused: dict[int, _Kernel] | None = {} if cfg.launches == 1 else None
+        self.count = torch.zeros(units, dtype=torch.int32, device=dev)
+        self._fused_consts = dict(
+            D=st.d,
+            D_PAD=d_pad,
+            M_KEY=st.m,
+            ROWS=self.rows,
+            R0=p0,
+            R1=p1,
+            R2=p2,
+            DV=st.dv,
+            BLOCK_N=cfg.block_n,
+            PAGE=st.page,
+            ROTATE=st.rotate,
+            SELECT=st.mode,
+            APPEND=st.append,
+            GIVEN_PER_HEAD=st.given_per_head,
+        )
         self._plans: dict[int, tuple[int, int]] = {}
         self._ws: tuple[torch.Tensor, torch.Tensor] | None = None
         self.units = units
@@ -812,6 +1251,64 @@ class DecodeLauncher:
         split = (skb, skh, skt, skd, skn, svb, svh, svn)
         return pro, split
 
+    def _run_fused(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        N: int,
+        scale: float,
+        out: torch.Tensor,
+        P: torch.Tensor | None,
+        given: torch.Tensor | None,
+        k_new: torch.Tensor | None,
+        v_new: torch.Tensor | None,
+        pos: int,
+        pro: tuple,
+        split: tuple,
+    ) -> torch.Tensor:
+        """Launch the one-launch kernel (``FUSED_KERNELS``) of :class:`DecodeLauncher`."""
+        splits, chunk_blocks = self._plans.get(N) or self.splits_for(N)
+        s_pad = 1 if splits == 1 else max(2, 1 << (splits - 1).bit_length())
+        kern = self.fused.get(s_pad)  # type: ignore[union-attr]
+        if kern is None:
+            kern = self.fused[s_pad] = _Kernel(  # type: ignore[index]
+                _fused_kernel, dict(self._fused_consts, S_PAD=s_pad), self._split_opts
+            )
+        if splits > 1:
+            ws = self._ws
+            if ws is None or ws[0].shape[0] < self.st.B * self.st.hq * splits:
+                ws = self._workspace(splits)
+            acc, ml = ws
+        else:
+            acc = ml = out
+        kern(
+            (self.units, splits, 1),
+            q,
+            q if P is None else P,
+            self.idx if given is None else given,
+            q if k_new is None else k_new,
+            q if v_new is None else v_new,
+            k,
+            v,
+            acc,
+            ml,
+            self.count,
+            self.cnt,
+            out,
+            N,
+            chunk_blocks,
+            pro[0],
+            pro[1],
+            pro[2],
+            pos,
+            splits,
+            scale * _LOG2E,
+            *pro[4:14],
+            *split,
+        )
+        return out
+
     def run(
         self,
         *,
@@ -838,6 +1335,8 @@ class DecodeLauncher:
                 q=q, k_strides=k_strides, v=v, P=P, given=given, k_new=k_new, v_new=v_new
             )
         pro, split = static
+        if self.fused is not None:
+            return self._run_fused(q, k, v, N, scale, out, P, given, k_new, v_new, pos, pro, split)
         self.prologue(
             (self.units, 1, 1),
             q,
@@ -1013,7 +1512,9 @@ def _dense_keys(k: torch.Tensor, N: int) -> torch.Tensor:
     return k.transpose(-1, -2)[:, :, :N]
 
 
-def _fast_key(q, k, v, P, indices, out, k_keep, selection, select_in, scale, config, length) -> tuple:
+def _fast_key(
+    q, k, v, P, indices, out, k_keep, selection, select_in, scale, config, length, launches
+) -> tuple:
     return (
         q.shape,
         q.stride(),
@@ -1039,6 +1540,7 @@ def _fast_key(q, k, v, P, indices, out, k_keep, selection, select_in, scale, con
         scale,
         config,
         length is None,
+        launches,
     )
 
 
@@ -1061,6 +1563,7 @@ def aqua_decode(
     config: DecodeConfig | None = None,
     out: torch.Tensor | None = None,
     length: int | None = None,
+    launches: int | None = None,
     poison_workspace: bool = False,
 ) -> torch.Tensor:
     """AQUA decode attention against a rotated dim-major key cache.
@@ -1079,7 +1582,13 @@ def aqua_decode(
     int32 [B, H_q, k_keep] ("per-head") or [B, H_kv, k_keep] ("group").
     scale defaults to 1/sqrt(d). Returns [B, H_q, d_v] (or [B, H_q, 1, d_v]) in q's dtype.
 
-    Launches ``KERNELS``. Repeated calls with the
+    launches: 1 (one kernel, ``FUSED_KERNELS``: each split program selects its group's rows, the
+    last split of each (batch, KV head) to finish merges behind an atomic counter) or 3 (the
+    prologue, split pass and combine, ``KERNELS``); None: ``config.launches``, by default
+    :data:`aqua_model.costs.split_rule.DEFAULT_LAUNCHES`; given indices (``indices`` or
+    ``select_in="torch"``) always run the three-launch path (:data:`~aqua_model.costs.split_rule.GIVEN_LAUNCHES`). Dim-major key rows whose stride is not
+    a multiple of 16 elements get a :class:`PerformanceWarning` (once per stride): every key load
+    is then a scalar load. Repeated calls with the
     same signature reuse cached launch parameters, workspaces and compiled kernels. CUDA graphs:
     call once eagerly (with the same shapes), then ``with torch.cuda.graph(g): aqua_decode(...)``
     with ``out=`` a static buffer; replays use the cached workspaces, so do not run two captured
@@ -1090,7 +1599,19 @@ def aqua_decode(
     if not poison_workspace:
         try:
             key = _fast_key(
-                q, k_dimmajor, v, P, indices, out, k_keep, selection, select_in, scale, config, length
+                q,
+                k_dimmajor,
+                v,
+                P,
+                indices,
+                out,
+                k_keep,
+                selection,
+                select_in,
+                scale,
+                config,
+                length,
+                launches,
             )
             hit = _FAST.get(key)
         except (AttributeError, TypeError):  # not tensors, or unhashable: the checks below say why
@@ -1120,6 +1641,7 @@ def aqua_decode(
     m = k_dimmajor.shape[-2]
     cap, k_strides, page = key_strides(k_dimmajor)
     N = _check_length(length, cap)
+    _warn_misaligned(k_dimmajor, page)
     if v.shape[1] != hkv or v.shape[2] < N:
         raise ValueError(f"v must be [B, H_kv={hkv}, N >= {N}, d_v], got {tuple(v.shape)}")
     if not 1 <= m <= d:
@@ -1130,6 +1652,8 @@ def aqua_decode(
     k_keep = check_int("k_keep", k_keep, minimum=1, maximum=m)
     selection = check_choice("selection", selection, SELECTIONS)
     select_in = check_choice("select_in", select_in, SELECT_WHERE)
+    if launches is not None and (type(launches) is not int or launches not in LAUNCH_PATHS):
+        raise ValueError(f"launches must be one of {LAUNCH_PATHS} or None, got {launches!r}")
     s = ref._scale(scale, d)
     if P is not None:
         P = ref._check_projection(P, heads_kv=hkv, d=d)
@@ -1179,15 +1703,24 @@ def aqua_decode(
     mode = _SEL_GROUP if selection == "group" else _SEL_HEAD
     if indices is not None or select_in == "torch":
         mode = _SEL_GIVEN
+        if launches == 1:
+            raise ValueError(
+                "launches=1 does not take given indices (indices= or select_in='torch'): they run the "
+                f"three-launch path (launches={GIVEN_LAUNCHES} or None)"
+            )
+        launches = GIVEN_LAUNCHES
     shared = selection == "group"
     if config is None:
         config = choose_config(
             rows=tile_rows(m=m, k_keep=k_keep, group=g, mode=mode, shared=shared),
             value_dim=dv,
             page=None if page == _NO_PAGE else page,
+            launches=DEFAULT_LAUNCHES if launches is None else launches,
         )
     elif page != _NO_PAGE and page % config.block_n:
         raise ValueError(f"config.block_n must divide the page of {page} tokens, got {config.block_n}")
+    if launches is not None:
+        config = dataclasses.replace(config, launches=launches)
     st = _Static(
         B=B,
         hq=hq,
@@ -1226,6 +1759,31 @@ def aqua_decode(
     return out3.unsqueeze(2) if four else out3
 
 
+#: Dim-major key row strides already warned about (:func:`_warn_misaligned`).
+_WARNED_STRIDES: set[int] = set()
+#: Triton's divisibility hint: a row stride that is a multiple of this many elements keeps the
+#: key loads vectorised (16-byte) and pipelined (cp.async).
+ROW_STRIDE_ALIGN = 16
+
+
+def _warn_misaligned(k: torch.Tensor, page: int) -> None:
+    """PerformanceWarning, once per stride, when dim-major key rows are not 16-element aligned."""
+    if page != _NO_PAGE or k.stride(-1) != 1 or k.shape[-2] < 2:
+        return  # paged pages are aligned; a token-major view has no row stride to align
+    stride = k.stride(-2)
+    if stride % ROW_STRIDE_ALIGN == 0 or stride in _WARNED_STRIDES:
+        return
+    _WARNED_STRIDES.add(stride)
+    warnings.warn(
+        f"aqua_decode: the dim-major key rows have a stride of {stride} elements, not a multiple of "
+        f"{ROW_STRIDE_ALIGN}: every key load becomes a scalar load (measured 0.38-0.76x of SDPA). "
+        f"Fix: keep the keys in a buffer whose capacity is a multiple of {ROW_STRIDE_ALIGN} tokens "
+        "and pass a [..., :N] view of it (as AquaKVCache allocates), or use AquaKVCache.",
+        PerformanceWarning,
+        stacklevel=3,
+    )
+
+
 def _torch_topk(q3: torch.Tensor, P: torch.Tensor | None, st: _Static) -> torch.Tensor:
     """Kept coordinates by torch.topk of |q^| (rotated in torch when P is given), int32."""
     qh = (
@@ -1236,6 +1794,8 @@ def _torch_topk(q3: torch.Tensor, P: torch.Tensor | None, st: _Static) -> torch.
     mag = qh[..., : st.m].abs().float()
     if st.mode == _SEL_GIVEN and not st.given_per_head:
         mag = mag.reshape(st.B, st.hkv, st.group, st.m).sum(2)
+    # torch.topk (two launches, what the aqua-step-topk plan counts); its order among exactly equal
+    # magnitudes is torch's (the Triton selection and the reference keep the lower index)
     return torch.topk(mag, st.k_keep, dim=-1).indices.to(torch.int32)
 
 

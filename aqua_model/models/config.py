@@ -56,7 +56,7 @@ from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.costs import memory
 from aqua_model.costs.dtypes import KV_DTYPES, STORAGE_DTYPES, dtype_bytes, kv_element_bytes
 from aqua_model.costs.numeric import evaluate
-from aqua_model.models.hf_config import read_hf_config
+from aqua_model.models.hf_config import MAX_MODEL_SIZE, check_head_dim, read_hf_config
 
 SCHEMA_VERSION = 1
 
@@ -404,8 +404,12 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
         entry = _entry(raw, field, where, unit=unit)
         value = entry["value"]
         minimum = 0 if field == "sliding_window" else 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
             raise ValueError(f"{where}: field {field!r} must be an integer >= {minimum}, got {value!r}")
+        if int(value) > MAX_MODEL_SIZE:
+            raise ValueError(
+                f"{where}: field {field!r} must be <= {MAX_MODEL_SIZE} (2**40), got {value!r:.40}"
+            )
         values[field] = int(value)
         sources[field] = entry["source"]
     for field in _BOOL_FIELDS:
@@ -422,6 +426,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
             )
         values[field] = entry["value"]
         sources[field] = entry["source"]
+    check_head_dim(values["head_dim"], f"{where}: field 'head_dim'")
 
     if values["heads"] % values["kv_heads"]:
         raise ValueError(

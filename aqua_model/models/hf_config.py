@@ -48,6 +48,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+#: Largest value a size field of a model config may take (2**40, about 1.1e12): real configs stay
+#: below 1e7 (vocabularies ~2.6e5, contexts ~1e7), and products of a few such fields then stay
+#: inside int64 and float64 (a parameter count of 1e400 overflowed the float division of its print).
+MAX_MODEL_SIZE = 1 << 40
+
 #: The file name a model folder holds its config in.
 CONFIG_NAME = "config.json"
 
@@ -210,8 +215,12 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         if field not in raw or raw[field] is None:
             raise ValueError(f"{where}: missing required field {field!r}")
         value = raw[field]
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
             raise ValueError(f"{where}: field {field!r} must be an integer >= {minimum}, got {value!r}")
+        if int(value) > MAX_MODEL_SIZE:
+            raise ValueError(
+                f"{where}: field {field!r} must be <= {MAX_MODEL_SIZE} (2**40), got {value!r:.40}"
+            )
         return int(value)
 
     values: dict[str, Any] = {}
@@ -255,6 +264,9 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     else:
         values["head_dim"] = integer("head_dim")
         sources["head_dim"] = src("head_dim", defaulted.get("head_dim", "head_dim"))
+
+    derived = "" if raw.get("head_dim") is not None else " (hidden_size / num_attention_heads)"
+    check_head_dim(values["head_dim"], f"{where}: head_dim{derived}")
 
     dtype_field = "torch_dtype" if "torch_dtype" in raw else "dtype"
     if raw.get(dtype_field) not in TORCH_DTYPES:
@@ -324,6 +336,15 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         sources=MappingProxyType(sources),
         **values,
     )
+
+
+def check_head_dim(head_dim: int, what: str) -> None:
+    """Raise naming ``what`` (the file and field) when a model's head dim is beyond what the cost
+    model evaluates (:data:`aqua_model.costs.flop_breakeven.MAX_SIZE`), rather than blaming --d later."""
+    from aqua_model.costs.flop_breakeven import MAX_SIZE
+
+    if head_dim > MAX_SIZE:
+        raise ValueError(f"{what} is {head_dim}; the cost model takes head dims up to {MAX_SIZE}")
 
 
 def hf_defaults(

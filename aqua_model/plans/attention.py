@@ -15,22 +15,26 @@ Decode plans (one new token per sequence against N cached keys):
                         key dims per query head), scores, softmax, value.
 * ``aqua-fused``        the package's default call ``aqua_decode(q_hat, k_hat_t, v, k_keep=k,
                         selection=...)``: q arrives rotated (P = None), keys are cached rotated
-                        and dim-major; a Triton prologue (selection, and the union of the group's
-                        kept rows with each head's q^ on them), the split-N pass reading those rows
-                        of K^T [d, N] once per KV group and all of V, and the log-sum-exp combine.
+                        and dim-major; ONE Triton launch: each split program selects its group's
+                        kept rows from q^, streams those rows of K^T [d, N] once per KV group and
+                        all of V, and the last split of each (batch, KV head) merges the partials.
                         Rotating q and the new key is NOT counted (folded into W_Q / W_K, exact
                         only without RoPE, or done by the caller): see ``aqua-step-topk``.
+* ``aqua-fused-3launch`` ``aqua_decode(..., launches=3)``: the three-launch path (a Triton
+                        selection prologue writing the union of the group's kept rows with each
+                        head's q^ on them, the split-N pass, the log-sum-exp combine).
 * ``aqua-token-major``  the same call over a transposed view of a token-major K^ [N, d]:
                         each kept channel costs whole memory sectors.
 * ``aqua-step-topk``    a decode step around the fused kernel, as the validation suite
                         measured it until issue 11 (then called ``aqua-fused``): rotate q and
                         the new key (torch.bmm), select with torch.topk (abs, group sum, topk),
-                        then the split-N kernel and its combine.
+                        then the three-launch path with those indices (given indices do not
+                        take the one-launch kernel: ``split_rule.GIVEN_LAUNCHES``).
 * ``aqua-step-topk-token-major``  the same step over a token-major K^ (then ``aqua-token-major``).
-* ``aqua-cache-step``   a whole decode step of ``AquaKVCache`` (``kv_cache.decode_step``): one
-                        Triton prologue rotates q and the new key by P, writes k^ (dim-major
-                        pages) and v into the cache and selects; then the split-N pass and the
-                        combine over the cache including the new token.
+* ``aqua-cache-step``   a whole decode step of ``AquaKVCache`` (``kv_cache.decode_step``) in one
+                        Triton launch: each split program rotates q by P and selects; the program
+                        whose chunk holds the new position also rotates the new key and writes k^
+                        (dim-major pages) and v into the cache before streaming its chunk.
 
 Launches are what the implementations launch (``tests/test_launch_counts.py`` checks them with
 torch.profiler on a GPU): torch SDPA's decode is cuDNN's flash kernel and its split-KV
@@ -40,8 +44,9 @@ the eager gather is two (the kept key rows, then q^'s kept dims); the step's sel
 ``aqua_decode(select_in="torch")`` adds a float copy and an int32 copy of the indices (6 with
 group selection, 5 per head), then the Triton prologue takes the given indices; the eager AQUA
 prefill's selection also fills and scatters a 0/1 keep mask (6) and its scores multiply q^ by
-that mask before the matmul (2). The Triton split-N call is three kernels: the prologue
-(``select``), the split pass (``attention``) and the log-sum-exp combine (``combine``). A
+that mask before the matmul (2). The Triton decode is one kernel (``attention``:
+``_fused_kernel``); its three-launch path is the prologue (``select``), the split pass
+(``attention``) and the log-sum-exp combine (``combine``). A
 calibrated profile replaces the roofline of torch.topk by its measured time for its rows and
 length, and may hold micro-benchmarked device times of the implementations' own kernels
 (``Kernel.stream``).
@@ -79,6 +84,7 @@ DECODE_PLANS = (
     "aqua-step-topk",
     "aqua-step-topk-token-major",
     "aqua-cache-step",
+    "aqua-fused-3launch",
 )
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", *prefill_fused.PLANS)
 #: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
@@ -93,6 +99,8 @@ LEGACY_PLAN_NAMES: dict[str, str] = {
 INDEX32_BYTES = 4
 #: CUDA kernel names of the Triton decode passes (aqua_model.kernels.triton_decode.KERNELS).
 TRITON_PROLOGUE, TRITON_SPLIT, TRITON_COMBINE = r"_prologue_kernel", r"_split_kernel", r"_combine_kernel"
+#: CUDA kernel name of the one-launch Triton decode (triton_decode.FUSED_KERNELS), the default.
+TRITON_FUSED = r"_fused_kernel"
 #: Launches of one torch.topk call over rows of d (gatherTopK, then bitonicSortKVInPlace).
 TORCH_TOPK_LAUNCHES = 2
 #: Launches of the eager selection: |q^| (abs), the sum over the group's heads, torch.topk.
@@ -106,6 +114,8 @@ PREFILL_TOPK_LAUNCHES = TOPK_LAUNCHES + 2
 #: Launches of the split-N fused decode: the split pass and the log-sum-exp combine (each a kernel
 #: of its own in the plans, ``attention`` and ``combine``).
 SPLIT_N_LAUNCHES = 2
+#: Launches of the one-launch Triton decode (selection, split-N pass and merge in one kernel).
+ONE_LAUNCH = 1
 
 # -- tensor sizes used by several kernels (elements x bytes per element) --------------------
 Q_HEADS = B * H_q  # query heads over the batch
@@ -208,6 +218,10 @@ IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
     ("decode", "aqua-eager"): (Implementation.of(_EAGER, "aqua_eager_decode"), "rotated-dim-major"),
     ("decode", "aqua-fused"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-dim-major"),
     ("decode", "aqua-token-major"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-token-major"),
+    ("decode", "aqua-fused-3launch"): (
+        Implementation.of(_TRITON, "aqua_decode", launches=3),
+        "rotated-dim-major",
+    ),
     ("decode", "aqua-step-topk"): (
         Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
         "rotated-dim-major",
@@ -236,24 +250,30 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     (
         "decode",
         "aqua-fused",
-    ): "AQUA attention as aqua_decode's default call: rotated q given, Triton selection pre-pass, "
-    "split-N pass over the kept rows of a dim-major K^T, combine; rotating q and the new key is "
-    "not counted",
+    ): "AQUA attention as aqua_decode's default call: rotated q given, one Triton launch (each split "
+    "program selects, streams the kept rows of a dim-major K^T and V; the last split merges); "
+    "rotating q and the new key is not counted",
     (
         "decode",
         "aqua-token-major",
     ): "aqua_decode's default call over a token-major K^ view: whole sectors per kept channel",
     (
         "decode",
+        "aqua-fused-3launch",
+    ): "aqua_decode(launches=3): the three-launch path (Triton selection prologue, split-N pass, "
+    "log-sum-exp combine) over a dim-major K^T; rotated q given",
+    (
+        "decode",
         "aqua-step-topk",
     ): "an AQUA decode step: rotate q and the new key (torch.bmm), torch.topk selection, then "
-    "the fused split-N kernel and combine (the validation suite's path until issue 11)",
+    "the three-launch Triton path with those indices (the validation suite's path until issue 11)",
     ("decode", "aqua-step-topk-token-major"): "the aqua-step-topk step over a token-major K^ view",
     (
         "decode",
         "aqua-cache-step",
-    ): "a whole AQUA decode step on AquaKVCache: one Triton prologue rotates q and the new key, "
-    "appends k^ and v to the cache and selects; split-N pass and combine over the cache",
+    ): "a whole AQUA decode step on AquaKVCache in one Triton launch: each split program rotates q "
+    "and selects, the program holding the new position rotates and appends k^ and v; split-N pass "
+    "and merge over the cache",
     ("prefill", "dense-fused"): "dense causal prefill, one fused kernel (torch SDPA), visible pairs only",
     (
         "prefill",
@@ -341,6 +361,30 @@ def _split_n(
     return [attention, combine]
 
 
+def _one_launch(
+    name: str, selection: str, flops: sp.Expr, kv_bytes: sp.Expr, extra_bytes: sp.Expr, pattern: str
+) -> Kernel:
+    """The one-launch Triton decode (``_fused_kernel``): every split program selects its group's
+    kept rows itself from q^ (the selection FLOPs are counted once per query head: the programs
+    of one group repeat the same few hundred compares), streams its chunk of K^'s kept rows and
+    V, and the last split of each (batch, KV head) to finish merges the partials. Bytes: K^'s
+    kept rows and V, q read and the output written (the fp32 partials of a several-split call,
+    B H_q splits (d + 2) values, stay in L2 and are not counted). Row stride: as
+    :func:`_split_n`."""
+    token_major = name.endswith("token-major")
+    return Kernel(
+        "attention",
+        flops,
+        kv_bytes + extra_bytes,
+        pattern,
+        op="attention",
+        launch_names=(TRITON_FUSED,),
+        stream="" if token_major else "triton-split",
+        tile_rows=split_tile_rows(selection),
+        row_stride=sp.Integer(0) if (token_major or name == "aqua-cache-step") else N,
+    )
+
+
 def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]:
     dense = flop_terms("dense", "decode", conv)
     aqua = flop_terms("aqua", "decode", conv)
@@ -375,10 +419,10 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         "aqua", layout=layout, selection=selection, pattern="random"
     )
     attention_flops = per_query_heads(aqua, "scores", "softmax", "value")
-    # per KV group, the kept rows (int32) and each head's q^ on them: written by the prologue,
-    # read back by the split pass
-    rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
-    if name in ("aqua-fused", "aqua-token-major", "aqua-cache-step"):
+    if name == "aqua-fused-3launch":
+        # the three-launch path: the prologue writes, per KV group, the kept rows (int32) and each
+        # head's q^ on them, read back by the split pass; then the combine
+        rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
         select = Kernel(
             "select",
             per_query_heads(aqua, "select"),
@@ -388,22 +432,19 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
             launch_names=(TRITON_PROLOGUE,),
             stream="triton-prologue",
         )
-        tail = _split_n(name, selection, attention_flops, kv_aqua, rows, pattern)
-        if name != "aqua-cache-step":
-            return [select, *tail]
-        # the step's prologue also rotates q (per query head) and the new key (per KV head) by P and
-        # writes k^ and v at the next position: P, the new key and value read, k^ and v written
+        return [select, *_split_n(name, selection, attention_flops, kv_aqua, rows, pattern)]
+    if name in ("aqua-fused", "aqua-token-major"):
+        # one launch: q^ read, the selection inside each program, the output written
+        flops = per_query_heads(aqua, "select") + attention_flops
+        return [_one_launch(name, selection, flops, kv_aqua, 2 * vectors_bytes("decode"), pattern)]
+    if name == "aqua-cache-step":
+        # the same launch also rotates q (per query head) and the new key (per KV head) by P, and
+        # the program whose chunk holds the new token writes k^ and v there: P, the new key and
+        # value read, k^ and v written
         new_kv = 2 * KV_HEADS * d * s
-        step = Kernel(
-            "prologue",
-            per_query_heads(aqua, "q_proj", "k_proj", "select"),
-            vectors_bytes("decode") + _projection_bytes() + 2 * new_kv + rows,
-            "contiguous",
-            unit="vector",
-            launch_names=(TRITON_PROLOGUE,),
-            stream="triton-prologue",
-        )
-        return [step, *tail]
+        flops = per_query_heads(aqua, "q_proj", "k_proj", "select") + attention_flops
+        extra = 2 * vectors_bytes("decode") + _projection_bytes() + 2 * new_kv
+        return [_one_launch(name, selection, flops, kv_aqua, extra, pattern)]
     if name == "aqua-eager":
         prologue = aqua_prologue("decode", aqua)
         # torch.gather reads the selected dims of each query head's KV group and writes a
@@ -426,8 +467,7 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         )
         return [*prologue, gather, scores, *_eager_tail("decode", dense)]
     # aqua-step-topk and its token-major variant: rotate (torch.bmm), select with torch.topk inside
-    # aqua_decode(select_in="torch"), then the Triton prologue with the given indices, the split
-    # pass and the combine
+    # aqua_decode(select_in="torch"), then the three-launch Triton path with the given indices
     # the selection's float copy of |q^| (written, then read by the sum: 2 x 4 bytes per element)
     # and the int32 copy of the indices it hands the prologue
     given_index_bytes = (KV_HEADS if selection == "group" else Q_HEADS) * k * INDEX32_BYTES
@@ -438,6 +478,10 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
         topk_extra_bytes=Q_HEADS * d * (2 * 4) + given_index_bytes,
         selection=selection,
     )
+    # given indices run the three-launch path (split_rule.GIVEN_LAUNCHES): the Triton prologue with
+    # those indices writes, per KV group, the kept rows (int32) and each head's q^ on them, read
+    # back by the split pass; then the combine
+    rows = KV_HEADS * memory.selected_dims(selection) * (INDEX32_BYTES + (H_q / H_kv) * s)
     given = Kernel(
         "select",
         sp.Integer(0),

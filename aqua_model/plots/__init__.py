@@ -38,7 +38,11 @@ FIGURES: dict[str, FigureEntry] = {}
 
 #: Modules that register figures; missing optional ones are skipped.
 CORE_MODULES: tuple[str, ...] = ("aqua_model.plots.catalog",)
-PLUGIN_MODULES: list[str] = ["aqua_model.plots.peers_chart", "aqua_model.plots.decoder_frontier"]
+PLUGIN_MODULES: list[str] = [
+    "aqua_model.plots.peers_chart",
+    "aqua_model.plots.decoder_frontier",
+    "aqua_model.plots.longctx_frontier",
+]
 
 
 def register(name: str, shows: str, data: str) -> Callable[[FigureBuilder], FigureBuilder]:

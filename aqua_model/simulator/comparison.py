@@ -108,12 +108,12 @@ class Comparison:
 
 
 def default_settings(*, d: int, context: int) -> dict[str, int]:
-    """Matched defaults: r = d/8, k_t = b = N/16, p = 16, w = b/2, AQUA k = 3d/4 (each >= 1)."""
+    """Matched defaults: r = d/8, k_t = b = N/16, p = min(16, N), w = b/2, AQUA k = 3d/4 (each >= 1)."""
     tokens = max(1, int(context * DEFAULT_TOKENS_FRACTION))
     return {
         "r": max(1, int(d * DEFAULT_DIMS_FRACTION)),
         "k_t": tokens,
-        "p": DEFAULT_PAGE_TOKENS,
+        "p": min(DEFAULT_PAGE_TOKENS, max(1, context)),  # a page no longer than the context
         "b": tokens,
         "w": int(tokens * DEFAULT_WINDOW_FRACTION),
         "k": max(1, int(d * DEFAULT_AQUA_FRACTION)),
@@ -162,8 +162,22 @@ def compare(
     """
     check_choice("baseline", baseline, BASELINES)
     check_choice("selection", selection, GQA_SELECTIONS)
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, (list, tuple)) or not methods:
+        raise TypeError(
+            f"methods must be a non-empty list or tuple of method names, e.g. ('aqua',), got {methods!r:.60}"
+        )
     for method in methods:
         peers.check_method(method)
+    if layouts is not None:
+        if not isinstance(layouts, dict):
+            raise TypeError(
+                f"layouts must be a dict of method -> layout, e.g. {{'aqua': 'dim-major'}}, got {layouts!r:.60}"
+            )
+        for method in layouts:
+            if method not in methods:
+                raise ValueError(
+                    f"layouts names {method!r}, which is not one of the methods compared ({', '.join(methods)})"
+                )
     profile = resolve_profile(gpu)
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     n_ctx = check_int("context", context, minimum=1)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes
-from ..costs.split_rule import split_programs
+from ..costs.split_rule import DEFAULT_LAUNCHES, split_programs
 from ..hardware import HardwareProfile
 from ..hardware.calibrated_terms import split_fill_s
 from ..hardware.kernel_forms import GEOMETRIES, KernelForm
@@ -105,8 +105,14 @@ def roofline_terms_s(
 
 def timing_key(kernel: Kernel) -> str:
     """The key a profile's fitted form is looked up by: the implementation kernel a plan names
-    (``Kernel.stream``), else ``<unit>-<pattern>`` (a generic kernel of that access pattern)."""
-    return kernel.stream or f"{kernel.unit}-{kernel.pattern}"
+    (``Kernel.stream``), with the CUDA kernel it launches when it declares exactly one
+    (``"triton-split:_fused_kernel"``: one stream may name different CUDA kernels in different
+    plans), else ``<unit>-<pattern>`` (a generic kernel of that access pattern)."""
+    if not kernel.stream:
+        return f"{kernel.unit}-{kernel.pattern}"
+    if len(kernel.launch_names) == 1:
+        return f"{kernel.stream}:{kernel.launch_names[0]}"
+    return kernel.stream
 
 
 def misaligned(kernel: Kernel, values: dict[str, Any]) -> np.ndarray:
@@ -121,10 +127,11 @@ def misaligned(kernel: Kernel, values: dict[str, Any]) -> np.ndarray:
 def programs_of(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
     """Programs a kernel runs under the named launch geometry
     (:data:`aqua_model.hardware.kernel_forms.GEOMETRIES`): "split-n" the split rule of
-    :mod:`aqua_model.costs.split_rule` at the kernel's tile rows (keys aligned by construction,
-    ``row_stride`` 0, are paged in pages of ``CACHE_PAGE_TOKENS``, which the rule's token block must
-    divide); "per-kv-head" B H_kv; "per-q-head" B H_q; "device" one per SM."""
-    if geometry == "split-n":
+    :mod:`aqua_model.costs.split_rule` for the default (one-launch) decode, "split-n-3launch" for
+    its three-launch path's split pass, at the kernel's tile rows (keys aligned by construction,
+    ``row_stride`` 0, are paged in pages of ``CACHE_PAGE_TOKENS``, which the rule's token block
+    must divide); "per-kv-head" B H_kv; "per-q-head" B H_q; "device" one per SM."""
+    if geometry in ("split-n", "split-n-3launch"):
         rows = np.rint(evaluate(kernel.tile_rows, values)).astype(np.int64)
         page = CACHE_PAGE_TOKENS if kernel.row_stride == 0 else None
         return split_programs(
@@ -135,6 +142,7 @@ def programs_of(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count:
             d=values["d"],
             sm_count=sm_count,
             page=page,
+            launches=3 if geometry == "split-n-3launch" else DEFAULT_LAUNCHES,
         ).astype(float)
     if geometry == "per-kv-head":
         return np.asarray(values["B"], dtype=float) * np.asarray(values["H_kv"], dtype=float)

@@ -53,6 +53,13 @@ class PlanResult:
     #: "model-only at d=...: <why>" when the plan's implementation cannot run the shape, else "".
     limit: str = ""
 
+    @property
+    def extrapolation(self) -> str:
+        """ "extrapolates: <kernel> (<features>), ..." where a kernel's fitted form was evaluated
+        outside the range it was fitted on (:mod:`aqua_model.hardware.kernel_forms`), else ""."""
+        parts = [f"{kt.name} ({', '.join(kt.extrapolates)})" for kt in self.kernels if kt.extrapolates]
+        return f"extrapolates: {', '.join(parts)} outside the fitted range" if parts else ""
+
     def table(self) -> list[dict[str, Any]]:
         """Per-kernel rows (scalars where the sweep is a single point). ``time_s`` is the
         kernel launched alone; ``share_s`` what it adds to the plan (its launch overhead
@@ -135,9 +142,12 @@ class Simulation:
     @property
     def statuses(self) -> dict[str, str]:
         """Per plan of the two, "model-only at d=...: <why>" where its implementation cannot run
-        the shape, and/or "unvalidated: <reason>" (:mod:`aqua_model.simulator.plan_status`), or ""."""
+        the shape, "extrapolates: ..." where a fitted form left its range, and/or "unvalidated:
+        <reason>" (:mod:`aqua_model.simulator.plan_status`), or ""."""
         return {
-            res.plan: "; ".join(t for t in (res.limit, plan_status(self.phase, res.plan)) if t)
+            res.plan: "; ".join(
+                t for t in (res.limit, res.extrapolation, plan_status(self.phase, res.plan)) if t
+            )
             for res in (self.dense, self.aqua)
         }
 
@@ -208,8 +218,12 @@ def sizes_of(shape: Shape, *, phase: str, context: Any, batch: Any, k: Any, prom
         shape.max_context is not None
         and int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a))) > shape.max_context
     ):
+        worst = int(ctx.max()) + (0 if prompt_a is None else int(np.max(prompt_a)))
         raise ValueError(
             f"context {int(ctx.max())} exceeds the maximum context of {shape.name} ({shape.max_context} tokens)"
+            if prompt_a is None
+            else f"prompt + context = {worst} tokens (prompt up to {int(np.max(prompt_a))}, context up to "
+            f"{int(ctx.max())}) exceeds the maximum context of {shape.name} ({shape.max_context} tokens)"
         )
     if shape.sliding_window > 0:  # a sliding-window model attends to at most the window
         ctx = np.minimum(ctx, shape.sliding_window)
@@ -363,7 +377,12 @@ def predict(
     and, in ``kernels``, each kernel's time alone and its share of the total. Raises when one
     layer's KV cache alone exceeds the device memory."""
     prof = resolve_profile(gpu)
+    check_choice("phase", phase, PHASES)
     check_choice("plan", plan, plan_names(phase))
+    for name, value in (("context", context), ("batch", batch), ("k", k)):  # one shape: scalars only
+        check_int(name, value, minimum=0 if name == "context" else 1)
+    if prompt is not None:
+        check_int("prompt", prompt, minimum=1)
     shape = resolve_shape(None, heads_q=heads_q, heads_kv=heads_kv, d=d, dtype=dtype)
     sizes = sizes_of(shape, phase=phase, context=context, batch=batch, k=k, prompt=prompt)
     check_fits_memory(shape, prof, sizes)  # one layer's KV cache must fit the device, as in simulate
@@ -371,7 +390,7 @@ def predict(
     total = float(result.time_s)
     bounds = time_bounds(prof, phase, plan, total)
     low, high = (None, None) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    status = "; ".join(t for t in (result.limit, plan_status(phase, plan)) if t)
+    status = "; ".join(t for t in (result.limit, result.extrapolation, plan_status(phase, plan)) if t)
     return Prediction(plan, prof.mode, total, result.table(), low, high, status)
 
 
@@ -384,6 +403,13 @@ def time_breakeven(*, limit: int = BREAKEVEN_SEARCH_LIMIT, **kwargs: Any) -> int
     """
     if "context" in kwargs:
         raise ValueError("time_breakeven searches the context itself; do not pass context")
+    if kwargs.get("phase", "decode") != "decode":
+        raise ValueError(
+            f"time_breakeven is decode only (the context of a decode step); got phase={kwargs['phase']!r}"
+        )
+    for name in ("k", "batch"):  # the search sweeps the context: every other size is one number
+        if name in kwargs:
+            check_int(name, kwargs[name], minimum=1)
     if "gpu" not in kwargs:
         raise TypeError(
             "time_breakeven needs gpu= (a device name, profile path or HardwareProfile), as simulate does"

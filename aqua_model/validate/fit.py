@@ -46,11 +46,14 @@ FIT_PLANS: tuple[tuple[str, str], ...] = (
 )
 #: Launch geometry of each timing key (data, the one place a key's grid rule is named): the
 #: split pass follows the split rule; the split-N prologue runs one program per (batch, KV head),
-#: the combine one per (batch, query head); library kernels (SDPA) and generic kernels "device".
+#: the combine one per (batch, query head); library kernels (SDPA: cuDNN's split-KV grid is not
+#: known; placing it per (batch, KV head) fitted the 2026-12-01 rows worse, 6.3% against 4.3%
+#: median) and generic kernels "device".
 GEOMETRY_OF: dict[str, str] = {
-    "triton-split": "split-n",
-    "triton-prologue": "per-kv-head",
-    "triton-combine": "per-q-head",
+    "triton-split:_fused_kernel": "split-n",
+    "triton-split:_split_kernel": "split-n-3launch",
+    "triton-prologue:_prologue_kernel": "per-kv-head",
+    "triton-combine:_combine_kernel": "per-q-head",
 }
 #: Scale of the soft-L1 loss on ln time (residuals beyond ~10% count linearly, not squared).
 LOSS_SCALE = 0.1
@@ -67,12 +70,19 @@ PARAM_SCALE: dict[str, float] = {
     "half_bytes_per_sm": 16384.0,
     "sat_power": 0.5,
     "half_d": 16.0,
+    "half_flops_per_sm": 1e6,
+    "half_sm_fraction": 0.1,
+    "overlap_power": 1.0,
     "misaligned_factor": 0.1,
 }
 #: Starting value of the saturation half-point where no micro-benchmark gives one (bytes per SM).
 START_HALF_BYTES_PER_SM = 32768.0
 #: Starting sharpness of the bandwidth saturation (1: x / (x + h)).
 START_SAT_POWER = 1.0
+#: Starting half-point of the SM-occupancy factor (a small one: most launches fill the GPU).
+START_HALF_SM_FRACTION = 0.05
+#: Starting overlap of compute and memory (a near-max: the roofline's assumption).
+START_OVERLAP_POWER = 8.0
 #: Starting bandwidth efficiency where the base profile has no table for a key.
 START_ETA_M = 0.9
 #: Residual quantiles a fit record stores.
@@ -91,6 +101,7 @@ class _Kern:
     misaligned: bool
     peak: float
     d: float
+    geometry: str
 
 
 @dataclass
@@ -98,6 +109,19 @@ class _Row:
     measured_s: float
     fixed_s: float  # graph launch + gaps: the plan time that no form's parameter changes
     kernels: list[_Kern]
+
+
+def _geometry(key: str, kern: Any) -> str:
+    """The launch geometry of ``key`` (:data:`GEOMETRY_OF`); a split-N kernel (one with tile
+    rows) whose key the table does not name is refused rather than placed as a library kernel."""
+    if key in GEOMETRY_OF:
+        return GEOMETRY_OF[key]
+    if kern.tile_rows != 0:
+        raise ValueError(
+            f"timing key {key!r} is a split-N kernel with no launch geometry in "
+            f"aqua_model.validate.fit.GEOMETRY_OF (known: {', '.join(GEOMETRY_OF)})"
+        )
+    return "device"
 
 
 def fit_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +149,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
     launches = 0
     for kern in plan.kernels:
         key = timing_key(kern)
-        geometry = GEOMETRY_OF.get(key, "device")
+        geometry = GEOMETRY_OF.get(key) or _geometry(key, kern)
         launches += kern.launches
         kerns.append(
             _Kern(
@@ -137,6 +161,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 bool(misaligned(kern, values)),
                 base.peak_flops(sizes.dtype if kern.unit == "matrix" else VECTOR_DTYPE),
                 float(r["d"]),
+                geometry,
             )
         )
     fixed = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
@@ -149,7 +174,8 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
     pattern's small-transfer latency (or a tiny kernel's device time) and the datasheet-side
     defaults named in this module."""
     terms = base.terms
-    tables = [t for t in terms.streams if t.stream == key]
+    stream = key.split(":", 1)[0]  # the micro-benchmarked implementation kernel of the key
+    tables = [t for t in terms.streams if t.stream == stream]
     eff_tables = [t for t in tables if t.y == "efficiency"]
     latency = min((t.latency_s for t in tables), default=None)
     if latency is None:
@@ -171,6 +197,9 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
         "half_bytes_per_sm": START_HALF_BYTES_PER_SM,
         "sat_power": START_SAT_POWER,
         "half_d": 0.0,
+        "half_flops_per_sm": 0.0,
+        "half_sm_fraction": START_HALF_SM_FRACTION,
+        "overlap_power": START_OVERLAP_POWER,
         "misaligned_factor": float(mis),
     }
 
@@ -180,13 +209,15 @@ def _free_params(key: str, rows: list[_Row], sm_count: int) -> list[str]:
     ks = [k for r in rows for k in r.kernels if k.key == key]
     free = ["latency_s", "eta_m_max", "half_bytes_per_sm", "sat_power"]
     if any(k.flops > 0 for k in ks):
-        free.append("eta_c_max")
+        free += ["eta_c_max", "overlap_power", "half_flops_per_sm"]
         if len({k.d for k in ks}) > 1:
             free.append("half_d")
     if len({k.launches for k in ks}) > 1:
         free.append("per_launch_s")
     if len({math.ceil(max(k.programs, 1.0) / sm_count) for k in ks}) > 1:
         free.append("per_wave_s")
+    if any(k.programs < sm_count for k in ks) and any(k.programs >= sm_count for k in ks):
+        free.append("half_sm_fraction")
     if len({k.misaligned for k in ks}) > 1:
         free.append("misaligned_factor")
     return [p for p in FORM_PARAMS if p in free]
@@ -231,6 +262,7 @@ def fit_forms(
         raise ValueError(f"the training rows hold {len(used)} measured rows of {FIT_PLANS}; need at least 14")
     data = [_row(r, base) for r in used]
     keys = sorted({k.key for r in data for k in r.kernels})
+    geometries = {k.key: k.geometry for r in data for k in r.kernels}
     start = {key: starting_form(key, base) for key in keys}
     free = {key: _free_params(key, data, base.terms.sm_count) for key in keys}
     layout = [(key, p) for key in keys for p in free[key]]
@@ -267,7 +299,7 @@ def fit_forms(
         entries.append(
             {
                 "key": key,
-                "geometry": GEOMETRY_OF.get(key, "device"),
+                "geometry": geometries[key],
                 **params[key],
                 "fit": {
                     "seeds": list(seeds),

@@ -1,0 +1,133 @@
+"""The matched-context trade-off table and figure: measured speedups where the H200 file has the row,
+predictions with their interval elsewhere, Llama speed-only, bad measured rows named."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from aqua_model.plots import load_figures
+from aqua_model.plots.longctx_frontier import tradeoff_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "longctx_tradeoff", ROOT / "analysis" / "longctx_tradeoff.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _summary(mod):
+    rows = []
+    for shape in mod.SHAPES[:2]:
+        for context in mod.TRADEOFF_CONTEXTS:
+            for frac in mod.K_FRACTIONS:
+                k = int(frac * shape["d"])
+                for sel in mod.SELECTIONS:
+                    inc = (1 - float(frac)) * (3.0 if sel == "group" else 1.0)
+                    rows.append(
+                        {
+                            "model": shape["model"],
+                            "context": str(context),
+                            "method": "aqua",
+                            "k": str(k),
+                            "selection": sel,
+                            "ppl_increase_pct": str(inc),
+                            "ppl_increase_lo_pct": str(inc - 0.5),
+                            "ppl_increase_hi_pct": str(inc + 0.5),
+                            "significant": str(inc > 0.5),
+                            "kl_nats": "0.01",
+                        }
+                    )
+    return rows
+
+
+def test_measured_rows_replace_predictions_and_the_rest_are_predicted_with_intervals(tmp_path):
+    mod = _module()
+    qwen = mod.SHAPES[1]
+    measured = [
+        {
+            "heads_q": qwen["heads_q"],
+            "heads_kv": qwen["heads_kv"],
+            "d": qwen["d"],
+            "k": 32,
+            "selection": "group",
+            "batch": mod.BATCH,
+            "context": 4096,
+            "dtype": mod.DTYPE,
+            "times": {},
+            "speedup": 1.234,
+        }
+    ]
+    rows = mod.tradeoff_rows(_summary(mod), measured, source="m.jsonl")
+    assert len(rows) == len(mod.SHAPES) * len(mod.TRADEOFF_CONTEXTS) * len(mod.K_FRACTIONS) * len(
+        mod.SELECTIONS
+    )
+    hit = [r for r in rows if r["speed_source"] == "measured"]
+    assert len(hit) == 1 and hit[0]["speedup"] == 1.234 and hit[0]["model"] == qwen["model"]
+    assert hit[0]["k"] == 32 and hit[0]["context"] == 4096 and hit[0]["selection"] == "group"
+    pred = [r for r in rows if r["speed_source"] == "predicted"]
+    assert all(r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"] for r in pred)  # the profile's 80% interval
+    llama = [r for r in rows if r["model"] == "Llama-3.1-8B"]
+    assert llama and all(
+        r["ppl_increase_pct"] is None and r["quality"].startswith("not measured") for r in llama
+    )
+    # the prediction is the simulator's own number at that shape
+    import aqua_model
+
+    r = next(r for r in pred if r["model"] == qwen["model"] and r["context"] == 8192 and r["k"] == 16)
+    sim = aqua_model.simulate(
+        gpu=str(mod.PREDICTION_PROFILE),
+        context=8192,
+        batch=mod.BATCH,
+        k=16,
+        heads_q=14,
+        heads_kv=2,
+        d=64,
+        plan=mod.PLAN,
+        selection=r["selection"],
+        dtype=mod.DTYPE,
+    )
+    assert r["speedup"] == pytest.approx(float(sim.speedup), abs=1e-4)
+    md = mod.markdown(rows, source="m.jsonl")
+    assert "1.23x (m)" in md and "n/a" in md
+    fig = tradeoff_figure(rows)
+    assert len(fig.axes) == 2 * len(mod.TRADEOFF_CONTEXTS)  # two models with quality, three contexts
+    fig.savefig(tmp_path / "f.png")
+
+
+def test_bad_measured_rows_are_named(tmp_path):
+    mod = _module()
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"heads_q": 9}) + "\n")
+    with pytest.raises(ValueError, match="misses the columns"):
+        mod.read_measured(path)
+    assert mod.read_measured(tmp_path / "absent.jsonl") == []
+    smol = mod.SHAPES[0]
+    row = {
+        "heads_q": smol["heads_q"],
+        "heads_kv": smol["heads_kv"],
+        "d": 64,
+        "k": 16,
+        "selection": "per-head",
+        "batch": mod.BATCH,
+        "context": 2048,
+        "speedup": "fast",
+    }
+    with pytest.raises(ValueError, match="speedup must be a finite number"):
+        mod.tradeoff_rows(_summary(mod), [row], source="m.jsonl")
+    with pytest.raises(ValueError, match="expected one"):
+        mod.tradeoff_rows(_summary(mod), [dict(row, speedup=1.0), dict(row, speedup=1.1)], source="m.jsonl")
+
+
+def test_the_figure_is_registered_and_refuses_empty_input():
+    assert "longctx_frontier" in load_figures()
+    with pytest.raises(ValueError, match="at least one trade-off row"):
+        tradeoff_figure([])
