@@ -5,8 +5,8 @@ aqua_model/results_manifest.txt; they are copied into the built package under aq
 (an editable install reads them from the checkout instead).
 """
 
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py

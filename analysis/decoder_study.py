@@ -43,8 +43,7 @@ import torch  # noqa: E402
 
 from aqua_model.fidelity import decoder as study  # noqa: E402
 from aqua_model.fidelity.decoder import Config, kv_bytes_fraction  # noqa: E402
-from aqua_model.integrations import models  # noqa: E402
-from aqua_model.integrations import transformers as aqua_tf  # noqa: E402
+from aqua_model.integrations import models, transformers as aqua_tf  # noqa: E402
 from aqua_model.integrations.calibrate import ModelProjections, calibrate_model  # noqa: E402
 from aqua_model.table_render import to_csv, to_markdown  # noqa: E402
 

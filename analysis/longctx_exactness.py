@@ -25,8 +25,7 @@ import torch
 
 from aqua_model.fidelity import stdlib_texts
 from aqua_model.fidelity.decoder import run_environment
-from aqua_model.integrations import models
-from aqua_model.integrations import transformers as aqua_tf
+from aqua_model.integrations import models, transformers as aqua_tf
 from aqua_model.integrations.calibrate import ModelProjections
 
 STUDY_MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")

@@ -46,8 +46,7 @@ import torch
 
 from aqua_model.fidelity import blocked_bootstrap, longctx, stdlib_texts
 from aqua_model.fidelity.decoder import Config, run_environment
-from aqua_model.integrations import models
-from aqua_model.integrations import transformers as aqua_tf
+from aqua_model.integrations import models, transformers as aqua_tf
 from aqua_model.integrations.calibrate import ModelProjections, calibrate_model_prefill
 from aqua_model.table_render import to_csv, to_markdown
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aqua_model.costs import peers
-from aqua_model.costs.numeric import evaluate
 from aqua_model.simulator.comparison import compare
 from aqua_model.table_render import to_csv, to_markdown
 

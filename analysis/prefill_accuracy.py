@@ -50,8 +50,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask  # noq
 
 from aqua_model.costs import component_flops  # noqa: E402
 from aqua_model.fidelity import decoder as study  # noqa: E402
-from aqua_model.integrations import models  # noqa: E402
-from aqua_model.integrations import transformers as aqua_tf  # noqa: E402
+from aqua_model.integrations import models, transformers as aqua_tf  # noqa: E402
 from aqua_model.integrations.calibrate import calibrate_model  # noqa: E402
 from aqua_model.kernels import triton_prefill as tp  # noqa: E402
 from aqua_model.kernels.reference import rotate  # noqa: E402

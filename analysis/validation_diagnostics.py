@@ -13,8 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from aqua_model.validate.runner import merge_runs, read_rows
 from aqua_model.table_render import to_markdown
+from aqua_model.validate.runner import merge_runs, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = ROOT / "validation" / "results" / "h200"

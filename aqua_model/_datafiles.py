@@ -118,7 +118,8 @@ CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 def results_manifest() -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
     """(required, optional) entries of the manifest; each entry is a tuple of alternative paths
     (relative to a results root), the first present of which is read."""
-    required, optional = [], []
+    required: list[tuple[str, ...]] = []
+    optional: list[tuple[str, ...]] = []
     for line in RESULTS_MANIFEST.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):

@@ -2,9 +2,9 @@
 
 import sympy as sp
 
-from aqua_model.costs.convention import DEFAULT, Convention
 from aqua_model.costs import memory
 from aqua_model.costs.aggregate import STEP, decode_sum, per_layer_bytes, per_layer_flops, per_model
+from aqua_model.costs.convention import DEFAULT, Convention
 from aqua_model.costs.flops import flop_terms, total
 from aqua_model.costs.symbols import B, G, H_kv, H_q, L, N, T, d, g, k, s
 

@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import aqua_model
 from aqua_model import Convention, breakeven, component_flops, max_k

@@ -14,8 +14,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
 from aqua_model.fidelity.decoder import reference, segment_sums, token_segments  # noqa: E402
-from aqua_model.integrations import models  # noqa: E402
-from aqua_model.integrations import transformers as aq  # noqa: E402
+from aqua_model.integrations import models, transformers as aq  # noqa: E402
 from aqua_model.integrations.calibrate import calibrate_model  # noqa: E402
 
 if not models.available():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from scipy.special import rel_entr, softmax
 
 from aqua_model.fidelity.methods import METHODS, keep_mask, selection_ranks, to_method_basis

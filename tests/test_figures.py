@@ -19,8 +19,18 @@ from matplotlib.figure import Figure
 from aqua_model import breakeven as model_breakeven, kv_cache_bytes
 from aqua_model.hardware import load as load_hardware
 from aqua_model.models import load as load_model
-from aqua_model.plots import FIGURES, load_figures, register
-from aqua_model.plots import breakdown, breakeven, catalog, kv_memory, parity, roofline_chart, speedup
+from aqua_model.plots import (
+    FIGURES,
+    breakdown,
+    breakeven,
+    catalog,
+    kv_memory,
+    load_figures,
+    parity,
+    register,
+    roofline_chart,
+    speedup,
+)
 from aqua_model.plots.measured import NO_MEASUREMENTS, calibrated_profile, read_jsonl, validation_rows
 from aqua_model.plots.style import savefig
 from aqua_model.simulator import predict, simulate, time_breakeven

@@ -276,8 +276,8 @@ def test_predictions_carry_the_frozen_interval(tmp_path):
 
 @pytest.mark.skipif(not (H200 / "plan_status.toml").is_file(), reason="no held-out verdicts committed")
 def test_unvalidated_plans_are_said_so():
-    from aqua_model.simulator.plan_status import UNVALIDATED_P90, status_entry
     from aqua_model._datafiles import read_toml
+    from aqua_model.simulator.plan_status import UNVALIDATED_P90, status_entry
 
     for e in read_toml(H200 / "plan_status.toml")["plan"]:
         assert (e["status"] == "unvalidated") == (e["heldout_p90_abs"] > UNVALIDATED_P90)

@@ -4,10 +4,10 @@ committed results, and the plan verdicts come from it."""
 import importlib.util
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = ROOT / "validation" / "results" / "h200"

@@ -2,10 +2,10 @@
 
 import importlib.util
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = ROOT / "validation" / "results" / "h200"

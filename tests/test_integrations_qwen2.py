@@ -14,11 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tiny_qwen2 import VOCAB, tiny_qwen2
-from transformers.cache_utils import DynamicCache
+from tiny_qwen2 import VOCAB, tiny_qwen2  # noqa: E402
+from transformers.cache_utils import DynamicCache  # noqa: E402
 
-from aqua_model.integrations import transformers as aq
-from aqua_model.integrations.calibrate import calibrate_model_prefill, collect_qk_prefill
+from aqua_model.integrations import transformers as aq  # noqa: E402
+from aqua_model.integrations.calibrate import calibrate_model_prefill, collect_qk_prefill  # noqa: E402
 
 SEQ = 40
 

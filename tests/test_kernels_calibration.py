@@ -9,7 +9,6 @@ from aqua_model.kernels.calibration import (
     SCHEMA_VERSION,
     Calibration,
     calibrate,
-    calibrate_projections,
     fit_projection,
     load_calibration,
     save_calibration,

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from aqua_model.costs.split_rule import FUSED_LAUNCH, FUSED_MIN_BLOCKS_PER_SPLIT, MIN_BLOCKS_PER_SPLIT
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_decode as td
+from aqua_model.kernels import reference as ref, triton_decode as td
 
 GPU = torch.cuda.is_available() and td.HAS_TRITON
 INTERPRETER = td.HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"

@@ -16,8 +16,7 @@ import os
 import pytest
 import torch
 
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_prefill as tp
+from aqua_model.kernels import reference as ref, triton_prefill as tp
 
 GPU = torch.cuda.is_available() and tp.HAS_TRITON
 INTERPRETER = tp.HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"

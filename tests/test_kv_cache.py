@@ -10,8 +10,7 @@ import os
 import pytest
 import torch
 
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_decode as td
+from aqua_model.kernels import reference as ref, triton_decode as td
 from aqua_model.kernels.kv_cache import AquaKVCache, decode_step
 
 GPU = torch.cuda.is_available() and td.HAS_TRITON

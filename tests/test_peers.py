@@ -8,10 +8,9 @@ import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st
 
-from aqua_model.cli import main
 from aqua_model.commands import compare_cmd
-from aqua_model.costs.convention import Convention
 from aqua_model.costs import memory, peers
+from aqua_model.costs.convention import Convention
 from aqua_model.costs.flops import flop_terms as base_flop_terms
 from aqua_model.costs.numeric import evaluate
 from aqua_model.plans import build_peer_plan
@@ -235,7 +234,10 @@ def test_sort_topk_over_context_has_no_closed_form_but_an_exact_breakeven():
     assert peers.breakeven_closed_form("sparq") is None
     n_min = peers.breakeven_exact("sparq", d=128, g=1, r=16, k_t=256)
     diff = peers.flop_difference("sparq")
-    at = lambda n: float(evaluate(diff, {"d": 128, "g": 1, "r": 16, "k_t": 256, "N": n}))
+
+    def at(n: int) -> float:
+        return float(evaluate(diff, {"d": 128, "g": 1, "r": 16, "k_t": 256, "N": n}))
+
     assert at(n_min) < 0 <= at(n_min - 1)
 
 
@@ -257,7 +259,6 @@ def test_sparq_byte_ratio_is_r_over_2d_plus_kt_over_n_plus_mean(r_, kt):
 
 
 def test_plan_bytes_contain_the_cost_model_bytes():
-    from aqua_model.costs.symbols import B, H_kv, H_q, g
 
     values = {
         "B": 2,

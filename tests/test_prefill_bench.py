@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from aqua_model.hardware import load
-from aqua_model.plans import build_plan
-from aqua_model.plans import prefill_fused as pf
+from aqua_model.plans import build_plan, prefill_fused as pf
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "validation" / "results" / "h200" / "h200-calibrated.toml"

@@ -8,8 +8,7 @@ import pytest
 import aqua_model
 from aqua_model.costs import component_flops
 from aqua_model.costs.numeric import evaluate
-from aqua_model.plans import build_plan, plan_names
-from aqua_model.plans import prefill_fused as pf
+from aqua_model.plans import build_plan, plan_names, prefill_fused as pf
 
 SHAPE = dict(phase="prefill", context=0, batch=2, heads_q=32, heads_kv=8, d=128, gpu="h200")
 

@@ -30,6 +30,21 @@ def test_ci_runs_the_readme_test_command():
     assert quickstart_commands()[1] in ci.splitlines()
 
 
+def test_the_test_command_lints_and_type_checks_before_the_tests():
+    """Issue 23 item 12: ruff (check, format --check) and mypy run in CI, at pinned versions."""
+    import tomllib
+
+    command = quickstart_commands()[1]
+    steps = command.split(" && ")
+    lint = ["ruff check .", "ruff format --check .", "mypy"]
+    assert all(s in steps for s in lint), steps
+    assert max(steps.index(s) for s in lint) < steps.index("python -m pytest -q")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    test_extra = project["project"]["optional-dependencies"]["test"]
+    assert {r.split("==")[0] for r in test_extra if "==" in r} >= {"ruff", "mypy"}
+    assert project["tool"]["mypy"]["files"] == ["aqua_model"]
+
+
 def test_break_even_numbers_come_from_the_model():
     text = page("costs.md")
     r = aqua_model.breakeven(d=128, k=96)

@@ -251,8 +251,7 @@ def test_sector_must_hold_whole_elements():
 def test_token_major_bytes_between_dim_major_and_dense_for_every_accepted_size():
     """Property: a token-major read of k of d channels moves at least the k*N*s bytes of a
     dim-major read (whole sectors hold the selected channels) and at most all of K (dense)."""
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
+    from hypothesis import given, settings, strategies as st
 
     from aqua_model.costs import decode_read_bytes
     from aqua_model.costs.dtypes import ELEMENT_BYTES

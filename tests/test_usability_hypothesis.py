@@ -9,8 +9,7 @@ import io
 import warnings
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import aqua_model
 from aqua_model._checks import INT64_MAX, check_int, check_int_array, check_real

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import subprocess
@@ -44,8 +43,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_decode as td
+from aqua_model.kernels import reference as ref, triton_decode as td
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = "validation/results/h200/decode_kernels.jsonl"

@@ -417,7 +417,7 @@ def warm(tasks: list[tuple], workers: int) -> None:
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as ex:
-        for msg in ex.map(_warm_one, tasks):
+        for _ in ex.map(_warm_one, tasks):
             pass
     log(f"warm-up: {len(tasks)} variants compiled by {workers} workers in {time.perf_counter() - t0:.1f} s")
 
@@ -602,12 +602,12 @@ def tune_mode(args, clock: Clock, dev: torch.device, fh) -> None:
                 keys = src.setdefault(
                     "flat", torch.randn(c.B, c.hkv, c.d, cache.capacity, device=dev, dtype=dt)
                 )
-            fn = lambda: td.aqua_decode(
+            fn = lambda: td.aqua_decode(  # noqa: E731
                 src["q_hat"],
                 keys,
                 cache.values[0],
                 k_keep=c.k,
-                selection=c.selection,  # noqa: E731
+                selection=c.selection,
                 length=c.N,
                 out=out,
                 config=cfg,
@@ -747,7 +747,7 @@ def summary(r: dict) -> str:
     s = (
         f"{r['B']:>2}x{r['hq']:>2}/{r['hkv']:<2} N={r['N']:>6} d={r['d']:>3} k={r['k']:>3} {r['selection']:>8}: "
         f"sdpa {r['sdpa_graph_s'] * 1e6:8.1f} us, aqua {r['aqua_graph_s'] * 1e6:8.1f} us ({r['speedup_graph']:.3f}x, "
-        f"ceil {r['byte_ceiling']:.3f}{', union ceil %.3f' % r['union_byte_ceiling'] if 'union_byte_ceiling' in r else ''}; "
+        f"ceil {r['byte_ceiling']:.3f}{', union ceil ' + format(r['union_byte_ceiling'], '.3f') if 'union_byte_ceiling' in r else ''}; "
         f"bw {r['aqua_bandwidth_vs_sdpa']:.2f} of sdpa); eager {r['aqua_eager_latency_s'] * 1e6:.1f} vs replay "
         f"{r['aqua_graph_latency_s'] * 1e6:.1f} us; err {r['rel_err_aqua']:.1e}"
     )

@@ -47,8 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_decode_v2 as v2  # noqa: E402
 
-from aqua_model.kernels import reference as ref  # noqa: E402
-from aqua_model.kernels import triton_decode as td  # noqa: E402
+from aqua_model.kernels import (
+    reference as ref,  # noqa: E402
+    triton_decode as td,  # noqa: E402
+)
 from aqua_model.kernels.kv_cache import AquaKVCache  # noqa: E402
 
 SCHEMA_VERSION = 3
@@ -172,7 +174,7 @@ def check_mode(sink: Sink, dev: torch.device) -> int:
         gr = v2.Clock().graph(fn)
         la = td.last_launcher()
         errs = []
-        for r in range(REPLAYS):
+        for _ in range(REPLAYS):
             q.normal_()
             out.fill_(float("nan"))
             gr.replay()

@@ -714,7 +714,6 @@ def kernel_profile(calibration: dict[str, Any], profile: Any, *, block_m: int) -
     import dataclasses
 
     from aqua_model.plans import prefill_fused as pf
-
     from aqua_model.simulator.roofline import kernel_time
 
     row = next(
@@ -738,8 +737,7 @@ def predictions(
 ) -> list[dict[str, Any]]:
     """Measured against predicted, per kernel row: the plan aqua-tile-fused (its block sizes) on the
     profile with the kernel's own efficiency; SDPA by dense-fused on the profile as calibrated."""
-    from aqua_model.plans import build_plan
-    from aqua_model.plans import prefill_fused as pf
+    from aqua_model.plans import build_plan, prefill_fused as pf
 
     sdpa = {
         (r["T"], r["batch"], r["heads_q"], r["heads_kv"], r["d"]): r for r in rows if r["method"] == "sdpa"

@@ -186,7 +186,7 @@ def layer_table(
     by_case = {}
     for line in out:
         by_case.setdefault((line["t"], line["context"], line["batch"]), {})[line["plan"]] = line
-    for (t, ctx, b), pair in by_case.items():
+    for _case, pair in by_case.items():
         if {"dense-fused", "aqua-fused"} <= set(pair):
             d, a = pair["dense-fused"], pair["aqua-fused"]
             a["speedup_measured"] = d["measured_us"] / a["measured_us"]

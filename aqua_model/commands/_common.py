@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..costs.convention import SELECTION_MODELS, KEY_PROJECTION_MODELS, PROJECTION_PLACEMENTS, Convention
+from ..costs.convention import KEY_PROJECTION_MODELS, PROJECTION_PLACEMENTS, SELECTION_MODELS, Convention
 
 JSON_SCHEMA_VERSION = 1
 #: Exit status of a bad argument (argparse's own), and of a failure while running.

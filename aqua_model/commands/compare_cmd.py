@@ -11,7 +11,6 @@ from ..simulator.comparison import BASELINES, compare
 from ..table_render import to_text
 from ._common import add_convention_args, convention_from, integer, print_json, set_run
 
-
 #: API arguments of :func:`aqua_model.compare` whose names differ from their flags.
 FLAGS = {
     "k_t": "--tokens",
@@ -128,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  N*         = {r.flop_breakeven_closed_form or 'no closed form (exact search)'}; smallest winning N = {r.flop_breakeven_context}"
         )
-    print(f"\nSymbols: " + "; ".join(f"{sym} = {meaning}" for sym, meaning in peers.MEANING.items()))
+    print("\nSymbols: " + "; ".join(f"{sym} = {meaning}" for sym, meaning in peers.MEANING.items()))
     return 0

@@ -463,8 +463,8 @@ def _heldout_report(args: argparse.Namespace, insample) -> None:
     if args.repredict:
         rows = _repredicted(rows, args.repredict, None)
     held = build_report(rows)
-    seeds = sorted({r.get("heldout_seed") for r in rows if r.get("heldout_seed") is not None})
-    commits = sorted({r.get("model_commit") for r in rows if r.get("model_commit")})
+    seeds = sorted({r["heldout_seed"] for r in rows if r.get("heldout_seed") is not None})
+    commits = sorted({r["model_commit"] for r in rows if r.get("model_commit")})
     if len(seeds) > 1 or len(commits) > 1:
         raise ValueError(
             f"--heldout mixes seeds {seeds} or frozen commits {commits}: report one held-out run at a time"

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice, check_int, check_int_array
-from .convention import Convention, resolve
+from .._checks import check_choice, check_int_array
 from . import memory
+from .convention import Convention, resolve
 from .dtypes import DTYPE_BYTES, check_element_bytes, check_whole_elements_per_sector, kv_element_bytes
 from .flops import COMPONENTS, METHODS, PHASES, flop_terms, total
 from .numeric import evaluate

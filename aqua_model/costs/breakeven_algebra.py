@@ -9,14 +9,14 @@ hard-coded.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
 from .._checks import check_choice
 from .convention import Convention
-from .symbols import N, T, k
 from .flops import PHASES, flop_terms, total
+from .symbols import N, T, k
 
 
 def cost_difference(phase: str, convention: Convention, granularity: str = "query") -> sp.Expr:
@@ -32,7 +32,7 @@ def cost_difference(phase: str, convention: Convention, granularity: str = "quer
     return diff if phase == "decode" else sp.expand(diff.subs(N, 0))
 
 
-@lru_cache(maxsize=None)
+@cache
 def breakeven_parts(
     phase: str, convention: Convention, granularity: str = "query"
 ) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
@@ -58,7 +58,7 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
     return sp.factor_terms(sp.expand(expr))
 
 
-@lru_cache(maxsize=None)
+@cache
 def max_k_expr(phase: str, convention: Convention, granularity: str = "query") -> sp.Expr:
     """The k at which AQUA and dense cost the same at context N (decode) or T (prefill)."""
     diff = cost_difference(phase, convention, granularity)

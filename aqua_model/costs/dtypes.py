@@ -20,8 +20,9 @@ KV-cache dtypes add two quantised formats, each with its scales as a named assum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -13,11 +13,11 @@ import mpmath
 import sympy as sp
 
 from .._checks import check_choice, check_int
-from .convention import Convention, resolve
+from . import symbols as sym
 from .breakeven_algebra import breakeven_parts, max_k_expr
+from .convention import Convention, resolve
 from .flops import PHASES, flop_terms
 from .sizes import MIN_HEAD_DIM, check_kept_dims
-from . import symbols as sym
 
 SCHEMA_VERSION = 1
 #: Largest head dimension and group size accepted (real models use d <= 256, g <= 16; the
@@ -27,7 +27,7 @@ _PRECISION_DIGITS = 50
 _MP_MODULES = [{"log2": lambda x: mpmath.log(x, 2)}, "mpmath"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(phase: str, convention: Convention, granularity: str = "query") -> tuple[Any, Any, sp.Expr]:
     """Lambdified overhead and saving rate (mpmath, exact enough for integer tests), in d, k, g, M_t."""
     n_star, overhead, rate = breakeven_parts(phase, convention, granularity)

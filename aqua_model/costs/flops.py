@@ -22,14 +22,14 @@ figures and the FLOP cross-check all read these expressions.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
 from .._checks import check_choice
 from .convention import Convention
-from .symbols import M_t, N, T, d, g, k, log2
 from .pairs import visible_pairs
+from .symbols import M_t, N, T, d, g, k, log2
 
 METHODS = ("dense", "aqua")
 PHASES = ("decode", "prefill")
@@ -59,7 +59,7 @@ def _num(value: float) -> sp.Expr:
     return sp.Integer(int(value)) if float(value).is_integer() else sp.Float(value)
 
 
-@lru_cache(maxsize=None)
+@cache
 def flop_terms(
     method: str, phase: str, convention: Convention, causal: bool = True, granularity: str = "query"
 ) -> dict[str, sp.Expr]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import sympy as sp
 
 from .._checks import check_choice
-from .symbols import N, S, d, g, k, m, s
 from .flops import METHODS
+from .symbols import N, S, d, g, k, m, s
 
 LAYOUTS = ("dim-major", "token-major")
 #: Memory access patterns a kernel may declare; a hardware profile gives an efficiency for each.

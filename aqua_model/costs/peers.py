@@ -27,22 +27,21 @@ What each method reads per decode step (per KV head, group selection):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
-from . import symbols as _symbols
 from .._checks import check_choice, check_int_array
-from .convention import Convention, resolve
-from .symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
-from . import memory
-from .flops import flop_terms as _base_flop_terms, selection_flops
+from . import memory, symbols as _symbols
 from .breakeven_algebra import breakeven_parts
 from .breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
-from .numeric import evaluate
+from .convention import Convention, resolve
 from .dtypes import check_element_bytes, check_whole_elements_per_sector
+from .flops import flop_terms as _base_flop_terms, selection_flops
+from .numeric import evaluate
+from .symbols import N, S, b, d, g, k, k_t, log2, p, r, s, w
 
 #: The peer parameters (defined with their meanings in :mod:`aqua_model.costs.symbols`).
 MEANING: dict[sp.Symbol, str] = {sym: _symbols.MEANING[sym] for sym in (r, k_t, p, b, w)}
@@ -131,7 +130,7 @@ def _check_layout(method: str, layout: str | None) -> str | None:
     return check_choice("layout", layout, LAYOUTS[method])
 
 
-@lru_cache(maxsize=None)
+@cache
 def flop_terms(method: str, convention: Convention | None = None) -> dict[str, sp.Expr]:
     """Decode FLOPs per query head by component (keys of :data:`COMPONENTS`)."""
     check_method(method)
@@ -214,7 +213,7 @@ def h2o_bookkeeping_bytes() -> sp.Expr:
     return h2o_accumulate_bytes() + h2o_evict_bytes()
 
 
-@lru_cache(maxsize=None)
+@cache
 def byte_terms(method: str, *, selection: str = "group", layout: str | None = None) -> dict[str, sp.Expr]:
     """HBM bytes one decode step reads per KV head and layer, by term (:data:`BYTE_TERMS`).
 
@@ -230,6 +229,7 @@ def byte_terms(method: str, *, selection: str = "group", layout: str | None = No
     if method == "dense":
         terms["attention"] = memory.decode_read_bytes("dense")
     elif method == "aqua":
+        assert lay is not None  # LAYOUTS gives every AQUA method a default layout
         terms["attention"] = memory.decode_read_bytes("aqua", layout=lay, selection=selection)
     elif method == "sparq":
         terms["approx"] = _union(r, d, selection) * N * s
@@ -248,6 +248,7 @@ def byte_terms(method: str, *, selection: str = "group", layout: str | None = No
         terms["attention"] = memory.decode_read_bytes("dense").subs(N, b)
         terms["bookkeeping"] = h2o_bookkeeping_bytes()
     elif method == "aqua-h2o":
+        assert lay is not None  # LAYOUTS gives every AQUA method a default layout
         terms["attention"] = memory.decode_read_bytes("aqua", layout=lay, selection=selection).subs(N, b)
         terms["bookkeeping"] = h2o_bookkeeping_bytes()
     else:  # aqua-topk
@@ -261,7 +262,7 @@ def decode_read_bytes(method: str, *, selection: str = "group", layout: str | No
     return sp.Add(*byte_terms(method, selection=selection, layout=layout).values())
 
 
-@lru_cache(maxsize=None)
+@cache
 def kv_cache_bytes(method: str, *, layout: str | None = None) -> sp.Expr:
     """KV memory per KV head and layer, with every copy and metadata the method keeps.
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,12 +86,11 @@ def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (f"{v:.{CSV_SIGNIFICANT_DIGITS}g}" if isinstance(v, float) else v) for k, v in row.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def decode_byte_ratio(k: int, d: int) -> float:
     """Bytes one AQUA decode step reads over dense, from the cost model: (k/d + 1)/2."""
     from aqua_model.costs.memory import decode_read_bytes
-    from aqua_model.costs.symbols import d as d_sym
-    from aqua_model.costs.symbols import k as k_sym
+    from aqua_model.costs.symbols import d as d_sym, k as k_sym
 
     k = check_int("k", k, minimum=0)
     d = check_int("d", d, minimum=1)

@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -196,7 +197,7 @@ class SmallKernelTable:
         return {"points": [list(p) for p in self.points], "source": self.source}
 
     @classmethod
-    def from_dict(cls, raw: Any, where: str) -> "SmallKernelTable":
+    def from_dict(cls, raw: Any, where: str) -> SmallKernelTable:
         """Parse and check ``calibration.prologue_combine_s``."""
         name = "calibration.prologue_combine_s"
         if not isinstance(raw, dict) or "points" not in raw or "source" not in raw:

@@ -39,11 +39,12 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +52,8 @@ from aqua_model._checks import check_choice
 from aqua_model._datafiles import alias_map, existing_file, read_toml
 from aqua_model.costs.dtypes import COMPUTE_DTYPES, check_compute_dtype
 from aqua_model.costs.memory import PATTERNS
-from aqua_model.hardware.interconnect import Interconnect, parse as parse_interconnect
 from aqua_model.hardware.calibrated_terms import CalibratedTerms, parse as parse_calibrated_terms
+from aqua_model.hardware.interconnect import Interconnect, parse as parse_interconnect
 
 SCHEMA_VERSION = 1
 
@@ -218,7 +219,7 @@ class TopkTable:
     seconds: tuple[tuple[float, ...], ...]  # seconds[i][j] at rows[i], lengths[j]
 
     @classmethod
-    def from_points(cls, points: Any, where: str) -> "TopkTable":
+    def from_points(cls, points: Any, where: str) -> TopkTable:
         """Build from [rows, length, k, seconds] points covering a full rows x length grid."""
         try:
             pts = [(float(r), float(n), float(sec)) for r, n, _k, sec in points]
@@ -259,7 +260,7 @@ class LengthTable:
     fractions: tuple[float, ...]
 
     @classmethod
-    def from_points(cls, points: Any, field: str, where: str) -> "LengthTable":
+    def from_points(cls, points: Any, field: str, where: str) -> LengthTable:
         """Build from [length, bytes, seconds, efficiency] points."""
         try:
             pts = sorted((float(p[0]), float(p[-1])) for p in points)

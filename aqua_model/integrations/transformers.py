@@ -43,8 +43,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from aqua_model.fidelity.methods import METHODS as DIM_METHODS
-from aqua_model.fidelity.methods import ROTATED_METHODS
+from aqua_model.fidelity.methods import METHODS as DIM_METHODS, ROTATED_METHODS
 from aqua_model.integrations._args import need_choice, need_int
 from aqua_model.kernels.calibration import Calibration
 from aqua_model.kernels.reference import SELECTIONS, expand_kv, rotate, select_dims

@@ -85,13 +85,15 @@ def fit_projection(
         used.append(_check_float_tensor("queries", queries, 2, "[n_q, d]"))
     if source in ("keys", "both"):
         used.append(_check_float_tensor("keys", keys, 2, "[n_k, d]"))
-    if source == "both" and queries.shape[1] != keys.shape[1]:
-        raise ValueError(
-            f"queries and keys must have the same head dim d, got queries d={queries.shape[1]} "
-            f"and keys d={keys.shape[1]}"
-        )
-    if source == "both" and queries.device != keys.device:
-        raise ValueError(f"queries and keys must be on one device, got {queries.device} and {keys.device}")
+    if source == "both":
+        q_t, k_t = used
+        if q_t.shape[1] != k_t.shape[1]:
+            raise ValueError(
+                f"queries and keys must have the same head dim d, got queries d={q_t.shape[1]} "
+                f"and keys d={k_t.shape[1]}"
+            )
+        if q_t.device != k_t.device:
+            raise ValueError(f"queries and keys must be on one device, got {q_t.device} and {k_t.device}")
     out_dtype = torch.float64 if any(t.dtype == torch.float64 for t in used) else torch.float32
     dtype = _compute_dtype(*used)
     x = torch.cat([t.to(dtype) for t in used], dim=0)

@@ -110,6 +110,7 @@ def reference_flops(
     if cached:
         cache.append(k_old, v_old)
     _, counts["k_proj"] = _count(cache.append, k_new, v_new)
+    assert cache.keys is not None and cache.values is not None  # append filled the cache
     q_hat, counts["q_proj"] = _count(ref.rotate, q, P, g=g)
     idx, counts["select"] = _count(ref.select_dims, q_hat, k_keep=kk, selection=selection, g=g)
     raw, counts["scores"] = _count(ref.selected_scores, q_hat, ref.expand_kv(cache.keys, g), idx)

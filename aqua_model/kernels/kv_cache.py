@@ -27,8 +27,7 @@ import math
 import torch
 
 from aqua_model._checks import check_choice, check_int
-from aqua_model.kernels import reference as ref
-from aqua_model.kernels import triton_decode as td
+from aqua_model.kernels import reference as ref, triton_decode as td
 
 #: Tokens per page of the key storage: 128 lets the split kernel use blocks of 128 tokens for row
 #: tiles of <= 64 rows (the faster rule there; ``triton_decode.choose_config``) and 64 for more.

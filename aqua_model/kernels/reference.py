@@ -338,7 +338,7 @@ class ProjectedKVCache:
             raise ValueError(f"key_dims must be <= d={d}, got {self.key_dims}")
         P = _check_projection(self.P, heads_kv=k_new.shape[1], d=d)
         k_hat = rotate(k_new, P)[..., : (self.key_dims or d)]
-        if self.keys is None:
+        if self.keys is None or self.values is None:  # empty (both are set together)
             self.keys, self.values, self.d = k_hat, v_new, d
             return
         if k_hat.shape[:2] != self.keys.shape[:2] or d != self.d or v_new.shape[-1] != self.values.shape[-1]:
@@ -359,7 +359,7 @@ class ProjectedKVCache:
         scale: float | None = None,
     ) -> torch.Tensor:
         """AQUA for queries q [B, H_q, T, d] at the last T cached positions; [B, H_q, T, d_v]."""
-        if self.keys is None:
+        if self.keys is None or self.values is None:
             raise ValueError("the cache is empty: append keys and values before attending")
         _check_tensor("q", q, 4, "[B, H_q, T, d]")
         if q.shape[-1] != self.d or q.shape[0] != self.keys.shape[0]:

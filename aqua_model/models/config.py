@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +190,7 @@ class ModelConfig:
         """Bytes of all weights stored in ``dtype`` (default: the model's own dtype)."""
         return self.param_count * dtype_bytes(self.dtype if dtype is None else dtype)
 
-    def serving(self, *, dtype: str | None = None, kv_dtype: str | None = None) -> "ModelConfig":
+    def serving(self, *, dtype: str | None = None, kv_dtype: str | None = None) -> ModelConfig:
         """This model served in storage dtype ``dtype`` (weights and attention compute) with a
         KV cache in ``kv_dtype`` (``bf16``, ``fp16``, ``fp32``, ``fp8``, ``int4``); None keeps each."""
         if dtype is not None:
@@ -403,9 +404,9 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
         entry = _entry(raw, field, where, unit=unit)
         value = entry["value"]
         minimum = 0 if field == "sliding_window" else 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
             raise ValueError(f"{where}: field {field!r} must be an integer >= {minimum}, got {value!r}")
-        if value > MAX_MODEL_SIZE:
+        if int(value) > MAX_MODEL_SIZE:
             raise ValueError(
                 f"{where}: field {field!r} must be <= {MAX_MODEL_SIZE} (2**40), got {value!r:.40}"
             )
@@ -438,7 +439,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> ModelConfig:
     if "sliding_window_layers" in raw:
         entry = _entry(raw, "sliding_window_layers", where, unit="count")
         n = entry["value"]
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= values["layers"]:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= int(n) <= values["layers"]:
             raise ValueError(
                 f"{where}: field 'sliding_window_layers' must be an integer in 0..layers ({values['layers']}), got {n!r}"
             )

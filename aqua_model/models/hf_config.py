@@ -42,11 +42,11 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
-
+from typing import Any
 
 #: Largest value a size field of a model config may take (2**40, about 1.1e12): real configs stay
 #: below 1e7 (vocabularies ~2.6e5, contexts ~1e7), and products of a few such fields then stay
@@ -194,7 +194,7 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         return f"{source} ({text})"
 
     model_type = raw.get("model_type")
-    if model_type not in ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
         hint = " (a multimodal config keeps its decoder under 'text_config')" if "text_config" in raw else ""
         raise ValueError(
             f"{where}: field 'model_type' is {model_type!r}; the mapping knows {', '.join(ARCHITECTURES)}{hint}; "
@@ -215,9 +215,9 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
         if field not in raw or raw[field] is None:
             raise ValueError(f"{where}: missing required field {field!r}")
         value = raw[field]
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
             raise ValueError(f"{where}: field {field!r} must be an integer >= {minimum}, got {value!r}")
-        if value > MAX_MODEL_SIZE:
+        if int(value) > MAX_MODEL_SIZE:
             raise ValueError(
                 f"{where}: field {field!r} must be <= {MAX_MODEL_SIZE} (2**40), got {value!r:.40}"
             )
@@ -278,7 +278,7 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
     act_field = "hidden_activation" if raw.get("hidden_activation") is not None else "hidden_act"
     act = raw.get(act_field)
-    if act not in ACTIVATIONS:
+    if not isinstance(act, str) or act not in ACTIVATIONS:
         raise ValueError(
             f"{where}: field {act_field!r} must be one of {', '.join(ACTIVATIONS)} (a gated MLP), got {act!r}"
         )
@@ -316,11 +316,8 @@ def map_hf_config(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     fallback = (
         path.parent.name if path.name == CONFIG_NAME else path.stem
     )  # a model folder, or a renamed config file
-    name = (
-        raw.get("_name_or_path")
-        if isinstance(raw.get("_name_or_path"), str) and raw.get("_name_or_path")
-        else fallback
-    )
+    name_or_path = raw.get("_name_or_path")
+    name = name_or_path if isinstance(name_or_path, str) and name_or_path else fallback
     notes = [f"mapped from {path.name} (model_type {model_type})"]
     if values["rope_scaling"]:
         notes.append(f"RoPE scaling {values['rope_scaling']} noted, not modelled")
@@ -407,7 +404,7 @@ def _sliding_window(
         )
     if arch.window == "qwen2" and not _boolean(raw, "use_sliding_window", False, where):
         return 0, 0, "use_sliding_window false: full causal attention"
-    if window >= max_context:
+    if int(window) >= max_context:
         return 0, 0, f"sliding_window {window} >= max_position_embeddings: the window never binds"
     types = raw.get("layer_types")
     if types is not None:

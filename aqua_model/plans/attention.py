@@ -62,7 +62,7 @@ Validation results written before issue 11 (row schema 1) name plans by their ol
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -290,7 +290,7 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_plan(
     name: str, *, phase: str = "decode", selection: str = "group", convention: Convention | None = None
 ) -> Plan:

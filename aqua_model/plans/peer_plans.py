@@ -28,7 +28,7 @@ scores, which a fused kernel does not expose, so its prefill is the eager dense 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -37,10 +37,12 @@ from ..costs import memory, peers
 from ..costs.convention import Convention, resolve
 from ..costs.flops import PHASES, flop_terms as base_flop_terms
 from ..costs.memory import GQA_SELECTIONS
-from ..costs.symbols import N, T, d, k, s
-from .attention import KV_HEADS, Q_HEADS, build_plan
+from ..costs.symbols import N, T, d, k
 from .attention import (
+    KV_HEADS,
+    Q_HEADS,
     aqua_prologue,
+    build_plan,
     per_query_heads,
     vectors_bytes,
 )  # shared kernel builders, one formula each
@@ -119,7 +121,7 @@ def _h2o_kernels(terms: dict[str, sp.Expr], kv: dict[str, sp.Expr]) -> list[Kern
     return [attention, evict]
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_peer_plan(
     method: str,
     *,

@@ -26,7 +26,7 @@ through L2, which a compute-bound kernel hides).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -69,7 +69,7 @@ def executed_flops(*, block_m: int, block_n: int, convention: Convention) -> sp.
     return B * H_q * (pairs * per_pair + select)
 
 
-@lru_cache(maxsize=None)
+@cache
 def build(
     name: str = "aqua-tile-fused",
     *,

@@ -10,8 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from aqua_model.hardware import HardwareProfile
-from aqua_model.hardware import resolve_profile
+from aqua_model.hardware import HardwareProfile, resolve_profile
 from aqua_model.simulator import predict
 
 from .measured import NO_MEASUREMENTS, matches

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -13,10 +14,13 @@ from aqua_model.costs.flop_breakeven import breakeven
 
 from .style import CYCLE, GREY, new_figure, styled
 
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
+
 #: Head dims shown.
 HEAD_DIMS: tuple[int, ...] = (64, 128, 256)
 #: Phases shown, with their line style.
-PHASE_STYLES: dict[str, str] = {"decode": "-", "prefill": "--"}
+PHASE_STYLES: dict[str, LineStyleType] = {"decode": "-", "prefill": "--"}
 #: The paper's operating point (AQUA, arXiv 2509.11155): d = 128, k = 96.
 PAPER_D = 128
 PAPER_K = 96

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from aqua_model.hardware import load as load_hardware
 
-from . import breakdown, breakeven, kv_memory, parity, roofline_chart, speedup
-from . import register
+from . import breakdown, breakeven, kv_memory, parity, register, roofline_chart, speedup
 from .measured import (
     calibrated_profile,
     decode_kernel_rows,

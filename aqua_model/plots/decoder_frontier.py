@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -18,6 +18,9 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFo
 
 from . import register
 from .style import GREY, OKABE_ITO, new_figure, note, savefig, styled
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
 
 FRONTIER_CSV = Path("analysis") / "results" / "decoder_frontier.csv"
 
@@ -32,7 +35,7 @@ SERIES = {
 }
 """Colour, marker and label per (method, selection) series (Okabe-Ito palette)."""
 
-LANG_STYLES = {"en": "-", "de": "--"}
+LANG_STYLES: dict[str, LineStyleType] = {"en": "-", "de": "--"}
 SPEEDUP_TICKS = (0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 """Speedup ticks of the log x axis."""
 SYMLOG_LINEAR_PCT = 1.0

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from aqua_model._checks import check_choice
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
 
 SINGLE_COLUMN_WIDTH_IN = 3.3
 """Width of a one-column figure in a two-column paper, inches."""
@@ -28,7 +31,7 @@ METHOD_STYLE = {
 }
 """Okabe-Ito colours (colour-blind safe) and a distinct marker per method."""
 
-DATASET_LINESTYLES = ("-", "--", ":", "-.")
+DATASET_LINESTYLES: tuple[LineStyleType, ...] = ("-", "--", ":", "-.")
 """Line style per dataset, in the order the datasets are given."""
 
 METRIC_LABELS = {

@@ -93,8 +93,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
                     ax.errorbar(
                         [x],
                         [y],
-                        yerr=None if lo is None else [[y - lo], [hi - y]],
-                        xerr=None if slo is None else [[x - slo], [shi - x]],
+                        yerr=None if lo is None or hi is None else [[y - lo], [hi - y]],
+                        xerr=None if slo is None or shi is None else [[x - slo], [shi - x]],
                         color=style["color"],
                         marker=style["marker"],
                         markersize=3.5,

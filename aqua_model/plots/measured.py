@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from aqua_model.hardware import HardwareProfile, load as load_hardware
 from aqua_model.validate.runner import current_names
@@ -60,7 +60,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _positive(x: Any) -> bool:
+def _positive(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 

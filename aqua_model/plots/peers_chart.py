@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from aqua_model.costs import peers
 from aqua_model.simulator.comparison import Comparison, compare
 
 from . import register

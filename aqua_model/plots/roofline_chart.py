@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from aqua_model.hardware import HardwareProfile
-from aqua_model.hardware import resolve_profile
+from aqua_model.hardware import HardwareProfile, resolve_profile
 from aqua_model.simulator import predict
 
 from .measured import NO_MEASUREMENTS
@@ -41,7 +41,7 @@ KERNEL_MARKERS: dict[str, str] = {
     "gather": "*",
 }
 #: Line style per roof, in the order given: datasheet, model (datasheet x efficiencies), calibrated.
-ROOF_STYLES: tuple[dict[str, object], ...] = (
+ROOF_STYLES: tuple[dict[str, Any], ...] = (
     {"color": "black", "linestyle": "-", "linewidth": 1.0},
     {"color": OKABE_ITO["sky_blue"], "linestyle": "--", "linewidth": 0.9},
     {"color": OKABE_ITO["vermillion"], "linestyle": "-.", "linewidth": 0.9},

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogLocator, NullFormatter
 
 from aqua_model.costs.flop_breakeven import breakeven
-from aqua_model.hardware import HardwareProfile
-from aqua_model.hardware import resolve_profile
+from aqua_model.hardware import HardwareProfile, resolve_profile
 from aqua_model.simulator import simulate, time_breakeven
 
 from .measured import NO_MEASUREMENTS
@@ -56,7 +55,7 @@ class Shape:
     def g(self) -> int:
         return self.heads_q // self.heads_kv
 
-    def kwargs(self) -> dict[str, int]:
+    def kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`aqua_model.simulate` for this shape."""
         return {"heads_q": self.heads_q, "heads_kv": self.heads_kv, "d": self.d, "batch": self.batch}
 
@@ -125,7 +124,7 @@ def speedup_heatmap_figure(grid: SpeedupGrid) -> Figure:
         ax.clabel(cs2, fmt={lv: f"{lv:.1f}x" for lv in extra}, fontsize=5.5, inline_spacing=2)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context N (cached tokens, log scale)")
-    ax.set_ylabel("kept dimensions k (of d = %d)" % grid.shape.d)
+    ax.set_ylabel(f"kept dimensions k (of d = {grid.shape.d:d})")
     cbar = fig.colorbar(mesh, ax=ax, pad=0.02)
     cbar.set_label("predicted speedup (dense / AQUA)")
     cbar.ax.tick_params(labelsize=6)

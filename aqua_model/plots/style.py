@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
+from cycler import cycler
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -76,7 +77,7 @@ PLAN_MARKERS: dict[str, str] = {
 }
 
 #: matplotlib settings applied while a figure is built and saved.
-RC: dict[str, Any] = {
+RC: dict[Any, Any] = {  # keys: matplotlib rcParams names (its stubs type them as a Literal)
     "font.family": "DejaVu Sans",
     "font.size": FONT_SIZE_PT,
     "axes.titlesize": FONT_SIZE_PT,
@@ -88,7 +89,7 @@ RC: dict[str, Any] = {
     "legend.frameon": False,
     "legend.handlelength": 1.8,
     "axes.linewidth": 0.6,
-    "axes.prop_cycle": matplotlib.cycler(color=list(CYCLE)),
+    "axes.prop_cycle": cycler(color=list(CYCLE)),
     "lines.linewidth": 1.1,
     "lines.markersize": 3.5,
     "grid.linewidth": 0.3,

@@ -6,6 +6,7 @@ with AQUA's peers, report rows). The roofline time lives in :mod:`.roofline` onl
 from __future__ import annotations
 
 from .comparison import Comparison, MethodRow, compare
+from .parallel import DecodeStep, DoesNotFit, Layout, decode_step, plan_layout, smallest_tensor_parallel
 from .roofline import KernelTime, kernel_time, plan_time
 from .simulation import (
     AQUA_PLAN_ALIASES,
@@ -20,7 +21,6 @@ from .simulation import (
     speedup,
     time_breakeven,
 )
-from .parallel import DecodeStep, DoesNotFit, Layout, decode_step, plan_layout, smallest_tensor_parallel
 from .whole_model import EndToEnd, end_to_end
 
 __all__ = [

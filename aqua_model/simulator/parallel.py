@@ -42,7 +42,7 @@ from ..costs.convention import Convention
 from ..costs.dtypes import dtype_bytes
 from ..hardware import HardwareProfile, resolve_profile
 from ..models import ModelConfig, load as load_model
-from .roofline import FLOPS_PER_PARAM_PER_TOKEN, weights_time_s  # the roofline time has one home
+from .roofline import weights_time_s  # the roofline time has one home
 from .simulation import Simulation, simulate
 
 #: All-reduces of the hidden state per layer under tensor parallelism (Megatron-LM): after the

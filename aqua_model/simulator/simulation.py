@@ -11,18 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice, check_int, check_int_array
+from .._checks import check_choice, check_int
 from ..costs import memory
+from ..costs.breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
 from ..costs.convention import Convention, resolve
 from ..costs.dtypes import QUANTISED_KV_DTYPES
 from ..costs.flop_breakeven import breakeven
 from ..costs.flops import PHASES
 from ..costs.memory import GQA_SELECTIONS
-from ..costs.breakeven_search import BREAKEVEN_SEARCH_LIMIT, smallest_winning_context
 from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes, check_context
 from ..hardware import HardwareProfile, resolve_profile
-from ..models import ModelConfig, load as load_model
+from ..models import ModelConfig
 from ..models.shape import Shape, resolve_shape
 from ..plans import build_plan, describe, plan_names
 from ..plans.shape_limits import shape_limit

@@ -31,9 +31,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aqua_model._checks import check_choice
 from aqua_model._datafiles import to_toml

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aqua_model._checks import check_choice, check_real
 from aqua_model.hardware import HardwareProfile

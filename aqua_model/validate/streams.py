@@ -45,8 +45,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -759,7 +760,7 @@ def run_stream_benchmarks(
 
 def _small_kernel_sweep(
     res: StreamResult,
-    clock: "_Clock",
+    clock: _Clock,
     td: Any,
     rand: Callable[..., Any],
     kind: str,
