@@ -681,3 +681,10 @@ def test_parser_error_with_a_control_character_stays_one_line(capsys, junk):
     code, _, err = cli(capsys, "hardware", "list", junk)
     assert code == 2
     one_line_error(err, "unrecognized arguments")
+
+
+def test_report_checks_its_heldout_outputs_before_printing(capsys):
+    argv = ["validate", "report", str(INSAMPLE), "--no-cases", "--heldout", str(HELDOUT)]
+    code, out, err = cli(capsys, *argv, "--status-out", "/proc/x/status.toml")
+    assert code == 2 and not out
+    one_line_error(err, "--status-out", "cannot be written")
