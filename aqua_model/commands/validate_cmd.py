@@ -388,6 +388,9 @@ def run_report(args: argparse.Namespace) -> int:
         check_input_file("results", path)
     if args.markdown:
         check_output_file("--markdown", args.markdown)
+    for flag, path in (("--heldout-markdown", args.heldout_markdown), ("--status-out", args.status_out)):
+        if path is not None:  # every output checked before the report is computed and printed
+            check_output_file(flag, path)
     if args.out:
         if not args.repredict:
             raise ValueError("--out is only used with --repredict")
