@@ -38,18 +38,24 @@ PROFILES = {
 }
 #: SMs of the H200 the held-out run measured (its rows' env.sm_count).
 SM_COUNT = 132
+#: The held-out runs 1-3 (2026-11-28 to 2026-12-02) measured the three-launch aqua_decode.
+MEASURED_LAUNCHES = 3
 #: Bins of the diagnostics: blocks of N per split, and split programs per SM.
 BLOCK_BINS = ((1, 4), (5, 8), (9, 32), (33, 10**9))
 PROGRAM_BINS = ((0.0, 1.0), (1.0, 4.0), (4.0, 9.0), (9.0, float("inf")))
 
 
 def split_geometry(row: dict) -> tuple[int, float]:
-    """(blocks per split, split programs per SM) of an aqua-fused row, by the launch rule."""
+    """(blocks per split, split programs per SM) of an aqua-fused row of the first three runs, by the
+    launch rule of the kernel they measured: the three-launch path (``launches=3``), not today's
+    one-launch default (issue 22)."""
     g = row["heads_q"] // row["heads_kv"]
     rows = tile_rows(d=row["d"], k=row["k"], g=g, selection=row["selection"])
-    block_n = launch_rule(padded_tile_rows(rows, row["d"]))[0]
+    block_n = launch_rule(padded_tile_rows(rows, row["d"]), launches=MEASURED_LAUNCHES)[0]
     units = row["batch"] * row["heads_kv"]
-    splits, chunk = split_count(programs=units, context=row["context"], block_n=block_n, sm_count=SM_COUNT)
+    splits, chunk = split_count(
+        programs=units, context=row["context"], block_n=block_n, sm_count=SM_COUNT, launches=MEASURED_LAUNCHES
+    )
     return int(chunk) // block_n, units * int(splits) / SM_COUNT
 
 

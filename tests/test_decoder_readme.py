@@ -113,13 +113,20 @@ def test_the_frontier_sentence_is_the_committed_frontier():
     small = [
         float(r["predicted_speedup"]) for r in rows if r["target"] == "SmolLM2-135M" and r["method"] == "aqua"
     ]
-    # only k = 16 of 64 with group selection is predicted faster than dense (issue 12's launch counts)
-    wins = [
-        r["config"]
-        for r in rows
-        if r["target"] == "SmolLM2-135M" and r["method"] == "aqua" and float(r["predicted_speedup"]) > 1
+    # the one-launch plan (issue 22) has no launch of its own beyond the one kernel, so the
+    # datasheet profile predicts every SmolLM2 setting faster than dense ...
+    assert min(small) > 1 and f"faster than dense ({min(small):.2f}x to {max(small):.2f}x)" in text
+    # ... while the H200 measured that shape slower: the page quotes the measured range at 8K, batch 8
+    measured = [
+        json.loads(line)
+        for line in (ROOT / "validation" / "results" / "h200" / "decode_v3_longctx_shapes.jsonl").open()
     ]
-    assert wins == ["aqua-k16-group-cal_en"] and f"({min(small):.2f}x to {max(small):.2f}x)" in text
+    smol = [
+        r["speedup_graph"]
+        for r in measured
+        if (r["heads_q"], r["heads_kv"], r["d"], r["context"], r["batch"]) == (9, 3, 64, 8192, 8)
+    ]
+    assert len(smol) == 6 and f"runs at\n{min(smol):.2f}-{max(smol):.2f}x of SDPA".replace("\n", " ") in text
     assert (
         f"H2O at half the tokens is predicted at {float(by[('Llama-3.1-8B', 'dense-h2o64')]['predicted_speedup']):.2f}x"
         in text

@@ -87,3 +87,22 @@ def test_the_aqua_fused_workload_has_aligned_key_rows():
     inp = make_inputs(case, device=torch.device("cpu"), seed=0, layouts=("rotated-dim-major",))
     assert inp.k_hat_t.shape[-1] == 333
     assert inp.k_hat_t.stride(-2) == 336 and inp.k_hat_t.stride(-2) % 16 == 0
+
+
+def test_warm_up_keeps_the_default_rules_split_count():
+    from aqua_model.costs.split_rule import launch_rule, padded_tile_rows, split_count, tile_rows
+    from aqua_model.validate.cases import Case
+    from aqua_model.validate.warmup import warm_case
+
+    for batch, n in ((1, 200_001), (8, 65_537), (3, 9_999)):
+        case = Case(
+            phase="decode", plan="aqua-fused", context=n, batch=batch, heads_q=32, heads_kv=8, d=128, k=32
+        )
+        small = warm_case(case, 132)
+        rows = tile_rows(d=128, k=32, g=4, selection="group")
+        bn = launch_rule(padded_tile_rows(rows, 128))[0]
+        count = [
+            int(split_count(programs=batch * 8, context=c, block_n=bn, sm_count=132)[0][()])
+            for c in (n, small.context)
+        ]
+        assert count[0] == count[1] and small.context <= n and small.context % 16 == n % 16

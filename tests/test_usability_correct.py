@@ -670,3 +670,20 @@ def test_figures_refuse_an_output_file_that_is_a_folder(capsys, tmp_path):
     assert code == 2
     one_line_error(err, "--out", "kv_memory.png", "is a folder")
     assert not (tmp_path / "kv_memory.pdf").exists()  # refused before any figure is written
+
+
+# -- found by the fuzz test (item 15): a control character in an argument broke the one-line error --
+
+
+@pytest.mark.parametrize("junk", ["a\nb", "x\x1ey", "p\u2028q"])
+def test_parser_error_with_a_control_character_stays_one_line(capsys, junk):
+    code, _, err = cli(capsys, "hardware", "list", junk)
+    assert code == 2
+    one_line_error(err, "unrecognized arguments")
+
+
+def test_report_checks_its_heldout_outputs_before_printing(capsys):
+    argv = ["validate", "report", str(INSAMPLE), "--no-cases", "--heldout", str(HELDOUT)]
+    code, out, err = cli(capsys, *argv, "--status-out", "/proc/x/status.toml")
+    assert code == 2 and not out
+    one_line_error(err, "--status-out", "cannot be written")

@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
 #: A plain integer on the command line: ASCII digits, optionally after a '-' (so that a range
@@ -261,7 +261,10 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split("\n")).strip()
+    """``text`` on one line: newlines become spaces, and any other character a terminal or
+    ``str.splitlines`` could break on (or not show) is written as its escape, e.g. ``\\x1e``."""
+    joined = " ".join(str(text).split("\n")).strip()
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in joined)
 
 
 def set_run(parser: argparse.ArgumentParser, run: Any, extra_flags: Mapping[str, str] | None = None) -> None:

@@ -131,7 +131,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="which of the protocol's three samples this is (validation/README.md) (default: %(default)s)",
     )
     sm.add_argument(
-        "--core-only", action="store_true", help="only the core plans of each shape (no extra plan drawn in)"
+        "--core-only",
+        action="store_true",
+        help="only the core plans of each shape (default: the core plans and one extra plan drawn in)",
     )
     set_run(sm, run_sample)
 
@@ -141,8 +143,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     ft.add_argument("--profile", required=True, help="calibrated base profile (micro-benchmarks: the start)")
     ft.add_argument("--train", nargs="+", required=True, help="measured training rows (JSONL)")
     ft.add_argument("--out", required=True, help="fitted profile (TOML)")
-    ft.add_argument("--name", default=None, help="the fitted profile's identity (stored in the file)")
-    ft.add_argument("--audit-out", default=None, help="the training rows' fitted predictions (JSONL)")
+    ft.add_argument(
+        "--name",
+        default=None,
+        help="the fitted profile's identity, stored in the file (default: the base's + '-fitted')",
+    )
+    ft.add_argument(
+        "--audit-out",
+        default=None,
+        help="the training rows' fitted predictions, JSONL (default: not written)",
+    )
     set_run(ft, run_fit)
 
     iv = vsub.add_parser(
@@ -153,7 +163,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     iv.add_argument(
         "--conformal",
         action="store_true",
-        help="the results are the protocol's calibration sample: plain split-conformal intervals (not widened)",
+        help="the results are the protocol's calibration sample: plain split-conformal intervals, not widened "
+        "(default: in-sample residuals widened by the calibration spread)",
     )
     iv.add_argument("--out", required=True, help="the profile to write (may be --profile itself)")
     set_run(iv, run_intervals)
@@ -388,6 +399,9 @@ def run_report(args: argparse.Namespace) -> int:
         check_input_file("results", path)
     if args.markdown:
         check_output_file("--markdown", args.markdown)
+    for flag, path in (("--heldout-markdown", args.heldout_markdown), ("--status-out", args.status_out)):
+        if path is not None:  # every output checked before the report is computed and printed
+            check_output_file(flag, path)
     if args.out:
         if not args.repredict:
             raise ValueError("--out is only used with --repredict")

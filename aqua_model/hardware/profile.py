@@ -645,8 +645,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
                 )
             ):
                 raise ValueError(
-                    f"{where}: field 'calibration.{field}' must be a finite number of seconds in "
-                    f"(0, {MAX_CALIBRATED_SCALAR_S:g}], got {value!r}"
+                    f"{where}: field 'calibration.{field}' must be a finite number of seconds > 0 and at "
+                    f"most {MAX_CALIBRATED_SCALAR_S:g}, got {value!r}"
                 )
         if "topk_rows_length_k_s" in cal:
             topk_table = TopkTable.from_points(cal["topk_rows_length_k_s"], where)

@@ -22,6 +22,8 @@ import time
 from typing import Any
 
 from aqua_model.costs.split_rule import (
+    DEFAULT_LAUNCHES,
+    FUSED_MIN_BLOCKS_PER_SPLIT,
     MIN_BLOCKS_PER_SPLIT,
     launch_rule,
     padded_tile_rows,
@@ -53,7 +55,12 @@ def warm_case(case: Case, sm_count: int) -> Case:
     block_n = launch_rule(padded_tile_rows(rows, case.d), page=page)[0]
     units = case.batch * case.heads_kv
     splits, _ = split_count(programs=units, context=case.context, block_n=block_n, sm_count=sm_count)
-    small = int(splits) * MIN_BLOCKS_PER_SPLIT * block_n + case.context % 16
+    # the fewest blocks that keep the default (one-launch) rule's split count (the three-launch
+    # path's minimum on the other plans)
+    per_split = FUSED_MIN_BLOCKS_PER_SPLIT if DEFAULT_LAUNCHES == 1 else MIN_BLOCKS_PER_SPLIT
+    # splits x per_split whole blocks, ending on the same N mod 16 (at most that many blocks' tokens)
+    rem = case.context % 16
+    small = int(splits) * per_split * block_n - (16 - rem if rem else 0)
     return dataclasses.replace(case, context=min(case.context, max(small, 16)))
 
 
