@@ -111,7 +111,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
             ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
             ax.axhline(0.0, color=GREY, linewidth=0.6)
             ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
-            ax.set_title(f"{model}, N = {context}", fontsize=7)
+            batch = {str(r.get("batch", "")) for r in mine}
+            ax.set_title(f"{model}, N = {context}, batch {', '.join(sorted(batch))}", fontsize=7)
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if i == len(models) - 1:
                 ax.set_xlabel("H200 decode speedup over SDPA (x)")
