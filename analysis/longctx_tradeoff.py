@@ -343,7 +343,8 @@ def docs_sections(out: Path) -> dict[str, str]:
             "tokens": e["tokens"],
             "KL fp32, k = d": f"{e['kl_fp32_aqua_kd_vs_fp32']:.2e}",
             "KL bf16 vs fp32 (noise floor)": f"{e['kl_bf16_vs_fp32_noise_floor']:.2e}",
-            "KL bf16, k = d": f"{e['kl_bf16_aqua_kd_vs_bf16']:.2e}",
+            "KL bf16 k = d vs fp32": f"{e['kl_bf16_aqua_kd_vs_fp32']:.2e}",
+            "KL bf16 k = d vs bf16": f"{e['kl_bf16_aqua_kd_vs_bf16']:.2e}",
             "fp32 < 1e-6": e["fp32_exact"],
             "bf16 within floor": e["bf16_within_noise_floor"],
         }
