@@ -112,7 +112,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
             ax.axhline(0.0, color=GREY, linewidth=0.6)
             ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
             batch = {str(r.get("batch", "")) for r in mine}
-            ax.set_title(f"{model}, N = {context}, batch {', '.join(sorted(batch))}", fontsize=7)
+            short = model.removesuffix("-Instruct")
+            ax.set_title(f"{short}, N = {context}, batch {', '.join(sorted(batch))}", fontsize=6.5)
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if i == len(models) - 1:
                 ax.set_xlabel("H200 decode speedup over SDPA (x)")
@@ -138,7 +139,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
     note(
         fig,
-        "quality: last 256 positions after a dense prefill, 95% CI; speed: fused AQUA decode, same shape and N",
+        "quality: the last scored positions after a dense prefill, 95% CI; "
+        "speed: fused AQUA decode over SDPA at the same shape, N and batch",
     )
     return fig
 
