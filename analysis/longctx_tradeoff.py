@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     (args.out / "longctx_tradeoff.csv").write_text(to_csv(rows), encoding="utf-8")
     (args.out / "longctx_tradeoff.md").write_text(markdown(rows, source=source), encoding="utf-8")
-    savefig(tradeoff_figure([r for r in rows if r["batch"] == BATCH]), args.figures / "longctx_frontier")
+    savefig(tradeoff_figure(rows), args.figures / "longctx_frontier")  # batch FIGURE_BATCH
     if args.docs.is_file():
         text = args.docs.read_text(encoding="utf-8")
         for name, body in docs_sections(args.out).items():

@@ -30,6 +30,9 @@ SELECTION_STYLES = {
 }
 """Colour, marker and label per selection mode (Okabe-Ito palette)."""
 
+FIGURE_BATCH = 8
+"""Decode batch drawn (the table has batches 1 and 8; one batch per figure keeps one point per k)."""
+
 SYMLOG_LINEAR_PCT = 1.0
 """Perplexity increases below this many percent are drawn on a linear scale, above on a log scale."""
 
@@ -60,9 +63,14 @@ def _f(value: Any) -> float | None:
 
 
 @styled
-def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
-    """The frontier at matched context from rows of ``longctx_tradeoff.csv`` with a measured quality."""
-    rows = [r for r in rows if r.get("ppl_increase_pct") not in (None, "")]
+def tradeoff_figure(rows: Iterable[Mapping[str, Any]], *, batch: int = FIGURE_BATCH) -> Figure:
+    """The frontier at matched context from rows of ``longctx_tradeoff.csv`` with a measured quality
+    (rows with a ``batch`` column: those of ``batch`` only)."""
+    rows = [
+        r
+        for r in rows
+        if r.get("ppl_increase_pct") not in (None, "") and int(float(r.get("batch", batch) or batch)) == batch
+    ]
     if not rows:
         raise ValueError(
             "rows must hold at least one trade-off row with a measured perplexity increase, got none"
