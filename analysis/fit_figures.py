@@ -9,7 +9,7 @@
     python analysis/fit_figures.py --seed SEED [--results validation/results/h200] [--out figures]
 
 Reads ``fit-SEED-test.jsonl``, ``h200-fit-SEED.toml`` and the break-even rows
-``fit-SEED-breakeven.jsonl`` under --results.
+``fit-SEED-run/breakeven.jsonl`` under --results.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = _rows(args.results / f"fit-{args.seed}-test.jsonl")
     written = savefig(parity_figure(rows, args.seed), args.out / f"fit_parity_{args.seed}")
-    be_path = args.results / f"fit-{args.seed}-breakeven.jsonl"
+    be_path = args.results / f"fit-{args.seed}-run" / "breakeven.jsonl"
     if be_path.exists():
         prof = load(args.results / f"h200-fit-{args.seed}.toml")
         written += savefig(

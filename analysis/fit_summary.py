@@ -205,9 +205,24 @@ def predicted_breakeven(profile: Any, st: dict[str, Any], grid_max: int) -> dict
         idx = np.flatnonzero(mask)
         return int(contexts[idx[0]]) if idx.size else None
 
-    ext = sorted({name for kt in sim.aqua.kernels + sim.dense.kernels for name in kt.extrapolates})
+    n_pred = first(sp > 1.0)
+    ext: list[str] = []
+    if n_pred is not None:  # does the prediction at the break-even itself leave the fitted ranges?
+        at = simulate(
+            gpu=profile,
+            context=n_pred,
+            k=st["k"],
+            batch=st["batch"],
+            heads_q=st["heads_q"],
+            heads_kv=st["heads_kv"],
+            d=st["d"],
+            plan="fused",
+            selection=st.get("selection", "per-head"),
+            dtype=st.get("dtype", "bf16"),
+        )
+        ext = sorted({name for kt in at.aqua.kernels + at.dense.kernels for name in kt.extrapolates})
     return {
-        "predicted": first(sp > 1.0),
+        "predicted": n_pred,
         "predicted_low": None if iv is None else first(np.asarray(iv[1]) > 1.0),
         "predicted_high": None if iv is None else first(np.asarray(iv[0]) > 1.0),
         "flop_breakeven": sim.flop_breakeven,
@@ -223,10 +238,15 @@ def breakeven_table(profile: Any, rows: list[dict[str, Any]]) -> list[dict[str, 
         if r.get("kind") != "result":
             continue
         pred = predicted_breakeven(profile, r, int(r["grid_max"]))
-        m, p = r["breakeven_context"], pred["predicted"]
-        within = None if (m is None or p is None) else bool(abs(m / p - 1) <= BREAKEVEN_TOLERANCE)
-        if m is None and p is None:
-            within = True  # neither wins up to the grid's end: agreement
+        m, p, top = r["breakeven_context"], pred["predicted"], int(r["grid_max"])
+        if m is not None and p is not None:
+            within: bool | None = bool(abs(m / p - 1) <= BREAKEVEN_TOLERANCE)
+        elif m is None and p is None:
+            within = True  # neither wins up to the grid's end: agreement (both > grid_max)
+        elif m is None:  # measured > top: within needs m <= (1 + tol) p, so a miss once top >= that
+            within = False if top >= p * (1 + BREAKEVEN_TOLERANCE) else None
+        else:  # predicted > top: within needs p <= m / (1 - tol), so a miss once top >= that
+            within = False if top >= m / (1 - BREAKEVEN_TOLERANCE) else None
         out.append(
             {
                 **{
@@ -282,15 +302,23 @@ def markdown(
         "",
         "## Time break-even (default aqua_decode call, per-head selection, bf16)",
         "",
+        "N: the smallest context (a multiple of 16) at which aqua_decode beats SDPA; '> 262144': not up to",
+        "the grid's end. The predicted interval: where the speedup's 80% interval's high / low bound first",
+        "exceeds 1.",
+        "",
         "| model | B | k | measured N | bracket | predicted N [80% interval] | FLOP break-even | within 20% |",
         "|---|---:|---:|---:|---|---|---:|---|",
     ]
+
+    def n_txt(n: Any) -> str:
+        return "> 262144" if n is None else str(n)
+
     for b in be:
-        pi = f"{b['predicted']} [{b['predicted_low']}, {b['predicted_high']}]"
-        ext = " (extrapolates)" if b["extrapolates"] else ""
+        pi = f"{n_txt(b['predicted'])} [{n_txt(b['predicted_low'])}, {n_txt(b['predicted_high'])}]"
+        ext = f" (extrapolates: {', '.join(b['extrapolates'])})" if b["extrapolates"] else ""
         w = "–" if b["within_20pct"] is None else ("yes" if b["within_20pct"] else "no")
         lines.append(
-            f"| {b['model']} {b['heads_q']}/{b['heads_kv']} d={b['d']} | {b['batch']} | {b['k']} | {b['measured']} | "
+            f"| {b['model']} {b['heads_q']}/{b['heads_kv']} d={b['d']} | {b['batch']} | {b['k']} | {n_txt(b['measured'])} | "
             f"{b['bracket']} | {pi}{ext} | {b['flop_breakeven']} | {w} |"
         )
     return "\n".join(lines) + "\n"

@@ -160,9 +160,12 @@ def deployment_check(
 ) -> dict[str, Any]:
     """The study's cache (dense keys, rotated by the attention) against a real projected-key cache.
 
-    Both prefill the first context's prefix exactly (dense / AQUA at k = d into a
-    ProjectedKeyCache), then run the scored chunk with CHECK_CONFIG; returns the largest key and
-    logit differences, the KL between the two and their top-1 agreement.
+    Two projected-key caches against the study's dense cache, each then running the first
+    context's scored chunk with CHECK_CONFIG: one filled with the dense prefix's own keys and
+    values (``same_keys_*``: only the rotation's rounding differs), one prefilled by the model
+    itself with exact AQUA (k = d) attention (the deployment; its keys differ by float rounding,
+    which can flip a near-tied top-k choice). Returns the largest key and logit differences, the
+    KL between the two runs and their top-1 agreement.
     """
     method, frac, sel = CHECK_CONFIG
     cfg = Config(method, of(frac, d), selection=sel, calib=CALIB_TAG)
@@ -180,9 +183,14 @@ def deployment_check(
         aqua_tf.restore(model)
         dense = DynamicCache(config=model.config)
         prefill(dense)
+        prefix_kv = [(layer.keys, layer.values) for layer in dense.layers]
         rotated = [aqua_tf._rotate(layer.keys, proj.calibration.P[i]) for i, layer in enumerate(dense.layers)]
         aqua_tf.apply(model, proj, **cfg.apply_kwargs())
         logits_a = model(input_ids=chunk, cache=dense, use_cache=True).logits[0].float()
+        same = aqua_tf.projected_key_cache(model)
+        for layer, (k, v) in zip(same.layers, prefix_kv):
+            layer.update(k, v)
+        logits_c = model(input_ids=chunk, cache=same, use_cache=True).logits[0].float()
         aqua_tf.apply(model, proj, k=d, method="aqua")
         projected = aqua_tf.projected_key_cache(model)
         prefill(projected)
@@ -193,10 +201,13 @@ def deployment_check(
         aqua_tf.apply(model, proj, **cfg.apply_kwargs())
         logits_b = model(input_ids=chunk, cache=projected, use_cache=True).logits[0].float()
         aqua_tf.restore(model)
-    la, lb = torch.log_softmax(logits_a, -1), torch.log_softmax(logits_b, -1)
+    la, lb, lc = (torch.log_softmax(x, -1) for x in (logits_a, logits_b, logits_c))
     return {
         "config": cfg.key,
         "context": context,
+        "same_keys_max_abs_logit_difference": float((logits_a - logits_c).abs().max()),
+        "same_keys_kl_nats": float((la.exp() * (la - lc)).sum(-1).clamp_min(0).mean()),
+        "same_keys_top1_agreement": float((la.argmax(-1) == lc.argmax(-1)).double().mean()),
         "max_abs_key_difference": key_diff,
         "max_abs_logit_difference": float((logits_a - logits_b).abs().max()),
         "kl_nats": float((la.exp() * (la - lb)).sum(-1).clamp_min(0).mean()),

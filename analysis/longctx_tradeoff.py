@@ -1,20 +1,20 @@
 """The GQA selection trade-off at matched context: long-context quality beside the decode speedup.
 
-For each model shape (SmolLM2-135M 9 / 3, Qwen2.5-Coder-0.5B 14 / 2, and Llama-3.1-8B 32 / 8 by
-prediction only: no offline Llama weights, so no quality), each context of TRADEOFF_CONTEXTS,
-each k of the long-context study and both selection modes: the perplexity increase of the study
+For each model shape (SmolLM2-135M 9 / 3, Qwen2.5-Coder-0.5B 14 / 2, and Llama-3.1-8B 32 / 8, speed
+only: no offline Llama weights, so no quality), batch, context of TRADEOFF_CONTEXTS, k of the
+long-context study and both selection modes: the perplexity increase of the study
 (analysis/results/longctx_summary.csv, with its 95% CI) beside the fused AQUA decode kernel's
-speedup over SDPA for that g, k and context. A speedup is 'measured' when the H200 file
-MEASURED (columns heads_q, heads_kv, d, k, selection, batch, context, dtype, speedup) has the
-row, else 'predicted' by aqua_model.simulate on the frozen calibrated H200 profile
-PREDICTION_PROFILE, with its 80% interval.
+speedup over SDPA for that g, k and context. A speedup is 'measured' when the H200 file MEASURED
+(the [kernels] helper's decode_v3 run at these shapes: heads_q, heads_kv, d, k, selection, batch,
+context, dtype, CUDA-graph times and speedup_graph) has the row, else 'predicted' by
+aqua_model.simulate on the frozen calibrated H200 profile PREDICTION_PROFILE, with its 80% interval.
 
-Re-runnable: reads only committed files; rerun after the measured file lands to replace
-predictions by measurements.
+Re-runnable: reads only committed files (rerun after new measurements land).
 
 Usage: python analysis/longctx_tradeoff.py [--out analysis/results] [--figures figures] [--measured PATH]
-Writes longctx_tradeoff.csv / .md under --out, longctx_frontier.pdf / .png under --figures, and the
-generated sections (trade-off, finding, summary) of docs/longctx.md.
+Writes longctx_tradeoff.csv / .md under --out, longctx_frontier.pdf / .png under --figures (batch
+BATCH), and the generated sections (trade-off, finding, summary, check, run times, exactness) of
+docs/longctx.md.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ K_FRACTIONS = (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4))
 """k/d of the table (the long-context study's approximate k)."""
 SELECTIONS = ("per-head", "group")
 BATCH = 8
-"""Decode batch of every speedup (the decoder frontier's batch; one query per sequence)."""
+"""Decode batch of the figure (the decoder frontier's batch; one query per sequence)."""
+BATCHES = (1, 8)
+"""Decode batches of the table (the measured file's)."""
 DTYPE = "bf16"
 """Attention dtype of every speedup."""
 PLAN = "aqua-fused"
@@ -63,6 +65,13 @@ def read_summary(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+SPEEDUP_FIELDS = ("speedup_graph", "speedup")
+"""Measured speedup column, first found: SDPA's CUDA-graph time over aqua_decode's (the [kernels] file), or a
+plain ``speedup``."""
+DTYPE_NAMES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
+"""Spellings of a row's dtype."""
+
+
 def read_measured(path: Path) -> list[dict[str, Any]]:
     """Rows of the measured file ([] when it does not exist yet)."""
     if not path.is_file():
@@ -72,7 +81,9 @@ def read_measured(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         row = json.loads(line)
-        missing = {"heads_q", "heads_kv", "d", "k", "selection", "batch", "context", "speedup"} - set(row)
+        missing = {"heads_q", "heads_kv", "d", "k", "selection", "batch", "context"} - set(row)
+        if not any(f in row for f in SPEEDUP_FIELDS):
+            missing.add(" or ".join(SPEEDUP_FIELDS))
         if missing:
             raise ValueError(f"{path}:{i + 1} misses the columns {sorted(missing)}")
         rows.append(row)
@@ -83,6 +94,20 @@ def _number(name: str, value: Any, where: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     raise ValueError(f"{name} must be a finite number in {where}, got {value!r}")
+
+
+def measured_spread(row: dict[str, Any], where: str) -> tuple[float | None, float | None]:
+    """(low, high) of a measured speedup from the two timings' interquartile ranges (SDPA's time at the
+    bottom / top of its IQR over AQUA's at the top / bottom of its own), or a row's own bounds, or None."""
+    need = ("sdpa_graph_s", "sdpa_graph_iqr_s", "aqua_graph_s", "aqua_graph_iqr_s")
+    if all(f in row for f in need):
+        s, si, a, ai = (_number(f, row[f], where) for f in need)
+        return (s - si / 2) / (a + ai / 2), (s + si / 2) / (a - ai / 2)
+    if "speedup_lo" in row and "speedup_hi" in row:
+        return _number("speedup_lo", row["speedup_lo"], where), _number(
+            "speedup_hi", row["speedup_hi"], where
+        )
+    return None, None
 
 
 def speed(
@@ -101,20 +126,25 @@ def speed(
         for r in measured
         if (r["heads_q"], r["heads_kv"], r["d"], r["k"], r["selection"], r["batch"], r["context"])
         == (shape["heads_q"], shape["heads_kv"], shape["d"], k, selection, batch, context)
-        and r.get("dtype", DTYPE) == DTYPE
+        and DTYPE_NAMES.get(str(r.get("dtype", DTYPE))) == DTYPE
     ]
     if len(hits) > 1:
         raise ValueError(
-            f"{len(hits)} measured rows for {shape['model']} k={k} {selection} N={context}: expected one"
+            f"{len(hits)} measured rows for {shape['model']} k={k} {selection} N={context} "
+            f"batch {batch}: expected one"
         )
     if hits:
         r = hits[0]
-        where = f"the measured row of {shape['model']} k={k} {selection} N={context}"
-        out = {"speedup": _number("speedup", r["speedup"], where), "speed_source": "measured"}
-        for bound in ("speedup_lo", "speedup_hi"):
-            out[bound] = _number(bound, r[bound], where) if bound in r else None
-        out["speed_detail"] = "H200, " + source
-        return out
+        where = f"the measured row of {shape['model']} k={k} {selection} N={context} batch {batch}"
+        field = next(f for f in SPEEDUP_FIELDS if f in r)
+        lo, hi = measured_spread(r, where)
+        return {
+            "speedup": _number(field, r[field], where),
+            "speed_source": "measured",
+            "speedup_lo": lo,
+            "speedup_hi": hi,
+            "speed_detail": f"H200, {source} ({field}; range from the timings' IQRs)",
+        }
     sim = aqua_model.simulate(
         gpu=str(PREDICTION_PROFILE),
         context=context,
@@ -145,10 +175,12 @@ def tradeoff_rows(
     *,
     contexts: tuple[int, ...] = TRADEOFF_CONTEXTS,
     source: str = MEASURED.name,
-    batch: int = BATCH,
+    batches: tuple[int, ...] = BATCHES,
 ) -> list[dict[str, Any]]:
+    """One row per (shape, batch, context, k, selection): the study's quality (None where not measured)
+    beside the speedup (measured, else predicted)."""
     rows = []
-    for shape in SHAPES:
+    for shape, batch in ((s, b) for s in SHAPES for b in batches):
         d = shape["d"]
         for context in contexts:
             for frac in K_FRACTIONS:
@@ -215,31 +247,36 @@ def _cell_speed(r: dict[str, Any]) -> str:
 def markdown(rows: list[dict[str, Any]], *, source: str = MEASURED.name) -> str:
     parts = ["# GQA selection trade-off at matched context\n"]
     for shape in SHAPES:
-        mine = [r for r in rows if r["model"] == shape["model"]]
-        parts.append(
-            f"\n## {shape['model']} ({shape['heads_q']} / {shape['heads_kv']} heads, g = {mine[0]['g']}, d = {shape['d']})\n\n"
-        )
-        table = []
-        for context in sorted({r["context"] for r in mine}):
-            for frac in K_FRACTIONS:
-                k = int(frac * shape["d"])
-                by = {r["selection"]: r for r in mine if r["context"] == context and r["k"] == k}
-                table.append(
-                    {
-                        "N": context,
-                        "k": f"{k} ({frac})",
-                        "per-head: ppl increase": _cell_quality(by["per-head"]),
-                        "per-head: speedup": _cell_speed(by["per-head"]),
-                        "group: ppl increase": _cell_quality(by["group"]),
-                        "group: speedup": _cell_speed(by["group"]),
-                    }
-                )
-        parts.append(to_markdown(table))
+        for batch in sorted({r["batch"] for r in rows}):
+            mine = [r for r in rows if r["model"] == shape["model"] and r["batch"] == batch]
+            if not mine:
+                continue
+            parts.append(
+                f"\n## {shape['model']} ({shape['heads_q']} / {shape['heads_kv']} heads, g = {mine[0]['g']}, "
+                f"d = {shape['d']}), batch {batch}\n\n"
+            )
+            table = []
+            for context in sorted({r["context"] for r in mine}):
+                for frac in K_FRACTIONS:
+                    k = int(frac * shape["d"])
+                    by = {r["selection"]: r for r in mine if r["context"] == context and r["k"] == k}
+                    table.append(
+                        {
+                            "N": context,
+                            "k": f"{k} ({frac})",
+                            "per-head: ppl increase": _cell_quality(by["per-head"]),
+                            "per-head: speedup": _cell_speed(by["per-head"]),
+                            "group: ppl increase": _cell_quality(by["group"]),
+                            "group: speedup": _cell_speed(by["group"]),
+                        }
+                    )
+            parts.append(to_markdown(table))
     parts.append(
-        f"\nGenerated by analysis/longctx_tradeoff.py. Quality: analysis/results/longctx_summary.csv (last 256 "
-        "positions after a dense prefill, paired 95% bootstrap CI). Speedup of the fused AQUA decode kernel over "
-        f"SDPA per layer, batch {rows[0]['batch']}, {DTYPE}: (m) measured on the H200 ({source}), (p) predicted by the "
-        f"roofline on {PREDICTION_PROFILE.name} with its 80% interval. Llama-3.1-8B: speed only.\n"
+        "\nGenerated by analysis/longctx_tradeoff.py. Quality: analysis/results/longctx_summary.csv (the last "
+        "scored positions after a dense prefill, paired 95% bootstrap CI; n/a: no offline weights). Speedup of "
+        f"the fused AQUA decode kernel over SDPA per layer, {DTYPE}, one query per sequence: (m) measured on the "
+        f"H200 ({source}, CUDA-graph times; the range spans the timings' interquartile ranges), (p) predicted by "
+        f"the roofline on {PREDICTION_PROFILE.name} with its 80% interval.\n"
     )
     return "".join(parts)
 
@@ -306,7 +343,8 @@ def docs_sections(out: Path) -> dict[str, str]:
             "tokens": e["tokens"],
             "KL fp32, k = d": f"{e['kl_fp32_aqua_kd_vs_fp32']:.2e}",
             "KL bf16 vs fp32 (noise floor)": f"{e['kl_bf16_vs_fp32_noise_floor']:.2e}",
-            "KL bf16, k = d": f"{e['kl_bf16_aqua_kd_vs_bf16']:.2e}",
+            "KL bf16 k = d vs fp32": f"{e['kl_bf16_aqua_kd_vs_fp32']:.2e}",
+            "KL bf16 k = d vs bf16": f"{e['kl_bf16_aqua_kd_vs_bf16']:.2e}",
             "fp32 < 1e-6": e["fp32_exact"],
             "bf16 within floor": e["bf16_within_noise_floor"],
         }
@@ -316,7 +354,9 @@ def docs_sections(out: Path) -> dict[str, str]:
         "tradeoff": table_part(out / "longctx_tradeoff.md"),
         "finding": table_part(out / "longctx_finding.md"),
         "summary": table_part(out / "longctx_summary.md"),
-        "check": to_markdown(check) if check else "(no run record)",
+        "check": to_markdown(check, list(dict.fromkeys(c for row in check for c in row)))
+        if check
+        else "(no run)",
         "runtime": to_markdown(timing) if timing else "(no run record)",
         "exactness": to_markdown(exact_rows) if exact_rows else "(not run: analysis/longctx_exactness.py)",
     }
@@ -330,17 +370,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figures", type=Path, default=ROOT / "figures")
     parser.add_argument("--measured", type=Path, default=MEASURED)
     parser.add_argument("--contexts", type=int, nargs="+", default=list(TRADEOFF_CONTEXTS))
-    parser.add_argument("--batch", type=int, default=BATCH, help="decode batch of the speedups")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=list(BATCHES), help="decode batches of the table"
+    )
     parser.add_argument("--docs", type=Path, default=DOCS, help="page whose generated sections are rewritten")
     args = parser.parse_args(argv)
     summary = read_summary(args.out / "longctx_summary.csv")
     source = args.measured.name
     rows = tradeoff_rows(
-        summary, read_measured(args.measured), contexts=tuple(args.contexts), source=source, batch=args.batch
+        summary,
+        read_measured(args.measured),
+        contexts=tuple(args.contexts),
+        source=source,
+        batches=tuple(args.batches),
     )
     (args.out / "longctx_tradeoff.csv").write_text(to_csv(rows), encoding="utf-8")
     (args.out / "longctx_tradeoff.md").write_text(markdown(rows, source=source), encoding="utf-8")
-    savefig(tradeoff_figure(rows), args.figures / "longctx_frontier")
+    savefig(tradeoff_figure(rows), args.figures / "longctx_frontier")  # batch FIGURE_BATCH
     if args.docs.is_file():
         text = args.docs.read_text(encoding="utf-8")
         for name, body in docs_sections(args.out).items():

@@ -115,7 +115,17 @@ def test_the_quoted_over_prediction_is_the_combine_at_few_units():
 
 def test_plan_verdicts_come_from_the_third_run_and_the_readme_quotes_them():
     entries = tomllib.loads((H200 / "plan_status.toml").read_text())["plan"]
-    assert entries and all(e["seed"] == SEED and e["model_commit"] == COMMIT for e in entries)
+    # the core plans' verdicts are the fit protocol's (issue 21, seed 2324754193); the others the third run's
+    core = {("decode", "aqua-fused"), ("decode", "dense-fused"), ("prefill", "dense-fused")}
+    assert entries and all(
+        (e["seed"], e["model_commit"])
+        == (
+            (2324754193, "8a90ef11967c18936b2827b2176b7c5aea16181a")
+            if (e["phase"], e["plan"]) in core
+            else (SEED, COMMIT)
+        )
+        for e in entries
+    )
     text = _readme()
     assert f"`validation/results/h200/plan_status.toml`, from the third run, seed {SEED}" in text
     for e in entries:

@@ -107,6 +107,7 @@ def test_k_equal_d_in_bf16_is_within_the_bf16_noise_floor():
         aq.restore(model16)
     floor = _kl(ref32, base16)  # what bf16 alone costs
     assert floor > 0
+    assert _kl(ref32, approx16) <= floor  # AQUA in bf16 is as close to the exact model as bf16 itself
     assert _kl(base16, approx16) <= floor
 
 

@@ -45,7 +45,8 @@ def test_the_exactness_targets_hold_on_every_model_measured():
     assert records, "run analysis/longctx_exactness.py"
     for r in records:
         assert r["kl_fp32_aqua_kd_vs_fp32"] < r["fp32_target_nats"] == 1e-6
-        assert r["kl_bf16_aqua_kd_vs_bf16"] <= r["kl_bf16_vs_fp32_noise_floor"]
+        assert r["kl_bf16_aqua_kd_vs_fp32"] <= r["kl_bf16_vs_fp32_noise_floor"]
+        assert r["bf16_within_noise_floor"] and r["fp32_exact"]
 
 
 def test_replace_section_refuses_a_page_without_its_markers():

@@ -251,8 +251,9 @@ def test_the_ci_form_runs_end_to_end_and_resumes(tmp_path):
     n_cfg = len(study.configs(64, study.PEER_FRACTIONS)) + 1
     assert len(rows) == study.CI["windows"] * len(study.CI["contexts"]) * n_cfg
     run = json.loads((tmp_path / "longctx_run_smollm2-135m-instruct.json").read_text())
-    assert run["deployment_check"]["max_abs_logit_difference"] < 1e-3
-    assert run["deployment_check"]["top1_agreement"] == 1.0
+    check = run["deployment_check"]  # the study's keys are a projected-key cache's, to float rounding
+    assert check["same_keys_max_abs_logit_difference"] < 1e-3 and check["same_keys_top1_agreement"] == 1.0
+    assert check["max_abs_key_difference"] < 1e-3 and check["top1_agreement"] >= 0.9
     assert {t["name"] for t in run["evaluation_texts"]}.isdisjoint(
         {t["name"] for t in run["calibration_texts"]}
     )

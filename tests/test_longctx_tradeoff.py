@@ -61,18 +61,31 @@ def test_measured_rows_replace_predictions_and_the_rest_are_predicted_with_inter
             "selection": "group",
             "batch": mod.BATCH,
             "context": 4096,
-            "dtype": mod.DTYPE,
-            "times": {},
-            "speedup": 1.234,
+            "dtype": "bfloat16",
+            "sdpa_graph_s": 2.0e-5,
+            "sdpa_graph_iqr_s": 0.2e-5,
+            "aqua_graph_s": 1.6e-5,
+            "aqua_graph_iqr_s": 0.2e-5,
+            "speedup_graph": 1.25,
         }
     ]
     rows = mod.tradeoff_rows(_summary(mod), measured, source="m.jsonl")
-    assert len(rows) == len(mod.SHAPES) * len(mod.TRADEOFF_CONTEXTS) * len(mod.K_FRACTIONS) * len(
-        mod.SELECTIONS
-    )
+    n = len(mod.SHAPES) * len(mod.BATCHES) * len(mod.TRADEOFF_CONTEXTS) * len(mod.K_FRACTIONS) * 2
+    assert len(rows) == n
     hit = [r for r in rows if r["speed_source"] == "measured"]
-    assert len(hit) == 1 and hit[0]["speedup"] == 1.234 and hit[0]["model"] == qwen["model"]
+    assert len(hit) == 1 and hit[0]["speedup"] == 1.25 and hit[0]["model"] == qwen["model"]
     assert hit[0]["k"] == 32 and hit[0]["context"] == 4096 and hit[0]["selection"] == "group"
+    # the range from the IQRs: (2.0 - 0.1) / (1.6 + 0.1) and (2.0 + 0.1) / (1.6 - 0.1)
+    assert hit[0]["speedup_lo"] == pytest.approx(1.9 / 1.7, abs=1e-4)
+    assert hit[0]["speedup_hi"] == pytest.approx(2.1 / 1.5, abs=1e-4)
+    # a plain 'speedup' column (no timings) is read too, without a range
+    plain = dict(measured[0], speedup=1.5)
+    for f in ("speedup_graph", "sdpa_graph_s"):
+        plain.pop(f)
+    got = [
+        r for r in mod.tradeoff_rows(_summary(mod), [plain], source="m") if r["speed_source"] == "measured"
+    ]
+    assert len(got) == 1 and got[0]["speedup"] == 1.5 and got[0]["speedup_lo"] is None
     pred = [r for r in rows if r["speed_source"] == "predicted"]
     assert all(r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"] for r in pred)  # the profile's 80% interval
     llama = [r for r in rows if r["model"] == "Llama-3.1-8B"]
@@ -82,11 +95,15 @@ def test_measured_rows_replace_predictions_and_the_rest_are_predicted_with_inter
     # the prediction is the simulator's own number at that shape
     import aqua_model
 
-    r = next(r for r in pred if r["model"] == qwen["model"] and r["context"] == 8192 and r["k"] == 16)
+    r = next(
+        r
+        for r in pred
+        if r["model"] == qwen["model"] and r["context"] == 8192 and r["k"] == 16 and r["batch"] == 8
+    )
     sim = aqua_model.simulate(
         gpu=str(mod.PREDICTION_PROFILE),
         context=8192,
-        batch=mod.BATCH,
+        batch=8,
         k=16,
         heads_q=14,
         heads_kv=2,
@@ -97,8 +114,8 @@ def test_measured_rows_replace_predictions_and_the_rest_are_predicted_with_inter
     )
     assert r["speedup"] == pytest.approx(float(sim.speedup), abs=1e-4)
     md = mod.markdown(rows, source="m.jsonl")
-    assert "1.23x (m)" in md and "n/a" in md
-    fig = tradeoff_figure(rows)
+    assert "1.25x [1.12, 1.40] (m)" in md and "n/a" in md
+    fig = tradeoff_figure(rows)  # batch 8 only
     assert len(fig.axes) == 2 * len(mod.TRADEOFF_CONTEXTS)  # two models with quality, three contexts
     fig.savefig(tmp_path / "f.png")
 
@@ -119,6 +136,7 @@ def test_bad_measured_rows_are_named(tmp_path):
         "selection": "per-head",
         "batch": mod.BATCH,
         "context": 2048,
+        "dtype": "bf16",
         "speedup": "fast",
     }
     with pytest.raises(ValueError, match="speedup must be a finite number"):

@@ -267,7 +267,7 @@ def test_token_major_bytes_between_dim_major_and_dense_for_every_accepted_size()
     def check(d, frac, s, sectors, pattern):
         k = max(1, round(frac * d))
         sector = 32 * sectors
-        kw = dict(d=d, k=k, context=1000, dtype_bytes=s)
+        kw = {"d": d, "k": k, "context": 1000, "dtype_bytes": s}
         dim = float(decode_read_bytes(method="aqua", **kw))
         tok = float(
             decode_read_bytes(method="aqua", layout="token-major", pattern=pattern, sector_bytes=sector, **kw)
@@ -497,7 +497,7 @@ def test_sample_n_is_bounded_and_the_bound_is_in_the_help(capsys, tmp_path):
 
 
 def test_compare_at_a_short_context_takes_a_page_no_longer_than_it(capsys):
-    code, out, err = cli(capsys, "compare", "--context", "8")
+    code, _out, err = cli(capsys, "compare", "--context", "8")
     assert code == 0, err
     from aqua_model.simulator.comparison import default_settings
 

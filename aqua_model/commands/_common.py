@@ -125,15 +125,16 @@ def _check_not_empty(flag: str, path: str | os.PathLike[str]) -> None:
 
 
 def _probe_folder(flag: str, path: str | os.PathLike[str], folder: Path) -> None:
-    """Create ``folder`` (and its parents) and write a scratch file in it, so that an output that
-    cannot be written is refused before any work (``os.access`` says yes to root, even on /proc)."""
+    """Write a scratch file in the nearest existing folder of ``folder`` (creating nothing), so that
+    an output that cannot be written is refused before any work: ``os.access`` says yes to root,
+    even on /proc."""
+    existing = _first_existing(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise ValueError(
-            f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc} ({str(folder)!r})"
+            f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc} in {str(existing)!r}"
         ) from None
 
 

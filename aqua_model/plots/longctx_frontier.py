@@ -30,6 +30,9 @@ SELECTION_STYLES = {
 }
 """Colour, marker and label per selection mode (Okabe-Ito palette)."""
 
+FIGURE_BATCH = 8
+"""Decode batch drawn (the table has batches 1 and 8; one batch per figure keeps one point per k)."""
+
 SYMLOG_LINEAR_PCT = 1.0
 """Perplexity increases below this many percent are drawn on a linear scale, above on a log scale."""
 
@@ -60,9 +63,14 @@ def _f(value: Any) -> float | None:
 
 
 @styled
-def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
-    """The frontier at matched context from rows of ``longctx_tradeoff.csv`` with a measured quality."""
-    rows = [r for r in rows if r.get("ppl_increase_pct") not in (None, "")]
+def tradeoff_figure(rows: Iterable[Mapping[str, Any]], *, batch: int = FIGURE_BATCH) -> Figure:
+    """The frontier at matched context from rows of ``longctx_tradeoff.csv`` with a measured quality
+    (rows with a ``batch`` column: those of ``batch`` only)."""
+    rows = [
+        r
+        for r in rows
+        if r.get("ppl_increase_pct") not in (None, "") and int(float(r.get("batch", batch) or batch)) == batch
+    ]
     if not rows:
         raise ValueError(
             "rows must hold at least one trade-off row with a measured perplexity increase, got none"
@@ -111,7 +119,9 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
             ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
             ax.axhline(0.0, color=GREY, linewidth=0.6)
             ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
-            ax.set_title(f"{model}, N = {context}", fontsize=7)
+            batches = {str(r.get("batch", "")) for r in mine}
+            short = model.removesuffix("-Instruct")
+            ax.set_title(f"{short}, N = {context}, batch {', '.join(sorted(batches))}", fontsize=6.5)
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if i == len(models) - 1:
                 ax.set_xlabel("H200 decode speedup over SDPA (x)")
@@ -137,7 +147,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]]) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
     note(
         fig,
-        "quality: last 256 positions after a dense prefill, 95% CI; speed: fused AQUA decode, same shape and N",
+        "quality: the last scored positions after a dense prefill, 95% CI; "
+        "speed: fused AQUA decode over SDPA at the same shape, N and batch",
     )
     return fig
 
