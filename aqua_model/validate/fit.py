@@ -144,7 +144,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
     values = {"S": base.sector_bytes, **sizes.values()}
     from aqua_model.costs.numeric import evaluate  # the plan's symbolic counts at this shape
 
-    terms = base.terms
+    sm_count, graph_launch_s, graph_gap_s = _launch_terms(base)
     kerns = []
     launches = 0
     for kern in plan.kernels:
@@ -157,15 +157,26 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 float(evaluate(kern.flops, values)),
                 float(evaluate(kern.bytes, values)),
                 kern.launches,
-                float(programs_of(geometry, kern, values, terms.sm_count)),
+                float(programs_of(geometry, kern, values, sm_count)),
                 bool(misaligned(kern, values)),
                 base.peak_flops(sizes.dtype if kern.unit == "matrix" else VECTOR_DTYPE),
                 float(r["d"]),
                 geometry,
             )
         )
-    fixed = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
+    fixed = graph_launch_s + (launches - 1) * graph_gap_s
     return _Row(float(r["measured_s"]), fixed, kerns)
+
+
+def _launch_terms(base: HardwareProfile) -> tuple[int, float, float]:
+    """(SM count, graph launch, graph gap) of ``base``; ValueError when it lacks them."""
+    t = base.terms
+    if t.sm_count is None or t.graph_launch_s is None or t.graph_gap_s is None or t.tiny_kernel_s is None:
+        raise ValueError(
+            f"--profile {base.name!r} must be a calibrated profile with sm_count and the CUDA-graph terms "
+            "(graph_launch_s, graph_gap_s, tiny_kernel_s)"
+        )
+    return t.sm_count, t.graph_launch_s, t.graph_gap_s
 
 
 def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
@@ -236,7 +247,7 @@ def _predict(rows: list[_Row], params: dict[str, dict[str, float]], base: Hardwa
                 programs=k.programs,
                 misaligned=k.misaligned,
                 head_dim=k.d,
-                sm_count=base.terms.sm_count,
+                sm_count=_launch_terms(base)[0],
                 peak_flops_per_s=k.peak,
                 bandwidth_bytes_per_s=base.bandwidth_bytes_per_s,
             )
@@ -252,11 +263,7 @@ def fit_forms(
     forms`` entries and the fitted prediction of each row (in the order of :func:`fit_rows`)."""
     from scipy.optimize import least_squares
 
-    if base.terms.sm_count is None or not base.terms.graph_timing:
-        raise ValueError(
-            f"--profile {base.name!r} must be a calibrated profile with sm_count and the CUDA-graph terms "
-            "(graph_launch_s, graph_gap_s, tiny_kernel_s)"
-        )
+    sm_count, _, _ = _launch_terms(base)
     used = fit_rows(rows)
     if len(used) < 2 * len(FORM_PARAMS):
         raise ValueError(f"the training rows hold {len(used)} measured rows of {FIT_PLANS}; need at least 14")
@@ -264,7 +271,7 @@ def fit_forms(
     keys = sorted({k.key for r in data for k in r.kernels})
     geometries = {k.key: k.geometry for r in data for k in r.kernels}
     start = {key: starting_form(key, base) for key in keys}
-    free = {key: _free_params(key, data, base.terms.sm_count) for key in keys}
+    free = {key: _free_params(key, data, sm_count) for key in keys}
     layout = [(key, p) for key in keys for p in free[key]]
     x0 = np.array([start[key][p] / PARAM_SCALE[p] for key, p in layout])
     lo = np.array([PARAM_BOUNDS[p][0] / PARAM_SCALE[p] for _, p in layout])

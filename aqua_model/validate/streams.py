@@ -111,6 +111,10 @@ MIN_GAP_S = 1e-9
 MIN_EFFICIENCY = 1e-3
 #: The latency intercept is clipped to this fraction of the smallest measured time.
 LATENCY_CAP = 0.95
+#: The Triton micro-benchmarks time aqua_decode's three-launch path, whose prologue, split pass and
+#: combine are kernels of their own (the default call is one launch, ``_fused_kernel``, with no
+#: separate parts to time; its fitted form starts from the split pass's table).
+THREE_LAUNCHES = 3
 #: Triton kernel names of one aqua_decode call (aqua_model.kernels.triton_decode.KERNELS).
 TRITON_NAMES = {
     "triton-prologue": "_prologue_kernel",
@@ -469,7 +473,13 @@ def run_stream_benchmarks(
             )
 
             def call(kt: torch.Tensor, splits: int, length: int) -> Callable[[], Any]:
-                cfg = td.DecodeConfig(block_n=block_n, num_warps=warps, num_stages=stages, num_splits=splits)
+                cfg = td.DecodeConfig(
+                    block_n=block_n,
+                    num_warps=warps,
+                    num_stages=stages,
+                    num_splits=splits,
+                    launches=THREE_LAUNCHES,
+                )
                 return lambda: td.aqua_decode(
                     q,
                     kt,
@@ -485,7 +495,9 @@ def run_stream_benchmarks(
             # latency: one block of one head
             q1, kt1, v1 = rand(1, SPLIT_GROUP, d), rand(1, 1, d, block_n), rand(1, 1, block_n, d)
             out1 = torch.empty(1, SPLIT_GROUP, d, dtype=torch.bfloat16, device=dev)
-            cfg1 = td.DecodeConfig(block_n=block_n, num_warps=warps, num_stages=stages, num_splits=1)
+            cfg1 = td.DecodeConfig(
+                block_n=block_n, num_warps=warps, num_stages=stages, num_splits=1, launches=THREE_LAUNCHES
+            )
             lat_d = clock.kernels(
                 lambda: td.aqua_decode(
                     q1, kt1, v1, None, k_keep=rows, selection="group", scale=1.0, config=cfg1, out=out1
@@ -598,7 +610,17 @@ def run_stream_benchmarks(
                 )
                 out = torch.empty(b, hq, d, dtype=torch.bfloat16, device=dev)
                 durs = clock.kernels(
-                    lambda: td.aqua_decode(q, kt, v, None, k_keep=32, selection="group", scale=1.0, out=out)
+                    lambda: td.aqua_decode(
+                        q,
+                        kt,
+                        v,
+                        None,
+                        k_keep=32,
+                        selection="group",
+                        scale=1.0,
+                        out=out,
+                        launches=THREE_LAUNCHES,
+                    )
                 )
                 pro.append((b * hkv / sm_count, _median(_main(durs, TRITON_NAMES["triton-prologue"]))))
                 comb.append((b * hq / sm_count, _median(_main(durs, TRITON_NAMES["triton-combine"]))))
@@ -783,7 +805,15 @@ def _small_kernel_sweep(
                     out = torch.empty(units, g, d, dtype=torch.bfloat16, device=dev)
                     durs = clock.kernels(
                         lambda: td.aqua_decode(
-                            q, kt, v, None, k_keep=d // 2, selection=sel, scale=1.0, out=out
+                            q,
+                            kt,
+                            v,
+                            None,
+                            k_keep=d // 2,
+                            selection=sel,
+                            scale=1.0,
+                            out=out,
+                            launches=THREE_LAUNCHES,
                         )
                     )
                     for which, name, u in (
