@@ -101,8 +101,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], *, batch: int = FIGURE_BA
                     ax.errorbar(
                         [x],
                         [y],
-                        yerr=None if lo is None else [[y - lo], [hi - y]],
-                        xerr=None if slo is None else [[x - slo], [shi - x]],
+                        yerr=None if lo is None or hi is None else [[y - lo], [hi - y]],
+                        xerr=None if slo is None or shi is None else [[x - slo], [shi - x]],
                         color=style["color"],
                         marker=style["marker"],
                         markersize=3.5,
@@ -119,9 +119,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], *, batch: int = FIGURE_BA
             ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
             ax.axhline(0.0, color=GREY, linewidth=0.6)
             ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
-            batch = {str(r.get("batch", "")) for r in mine}
             short = model.removesuffix("-Instruct")
-            ax.set_title(f"{short}, N = {context}, batch {', '.join(sorted(batch))}", fontsize=6.5)
+            ax.set_title(f"{short}, N = {context}, batch {batch}", fontsize=6.5)
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if i == len(models) - 1:
                 ax.set_xlabel("H200 decode speedup over SDPA (x)")
