@@ -152,7 +152,7 @@ class Progress:
         self.bar = None
         if enabled:
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped]
 
                 self.bar = tqdm(total=total, desc=label, file=sys.stderr, mininterval=2.0)
             except ImportError:  # pragma: no cover - tqdm comes with transformers
@@ -239,7 +239,8 @@ def evaluate_window(
             base_logits = model(input_ids=chunk, cache=cache, use_cache=True).logits[0]
             base_s = time.perf_counter() - t0
             base_lp = torch.log_softmax(base_logits.float(), dim=-1)
-            saved = [(layer.keys, layer.values) for layer in cache.layers]
+            layers: list[Any] = list(cache.layers)  # full DynamicLayers (checked above)
+            saved = [(layer.keys, layer.values) for layer in layers]
 
             def row(
                 config_key: str, sums: dict[str, list[float]], seconds: float, ctx: int = context, **more: Any
@@ -275,7 +276,7 @@ def evaluate_window(
                     )
                 )
                 step(f"{window} N={context} {cfg.key}")
-            for layer, (k, v) in zip(cache.layers, saved):  # back to the dense cache through position end - 1
+            for layer, (k, v) in zip(layers, saved):  # back to the dense cache through position end - 1
                 layer.keys, layer.values = k, v
             filled = end
             for _ in range(len(configs) - len(todo)):

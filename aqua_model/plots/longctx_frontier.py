@@ -119,9 +119,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], *, batch: int = FIGURE_BA
             ax.axvline(1.0, color=GREY, linewidth=0.6, linestyle=":")
             ax.axhline(0.0, color=GREY, linewidth=0.6)
             ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
-            batches = {str(r.get("batch", "")) for r in mine}
             short = model.removesuffix("-Instruct")
-            ax.set_title(f"{short}, N = {context}, batch {', '.join(sorted(batches))}", fontsize=6.5)
+            ax.set_title(f"{short}, N = {context}, batch {batch}", fontsize=6.5)
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if i == len(models) - 1:
                 ax.set_xlabel("H200 decode speedup over SDPA (x)")
