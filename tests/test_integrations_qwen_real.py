@@ -10,9 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
-from aqua_model.integrations import models
-from aqua_model.integrations import transformers as aq
-from aqua_model.integrations.calibrate import calibrate_model_prefill
+from aqua_model.integrations import models, transformers as aq  # noqa: E402
+from aqua_model.integrations.calibrate import calibrate_model_prefill  # noqa: E402
 
 KEY = "qwen2.5-coder-0.5b-instruct"
 if not models.available(KEY):
