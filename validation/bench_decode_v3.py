@@ -446,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=400.0)
     ap.add_argument("--random", type=int, default=30)
     ap.add_argument(
+        "--table-dtypes",
+        default="bfloat16,float16",
+        help="dtypes of the tables mode, in order (default bfloat16,float16)",
+    )
+    ap.add_argument(
         "--warm-workers", type=int, default=0, help="compile every variant first, in this many processes"
     )
     ap.add_argument("--warm-only", action="store_true", help="compile and exit (run beside the GPU tests)")
@@ -486,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "tables":
             rng = random.Random(v2.SEED)
             rnd, _ = v2.random_cases(args.random, rng)
-            for dt in (torch.bfloat16, torch.float16):
+            for dt in (getattr(torch, name) for name in args.table_dtypes.split(",")):
                 shapes_mode(
                     sink, v2.grid_cases()[::3] + rnd, dev, clock, late, dtype=dt, label=f"tables-{dt}"
                 )
