@@ -90,7 +90,7 @@ class AquaKVCache:
         )
         self.P = self._projection(projection)
         self.lengths = [0] * self.layers
-        self._steps: dict[tuple, tuple[td.DecodeLauncher, tuple[int, ...], float, tuple]] = {}
+        self._steps: dict[tuple, tuple[td.DecodeLauncher, tuple[int, int, int, int, int], float, tuple]] = {}
 
     def _projection(self, P: torch.Tensor | None) -> torch.Tensor | None:
         """P as contiguous fp32 [layers, H_kv, d, d] (checked orthogonal shape), or None."""
@@ -349,7 +349,7 @@ class AquaKVCache:
         k_keep: int,
         selection: str,
         scale: float | None,
-    ) -> tuple[td.DecodeLauncher, tuple[int, ...], float, tuple]:
+    ) -> tuple[td.DecodeLauncher, tuple[int, int, int, int, int], float, tuple]:
         """The cached launcher of a decode step (the same for every layer: same shapes and strides)."""
         B, hq, d = q3.shape
         g = hq // self.heads_kv
@@ -441,5 +441,6 @@ def cache_holding(
     cache.lengths[0] = N
     k_last = k_hat_t[..., -1].float()
     if P is not None:  # k^ = k P with P orthogonal: k = k^ P^T
+        assert cache.P is not None  # the cache was built with projection=P
         k_last = torch.matmul(k_last.unsqueeze(2), cache.P[0].transpose(-1, -2).unsqueeze(0)).squeeze(2)
     return cache, k_last.to(v.dtype).contiguous(), v[:, :, -1].contiguous()

@@ -1027,7 +1027,8 @@ class _Kernel:
         self.fn, self.options = fn, options
         self.consts = {n: consts[n] for n in sorted(consts, key=names.index)}
         self.compiled = None
-        self._launch = self._head = None
+        self._launch: Any = None
+        self._head: Any = None
         self._tail = tuple(self.consts.values())
 
     def __call__(self, grid: tuple[int, int, int], *args: Any) -> None:
@@ -1215,7 +1216,7 @@ class DecodeLauncher:
         given: torch.Tensor | None = None,
         k_new: torch.Tensor | None = None,
         v_new: torch.Tensor | None = None,
-    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    ) -> tuple[tuple[int | None, ...], tuple[int, ...]]:
         """The integer arguments of a call signature (strides), for the prologue and the split
         kernel: computed once per signature by the callers' caches."""
         st = self.st
@@ -1324,7 +1325,7 @@ class DecodeLauncher:
         k_new: torch.Tensor | None = None,
         v_new: torch.Tensor | None = None,
         pos: int = 0,
-        static: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+        static: tuple[tuple[int | None, ...], tuple[int, ...]] | None = None,
     ) -> torch.Tensor:
         """Launch the kernels (arguments already validated by the caller; ``static`` from
         :meth:`static_args` of the same call signature, or None to compute it)."""
