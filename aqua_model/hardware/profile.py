@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -508,7 +508,7 @@ def resolve_profile(gpu: str | os.PathLike[str] | HardwareProfile) -> HardwarePr
             f"gpu must be a device name, a profile TOML path or a HardwareProfile, got {gpu!r:.60} of type "
             f"{type(gpu).__name__}"
         )
-    return _resolve_profile(gpu)
+    return _resolve_profile(cast(Any, gpu))  # PathLike is hashable at run time; typeshed says not
 
 
 @lru_cache(maxsize=1)
@@ -640,8 +640,8 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
                     isinstance(value, bool)
                     or not isinstance(value, numbers.Real)
                     or not math.isfinite(value)
-                    or value <= 0
-                    or value > MAX_CALIBRATED_SCALAR_S
+                    or cast(float, value) <= 0
+                    or cast(float, value) > MAX_CALIBRATED_SCALAR_S
                 )
             ):
                 raise ValueError(
@@ -659,7 +659,7 @@ def _parse(raw: Mapping[str, Any], path: Path) -> HardwareProfile:
             if (
                 isinstance(attention_eff, bool)
                 or not isinstance(attention_eff, numbers.Real)
-                or not 0 < attention_eff <= 1
+                or not 0 < cast(float, attention_eff) <= 1
             ):
                 raise ValueError(
                     f"{where}: calibration.attention_compute_efficiency must be in (0, 1], got {attention_eff}"

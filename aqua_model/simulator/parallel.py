@@ -330,6 +330,7 @@ def _scalar(x: Any) -> Any:
 
 def _interconnect_args(profile: HardwareProfile) -> dict[str, float]:
     ic = profile.interconnect
+    assert ic is not None  # both callers raise ValueError first when the profile has no [interconnect]
     return {
         "bandwidth_bytes_per_s": ic.achieved_bandwidth_bytes_per_s,
         "step_latency_s": ic.step_latency_s,
