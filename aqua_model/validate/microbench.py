@@ -305,6 +305,7 @@ def build_profile_document(
             "source": f"measured: read-only sum of {large_read[0]} bytes, {where}",
             "note": f"beat the datasheet's {base.bandwidth_bytes_per_s:.4g} bytes/s",
         }
+    pts: list[tuple[Any, float]]  # (n, flop/s) matmul points here, (bytes, efficiency) points below
     for dt, pts in cal.matmul.items():
         best = max(r for _, r in pts)
         if best > base.peak_flops(dt):
@@ -323,7 +324,7 @@ def build_profile_document(
         "source": f"measured: median timed call of a one-element in-place add, {where}",
         "note": f"back-to-back dispatch interval {cal.dispatch_interval_s:.3g} s",
     }
-    tables = {
+    tables: dict[str, tuple[list[tuple[float, float]], str]] = {
         "contiguous": (
             _efficiency_points(cal.read, cal.launch_s, bw),
             "read-only float32-accumulated sum of bf16",

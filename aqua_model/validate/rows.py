@@ -37,7 +37,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aqua_model.costs.dtypes import STORAGE_DTYPES
 from aqua_model.costs.flops import PHASES
@@ -160,13 +160,13 @@ def check_row(row: Any) -> str | None:
     prompt = row.get("prompt")
     if decode and prompt is not None:
         return f"prompt must be null for decode, got {_show(prompt)}"
-    if not decode and (not _is_int(prompt) or prompt < 1):
+    if not decode and (not _is_int(prompt) or cast(int, prompt) < 1):
         return f"prompt must be an integer >= 1 for prefill, got {_show(prompt)}"
     measured = row.get("measured_s")
     if row["status"] == "ok":
-        if not _is_number(measured) or measured <= 0:
+        if not _is_number(measured) or cast(float, measured) <= 0:
             return f"status 'ok' needs measured_s, a finite number > 0, got {_show(measured)}"
-    elif measured is not None and (not _is_number(measured) or measured <= 0):
+    elif measured is not None and (not _is_number(measured) or cast(float, measured) <= 0):
         return f"measured_s must be null or a finite number > 0, got {_show(measured)}"
     for name in OPTIONAL_TIME_FIELDS:
         value = row.get(name)
