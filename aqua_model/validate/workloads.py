@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from aqua_model.kernels import reference as kref
 from aqua_model.kernels.eager import STAGE_BUILDERS
 from aqua_model.plans import Plan, build_plan
+from aqua_model.plans.kernel import Implementation
 from aqua_model.simulator.roofline import ALIGN_ELEMENTS
 from aqua_model.validate.cases import Case
 
@@ -184,17 +185,18 @@ def _reference(
         mask = None if case.phase == "decode" else kref.causal_mask(case.queries, case.keys, device=device)
         if rows is not None:
             rows = rows.to(device)
-            out, mask = out[:, rows], mask[rows]
+            out, mask = out[:, rows], cast(torch.Tensor, mask)[rows]  # rows only for prefill
         v = inp.v[0].float()
         if _plan(case).method == "dense":
             q_use = q if rows is None else q[:, rows]
-            return out, _ref_attention(q_use, inp.k[0].float(), v, mask)
+            return out, _ref_attention(q_use, cast(torch.Tensor, inp.k)[0].float(), v, mask)
         P = inp.P.float().repeat_interleave(case.g, dim=0)  # [H_q, d, d]
         q_hat = (q @ P).to(inp.q.dtype).float()  # the plan rotates in the storage dtype
-        if _plan(case).implementation.function == "aqua_prefill":  # selection shared by query tiles
+        # selection shared by query tiles
+        if cast(Implementation, _plan(case).implementation).function == "aqua_prefill":
             from aqua_model.kernels import triton_prefill as tp
 
-            keys = inp.k_hat_t[0].float().transpose(-1, -2)
+            keys = cast(torch.Tensor, inp.k_hat_t)[0].float().transpose(-1, -2)
             want = tp.aqua_prefill_reference(
                 q_hat[None],
                 keys[None],
@@ -207,7 +209,11 @@ def _reference(
             return out, (want if rows is None else want[:, rows])
         if rows is not None:
             q_hat = q_hat[:, rows]
-        keys = inp.k_hat_t[0].float().transpose(-1, -2) if inp.k_hat_t is not None else inp.k_hat[0].float()
+        keys = (
+            inp.k_hat_t[0].float().transpose(-1, -2)
+            if inp.k_hat_t is not None
+            else cast(torch.Tensor, inp.k_hat)[0].float()
+        )
         # Group selection sums |q^| over g heads: in float32 (the Triton kernel) or in the
         # storage dtype (an eager sum); near-ties may pick different dims, and both are
         # faithful, so each output vector is compared with the closer of the two references.
@@ -257,7 +263,11 @@ def _rotated_query(inp: Inputs, case: Case) -> torch.Tensor:
 
 def _keys_dim_major(inp: Inputs, layout: str) -> torch.Tensor:
     """Rotated keys as [B, H_kv, d, N]: the dim-major copy, or a transposed token-major view."""
-    return inp.k_hat_t if layout == "rotated-dim-major" else inp.k_hat.transpose(-1, -2)
+    return (
+        cast(torch.Tensor, inp.k_hat_t)
+        if layout == "rotated-dim-major"
+        else cast(torch.Tensor, inp.k_hat).transpose(-1, -2)
+    )
 
 
 def _sdpa_call(
@@ -278,7 +288,7 @@ def _arguments(
     case: Case, inp: Inputs, plan: Plan, out: torch.Tensor
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The case's tensors as the declared callable takes them (keyed by module.function)."""
-    impl = plan.implementation
+    impl = cast(Implementation, plan.implementation)  # build() raises Unsupported for plans without one
     key = f"{impl.module}.{impl.function}"
     B, hq, d = case.batch, case.heads_q, case.d
     if key == "aqua_model.kernels.triton_decode.aqua_decode":
@@ -296,7 +306,7 @@ def _arguments(
     if key == "aqua_model.kernels.kv_cache.decode_step":
         from aqua_model.kernels.kv_cache import cache_holding  # repeats the step of the last cached token
 
-        cache, k_last, v_last = cache_holding(inp.k_hat_t, inp.v, inp.P)
+        cache, k_last, v_last = cache_holding(cast(torch.Tensor, inp.k_hat_t), inp.v, inp.P)
         return (
             (cache, inp.q.view(B, hq, d), k_last, v_last),
             dict(
