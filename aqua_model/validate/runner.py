@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aqua_model._checks import check_choice, check_real
 from aqua_model.hardware import HardwareProfile
@@ -135,7 +135,7 @@ def _driver_version() -> str:
 
 def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProfile | None) -> dict[str, Any]:
     """Both modes' predicted totals and per-kernel tables, and the datasheet roofline floor."""
-    kw = dict(
+    kw: dict[str, Any] = dict(
         phase=case.phase,
         context=case.context,
         batch=case.batch,
@@ -151,6 +151,7 @@ def predictions(case: Case, datasheet: HardwareProfile, calibrated: HardwareProf
     cal = predict(plan=case.plan, gpu=calibrated, **kw) if calibrated is not None else None
     speedup: dict[str, Any] = {}
     if cal is not None and case.plan.startswith("aqua"):
+        assert calibrated is not None  # cal is predicted only from a calibrated profile
         # the predicted speedup over dense-fused at the same shape, and its frozen interval
         dense = predict(plan=BASELINE_PLAN, gpu=calibrated, **{**kw, "k": case.d, "selection": "group"})
         sp = dense.total_s / cal.total_s
@@ -597,7 +598,7 @@ def merge_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for row in rows:
             case_id = row.get("case_id")
             if case_id not in merged or row.get("status") == "ok":
-                merged[case_id] = row
+                merged[cast(str, case_id)] = row
     return list(merged.values())
 
 
