@@ -30,6 +30,7 @@ from aqua_model.simulator.intervals import speedup_bounds
 from aqua_model.simulator.roofline import floor_time_s
 from aqua_model.validate.cases import Case
 from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
+from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
 #: The dense baseline of every predicted speedup.
 BASELINE_PLAN = "dense-fused"
@@ -62,7 +63,6 @@ CASE_FIELDS = (
     "prompt",
     "selection",
 )
-from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
 #: Schema version of a result row. 2 (issue 11): plans have their current names; rows of schema
 #: 1 name decode plans as :data:`aqua_model.plans.attention.LEGACY_PLAN_NAMES` lists, and
