@@ -3,7 +3,8 @@
 Whatever is passed, a command exits 0, or 2 with one line on stderr; a function returns or
 raises ValueError / TypeError. And every success is physical: times finite and positive and
 never below the roofline floor (FLOPs at the datasheet peak, bytes at the datasheet bandwidth,
-no launch cost), a decode speedup never above its byte ceiling 2d/(k+d), an end-to-end speedup
+no launch cost), a decode speedup never above its byte ceiling 2d/(k+d) where memory-bound or
+the ratio of launches where launch-bound (whichever is larger), an end-to-end speedup
 between 1 and the attention speedup (Amdahl), break-evens and kept dims in their ranges.
 
 One fixed, derandomized profile (CI reproducible) with modest example counts: the whole file
@@ -105,6 +106,15 @@ def _positive_finite(*values) -> None:
 # -- the public functions --------------------------------------------------------------------------
 
 
+def _speedup_bound(sim) -> float:
+    """The most a plan can gain over dense fused: its byte ceiling 2d/(k+d) where memory-bound, the
+    ratio of launches where launch-bound (tiny contexts: the one-launch aqua-fused call against
+    SDPA's two kernels gives 2x at d = 2, N = 64), whichever is larger."""
+    dense = sum(k.launches for k in sim.dense.kernels)
+    aqua = sum(k.launches for k in sim.aqua.kernels)
+    return max(float(np.max(sim.ceiling)), dense / aqua)
+
+
 @FUZZ
 @given(
     gpu=st.sampled_from(GPUS),
@@ -140,7 +150,7 @@ def test_simulate_and_speedup(gpu, hkv, g, d, frac, context, batch, plan, select
         _positive_finite(res.time_s)
         assert np.all(res.time_s >= _floor_s(res.kernels, profile, sim.shape.dtype) * (1 - RTOL)), res.plan
     _positive_finite(sim.speedup, sim.ceiling)
-    assert np.all(sim.speedup <= sim.ceiling * (1 + RTOL))
+    assert np.all(sim.speedup <= _speedup_bound(sim) * (1 + RTOL))
     assert np.all(sim.ceiling < 2.0)  # 2d/(k+d) < 2 for every k >= 1
     np.testing.assert_allclose(aqua_model.speedup(**kwargs), sim.speedup, rtol=1e-12)
 
@@ -206,7 +216,7 @@ def test_end_to_end(gpu, model, context, k, batch, tp):
     lo, hi = np.minimum(1.0, attention), np.maximum(1.0, attention)
     speedup = np.asarray(e2e.speedup, dtype=float)
     assert np.all(lo * (1 - RTOL) <= speedup) and np.all(speedup <= hi * (1 + RTOL))  # Amdahl
-    assert np.all(speedup <= np.asarray(e2e.simulation.ceiling) * (1 + RTOL))
+    assert np.all(speedup <= _speedup_bound(e2e.simulation) * (1 + RTOL))
     if e2e.one_gpu_fit is not None and not e2e.fits:
         assert e2e.one_gpu_fit["memory_bytes"] > e2e.one_gpu_fit["device_memory_bytes"]
 
@@ -355,4 +365,4 @@ def test_cli_exits_0_or_2_with_one_line(capsys, argv):
         line = next((x for x in out.splitlines() if x.startswith("speedup ")), None)
         assert line is not None, (argv, out)
         speedup = float(line.split()[1].rstrip("x"))
-        assert 0 < speedup < 2, (argv, line)  # never above a byte ceiling 2d/(k+d) < 2
+        assert 0 < speedup <= 2, (argv, line)  # byte ceiling 2d/(k+d) < 2, or SDPA's 2 launches / 1
