@@ -12,7 +12,7 @@ command) and :func:`cpu_grid` (tiny shapes that run in seconds on a CI CPU).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aqua_model._checks import check_choice, check_int
 from aqua_model.costs import memory
@@ -103,7 +103,7 @@ class Case:
     @property
     def queries(self) -> int:
         """New queries per sequence (1 in decode, T in prefill)."""
-        return 1 if self.phase == "decode" else int(self.prompt)
+        return 1 if self.phase == "decode" else int(cast(int, self.prompt))
 
     @property
     def case_id(self) -> str:
@@ -185,7 +185,9 @@ def _decode_shape_cases(
     eager_ks: tuple[int, ...],
     token_major_ks: tuple[int, ...],
 ) -> list[Case]:
-    common = dict(phase="decode", context=context, batch=batch, heads_q=heads_q, heads_kv=heads_kv, d=d)
+    common: dict[str, Any] = dict(
+        phase="decode", context=context, batch=batch, heads_q=heads_q, heads_kv=heads_kv, d=d
+    )
     out = [Case(plan="dense-fused", k=d, **common), Case(plan="dense-eager", k=d, **common)]
     out += [Case(plan="aqua-fused", k=k, **common) for k in ks]
     out += [Case(plan="aqua-eager", k=k, **common) for k in eager_ks]
@@ -204,7 +206,7 @@ def _prefill_cases() -> list[Case]:
     for heads_kv in HEADS_KV_CHOICES:
         for prompt in PREFILL_PROMPTS:
             for batch in PREFILL_BATCHES:
-                common = dict(
+                common: dict[str, Any] = dict(
                     phase="prefill",
                     context=0,
                     prompt=prompt,
@@ -253,7 +255,7 @@ def cpu_grid() -> list[Case]:
             cases += _decode_shape_cases(
                 context, 2, CPU_HEADS_Q, heads_kv, CPU_HEAD_DIM, CPU_KS, CPU_KS[:1], CPU_KS[:1]
             )
-        common = dict(
+        common: dict[str, Any] = dict(
             phase="prefill",
             context=0,
             prompt=64,
@@ -288,7 +290,7 @@ def reduced_grid(
     rest: list[Case] = []
     for context in REDUCED_CONTEXTS:
         for heads_kv in HEADS_KV_CHOICES:
-            common = dict(
+            common: dict[str, Any] = dict(
                 phase="decode", context=context, batch=8, heads_q=HEADS_Q, heads_kv=heads_kv, d=HEAD_DIM
             )
             first += [
