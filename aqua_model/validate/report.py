@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
     modes = tuple(m for m in MODES if any(_pred(r, m) for r in ok))
     case_errors = []
     for r in rows:
-        item = {
+        item: dict[str, Any] = {
             "case_id": r.get("case_id"),
             "plan": r.get("plan"),
             "status": r.get("status"),
@@ -160,10 +160,10 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
     stats: dict[tuple[str, str], ErrorStats] = {}
     plans = sorted({r["plan"] for r in ok})
     for m in modes:
-        pairs = [(r, _pred(r, m)) for r in ok if _pred(r, m)]
+        pairs = [(r, cast(float, _pred(r, m))) for r in ok if _pred(r, m)]
         stats[("all", m)] = error_stats([p for _, p in pairs], [r["measured_s"] for r, _ in pairs])
         for phase in sorted({r["phase"] for r in ok}):
-            sel = [(r, p) for r, p in pairs if r["phase"] == phase]
+            sel: list[Any] = [(r, p) for r, p in pairs if r["phase"] == phase]
             stats[(f"{phase} (all plans)", m)] = error_stats(
                 [p for _, p in sel], [r["measured_s"] for r, _ in sel]
             )
@@ -251,7 +251,7 @@ def build_report(rows: list[dict[str, Any]]) -> Report:
                 )
 
     targets = _targets(stats, ratio_stats)
-    env = next((r.get("env") for r in rows if r.get("env")), {}) or {}
+    env = cast("dict[str, Any]", next((r.get("env") for r in rows if r.get("env")), {}) or {})
     return Report(
         rows, counts, case_errors, stats, ratio_rows, ratio_stats, kernel_stats, flags, targets, env, modes
     )
