@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AttentionInterface
@@ -499,7 +499,8 @@ class ProjectedKeyCache(DynamicCache):
 
     def key_values_stored(self) -> int:
         """Number of key values held (all layers, batch, heads, tokens and stored coordinates)."""
-        return sum(0 if layer.keys is None else layer.keys.numel() for layer in self.layers)
+        layers = cast(list[ProjectedKeyLayer | ProjectedKeySlidingWindowLayer], self.layers)
+        return sum(0 if layer.keys is None else layer.keys.numel() for layer in layers)
 
 
 def projected_key_cache(model: Any) -> ProjectedKeyCache:
