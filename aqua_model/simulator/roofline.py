@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -202,12 +202,12 @@ def _stream_busy_s(
     x = {"bytes": nbytes, "flops": flops}.get(table.x)
     fill_s: Any = 0.0
     if x is None:
-        programs = _programs(kernel, values, terms.sm_count)
+        programs = _programs(kernel, values, cast(int, terms.sm_count))
         x = programs / terms.sm_count
         if (
             table.fill_s
         ):  # the split pass's per-program pipeline fill and drain, per program after each SM's first
-            fill_s = split_fill_s(programs, terms.sm_count, table.fill_s)
+            fill_s = split_fill_s(programs, cast(int, terms.sm_count), table.fill_s)
     zero = np.zeros(np.shape(x))
     if table.y == "s":
         busy = np.asarray(table(x), dtype=float) + table.latency_s
@@ -239,6 +239,7 @@ def kernel_time(
     compute_eff = profile.compute_efficiency
     if kernel.op == "attention" and profile.attention_compute_efficiency is not None:
         compute_eff = profile.attention_compute_efficiency
+    efficiency: float | np.ndarray
     if kernel.op == "softmax" and profile.softmax_table is not None:
         efficiency = profile.softmax_table(evaluate(kernel.op_length, values))
     else:
@@ -261,12 +262,15 @@ def kernel_time(
         # the one kernel-time form: its device time, then the launch model below
         busy_s, compute_s, memory_s, outside = _form_time(form, kernel, profile, values, flops, nbytes, peak)
         if terms.graph_timing:
+            assert terms.graph_launch_s is not None and terms.graph_gap_s is not None  # graph_timing
             overhead = terms.graph_launch_s + (launches - 1) * terms.graph_gap_s
             gap = terms.graph_gap_s
         else:
             overhead = launches * profile.launch_overhead_s
             gap = None
     elif terms.graph_timing:
+        assert terms.graph_launch_s is not None and terms.graph_gap_s is not None  # graph_timing
+        assert terms.tiny_kernel_s is not None  # graph_timing
         # device time of every launch: the stream table where the implementation was measured, else
         # the roofline plus a tiny kernel's device time per launch (the size tables are net of it)
         small = _small_kernel_s(kernel, profile, values, selection)
@@ -406,6 +410,7 @@ def contributions(kernels: list[KernelTime]) -> list[np.ndarray]:
     if kernels and all(kt.graph_gap_s is not None for kt in kernels):
         shares = [kernels[0].time_s]
         for cur in kernels[1:]:
+            assert cur.graph_gap_s is not None  # every kernel's, checked above
             shares.append((cur.time_s - cur.overhead_s) + cur.launches * cur.graph_gap_s)
         return shares
     shares = [kernels[0].time_s]
