@@ -176,6 +176,7 @@ class _Clock:
         from torch.profiler import ProfilerActivity, profile
 
         torch.cuda.synchronize()
+        assert self.flush is not None  # _profile runs on CUDA only, where the flush buffer exists
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(repeats):
                 self.flush.zero_()
@@ -472,7 +473,7 @@ def run_stream_benchmarks(
                 k=rows,
             )
 
-            def call(kt: torch.Tensor, splits: int, length: int) -> Callable[[], Any]:
+            def split_call(kt: torch.Tensor, splits: int, length: int) -> Callable[[], Any]:
                 cfg = td.DecodeConfig(
                     block_n=block_n,
                     num_warps=warps,
@@ -514,7 +515,7 @@ def run_stream_benchmarks(
             pts, fill_pts = [], []
             for x in SPLIT_PROGRAMS_PER_SM:
                 splits = max(1, round(x * sm_count / hkv))
-                durs = clock.kernels(call(kt_al, splits, n_ctx))
+                durs = clock.kernels(split_call(kt_al, splits, n_ctx))
                 ds = _main(durs, TRITON_NAMES["triton-split"])
                 res.spread.append(_spread(ds))
                 pts.append((programs(splits, n_ctx), _median(ds)))
@@ -537,12 +538,12 @@ def run_stream_benchmarks(
                 for x in FILL_PROGRAMS_PER_SM:
                     splits = max(1, round(x * sm_count / hkv))
                     ds = _main(
-                        clock.kernels(call(kt_al[:, :, :, :length], splits, length)),
+                        clock.kernels(split_call(kt_al[:, :, :, :length], splits, length)),
                         TRITON_NAMES["triton-split"],
                     )
                     fill_pts.append((work_n, float(programs(splits, length)), _median(ds)))
             fill = fit_split_fill(fill_pts, latency_s=latency, sm_count=sm_count) if triton_ok else 0.0
-            eff_pts = []
+            eff_pts: list[list[float]] = []
             for prog, t in sorted(pts):
                 xp = prog / sm_count
                 if eff_pts and xp <= eff_pts[-1][0]:
@@ -556,9 +557,11 @@ def run_stream_benchmarks(
                 splits = max(1, round(MISALIGN_AT_PROGRAMS_PER_SM * sm_count / hkv))
                 fixed = latency + float(split_fill_s(programs(splits, n_ctx), sm_count, fill))
                 kt_mis = rand(1, hkv, d, n_ctx + MISALIGN_ELEMENTS)[:, :, :, :n_ctx]  # row stride N + 8
-                t_al = _median(_main(clock.kernels(call(kt_al, splits, n_ctx)), TRITON_NAMES["triton-split"]))
+                t_al = _median(
+                    _main(clock.kernels(split_call(kt_al, splits, n_ctx)), TRITON_NAMES["triton-split"])
+                )
                 t_mis = _median(
-                    _main(clock.kernels(call(kt_mis, splits, n_ctx)), TRITON_NAMES["triton-split"])
+                    _main(clock.kernels(split_call(kt_mis, splits, n_ctx)), TRITON_NAMES["triton-split"])
                 )
                 mis = float(min(1.0, max(MIN_EFFICIENCY, (t_al - fixed) / max(t_mis - fixed, 1e-12))))
                 del kt_mis
@@ -762,18 +765,18 @@ def run_stream_benchmarks(
         launch_s = res.graph["graph_launch_s"] + res.graph["tiny_kernel_s"]
         for length in SOFTMAX_LENGTHS:
             rows = max(1, SOFTMAX_INPUT_BYTES[kind] // (2 * length))
-            x = rand(rows, length)
+            logits = rand(rows, length)
             t = time_fn(
-                lambda: torch.softmax(x, dim=-1),
+                lambda: torch.softmax(logits, dim=-1),
                 device=device,
                 warmup_ms=2.0,
                 rep_ms=10.0,
                 graph=device == "cuda",
             ).median_s
-            moved = 2 * x.numel() * 2
+            moved = 2 * logits.numel() * 2
             eff = moved / max(t - launch_s, 1e-12) / bw
             res.softmax.append([float(length), float(moved), t, float(min(1.0, max(MIN_EFFICIENCY, eff)))])
-            del x
+            del logits
         progress("softmax: " + ", ".join(f"{int(r[0])}: {r[3]:.2f}" for r in res.softmax))
     if device == "cuda":
         torch.cuda.empty_cache()
