@@ -11,7 +11,7 @@ command) and :func:`cpu_grid` (tiny shapes that run in seconds on a CI CPU).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
 from aqua_model._checks import check_choice, check_int
@@ -133,6 +133,11 @@ class Case:
         out = asdict(self)
         out.pop("skip_reason")
         return {"case_id": self.case_id, **out}
+
+
+#: The fields a result or case row carries to rebuild a :class:`Case` (its constructor arguments, less
+#: the skip reason), derived from the dataclass so that a new field cannot be forgotten in one reader.
+CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Case) if f.name != "skip_reason")
 
 
 def kv_bytes(case: Case) -> int:

@@ -28,7 +28,7 @@ from aqua_model.plans.attention import LEGACY_PLAN_NAMES
 from aqua_model.simulator import predict
 from aqua_model.simulator.intervals import speedup_bounds
 from aqua_model.simulator.roofline import floor_time_s
-from aqua_model.validate.cases import Case
+from aqua_model.validate.cases import CASE_FIELDS, Case
 from aqua_model.validate.rows import STATUSES as ROW_STATUSES, read_results
 from aqua_model.validate.timing import DEFAULT_REP_MS, DEFAULT_WARMUP_MS, time_fn
 
@@ -48,20 +48,6 @@ PREDICTION_FIELDS = (
     "roofline_floor_s",
     "flops",
     "bytes",
-)
-#: Row fields that rebuild a Case (its constructor arguments, less the skip reason).
-CASE_FIELDS = (
-    "phase",
-    "plan",
-    "context",
-    "batch",
-    "heads_q",
-    "heads_kv",
-    "d",
-    "k",
-    "dtype",
-    "prompt",
-    "selection",
 )
 
 #: Schema version of a result row. 2 (issue 11): plans have their current names; rows of schema

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from aqua_model._checks import check_choice, check_int
-from aqua_model.validate.cases import Case, kv_bytes, working_set_bytes
+from aqua_model.validate.cases import CASE_FIELDS, Case, kv_bytes, working_set_bytes
 
 #: Version of the case-file format.
 CASES_SCHEMA_VERSION = 1
@@ -343,22 +343,6 @@ def write_cases(
     return meta
 
 
-#: Case fields a case row carries (the Case constructor's arguments).
-_CASE_KEYS = (
-    "phase",
-    "plan",
-    "context",
-    "batch",
-    "heads_q",
-    "heads_kv",
-    "d",
-    "k",
-    "dtype",
-    "prompt",
-    "selection",
-)
-
-
 def read_cases(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Case]]:
     """(meta record, cases) of a case file written by :func:`write_cases`."""
     p = Path(path)
@@ -384,7 +368,7 @@ def read_cases(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Case]
     for i, line in enumerate(lines[1:], start=2):
         try:
             row = json.loads(line)
-            cases.append(Case(**{k: row[k] for k in _CASE_KEYS}))
+            cases.append(Case(**{k: row[k] for k in CASE_FIELDS}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{p}:{i}: not a case ({type(exc).__name__}: {exc})") from None
     return meta, cases
