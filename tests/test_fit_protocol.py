@@ -89,6 +89,63 @@ def test_the_aqua_fused_workload_has_aligned_key_rows():
     assert inp.k_hat_t.stride(-2) == 336 and inp.k_hat_t.stride(-2) % 16 == 0
 
 
+def test_each_dim_major_plan_declares_the_row_stride_its_workload_runs():
+    """The plan's declared K^T row stride is the one its validation workload allocates: a 16-aligned
+    capacity for aqua-fused (and the other plans over the same key copy), exactly N for
+    aqua-fused-exact; the misaligned flag follows."""
+    torch = pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from aqua_model.costs.numeric import evaluate
+    from aqua_model.plans import build_plan
+    from aqua_model.simulator.roofline import misaligned
+    from aqua_model.validate.cases import Case
+    from aqua_model.validate.workloads import build, layouts_for, make_inputs, set_layouts
+
+    base = Case(
+        phase="decode",
+        plan="aqua-fused",
+        context=333,
+        batch=1,
+        heads_q=4,
+        heads_kv=2,
+        d=64,
+        k=16,
+        dtype="fp32",
+        prompt=None,
+        selection="group",
+    )
+    inp = None
+    for plan, want_stride, want_misaligned in (
+        ("aqua-fused", 336, False),
+        ("aqua-fused-exact", 333, True),
+        ("aqua-fused-3launch", 336, False),
+        ("aqua-step-topk", 336, False),
+        ("aqua-fused", 336, False),  # back from the exact copy: the aligned one is drawn again
+    ):
+        case = replace(base, plan=plan)
+        if inp is None:
+            inp = make_inputs(case, device=torch.device("cpu"), seed=0, layouts=layouts_for(case))
+        else:  # the runner's reuse of one shape's inputs across plans
+            set_layouts(inp, case, device=torch.device("cpu"), seed=0, layouts=layouts_for(case))
+        attention = next(k for k in build_plan(plan).kernels if k.name == "attention")
+        assert int(evaluate(attention.row_stride, {"N": 333})) == want_stride == inp.k_hat_t.stride(-2)
+        assert bool(misaligned(attention, {"N": 333})) is want_misaligned
+        assert inp.k_hat_t.shape[-1] == 333
+        wl = build(case, inp)  # the workload runs (the eager fallback on a CPU) and matches the reference
+        wl.total()
+        out, ref = wl.reference()
+        assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="share the Inputs field"):
+        set_layouts(
+            inp,
+            base,
+            device=torch.device("cpu"),
+            seed=0,
+            layouts=("rotated-dim-major", "rotated-dim-major-exact"),
+        )
+
+
 def test_warm_up_keeps_the_default_rules_split_count():
     from aqua_model.costs.split_rule import launch_rule, padded_tile_rows, split_count, tile_rows
     from aqua_model.validate.cases import Case

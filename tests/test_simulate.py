@@ -105,7 +105,7 @@ def brute_force_decode_bytes(plan):
             "attention": nbytes((B, Hkv, k, N), KV) + rows,
             "combine": nbytes(q),
         }
-    if plan == "aqua-fused":  # q^ given; one launch selects, streams and merges
+    if plan in ("aqua-fused", "aqua-fused-exact"):  # q^ given; one launch selects, streams and merges
         return {"attention": nbytes(q) + nbytes((B, Hkv, k, N), KV) + nbytes(q)}
     if plan == "aqua-fused-3launch":  # the prologue writes the kept rows and q^ on them, read back
         return {
@@ -117,7 +117,16 @@ def brute_force_decode_bytes(plan):
 
 
 @pytest.mark.parametrize(
-    "plan", ["dense-fused", "dense-eager", "aqua-eager", "aqua-fused", "aqua-step-topk", "aqua-fused-3launch"]
+    "plan",
+    [
+        "dense-fused",
+        "dense-eager",
+        "aqua-eager",
+        "aqua-fused",
+        "aqua-fused-exact",
+        "aqua-step-topk",
+        "aqua-fused-3launch",
+    ],
 )
 def test_kernel_bytes_equal_brute_force_tensor_counts(plan):
     expected = brute_force_decode_bytes(plan)

@@ -20,6 +20,9 @@ Decode plans (one new token per sequence against N cached keys):
                         all of V, and the last split of each (batch, KV head) merges the partials.
                         Rotating q and the new key is NOT counted (folded into W_Q / W_K, exact
                         only without RoPE, or done by the caller): see ``aqua-step-topk``.
+* ``aqua-fused-exact``  the same call over a contiguous exactly-N K^T [d, N] (row stride N, not
+                        a capacity rounded up to 16): when N % 16 != 0 every key load is scalar
+                        (the misaligned flag of the kernel's form); not in the fitted sample.
 * ``aqua-fused-3launch`` ``aqua_decode(..., launches=3)``: the three-launch path (a Triton
                         selection prologue writing the union of the group's kept rows with each
                         head's q^ on them, the split-N pass, the log-sum-exp combine).
@@ -68,6 +71,7 @@ import sympy as sp
 
 from .._checks import check_choice
 from ..costs import memory
+from ..costs.alignment import aligned_capacity
 from ..costs.convention import Convention, resolve
 from ..costs.flops import PHASES, flop_terms
 from ..costs.memory import GQA_SELECTIONS
@@ -85,6 +89,7 @@ DECODE_PLANS = (
     "aqua-step-topk-token-major",
     "aqua-cache-step",
     "aqua-fused-3launch",
+    "aqua-fused-exact",
 )
 PREFILL_PLANS = ("dense-fused", "dense-eager", "aqua-eager", "aqua-fused", *prefill_fused.PLANS)
 #: Decode plan names of validation rows written before issue 11 (row schema 1), mapped to the
@@ -222,6 +227,7 @@ IMPLEMENTATIONS: dict[tuple[str, str], tuple[Implementation, str]] = {
         Implementation.of(_TRITON, "aqua_decode", launches=3),
         "rotated-dim-major",
     ),
+    ("decode", "aqua-fused-exact"): (Implementation.of(_TRITON, "aqua_decode"), "rotated-dim-major-exact"),
     ("decode", "aqua-step-topk"): (
         Implementation.of(_EAGER, "aqua_step_decode", select_in="torch"),
         "rotated-dim-major",
@@ -262,6 +268,12 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
         "aqua-fused-3launch",
     ): "aqua_decode(launches=3): the three-launch path (Triton selection prologue, split-N pass, "
     "log-sum-exp combine) over a dim-major K^T; rotated q given",
+    (
+        "decode",
+        "aqua-fused-exact",
+    ): "aqua_decode's default call over a contiguous exactly-N dim-major K^T (row stride N, not a "
+    "16-aligned capacity): scalar key loads when N % 16 != 0; runnable, not in the fit protocol's sample (its misaligned factor "
+    "is the micro-benchmark's)",
     (
         "decode",
         "aqua-step-topk",
@@ -327,17 +339,28 @@ def split_tile_rows(selection: str) -> sp.Expr:
     return k if selection == "group" else sp.Min(d, (H_q / H_kv) * k)
 
 
+def key_row_stride(name: str) -> sp.Expr:
+    """Row stride (elements) of the dim-major K^T the decode plan ``name`` streams, as its
+    implementation is run: a view of a capacity rounded up to a multiple of 16
+    (:func:`aqua_model.costs.alignment.aligned_capacity`, what ``AquaKVCache`` allocates and the
+    validation workload measures); exactly N for ``aqua-fused-exact`` (a contiguous [d, N]
+    tensor); 0 (aligned by construction, or no row stride) for the paged cache step and the
+    token-major views."""
+    if name.endswith("token-major") or name == "aqua-cache-step":
+        return sp.Integer(0)
+    if name == "aqua-fused-exact":
+        return N
+    return aligned_capacity(N)
+
+
 def _split_n(
     name: str, selection: str, attention_flops: sp.Expr, kv_bytes: sp.Expr, extra_bytes: sp.Expr, pattern: str
 ) -> list[Kernel]:
     """The split pass (``attention``: K^'s kept rows and V, the selected q^ and indices) and the
     combine (the merge of the splits, writing the output). The splits' partial outputs (B H_q
     splits (d + 2) fp32 values) are not counted as bytes: small against K and V, and inside
-    the combine's calibrated time. A contiguous dim-major K^T [d, N] has a row stride of N
-    elements; the paged cache's rows are aligned by construction; a token-major view has no
-    row stride to align (its pattern is strided)."""
+    the combine's calibrated time. Row stride: :func:`key_row_stride`."""
     token_major = name.endswith("token-major")
-    row_stride = sp.Integer(0) if (token_major or name == "aqua-cache-step") else N
     attention = Kernel(
         "attention",
         attention_flops,
@@ -347,7 +370,7 @@ def _split_n(
         launch_names=(TRITON_SPLIT,),
         stream="" if token_major else "triton-split",
         tile_rows=split_tile_rows(selection),
-        row_stride=row_stride,
+        row_stride=key_row_stride(name),
     )
     combine = Kernel(
         "combine",
@@ -369,8 +392,8 @@ def _one_launch(
     of one group repeat the same few hundred compares), streams its chunk of K^'s kept rows and
     V, and the last split of each (batch, KV head) to finish merges the partials. Bytes: K^'s
     kept rows and V, q read and the output written (the fp32 partials of a several-split call,
-    B H_q splits (d + 2) values, stay in L2 and are not counted). Row stride: as
-    :func:`_split_n`."""
+    B H_q splits (d + 2) values, stay in L2 and are not counted). Row stride:
+    :func:`key_row_stride`."""
     token_major = name.endswith("token-major")
     return Kernel(
         "attention",
@@ -381,7 +404,7 @@ def _one_launch(
         launch_names=(TRITON_FUSED,),
         stream="" if token_major else "triton-split",
         tile_rows=split_tile_rows(selection),
-        row_stride=sp.Integer(0) if (token_major or name == "aqua-cache-step") else N,
+        row_stride=key_row_stride(name),
     )
 
 
@@ -433,7 +456,7 @@ def _decode_kernels(name: str, selection: str, conv: Convention) -> list[Kernel]
             stream="triton-prologue",
         )
         return [select, *_split_n(name, selection, attention_flops, kv_aqua, rows, pattern)]
-    if name in ("aqua-fused", "aqua-token-major"):
+    if name in ("aqua-fused", "aqua-fused-exact", "aqua-token-major"):
         # one launch: q^ read, the selection inside each program, the output written
         flops = per_query_heads(aqua, "select") + attention_flops
         return [_one_launch(name, selection, flops, kv_aqua, 2 * vectors_bytes("decode"), pattern)]
@@ -561,6 +584,7 @@ __all__ = [
     "build_plan",
     "plan_names",
     "split_tile_rows",
+    "key_row_stride",
     "DECODE_PLANS",
     "PREFILL_PLANS",
     "LEGACY_PLAN_NAMES",

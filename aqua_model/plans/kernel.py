@@ -37,7 +37,7 @@ STREAMS = ("",) + STREAM_NAMES
 MODEL_ONLY = "model-only"
 #: Key copies an implementation may read: token-major K, rotated token-major K^, rotated
 #: dim-major K^T ("" for a model-only plan).
-KEY_LAYOUTS = ("", "token-major", "rotated-token-major", "rotated-dim-major")
+KEY_LAYOUTS = ("", "token-major", "rotated-token-major", "rotated-dim-major", "rotated-dim-major-exact")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..costs.alignment import ALIGN_ELEMENTS
 from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes
 from ..costs.split_rule import DEFAULT_LAUNCHES, split_programs
@@ -45,10 +46,6 @@ from ..plans.attention import TORCH_TOPK_LAUNCHES
 
 #: Elementwise work (softmax, |q|, selection) runs on the fp32 vector units.
 VECTOR_DTYPE = "fp32"
-#: Triton specialises an integer argument divisible by 16 (its ``do_not_specialize`` docs); a key
-#: row stride that is not makes every key load a scalar load (``validation/decode_ptx_check.py``,
-#: ``analysis/results/decode_kernels_ptx.md``). In elements.
-ALIGN_ELEMENTS = 16
 #: Tokens per page of the AQUA KV cache (aqua_model.kernels.kv_cache.DEFAULT_PAGE_TOKENS; checked
 #: equal by tests/test_heldout_model.py, since this layer cannot import torch).
 CACHE_PAGE_TOKENS = 128

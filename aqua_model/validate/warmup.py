@@ -35,6 +35,7 @@ from aqua_model.validate.cases import Case, kv_bytes
 #: Plans whose implementation launches Triton kernels.
 TRITON_PLANS = (
     "aqua-fused",
+    "aqua-fused-exact",
     "aqua-token-major",
     "aqua-step-topk",
     "aqua-step-topk-token-major",

@@ -33,11 +33,11 @@ from typing import Any, cast
 
 import torch
 
+from aqua_model.costs.alignment import aligned_capacity
 from aqua_model.kernels import reference as kref
 from aqua_model.kernels.eager import STAGE_BUILDERS
 from aqua_model.plans import Plan, build_plan
 from aqua_model.plans.kernel import Implementation
-from aqua_model.simulator.roofline import ALIGN_ELEMENTS
 from aqua_model.validate.cases import Case
 
 #: torch dtype of each storage dtype name.
@@ -80,6 +80,8 @@ class Inputs:
     k: torch.Tensor | None = None  # [B, H_kv, S, d] token-major keys (dense plans)
     k_hat: torch.Tensor | None = None  # [B, H_kv, S, d] rotated token-major keys
     k_hat_t: torch.Tensor | None = None  # [B, H_kv, d, S] rotated dim-major keys, rows 16-aligned
+    #: The layout each key field holds where two layouts share a field (see LAYOUT_FIELDS).
+    held: dict[str, str] = field(default_factory=dict)
 
 
 def _randn(
@@ -103,13 +105,21 @@ def random_orthogonal(
     return qm.to(dtype)
 
 
-#: Key copies a plan may read, and the Inputs field holding each.
-LAYOUT_FIELDS = {"token-major": "k", "rotated-token-major": "k_hat", "rotated-dim-major": "k_hat_t"}
+#: Key copies a plan may read, and the Inputs field holding each: "rotated-dim-major" is a view of
+#: an aligned capacity (the row stride a real cache has), "rotated-dim-major-exact" a contiguous
+#: [d, N] tensor (row stride N); the two share a field and never coexist.
+LAYOUT_FIELDS = {
+    "token-major": "k",
+    "rotated-token-major": "k_hat",
+    "rotated-dim-major": "k_hat_t",
+    "rotated-dim-major-exact": "k_hat_t",
+}
 
 
 def make_inputs(case: Case, *, device: torch.device, seed: int, layouts: tuple[str, ...]) -> Inputs:
     """Random inputs for ``case``; ``layouts`` names the key copies to build:
-    "token-major" (K), "rotated-token-major" (K^), "rotated-dim-major" (K^T)."""
+    "token-major" (K), "rotated-token-major" (K^), "rotated-dim-major" (K^T, a view of an aligned
+    capacity) or "rotated-dim-major-exact" (K^T, contiguous, row stride N)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     dt = TORCH_DTYPES[case.dtype]
@@ -127,9 +137,14 @@ def set_layouts(
     inp: Inputs, case: Case, *, device: torch.device, seed: int, layouts: tuple[str, ...]
 ) -> None:
     """Keep exactly the key copies in ``layouts``: free the others first, then draw the missing."""
-    for name, attr in LAYOUT_FIELDS.items():
-        if name not in layouts:
+    for attr in dict.fromkeys(LAYOUT_FIELDS.values()):
+        wanted = [name for name in layouts if LAYOUT_FIELDS.get(name) == attr]
+        if len(wanted) > 1:
+            raise ValueError(f"layouts {wanted} share the Inputs field {attr!r}; ask for one, got {layouts}")
+        first = next(name for name, a in LAYOUT_FIELDS.items() if a == attr)
+        if inp.held.get(attr, first) not in wanted:
             setattr(inp, attr, None)
+            inp.held.pop(attr, None)
     dt = TORCH_DTYPES[case.dtype]
     B, hkv, d, S = case.batch, case.heads_kv, case.d, case.keys
     for i, (name, attr) in enumerate(LAYOUT_FIELDS.items()):
@@ -137,12 +152,16 @@ def set_layouts(
             gen = torch.Generator(device=device)
             gen.manual_seed(seed + 1 + i)
             if name == "rotated-dim-major":
-                # the row stride a real cache has: a capacity rounded up to ALIGN_ELEMENTS (as
-                # AquaKVCache allocates), viewed at the case's S columns (issue 21 item 4)
-                capacity = -(-S // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
+                # the row stride a real cache has: a capacity rounded up to a multiple of 16 (as
+                # AquaKVCache allocates), viewed at the case's S columns (issue 21 item 4); the plans
+                # declare the same stride (plans.attention.key_row_stride)
+                capacity = aligned_capacity(S)
                 setattr(inp, attr, _randn((B, hkv, d, capacity), dt, device, gen)[..., :S])
+            elif name == "rotated-dim-major-exact":  # contiguous [d, S]: row stride S
+                setattr(inp, attr, _randn((B, hkv, d, S), dt, device, gen))
             else:
                 setattr(inp, attr, _randn((B, hkv, S, d), dt, device, gen))
+            inp.held[attr] = name
 
 
 def layouts_for(case: Case) -> tuple[str, ...]:
@@ -265,7 +284,7 @@ def _keys_dim_major(inp: Inputs, layout: str) -> torch.Tensor:
     """Rotated keys as [B, H_kv, d, N]: the dim-major copy, or a transposed token-major view."""
     return (
         cast(torch.Tensor, inp.k_hat_t)
-        if layout == "rotated-dim-major"
+        if layout in ("rotated-dim-major", "rotated-dim-major-exact")
         else cast(torch.Tensor, inp.k_hat).transpose(-1, -2)
     )
 
