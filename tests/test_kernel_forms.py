@@ -35,6 +35,7 @@ PARAMS = {
     "half_flops_per_sm": 0.0,
     "half_sm_fraction": 0.0,
     "overlap_power": 64.0,
+    "gqa_power": 0.0,
     "misaligned_factor": 0.5,
 }
 
@@ -47,6 +48,7 @@ def _terms(**kw):
         "programs": SM,
         "misaligned": False,
         "head_dim": 128,
+        "group": 1,
         "sm_count": SM,
         "peak_flops_per_s": 1e15,
         "bandwidth_bytes_per_s": W,
@@ -83,6 +85,9 @@ def test_form_known_answers():
     # a per-SM FLOP half-point equal to the FLOPs per SM halves the compute efficiency
     _, c_f, _ = _terms(flops=1e12, nbytes=1.0, params={"half_flops_per_sm": 1e12 / SM})
     assert math.isclose(float(c_f), 2 * float(c_c))
+    # gqa_power 0.5 at g = 4: the bandwidth efficiency halves (4^-0.5)
+    _, _, mg = _terms(group=4, params={"gqa_power": 0.5})
+    assert math.isclose(float(mg), 2 * float(m))
     # overlap power 1: compute and memory add; 64: their max to 1%
     t1, c1, m1 = _terms(flops=1e12, params={"overlap_power": 1.0})
     assert math.isclose(float(t1), 3e-6 + float(c1) + float(m1))
@@ -124,6 +129,13 @@ def test_parse_form_is_strict():
         parse_form(missing, 0, "x.toml")
     with pytest.raises(ValueError, match="geometry is 'grid'; allowed"):
         parse_form(_entry(geometry="grid"), 0, "x.toml")
+    # a form written before gqa_power existed (the seed-2324754193 profile) reads as gqa_power 0, the
+    # value that reproduces it (g ** 0 = 1); given, it is checked like every parameter
+    legacy = _entry()
+    del legacy["gqa_power"]
+    assert parse_form(legacy, 0, "x.toml").gqa_power == 0.0
+    with pytest.raises(ValueError, match=r"gqa_power is 2.0; allowed range \[-1, 1\]"):
+        parse_form(_entry(gqa_power=2.0), 0, "x.toml")
 
 
 def _with_forms(tmp_path, forms, name="forms-test"):
@@ -167,6 +179,7 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
         programs=programs_of("split-n", split, values, SM),
         misaligned=misaligned(split, values),
         head_dim=128,
+        group=4,
         sm_count=SM,
         peak_flops_per_s=prof.peak_flops("bf16"),
         bandwidth_bytes_per_s=prof.bandwidth_bytes_per_s,

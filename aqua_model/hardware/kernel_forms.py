@@ -11,6 +11,8 @@ ceil(programs / SMs) and
     eta_m = eta_m_max * sat(x / half_bytes_per_sm) * par(u) * (misaligned_factor if the key rows are misaligned)
     eta_c = eta_c_max * d / (d + half_d) * y / (y + half_flops_per_sm) * par(u)
 
+and eta_m also falls as g^-gqa_power with the query heads g = H_q / H_kv one KV group's programs
+serve (0: no effect),
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
 x is the bytes each busy SM moves (B / min(programs, SMs)), y the FLOPs it does (a fixed cost
 per tile amortised over its work), u = min(programs, SMs) / SMs the
@@ -60,8 +62,13 @@ FORM_PARAMS: tuple[str, ...] = (
     "half_flops_per_sm",
     "half_sm_fraction",
     "overlap_power",
+    "gqa_power",
     "misaligned_factor",
 )
+#: Parameters added after forms were first written, with the value that reproduces a form written
+#: without them: ``gqa_power`` 0 (no group-size effect) is the model judged at seed 2324754193
+#: (``validation/results/h200/h200-fit-2324754193.toml``, fitted before the parameter existed).
+ABSENT_BEFORE_PARAM: Mapping[str, float] = MappingProxyType({"gqa_power": 0.0})
 #: The features whose fitted range a form records (and a prediction is checked against).
 RANGE_FEATURES: tuple[str, ...] = ("bytes", "flops", "programs")
 #: Allowed range of every parameter (a profile outside it is refused: no absurd constants).
@@ -78,6 +85,7 @@ PARAM_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
         "half_flops_per_sm": (0.0, 1e12),
         "half_sm_fraction": (0.0, 100.0),
         "overlap_power": (1.0, 64.0),
+        "gqa_power": (-1.0, 1.0),
         "misaligned_factor": (1e-2, 1.0),
     }
 )
@@ -124,6 +132,7 @@ class KernelForm:
     half_flops_per_sm: float
     half_sm_fraction: float
     overlap_power: float
+    gqa_power: float
     misaligned_factor: float
     fit: FitRecord | None = None
 
@@ -140,6 +149,7 @@ class KernelForm:
         programs: Any,
         misaligned: Any,
         head_dim: Any,
+        group: Any,
         sm_count: int,
         peak_flops_per_s: float,
         bandwidth_bytes_per_s: float,
@@ -153,6 +163,7 @@ class KernelForm:
             programs=programs,
             misaligned=misaligned,
             head_dim=head_dim,
+            group=group,
             sm_count=sm_count,
             peak_flops_per_s=peak_flops_per_s,
             bandwidth_bytes_per_s=bandwidth_bytes_per_s,
@@ -187,6 +198,7 @@ def form_terms_s(
     programs: Any,
     misaligned: Any,
     head_dim: Any,
+    group: Any,
     sm_count: int,
     peak_flops_per_s: float,
     bandwidth_bytes_per_s: float,
@@ -205,8 +217,10 @@ def form_terms_s(
     u = busy_sms / sm_count
     hs = params["half_sm_fraction"]
     par = (1.0 + hs) * u / (u + hs) if np.all(hs > 0) else np.ones(np.shape(u))
+    # the query heads one KV group's programs serve (g = H_q / H_kv): eta_m scales as g^-gqa_power
+    gqa = np.asarray(group, dtype=float) ** (-params["gqa_power"])
     memory_s = np.where(
-        nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag * par), 0.0
+        nbytes > 0, nbytes * slow / (bandwidth_bytes_per_s * params["eta_m_max"] * flag * par * gqa), 0.0
     )
     d = np.asarray(head_dim, dtype=float)
     eta_c = params["eta_c_max"] * d / (d + params["half_d"]) * par
@@ -280,6 +294,7 @@ def parse_form(entry: Any, i: int, where: str) -> KernelForm:
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ValueError(f"{where}: {name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    entry = {**ABSENT_BEFORE_PARAM, **entry}
     missing = sorted({"key", "geometry", *FORM_PARAMS} - set(entry))
     if missing:
         raise ValueError(f"{where}: {name} is missing {missing}")
@@ -319,6 +334,7 @@ __all__ = [
     "GEOMETRIES",
     "PARAM_BOUNDS",
     "RANGE_FEATURES",
+    "ABSENT_BEFORE_PARAM",
     "RANGE_SLACK",
     "FitRecord",
     "KernelForm",

@@ -349,6 +349,7 @@ def _form_time(
         programs=programs,
         misaligned=misaligned(kernel, values),
         head_dim=values["d"],
+        group=np.asarray(values["H_q"], dtype=float) / np.asarray(values["H_kv"], dtype=float),
         sm_count=sm_count,
         peak_flops_per_s=peak,
         bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,

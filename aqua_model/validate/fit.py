@@ -73,6 +73,7 @@ PARAM_SCALE: dict[str, float] = {
     "half_flops_per_sm": 1e6,
     "half_sm_fraction": 0.1,
     "overlap_power": 1.0,
+    "gqa_power": 0.1,
     "misaligned_factor": 0.1,
 }
 #: Starting value of the saturation half-point where no micro-benchmark gives one (bytes per SM).
@@ -102,6 +103,7 @@ class _Kern:
     peak: float
     d: float
     geometry: str
+    group: float
 
 
 @dataclass
@@ -162,6 +164,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 base.peak_flops(sizes.dtype if kern.unit == "matrix" else VECTOR_DTYPE),
                 float(r["d"]),
                 geometry,
+                float(r["heads_q"]) / float(r["heads_kv"]),
             )
         )
     fixed = graph_launch_s + (launches - 1) * graph_gap_s
@@ -211,6 +214,7 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
         "half_flops_per_sm": 0.0,
         "half_sm_fraction": START_HALF_SM_FRACTION,
         "overlap_power": START_OVERLAP_POWER,
+        "gqa_power": 0.0,
         "misaligned_factor": float(mis),
     }
 
@@ -229,6 +233,8 @@ def _free_params(key: str, rows: list[_Row], sm_count: int) -> list[str]:
         free.append("per_wave_s")
     if any(k.programs < sm_count for k in ks) and any(k.programs >= sm_count for k in ks):
         free.append("half_sm_fraction")
+    if len({k.group for k in ks}) > 1:
+        free.append("gqa_power")
     if len({k.misaligned for k in ks}) > 1:
         free.append("misaligned_factor")
     return [p for p in FORM_PARAMS if p in free]
@@ -247,6 +253,7 @@ def _predict(rows: list[_Row], params: dict[str, dict[str, float]], base: Hardwa
                 programs=k.programs,
                 misaligned=k.misaligned,
                 head_dim=k.d,
+                group=k.group,
                 sm_count=_launch_terms(base)[0],
                 peak_flops_per_s=k.peak,
                 bandwidth_bytes_per_s=base.bandwidth_bytes_per_s,
