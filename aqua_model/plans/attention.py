@@ -393,7 +393,11 @@ def _one_launch(
     V, and the last split of each (batch, KV head) to finish merges the partials. Bytes: K^'s
     kept rows and V, q read and the output written (the fp32 partials of a several-split call,
     B H_q splits (d + 2) values, stay in L2 and are not counted). Row stride:
-    :func:`key_row_stride`."""
+    :func:`key_row_stride`. Kept rows, not the tile: a row tile padded past the kept rows (k < 16
+    at any d, :func:`aqua_model.costs.split_rule.padded_tile_rows`) loads only the kept rows, the
+    padding slots being masked loads (``triton_decode._part_scores``, ``mask=valid``) that move no
+    bytes; the padding's per-block work is not a byte (a tile-fill factor on the form's efficiency
+    was tried on the seed-2324754193 train -> calibration split and not kept: see the commit)."""
     token_major = name.endswith("token-major")
     return Kernel(
         "attention",
