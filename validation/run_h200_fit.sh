@@ -5,7 +5,7 @@
 # ends inside BUDGET_S. Rows are streamed (a stage cut by its deadline leaves the rows it measured).
 # The test sample runs first, right after the micro-benchmarks, so that it is whole whatever else the
 # deadline cuts. Nothing is fitted here: the fit, the intervals and the scoring run on a CPU
-# afterwards (validation/fit_score.sh), by the frozen procedure.
+# afterwards (python analysis/fit_summary.py --run OUT --seed SEED), by the frozen procedure.
 #
 #   bash validation/run_h200_fit.sh TRAIN.jsonl CALIBRATION.jsonl TEST.jsonl     (repository root)
 #
