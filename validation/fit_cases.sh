@@ -5,12 +5,15 @@
 # Every file holds the core plans only (decode dense-fused and aqua-fused, prefill dense-fused).
 #
 #   bash validation/fit_cases.sh            (repository root; aqua_model/ must be committed)
+#   SCALE=cpu DIR=/tmp/x N_TEST=8 N_TRAIN=8 N_CALIB=8 bash validation/fit_cases.sh   (a CPU dry run:
+#   the distribution's tiny CPU form, aqua_model.validate.sampling.CPU_DISTRIBUTION)
 set -euo pipefail
 PY=${PYTHON:-python3}
 N_TEST=${N_TEST:-420}
 N_TRAIN=${N_TRAIN:-460}
 N_CALIB=${N_CALIB:-380}
 DIR=${DIR:-validation/results/h200}
+SCALE=${SCALE:-h200}
 if [ -n "$(git status --porcelain -- aqua_model)" ]; then
   echo "aqua_model/ has uncommitted changes: commit the model first (the freeze)" >&2; exit 1
 fi
@@ -20,7 +23,7 @@ from aqua_model.validate.sampling import ROLE_SEED_OFFSETS as o, seed_from_commi
 s = seed_from_commit('$COMMIT'); print(s + o['test'], s + o['train'], s + o['calibration'])")
 for spec in "test:$TEST:$N_TEST" "train:$TRAIN:$N_TRAIN" "calibration:$CALIB:$N_CALIB"; do
   IFS=: read -r role seed n <<< "$spec"
-  $PY -m aqua_model.commands.validate_cmd sample --role "$role" --seed "$seed" --n "$n" --core-only \
+  $PY -m aqua_model.commands.validate_cmd sample --role "$role" --seed "$seed" --n "$n" --core-only --scale "$SCALE" \
     --model-commit "$COMMIT" --out "$DIR/fit-$TEST-cases-$role.jsonl"
 done
 echo "test seed $TEST (train $TRAIN, calibration $CALIB), model frozen at $COMMIT"
