@@ -76,6 +76,8 @@ PARAM_SCALE: dict[str, float] = {
     "gqa_power": 0.1,
     "misaligned_factor": 0.1,
 }
+#: Fewest training rows per parameter of one form (a fit on fewer is refused).
+MIN_ROWS_PER_PARAM = 2
 #: Starting value of the saturation half-point where no micro-benchmark gives one (bytes per SM).
 START_HALF_BYTES_PER_SM = 32768.0
 #: Starting sharpness of the bandwidth saturation (1: x / (x + h)).
@@ -272,8 +274,12 @@ def fit_forms(
 
     sm_count, _, _ = _launch_terms(base)
     used = fit_rows(rows)
-    if len(used) < 2 * len(FORM_PARAMS):
-        raise ValueError(f"the training rows hold {len(used)} measured rows of {FIT_PLANS}; need at least 14")
+    need = MIN_ROWS_PER_PARAM * len(FORM_PARAMS)
+    if len(used) < need:
+        raise ValueError(
+            f"the training rows hold {len(used)} measured rows of {FIT_PLANS}; need at least {need} "
+            f"({MIN_ROWS_PER_PARAM} per form parameter)"
+        )
     data = [_row(r, base) for r in used]
     keys = sorted({k.key for r in data for k in r.kernels})
     geometries = {k.key: k.geometry for r in data for k in r.kernels}
