@@ -38,7 +38,8 @@ def aligned_capacity(tokens: int | sp.Expr) -> int | sp.Expr:
         )
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
-    return int(-(-tokens // ALIGN_ELEMENTS) * ALIGN_ELEMENTS)
+    n = int(tokens)
+    return -(-n // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
 
 
 __all__ = ["ALIGN_ELEMENTS", "aligned_capacity"]
