@@ -36,6 +36,7 @@ PARAMS = {
     "half_sm_fraction": 0.0,
     "overlap_power": 64.0,
     "gqa_power": 0.0,
+    "per_merge_s": 0.0,
     "misaligned_factor": 0.5,
 }
 
@@ -88,6 +89,12 @@ def test_form_known_answers():
     # gqa_power 0.5 at g = 4: the bandwidth efficiency halves (4^-0.5)
     _, _, mg = _terms(group=4, params={"gqa_power": 0.5})
     assert math.isclose(float(mg), 2 * float(m))
+    # a kernel merging its own splits: g per_merge on top, only when it runs more than one split
+    one, _, _ = _terms(group=4, splits=1)
+    merged, _, m_merged = _terms(group=4, splits=6, params={"per_merge_s": 1e-6})
+    unsplit, _, _ = _terms(group=4, splits=1, params={"per_merge_s": 1e-6})
+    assert math.isclose(float(merged), float(one) + 4 * 1e-6) and float(unsplit) == float(one)
+    assert float(m_merged) == float(m)  # the merge is a fixed cost, not a memory term
     # overlap power 1: compute and memory add; 64: their max to 1%
     t1, c1, m1 = _terms(flops=1e12, params={"overlap_power": 1.0})
     assert math.isclose(float(t1), 3e-6 + float(c1) + float(m1))
@@ -162,17 +169,20 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
     }
     plan = build_plan("aqua-fused", phase="decode", selection="group")
     split = next(k for k in plan.kernels if k.stream == "triton-split")
-    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit)])
+    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit, per_merge_s=1e-6)])
     inside = kernel_time(split, prof, _sizes(4096))
     assert inside.extrapolates == ()
     # the form's own value, plus the graph launch model
     from aqua_model.costs.numeric import evaluate
-    from aqua_model.simulator.roofline import misaligned, programs_of
+    from aqua_model.simulator.roofline import merging_splits, misaligned, programs_of
 
     values = {"S": prof.sector_bytes, **_sizes(4096).values()}
     nbytes = float(evaluate(split.bytes, values))
+    # B H_kv = 32 units, floor(1.5 x 132 / 32) = 6 splits (64 blocks allow up to 32): the kernel merges
+    splits = merging_splits("split-n", split, values, SM)
+    assert float(splits) == 6 and float(merging_splits("per-q-head", split, values, SM)) == 1
     busy, _, _ = form_terms_s(
-        PARAMS,
+        {**PARAMS, "per_merge_s": 1e-6},
         flops=float(evaluate(split.flops, values)),
         nbytes=nbytes,
         launches=1,
@@ -180,6 +190,7 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
         misaligned=misaligned(split, values),
         head_dim=128,
         group=4,
+        splits=splits,
         sm_count=SM,
         peak_flops_per_s=prof.peak_flops("bf16"),
         bandwidth_bytes_per_s=prof.bandwidth_bytes_per_s,
@@ -288,7 +299,7 @@ def test_a_prediction_outside_the_fitted_range_says_so(tmp_path):
         "residual_quantiles": {"q10": -0.1, "q50": 0.0, "q90": 0.1},
         "source": "fitted: test",
     }
-    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit)])
+    prof = _with_forms(tmp_path, [_entry(key=timing_key(split), fit=fit, per_merge_s=1e-6)])
     kw = dict(plan="aqua-fused", phase="decode", batch=4, heads_q=32, heads_kv=8, d=128, k=32, gpu=prof)
     assert "extrapolates" not in predict(context=4096, **kw).status
     far = predict(context=262143, **kw)

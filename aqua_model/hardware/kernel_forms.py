@@ -12,7 +12,9 @@ ceil(programs / SMs) and
     eta_c = eta_c_max * d / (d + half_d) * y / (y + half_flops_per_sm) * par(u)
 
 and eta_m also falls as g^-gqa_power with the query heads g = H_q / H_kv one KV group's programs
-serve (0: no effect),
+serve (0: no effect); a kernel that merges its own splits (the one-launch decode: the last split
+of each (batch, KV head) loops over the group's g heads, on the critical path) adds
+g per_merge when it runs more than one split (``splits``, 1 for every other kernel),
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
 x is the bytes each busy SM moves (B / min(programs, SMs)), y the FLOPs it does (a fixed cost
 per tile amortised over its work), u = min(programs, SMs) / SMs the
@@ -63,12 +65,13 @@ FORM_PARAMS: tuple[str, ...] = (
     "half_sm_fraction",
     "overlap_power",
     "gqa_power",
+    "per_merge_s",
     "misaligned_factor",
 )
 #: Parameters added after forms were first written, with the value that reproduces a form written
 #: without them: ``gqa_power`` 0 (no group-size effect) is the model judged at seed 2324754193
 #: (``validation/results/h200/h200-fit-2324754193.toml``, fitted before the parameter existed).
-ABSENT_BEFORE_PARAM: Mapping[str, float] = MappingProxyType({"gqa_power": 0.0})
+ABSENT_BEFORE_PARAM: Mapping[str, float] = MappingProxyType({"gqa_power": 0.0, "per_merge_s": 0.0})
 #: The features whose fitted range a form records (and a prediction is checked against).
 RANGE_FEATURES: tuple[str, ...] = ("bytes", "flops", "programs")
 #: Allowed range of every parameter (a profile outside it is refused: no absurd constants).
@@ -86,6 +89,7 @@ PARAM_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
         "half_sm_fraction": (0.0, 100.0),
         "overlap_power": (1.0, 64.0),
         "gqa_power": (-1.0, 1.0),
+        "per_merge_s": (0.0, 1e-4),
         "misaligned_factor": (1e-2, 1.0),
     }
 )
@@ -133,6 +137,7 @@ class KernelForm:
     half_sm_fraction: float
     overlap_power: float
     gqa_power: float
+    per_merge_s: float
     misaligned_factor: float
     fit: FitRecord | None = None
 
@@ -150,6 +155,7 @@ class KernelForm:
         misaligned: Any,
         head_dim: Any,
         group: Any,
+        splits: Any = 1.0,
         sm_count: int,
         peak_flops_per_s: float,
         bandwidth_bytes_per_s: float,
@@ -164,6 +170,7 @@ class KernelForm:
             misaligned=misaligned,
             head_dim=head_dim,
             group=group,
+            splits=splits,
             sm_count=sm_count,
             peak_flops_per_s=peak_flops_per_s,
             bandwidth_bytes_per_s=bandwidth_bytes_per_s,
@@ -199,6 +206,7 @@ def form_terms_s(
     misaligned: Any,
     head_dim: Any,
     group: Any,
+    splits: Any = 1.0,
     sm_count: int,
     peak_flops_per_s: float,
     bandwidth_bytes_per_s: float,
@@ -233,6 +241,8 @@ def form_terms_s(
         params["latency_s"]
         + (np.asarray(launches, dtype=float) - 1) * params["per_launch_s"]
         + (waves - 1) * params["per_wave_s"]
+        + np.where(np.asarray(splits, dtype=float) > 1, np.asarray(group, dtype=float), 0.0)
+        * params["per_merge_s"]
     )
     q = params["overlap_power"]
     top = np.maximum(compute_s, memory_s)

@@ -121,6 +121,17 @@ def misaligned(kernel: Kernel, values: dict[str, Any]) -> np.ndarray:
     return np.asarray(stride % ALIGN_ELEMENTS != 0)
 
 
+def merging_splits(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
+    """Splits of N per (batch, KV head) whose partials the kernel merges itself: under the one-launch
+    geometry "split-n" its programs over B H_kv (the last split of each (batch, KV head) merges
+    them, a loop over the group's g heads); 1 for every other geometry (the three-launch path
+    merges in its own combine kernel)."""
+    if geometry != "split-n":
+        return np.asarray(1.0)
+    units = np.asarray(values["B"], dtype=float) * np.asarray(values["H_kv"], dtype=float)
+    return programs_of(geometry, kernel, values, sm_count) / units
+
+
 def programs_of(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
     """Programs a kernel runs under the named launch geometry
     (:data:`aqua_model.hardware.kernel_forms.GEOMETRIES`): "split-n" the split rule of
@@ -350,6 +361,7 @@ def _form_time(
         misaligned=misaligned(kernel, values),
         head_dim=values["d"],
         group=np.asarray(values["H_q"], dtype=float) / np.asarray(values["H_kv"], dtype=float),
+        splits=merging_splits(form.geometry, kernel, values, sm_count),
         sm_count=sm_count,
         peak_flops_per_s=peak,
         bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,

@@ -35,7 +35,14 @@ from aqua_model.hardware import HardwareProfile, load
 from aqua_model.hardware.kernel_forms import FORM_PARAMS, PARAM_BOUNDS, RANGE_FEATURES, form_terms_s
 from aqua_model.models import resolve_shape
 from aqua_model.plans import build_plan
-from aqua_model.simulator.roofline import VECTOR_DTYPE, misaligned, plan_time, programs_of, timing_key
+from aqua_model.simulator.roofline import (
+    VECTOR_DTYPE,
+    merging_splits,
+    misaligned,
+    plan_time,
+    programs_of,
+    timing_key,
+)
 from aqua_model.simulator.simulation import sizes_of
 
 #: The plans whose kernels the forms are fitted on (the core plans of the held-out protocol).
@@ -74,6 +81,7 @@ PARAM_SCALE: dict[str, float] = {
     "half_sm_fraction": 0.1,
     "overlap_power": 1.0,
     "gqa_power": 0.1,
+    "per_merge_s": 1e-6,
     "misaligned_factor": 0.1,
 }
 #: Fewest training rows per parameter of one form (a fit on fewer is refused).
@@ -106,6 +114,7 @@ class _Kern:
     d: float
     geometry: str
     group: float
+    splits: float
 
 
 @dataclass
@@ -167,6 +176,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 float(r["d"]),
                 geometry,
                 float(r["heads_q"]) / float(r["heads_kv"]),
+                float(merging_splits(geometry, kern, values, sm_count)),
             )
         )
     fixed = graph_launch_s + (launches - 1) * graph_gap_s
@@ -217,6 +227,7 @@ def starting_form(key: str, base: HardwareProfile) -> dict[str, float]:
         "half_sm_fraction": START_HALF_SM_FRACTION,
         "overlap_power": START_OVERLAP_POWER,
         "gqa_power": 0.0,
+        "per_merge_s": 0.0,
         "misaligned_factor": float(mis),
     }
 
@@ -237,6 +248,8 @@ def _free_params(key: str, rows: list[_Row], sm_count: int) -> list[str]:
         free.append("half_sm_fraction")
     if len({k.group for k in ks}) > 1:
         free.append("gqa_power")
+    if len({k.splits > 1 for k in ks}) > 1:
+        free.append("per_merge_s")
     if len({k.misaligned for k in ks}) > 1:
         free.append("misaligned_factor")
     return [p for p in FORM_PARAMS if p in free]
@@ -256,6 +269,7 @@ def _predict(rows: list[_Row], params: dict[str, dict[str, float]], base: Hardwa
                 misaligned=k.misaligned,
                 head_dim=k.d,
                 group=k.group,
+                splits=k.splits,
                 sm_count=_launch_terms(base)[0],
                 peak_flops_per_s=k.peak,
                 bandwidth_bytes_per_s=base.bandwidth_bytes_per_s,
