@@ -430,7 +430,20 @@ ONE_LAUNCH_CASES = [
     (1, 8, 1, 19, 128, 64, "group", 2),  # g = 8, k = d/2
     (1, 16, 2, 41, 128, 96, "per-head", 1),  # g = 8, k = 3d/4
     (1, 2, 1, 23, 128, 128, "group", 2),  # g = 2, k = d
+    (1, 8, 1, 150, 128, 32, "group", 9),  # g = 8 merged in two chunks of 4 heads (merge_chunk)
+    (1, 8, 2, 150, 64, 16, "per-head", 9),  # g = 4 ranked head by head, 9 splits
 ]
+
+
+def test_merge_chunk_keeps_the_merge_tile_within_its_budget_in_powers_of_two() -> None:
+    # heads x padded splits x d_v <= MERGE_TILE_VALUES (8192), never fewer than one head
+    assert td.merge_chunk(8, 16, 128) == 4  # 8192 // (16 * 128) = 4
+    assert td.merge_chunk(8, 4, 128) == 8  # 16 would fit; the group has 8 heads
+    assert td.merge_chunk(3, 2, 64) == 4  # the group padded to a power of two
+    assert td.merge_chunk(4, 256, 128) == 1  # one head's partials exceed the budget: one at a time
+    for g, s_pad, dv in [(7, 8, 128), (1, 64, 64), (16, 32, 128)]:
+        c = td.merge_chunk(g, s_pad, dv)
+        assert c & (c - 1) == 0 and (c == 1 or c * s_pad * dv <= td.MERGE_TILE_VALUES)
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")

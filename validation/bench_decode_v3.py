@@ -261,11 +261,16 @@ TUNE_SHAPES = [
     (8, 32, 8, 1024, 128, 32, "group"),
     (8, 32, 8, 2048, 128, 64, "group"),
     (1, 32, 8, 32768, 128, 32, "group"),
+    (8, 32, 8, 16384, 128, 32, "group"),
+    (8, 32, 32, 16384, 128, 32, "per-head"),
     (8, 32, 8, 16384, 128, 96, "per-head"),
 ]
+#: Per-head shapes also timed with every head's selection by the tile sort (HEAD_RANK_MAX_GROUP
+#: 0) and by rank (a large HEAD_RANK_MAX_GROUP): the ablation behind that constant.
+HEAD_RANK_ABLATION = (0, 64)
 #: (block_n, num_warps, num_stages) of the one-launch sweep, and its programs per SM.
 TUNE_CONFIGS = [(128, 8, 3), (64, 4, 3), (64, 4, 4)]
-TUNE_PPS = (1, 2, 4, 8)
+TUNE_PPS = (1, 2, 4, 8, 16)
 
 
 def _case_inputs(B, hq, hkv, N, d, dev, dt=torch.bfloat16):
@@ -309,6 +314,28 @@ def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[],
                     speedup=sd / t,
                 )
             )
+        if sel == "per-head":
+            shipped = td.HEAD_RANK_MAX_GROUP
+            cfg = dataclasses.replace(rule, launches=1)
+            for cap in HEAD_RANK_ABLATION:
+                td.HEAD_RANK_MAX_GROUP = cap
+                td._LAUNCHERS.clear()
+                td._FAST.clear()
+                fn = lambda: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=out, config=cfg)  # noqa: E731
+                t = clock.bench(clock.graph(fn).replay)[0]
+                sink.write(
+                    dict(
+                        base,
+                        variant="head-rank" if g <= cap else "head-sort",
+                        head_rank_max_group=cap,
+                        config=dataclasses.asdict(cfg),
+                        graph_s=t,
+                        speedup=sd / t,
+                    )
+                )
+            td.HEAD_RANK_MAX_GROUP = shipped
+            td._LAUNCHERS.clear()
+            td._FAST.clear()
         for bn, w, s in TUNE_CONFIGS:
             blocks = math.ceil(N / bn)
             counts = sorted({max(1, min(blocks, math.ceil(p * 132 / (B * hkv)))) for p in TUNE_PPS})
