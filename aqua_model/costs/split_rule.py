@@ -51,15 +51,19 @@ LAUNCH_PATHS = (1, 3)
 #: it is not used.
 GIVEN_LAUNCHES = 3
 #: The one-launch kernel's rule, read off the H200 sweeps of issue 22
-#: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``):
-#: every program selects its group's rows itself (a sort of d values, a few microseconds), so
+#: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``,
+#: then, with selection by rank, ``kernels-v4/decode_v3_tune.jsonl``): every program selects its
+#: group's rows itself and pays a fixed cost (selection, pipeline fill, partial store, merge), so
 #: the fastest split count keeps the programs to about one wave: FUSED_PROGRAMS_PER_SM programs
-#: per SM (B = 8, 32 / 8 heads, N = 16K, k = 96 per head: 3 splits 155 us, 16 splits 184 us;
-#: N = 2048, k = 64: 3 splits 36 us, 16 splits 62 us), blocks of 64 tokens, 4 warps, 3 stages
-#: (better than 128 / 8 warps at every swept shape), at least FUSED_MIN_BLOCKS_PER_SPLIT blocks
-#: per split (B = 1, N = 1024: 8 splits 16.8 us against 4 splits 17.9 us).
+#: per SM (rank selection, B = 8, 32 / 8 heads, N = 16K, k = 32 group: 3 splits 102.8 us, 16 splits
+#: 113.5 us, 32 splits 132.0 us; N = 2048, k = 64: 3 splits 30.0 us, 8 splits 42.8 us), blocks of
+#: 64 tokens, 4 warps, 3 stages (better than 128 / 8 warps at every swept shape but B = 1, N = 32K,
+#: within 0.4%), and as little as FUSED_MIN_BLOCKS_PER_SPLIT block per split where the wave has
+#: room (B = 1, N = 1024: 16 splits of one block 14.4 us against 8 splits of two 15.0 us). The
+#: three-launch path is faster nowhere in that sweep beyond noise (B = 1, N = 32K, k = 32:
+#: 42.3 against 43.7 us, 3%; elsewhere slower), so the rule never chooses it.
 FUSED_PROGRAMS_PER_SM = 1.5
-FUSED_MIN_BLOCKS_PER_SPLIT = 2
+FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
 
 
