@@ -52,17 +52,21 @@ LAUNCH_PATHS = (1, 3)
 GIVEN_LAUNCHES = 3
 #: The one-launch kernel's rule, read off the H200 sweeps of issue 22
 #: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``,
-#: then, with selection by rank, ``kernels-v4/decode_v3_tune.jsonl``): every program selects its
-#: group's rows itself and pays a fixed cost (selection, pipeline fill, partial store, merge), so
-#: the fastest split count keeps the programs to about one wave: FUSED_PROGRAMS_PER_SM programs
-#: per SM (rank selection, B = 8, 32 / 8 heads, N = 16K, k = 32 group: 3 splits 102.8 us, 16 splits
-#: 113.5 us, 32 splits 132.0 us; N = 2048, k = 64: 3 splits 30.0 us, 8 splits 42.8 us), blocks of
-#: 64 tokens, 4 warps, 3 stages (better than 128 / 8 warps at every swept shape but B = 1, N = 32K,
-#: within 0.4%), and as little as FUSED_MIN_BLOCKS_PER_SPLIT block per split where the wave has
-#: room (B = 1, N = 1024: 16 splits of one block 14.4 us against 8 splits of two 15.0 us). The
-#: three-launch path is faster nowhere in that sweep beyond noise (B = 1, N = 32K, k = 32:
-#: 42.3 against 43.7 us, 3%; elsewhere slower), so the rule never chooses it.
-FUSED_PROGRAMS_PER_SM = 1.5
+#: then, with selection by rank, ``kernels-v4/decode_v3_tune.jsonl`` and
+#: ``kernels-v4-waves/decode_v3_waves.jsonl``): every program pays a fixed cost (selection,
+#: pipeline fill, partial store, merge), and programs that do not divide evenly over the SMs leave
+#: a tail, so the fastest split count gives every SM about FUSED_PROGRAMS_PER_SM programs: at
+#: N = 16K, B = 8, 32 / 8 heads, 4 splits (256 programs) against 3 (192): 98.6 / 104.0 us (k = 32
+#: group), 131.7 / 135.9 us (k = 96 group), 127.2 / 132.7 us (k = 32 per-head); B = 1, N = 32K:
+#: 32 splits 42.6 us, 24 splits 43.8 us, 47 splits 46.9 us; MHA at B = 8 (256 units): one split
+#: 325.1 us, two 386.2 us. More programs than that lose (B = 8, N = 1024: 512 programs 25.4 us
+#: against 192 programs 20.5 us; the rule's 256 measured 21.2 us there, 3% slower than 192).
+#: Blocks of 64 tokens, 4 warps, 3 stages (4 stages was no better overall in the waves sweep), and
+#: as little as FUSED_MIN_BLOCKS_PER_SPLIT block per split where the wave has room (B = 1,
+#: N = 1024: 16 splits of one block 14.4 us against 8 of two 15.0 us). The three-launch path is
+#: faster nowhere in the tune sweep beyond noise (B = 1, N = 32K, k = 32: 42.3 against 43.7 us,
+#: 3%), so the rule never chooses it.
+FUSED_PROGRAMS_PER_SM = 2.0
 FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
 
