@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 
+from aqua_model.costs import split_rule
 from aqua_model.costs.split_rule import FUSED_LAUNCH, FUSED_MIN_BLOCKS_PER_SPLIT, MIN_BLOCKS_PER_SPLIT
 from aqua_model.kernels import reference as ref, triton_decode as td
 
@@ -435,15 +436,23 @@ ONE_LAUNCH_CASES = [
 ]
 
 
+def test_merge_rounds_count_the_chunks_of_heads_and_none_for_one_split() -> None:
+    assert split_rule.merge_rounds(group=8, splits=1, value_dim=128) == 0  # one split: no merge
+    assert split_rule.merge_rounds(group=8, splits=9, value_dim=128) == 2  # s_pad 16: chunks of 4
+    assert split_rule.merge_rounds(group=4, splits=3, value_dim=128) == 1  # s_pad 4: all 4 at once
+    assert split_rule.merge_rounds(group=4, splits=64, value_dim=128) == 4  # s_pad 64: one head a round
+    assert [split_rule.padded_splits(s) for s in (1, 2, 3, 5, 33)] == [1, 2, 4, 8, 64]
+
+
 def test_merge_chunk_keeps_the_merge_tile_within_its_budget_in_powers_of_two() -> None:
     # heads x padded splits x d_v <= MERGE_TILE_VALUES (8192), never fewer than one head
-    assert td.merge_chunk(8, 16, 128) == 4  # 8192 // (16 * 128) = 4
-    assert td.merge_chunk(8, 4, 128) == 8  # 16 would fit; the group has 8 heads
-    assert td.merge_chunk(3, 2, 64) == 4  # the group padded to a power of two
-    assert td.merge_chunk(4, 256, 128) == 1  # one head's partials exceed the budget: one at a time
+    assert split_rule.merge_chunk(8, 16, 128) == 4  # 8192 // (16 * 128) = 4
+    assert split_rule.merge_chunk(8, 4, 128) == 8  # 16 would fit; the group has 8 heads
+    assert split_rule.merge_chunk(3, 2, 64) == 4  # the group padded to a power of two
+    assert split_rule.merge_chunk(4, 256, 128) == 1  # one head's partials exceed the budget: one at a time
     for g, s_pad, dv in [(7, 8, 128), (1, 64, 64), (16, 32, 128)]:
-        c = td.merge_chunk(g, s_pad, dv)
-        assert c & (c - 1) == 0 and (c == 1 or c * s_pad * dv <= td.MERGE_TILE_VALUES)
+        c = split_rule.merge_chunk(g, s_pad, dv)
+        assert c & (c - 1) == 0 and (c == 1 or c * s_pad * dv <= split_rule.MERGE_TILE_VALUES)
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")

@@ -69,6 +69,37 @@ GIVEN_LAUNCHES = 3
 FUSED_PROGRAMS_PER_SM = 2.0
 FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
+#: Most fp32 partial values the one-launch kernel's merge loads at once (heads x padded splits x
+#: d_v): 64 registers a thread at 4 warps; a group with more is merged in chunks of heads.
+MERGE_TILE_VALUES = 8192
+
+
+def padded_splits(splits: int) -> int:
+    """Splits as the one-launch kernel compiles them: 1 (one split, no merge), else the next
+    power of two >= 2 (the merge's tile)."""
+    splits = check_int("splits", splits, minimum=1)
+    return 1 if splits == 1 else max(2, 1 << (splits - 1).bit_length())
+
+
+def merge_chunk(group: int, s_pad: int, value_dim: int) -> int:
+    """Heads the one-launch kernel's merge loads at once: a power of two, at least 1, at most
+    the group's heads padded to a power of two, within :data:`MERGE_TILE_VALUES` partial values."""
+    group = check_int("group", group, minimum=1)
+    fit = max(
+        1,
+        MERGE_TILE_VALUES
+        // (check_int("s_pad", s_pad, minimum=1) * check_int("value_dim", value_dim, minimum=1)),
+    )
+    return min(1 << max(0, (group - 1).bit_length()), 1 << (fit.bit_length() - 1))
+
+
+def merge_rounds(*, group: int, splits: int, value_dim: int) -> int:
+    """Round trips to L2 of the one-launch kernel's merge (the last split's loop over chunks of
+    heads): 0 for a one-split call, else ceil(group / merge_chunk)."""
+    s_pad = padded_splits(splits)
+    if s_pad == 1:
+        return 0
+    return -(-int(group) // merge_chunk(group, s_pad, value_dim))
 
 
 def row_parts(rows: int) -> tuple[int, int, int]:
@@ -189,10 +220,14 @@ __all__ = [
     "FUSED_PROGRAMS_PER_SM",
     "LAUNCH_PATHS",
     "MIN_BLOCKS_PER_SPLIT",
+    "MERGE_TILE_VALUES",
     "MIN_ROWS",
     "PROGRAMS_PER_SM",
     "WIDE_TILE_ROWS",
     "launch_rule",
+    "merge_chunk",
+    "merge_rounds",
+    "padded_splits",
     "padded_tile_rows",
     "row_parts",
     "split_count",

@@ -64,6 +64,8 @@ from aqua_model.costs.split_rule import (
     LAUNCH_PATHS,
     MIN_ROWS,
     launch_rule,
+    merge_chunk,
+    padded_splits,
     row_parts,
     split_count,
 )
@@ -116,9 +118,6 @@ _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
 #: (:func:`_topk_mask`, about 3430) above it: the two static counts break even at 3.9 heads
 #: (``validation/select_sass.py``).
 HEAD_RANK_MAX_GROUP = 3
-#: Most fp32 partial values the merge of the one-launch kernel loads at once (heads x padded
-#: splits x d_v): 64 registers a thread at 4 warps; more heads are merged in chunks.
-MERGE_TILE_VALUES = 8192
 _MIN_ROWS = MIN_ROWS  # query rows per program: the smallest tensor-core tile
 #: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
 _NO_PAGE = 1 << 30
@@ -160,13 +159,6 @@ def triton_available(device: torch.device | None = None) -> bool:
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
-
-
-def merge_chunk(group: int, s_pad: int, value_dim: int) -> int:
-    """Heads the one-launch kernel's merge loads at once: a power of two, at least 1, at most
-    the group's heads padded, within :data:`MERGE_TILE_VALUES` partial values."""
-    fit = max(1, MERGE_TILE_VALUES // (s_pad * value_dim))
-    return min(_next_pow2(group), 1 << (fit.bit_length() - 1))
 
 
 def tile_rows(*, m: int, k_keep: int, group: int, mode: int, shared: bool) -> int:
@@ -1329,7 +1321,7 @@ class DecodeLauncher:
     ) -> torch.Tensor:
         """Launch the one-launch kernel (``FUSED_KERNELS``) of :class:`DecodeLauncher`."""
         splits, chunk_blocks = self._plans.get(N) or self.splits_for(N)
-        s_pad = 1 if splits == 1 else max(2, 1 << (splits - 1).bit_length())
+        s_pad = padded_splits(splits)
         kern = self.fused.get(s_pad)  # type: ignore[union-attr]
         if kern is None:
             kern = self.fused[s_pad] = _Kernel(  # type: ignore[index]
