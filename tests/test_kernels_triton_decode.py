@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -438,6 +439,9 @@ ONE_LAUNCH_CASES = [
 
 def test_merge_rounds_count_the_chunks_of_heads_and_none_for_one_split() -> None:
     assert split_rule.merge_rounds(group=8, splits=1, value_dim=128) == 0  # one split: no merge
+    # arrays broadcast (the simulator), the same arithmetic as the kernel's merge_chunk per launch
+    grid = split_rule.merge_rounds(group=np.array([4, 8]), splits=np.array([[1], [9]]), value_dim=128)
+    assert grid.tolist() == [[0, 0], [1, 2]]
     assert split_rule.merge_rounds(group=8, splits=9, value_dim=128) == 2  # s_pad 16: chunks of 4
     assert split_rule.merge_rounds(group=4, splits=3, value_dim=128) == 1  # s_pad 4: all 4 at once
     assert split_rule.merge_rounds(group=4, splits=64, value_dim=128) == 4  # s_pad 64: one head a round

@@ -93,13 +93,22 @@ def merge_chunk(group: int, s_pad: int, value_dim: int) -> int:
     return min(1 << max(0, (group - 1).bit_length()), 1 << (fit.bit_length() - 1))
 
 
-def merge_rounds(*, group: int, splits: int, value_dim: int) -> int:
+def merge_rounds(*, group: Any, splits: Any, value_dim: Any) -> np.ndarray:
     """Round trips to L2 of the one-launch kernel's merge (the last split's loop over chunks of
-    heads): 0 for a one-split call, else ceil(group / merge_chunk)."""
-    s_pad = padded_splits(splits)
-    if s_pad == 1:
-        return 0
-    return -(-int(group) // merge_chunk(group, s_pad, value_dim))
+    :func:`merge_chunk` heads): 0 for a one-split call, else ceil(group / chunk). Arrays
+    broadcast (the simulator's sizes); the same arithmetic as :func:`padded_splits` and
+    :func:`merge_chunk`, which the kernel calls per launch."""
+    g, sp, dv = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (group, splits, value_dim)))
+    if (g < 1).any() or (sp < 1).any() or (dv < 1).any():
+        raise ValueError("merge_rounds needs group, splits and value_dim >= 1")
+
+    def pow2_at_least(x: np.ndarray) -> np.ndarray:
+        return np.left_shift(1, np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64))
+
+    s_pad = np.where(sp == 1, 1, np.maximum(2, pow2_at_least(sp)))
+    fit = np.maximum(1, MERGE_TILE_VALUES // (s_pad * dv))
+    chunk = np.minimum(pow2_at_least(g), np.left_shift(1, np.floor(np.log2(fit)).astype(np.int64)))
+    return np.where(s_pad == 1, 0, -(-g // chunk))
 
 
 def row_parts(rows: int) -> tuple[int, int, int]:
