@@ -1,11 +1,14 @@
 """Issue 22's targets table from the committed H200 results of the one-launch AQUA decode.
 
-Reads ``validation/results/h200/decode_v3_targets.jsonl`` (and ``decode_v3_tables.jsonl`` for the
-random-shape bandwidth row), both written by ``validation/bench_decode_v3.py``, and prints the
-Markdown table that docs/kernels.md quotes (``tests/test_decode_v3_doc.py`` checks it is
-current). Every figure is a CUDA-graph median time (do_bench, L2 flushed) or a ratio of two.
+Reads ``decode_v3_targets.jsonl`` (and ``decode_v3_tables.jsonl`` for the random-shape bandwidth
+row) of results directories, both written by ``validation/bench_decode_v3.py``: by default the
+shipped kernel's (``validation/results/h200/kernels-v4-rule2``, rank selection and the shipped
+split rule; the tables from ``kernels-v4-final``, the rule before), beside the
+previous round's (``validation/results/h200``, the sort) as a "before" column; prints the Markdown
+table that docs/kernels.md quotes (``tests/test_decode_v3_doc.py`` checks it is current). Every
+figure is a CUDA-graph median time (do_bench, L2 flushed) or a ratio of two.
 
-Usage: python analysis/decode_v3_targets.py [--results DIR]
+Usage: python analysis/decode_v3_targets.py [--results DIR] [--before DIR] [--tables DIR]
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
+BEFORE = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
+#: The shipped rule's target shapes (fd98d81) and the kernel tables measured at d717d5b (the same
+#: kernel, the previous split rule: the tables were not re-measured after the rule changed).
+RESULTS = BEFORE / "kernels-v4-rule2"
+TABLES = BEFORE / "kernels-v4-final"
 #: The issue's thresholds.
 SHORT_MAX_RATIO = 1.1  # AQUA time / SDPA time at N <= 1024, B = 1
 BREAKEVEN_MAX = {32: 1024, 64: 2048}  # batch 8: smallest aligned N with speedup > 1
@@ -33,12 +40,11 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
-def targets_table(results: Path = RESULTS) -> str:
+def _target_rows(results: Path, tables_dir: Path | None = None) -> list[str]:
+    """One Markdown row ``| target | threshold | measured | verdict |`` per target (the random
+    shapes' row from ``tables_dir``, by default ``results``)."""
     rows = [r for r in _rows(results / "decode_v3_targets.jsonl") if "aqua_graph_s" in r]
-    out = [
-        "| target | threshold | measured | verdict |",
-        "| --- | --- | --- | --- |",
-    ]
+    out: list[str] = []
     short = [r for r in rows if r["source"] == "target-short"]
     worst = max(short, key=lambda r: r["aqua_graph_s"] / r["sdpa_graph_s"])
     ratio = worst["aqua_graph_s"] / worst["sdpa_graph_s"]
@@ -80,7 +86,7 @@ def targets_table(results: Path = RESULTS) -> str:
         )
     tables = [
         r
-        for r in _rows(results / "decode_v3_tables.jsonl")
+        for r in _rows((tables_dir or results) / "decode_v3_tables.jsonl")
         if "aqua_bandwidth_vs_sdpa" in r and r["source"] == "random" and r["N"] >= RANDOM_MIN_CONTEXT
     ]
     if tables:
@@ -102,14 +108,35 @@ def targets_table(results: Path = RESULTS) -> str:
         f"median {med * 1e6:.1f} us, max {gaps[-1] * 1e6:.1f} us over {len(gaps)} shapes | "
         f"{_verdict(gaps[-1] <= EAGER_GAP_MAX_S)} |"
     )
-    return "\n".join(out) + "\n"
+    return out
+
+
+def targets_table(results: Path = RESULTS, before: Path | None = BEFORE, tables: Path | None = TABLES) -> str:
+    """The targets table of ``results`` (random shapes from ``tables``, None: ``results``), with
+    the measured column of ``before`` (None: without)."""
+    now = _target_rows(results, tables)
+    if before is None:
+        head = ["| target | threshold | measured | verdict |", "| --- | --- | --- | --- |"]
+        return "\n".join(head + now) + "\n"
+    old = _target_rows(before)
+    if len(old) != len(now):
+        raise ValueError(f"--before {before} has {len(old)} target rows, --results {results} has {len(now)}")
+    head = ["| target | threshold | measured | verdict | before |", "| --- | --- | --- | --- | --- |"]
+    body = []
+    for row, prev in zip(now, old):
+        pcells = prev.strip("|").split(" | ")
+        body.append(row.rstrip() + f" {pcells[2].strip()} ({pcells[3].strip()}) |")
+    return "\n".join(head + body) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--before", type=Path, default=BEFORE, help="the previous round's results (the before column)"
+    )
     args = ap.parse_args(argv)
-    print(targets_table(args.results), end="")
+    print(targets_table(args.results, args.before), end="")
     return 0
 
 

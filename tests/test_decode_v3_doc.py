@@ -30,4 +30,12 @@ def test_the_table_reads_the_committed_rows() -> None:
         line for line in _script().targets_table().splitlines() if line.startswith("| ") and "---" not in line
     ]
     assert len(rows) == 1 + 1 + 2 + 6 + 4 + 1 + 1
-    assert all(line.rstrip().endswith(("| met |", "| missed |")) for line in rows[1:])
+    # target | threshold | measured | verdict | before (the previous round's measured and verdict)
+    cells = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in rows[1:]]
+    assert all(len(c) == 5 and c[3] in ("met", "missed") for c in cells)
+    assert all(c[4].endswith(("(met)", "(missed)")) for c in cells)
+
+
+def test_without_a_before_directory_the_table_has_four_columns() -> None:
+    table = _script().targets_table(before=None)
+    assert table.splitlines()[0] == "| target | threshold | measured | verdict |"

@@ -201,13 +201,13 @@ def test_split_pass_time_is_latency_plus_bytes_over_its_occupancy_efficiency(tmp
         return next(k for k in build_plan(plan).kernels if k.name == "attention")
 
     # B=1, H_kv=4, N=65536, k=32 (group), the one-launch rule: 64-token blocks, 1024 blocks; splits
-    # = min(floor(1.5 x 132 / 4) = 49, ceil(1024 / 2) = 512) = 49 (chunks of ceil(1024 / 49) = 21
-    # blocks: still 49 splits), so 196 programs, 196/132 per SM
+    # = min(floor(2 x 132 / 4) = 66, ceil(1024 / 1) = 1024) = 66, chunks of ceil(1024 / 66) = 16
+    # blocks, so ceil(1024 / 16) = 64 splits: 256 programs, 256/132 per SM
     assert (
         launch_rule(32)[0] == 64
-        and int(split_count(programs=4, context=65536, block_n=64, sm_count=132)[0]) == 49
+        and int(split_count(programs=4, context=65536, block_n=64, sm_count=132)[0]) == 64
     )
-    x = 196 / 132
+    x = 256 / 132
     eff = np.interp(np.log(x), np.log([1.0, 8.0]), [0.5, 0.8])
     for plan, n, factor in (
         ("aqua-fused", 65536, 1.0),

@@ -11,6 +11,8 @@ One process, one JSONL file per mode under OUT_DIR (rows streamed and flushed), 
 ``tune``      the launch parameters of the one-launch kernel at the issue's target shapes:
               (block_n, warps, stages) x split counts (the rule's, and multiples of it), CUDA-graph
               time, beside the three-launch path and SDPA.
+``waves``     explicit split and stage counts at long-context shapes (the split rule against the
+              kernel's occupancy).
 ``targets``   the issue's target shapes with the shipped rule (``measure_case`` of
               bench_decode_v2: SDPA's fastest backend, the kernel alone on the cache's paged keys,
               the cache step against an SDPA step, CUDA-graph and eager times).
@@ -261,11 +263,16 @@ TUNE_SHAPES = [
     (8, 32, 8, 1024, 128, 32, "group"),
     (8, 32, 8, 2048, 128, 64, "group"),
     (1, 32, 8, 32768, 128, 32, "group"),
+    (8, 32, 8, 16384, 128, 32, "group"),
+    (8, 32, 32, 16384, 128, 32, "per-head"),
     (8, 32, 8, 16384, 128, 96, "per-head"),
 ]
+#: Per-head shapes also timed with every head's selection by the tile sort (HEAD_RANK_MAX_GROUP
+#: 0) and by rank (a large HEAD_RANK_MAX_GROUP): the ablation behind that constant.
+HEAD_RANK_ABLATION = (0, 64)
 #: (block_n, num_warps, num_stages) of the one-launch sweep, and its programs per SM.
 TUNE_CONFIGS = [(128, 8, 3), (64, 4, 3), (64, 4, 4)]
-TUNE_PPS = (1, 2, 4, 8)
+TUNE_PPS = (1, 2, 4, 8, 16)
 
 
 def _case_inputs(B, hq, hkv, N, d, dev, dt=torch.bfloat16):
@@ -309,6 +316,28 @@ def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[],
                     speedup=sd / t,
                 )
             )
+        if sel == "per-head":
+            shipped = td.HEAD_RANK_MAX_GROUP
+            cfg = dataclasses.replace(rule, launches=1)
+            for cap in HEAD_RANK_ABLATION:
+                td.HEAD_RANK_MAX_GROUP = cap
+                td._LAUNCHERS.clear()
+                td._FAST.clear()
+                fn = lambda: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=out, config=cfg)  # noqa: E731
+                t = clock.bench(clock.graph(fn).replay)[0]
+                sink.write(
+                    dict(
+                        base,
+                        variant="head-rank" if g <= cap else "head-sort",
+                        head_rank_max_group=cap,
+                        config=dataclasses.asdict(cfg),
+                        graph_s=t,
+                        speedup=sd / t,
+                    )
+                )
+            td.HEAD_RANK_MAX_GROUP = shipped
+            td._LAUNCHERS.clear()
+            td._FAST.clear()
         for bn, w, s in TUNE_CONFIGS:
             blocks = math.ceil(N / bn)
             counts = sorted({max(1, min(blocks, math.ceil(p * 132 / (B * hkv)))) for p in TUNE_PPS})
@@ -334,6 +363,65 @@ def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[],
                     )
                 )
         log(f"tune {B}x{hq}/{hkv} N={N} d={d} k={k} {sel}: sdpa {sd * 1e6:.1f} us")
+        del q, kT, v, kd
+        torch.cuda.empty_cache()
+
+
+#: The wave sweep (``waves`` mode): long-context and batch-8 shapes at explicit split counts and
+#: stage counts, to place the one-launch split rule against the kernel's occupancy (programs that
+#: fit in one wave of resident CTAs against more).
+WAVE_SHAPES = [
+    ((8, 32, 8, 16384, 128, 32, "group"), (2, 3, 4, 5, 6, 8)),
+    ((8, 32, 8, 16384, 128, 96, "group"), (2, 3, 4, 5, 6, 8)),
+    ((8, 32, 8, 16384, 128, 32, "per-head"), (2, 3, 4, 5, 6, 8)),
+    ((8, 32, 32, 16384, 128, 32, "per-head"), (1, 2, 3)),
+    ((1, 32, 8, 32768, 128, 32, "group"), (12, 16, 24, 32, 48)),
+    ((8, 32, 8, 4096, 128, 32, "group"), (2, 3, 4, 5, 6, 8)),
+]
+WAVE_STAGES = (3, 4)
+
+
+def waves_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    for (B, hq, hkv, N, d, k, sel), counts in WAVE_SHAPES:
+        if late():
+            log("waves: out of time")
+            return
+        g = hq // hkv
+        q, kT, v, kd = _case_inputs(B, hq, hkv, N, d, dev)
+        q4 = q.unsqueeze(2)
+        name, be, _ = v2.fastest_sdpa(clock, q4, kd, v[:, :, :N], g)
+        sd = clock.bench(clock.graph(v2.sdpa_fn(q4, kd, v[:, :, :N], g, be)).replay)[0]
+        out = torch.empty(B, hq, d, device=dev, dtype=q.dtype)
+        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
+        units = B * hkv
+        for stages in WAVE_STAGES:
+            for ns in counts:
+                cfg = td.DecodeConfig(block_n=64, num_warps=4, num_stages=stages, num_splits=ns)
+                fn = lambda: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=out, config=cfg)  # noqa: E731
+                try:
+                    t = clock.bench(clock.graph(fn).replay, v2.QUICK_MS)[0]
+                except Exception as exc:  # noqa: BLE001 - recorded: a config that does not compile
+                    sink.write(
+                        dict(base, variant="waves", config=dataclasses.asdict(cfg), error=str(exc)[:200])
+                    )
+                    continue
+                la = td.last_launcher()
+                kern = next(iter(la.fused.values())) if la.fused else None
+                ck = getattr(kern, "compiled", None)
+                sink.write(
+                    dict(
+                        base,
+                        variant="waves",
+                        config=dataclasses.asdict(cfg),
+                        splits=la.splits_for(N)[0],
+                        programs=units * la.splits_for(N)[0],
+                        n_regs=getattr(ck, "n_regs", None),
+                        shared_bytes=getattr(getattr(ck, "metadata", None), "shared", None),
+                        graph_s=t,
+                        speedup=sd / t,
+                    )
+                )
+        log(f"waves {B}x{hq}/{hkv} N={N} d={d} k={k} {sel}: sdpa {sd * 1e6:.1f} us")
         del q, kT, v, kd
         torch.cuda.empty_cache()
 
@@ -484,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             fails += check_mode(sink, dev)
         elif mode == "tune":
             tune_mode(sink, dev, clock, late)
+        elif mode == "waves":
+            waves_mode(sink, dev, clock, late)
         elif mode == "targets":
             shapes_mode(sink, target_cases(), dev, clock, late, label="target")
         elif mode == "longctx":

@@ -51,16 +51,64 @@ LAUNCH_PATHS = (1, 3)
 #: it is not used.
 GIVEN_LAUNCHES = 3
 #: The one-launch kernel's rule, read off the H200 sweeps of issue 22
-#: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``):
-#: every program selects its group's rows itself (a sort of d values, a few microseconds), so
-#: the fastest split count keeps the programs to about one wave: FUSED_PROGRAMS_PER_SM programs
-#: per SM (B = 8, 32 / 8 heads, N = 16K, k = 96 per head: 3 splits 155 us, 16 splits 184 us;
-#: N = 2048, k = 64: 3 splits 36 us, 16 splits 62 us), blocks of 64 tokens, 4 warps, 3 stages
-#: (better than 128 / 8 warps at every swept shape), at least FUSED_MIN_BLOCKS_PER_SPLIT blocks
-#: per split (B = 1, N = 1024: 8 splits 16.8 us against 4 splits 17.9 us).
-FUSED_PROGRAMS_PER_SM = 1.5
-FUSED_MIN_BLOCKS_PER_SPLIT = 2
+#: (``validation/results/h200/decode_v3_tune_sort.jsonl`` and ``decode_v3_tune_bisect.jsonl``,
+#: then, with selection by rank, ``kernels-v4/decode_v3_tune.jsonl`` and
+#: ``kernels-v4-waves/decode_v3_waves.jsonl``): every program pays a fixed cost (selection,
+#: pipeline fill, partial store, merge), and programs that do not divide evenly over the SMs leave
+#: a tail, so the fastest split count gives every SM about FUSED_PROGRAMS_PER_SM programs: at
+#: N = 16K, B = 8, 32 / 8 heads, 4 splits (256 programs) against 3 (192): 98.6 / 104.0 us (k = 32
+#: group), 131.7 / 135.9 us (k = 96 group), 127.2 / 132.7 us (k = 32 per-head); B = 1, N = 32K:
+#: 32 splits 42.6 us, 24 splits 43.8 us, 47 splits 46.9 us; MHA at B = 8 (256 units): one split
+#: 325.1 us, two 386.2 us. More programs than that lose (B = 8, N = 1024: 512 programs 25.4 us
+#: against 192 programs 20.5 us; the rule's 256 measured 21.2 us there, 3% slower than 192).
+#: Blocks of 64 tokens, 4 warps, 3 stages (4 stages was no better overall in the waves sweep), and
+#: as little as FUSED_MIN_BLOCKS_PER_SPLIT block per split where the wave has room (B = 1,
+#: N = 1024: 16 splits of one block 14.4 us against 8 of two 15.0 us). The three-launch path is
+#: faster nowhere in the tune sweep beyond noise (B = 1, N = 32K, k = 32: 42.3 against 43.7 us,
+#: 3%), so the rule never chooses it.
+FUSED_PROGRAMS_PER_SM = 2.0
+FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
+#: Most fp32 partial values the one-launch kernel's merge loads at once (heads x padded splits x
+#: d_v): 64 registers a thread at 4 warps; a group with more is merged in chunks of heads.
+MERGE_TILE_VALUES = 8192
+
+
+def padded_splits(splits: int) -> int:
+    """Splits as the one-launch kernel compiles them: 1 (one split, no merge), else the next
+    power of two >= 2 (the merge's tile)."""
+    splits = check_int("splits", splits, minimum=1)
+    return 1 if splits == 1 else max(2, 1 << (splits - 1).bit_length())
+
+
+def merge_chunk(group: int, s_pad: int, value_dim: int) -> int:
+    """Heads the one-launch kernel's merge loads at once: a power of two, at least 1, at most
+    the group's heads padded to a power of two, within :data:`MERGE_TILE_VALUES` partial values."""
+    group = check_int("group", group, minimum=1)
+    fit = max(
+        1,
+        MERGE_TILE_VALUES
+        // (check_int("s_pad", s_pad, minimum=1) * check_int("value_dim", value_dim, minimum=1)),
+    )
+    return min(1 << max(0, (group - 1).bit_length()), 1 << (fit.bit_length() - 1))
+
+
+def merge_rounds(*, group: Any, splits: Any, value_dim: Any) -> np.ndarray:
+    """Round trips to L2 of the one-launch kernel's merge (the last split's loop over chunks of
+    :func:`merge_chunk` heads): 0 for a one-split call, else ceil(group / chunk). Arrays
+    broadcast (the simulator's sizes); the same arithmetic as :func:`padded_splits` and
+    :func:`merge_chunk`, which the kernel calls per launch."""
+    g, sp, dv = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (group, splits, value_dim)))
+    if (g < 1).any() or (sp < 1).any() or (dv < 1).any():
+        raise ValueError("merge_rounds needs group, splits and value_dim >= 1")
+
+    def pow2_at_least(x: np.ndarray) -> np.ndarray:
+        return np.left_shift(1, np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64))
+
+    s_pad = np.where(sp == 1, 1, np.maximum(2, pow2_at_least(sp)))
+    fit = np.maximum(1, MERGE_TILE_VALUES // (s_pad * dv))
+    chunk = np.minimum(pow2_at_least(g), np.left_shift(1, np.floor(np.log2(fit)).astype(np.int64)))
+    return np.where(s_pad == 1, 0, -(-g // chunk))
 
 
 def row_parts(rows: int) -> tuple[int, int, int]:
@@ -181,10 +229,14 @@ __all__ = [
     "FUSED_PROGRAMS_PER_SM",
     "LAUNCH_PATHS",
     "MIN_BLOCKS_PER_SPLIT",
+    "MERGE_TILE_VALUES",
     "MIN_ROWS",
     "PROGRAMS_PER_SM",
     "WIDE_TILE_ROWS",
     "launch_rule",
+    "merge_chunk",
+    "merge_rounds",
+    "padded_splits",
     "padded_tile_rows",
     "row_parts",
     "split_count",

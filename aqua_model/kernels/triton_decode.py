@@ -64,6 +64,8 @@ from aqua_model.costs.split_rule import (
     LAUNCH_PATHS,
     MIN_ROWS,
     launch_rule,
+    merge_chunk,
+    padded_splits,
     row_parts,
     split_count,
 )
@@ -111,6 +113,11 @@ KERNELS = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
 #: The CUDA kernel the one-launch path runs (the default: what the ``aqua-fused`` plan lists).
 FUSED_KERNELS = ("_fused_kernel",)
 _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
+#: Per-head selection ranks each head in turn (:func:`_rank_keep`, about 890 SASS instructions a
+#: head at d = 128, 4 warps) up to this many heads per KV group, and sorts the whole 16-row tile
+#: (:func:`_topk_mask`, about 3430) above it: the two static counts break even at 3.9 heads
+#: (``validation/select_sass.py``).
+HEAD_RANK_MAX_GROUP = 3
 _MIN_ROWS = MIN_ROWS  # query rows per program: the smallest tensor-core tile
 #: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
 _NO_PAGE = 1 << 30
@@ -184,6 +191,18 @@ if HAS_TRITON:
         return gt | (eq & (eq_rank <= tl.expand_dims(need, len(mag.shape) - 1)))
 
     @triton.jit
+    def _rank_keep(a, k_keep, D_PAD: tl.constexpr):
+        """Mask of the k_keep largest entries of ``a`` [D_PAD] by rank: entry i is kept when
+        fewer than k_keep entries beat it (a larger value, or an equal one at a lower index: the
+        ties rule of :func:`aqua_model.kernels.reference.top_indices`; entries < 0 are padding).
+        D_PAD^2 compares, summed down the compared axis (axis 0, which Triton's layout keeps in
+        each thread's registers: 832 SASS instructions at D_PAD = 128 and 4 warps against 3272 for
+        the sort of :func:`_topk_mask` on a 16-row tile, ``validation/select_sass.py``)."""
+        i = tl.arange(0, D_PAD)
+        beats = (a[:, None] > a[None, :]) | ((a[:, None] == a[None, :]) & (i[:, None] < i[None, :]))
+        return tl.sum(beats.to(tl.int32), axis=0) < k_keep
+
+    @triton.jit
     def _select_mask(
         qh,
         given_ptr,
@@ -199,9 +218,12 @@ if HAS_TRITON:
         ROWS: tl.constexpr,
         SELECT: tl.constexpr,
         GIVEN_PER_HEAD: tl.constexpr,
+        HEAD_RANK: tl.constexpr,
     ):
         """Kept coordinates of the group's g heads, a [ROWS, D_PAD] mask over q^ [ROWS, D_PAD]
-        (fp32): all stored ones, given indices, top-k of |q^| per head, or of its group sum."""
+        (fp32): all stored ones, given indices, top-k of |q^| per head (HEAD_RANK: each head by
+        :func:`_rank_keep`, else one sort of the tile, :func:`_topk_mask`), or of its group sum
+        (:func:`_rank_keep`)."""
         rows = tl.arange(0, ROWS)
         dims = tl.arange(0, D_PAD)
         head_ok = rows < G
@@ -223,15 +245,19 @@ if HAS_TRITON:
             sel = sel & key_ok
         elif SELECT == 2:  # per head: top-k of |q^|
             mag = tl.where(key_ok, tl.abs(qh), -1.0)
-            sel = _topk_mask(mag, k_keep, D_PAD) & key_ok
-        else:  # per group: top-k of the sum of |q^| over the g heads
-            # a running sum down the rows: the last row holds the group's sum of |q^|. Selecting
-            # on this 2-D tile and keeping the last row's mask compiles without local memory (a
-            # sort of the 1-D reduced vector does not)
-            gm = tl.cumsum(tl.where(key_ok, tl.abs(qh), 0.0), axis=0)
-            gm = tl.where((dims < M_KEY)[None, :], gm, -1.0)
-            last = _topk_mask(gm, k_keep, D_PAD) & (rows == ROWS - 1)[:, None]
-            sel = (tl.max(last.to(tl.int32), axis=0) > 0)[None, :] & key_ok
+            if HEAD_RANK:  # each head ranked in turn (few heads: cheaper than sorting the tile)
+                sel = key_ok & (dims[None, :] < 0)  # all false, in the tile's shape
+                for r in range(0, G):
+                    row = (rows == r)[:, None]
+                    keep = _rank_keep(tl.max(tl.where(row, mag, -1.0), axis=0), k_keep, D_PAD)
+                    sel = sel | (row & keep[None, :])
+                sel = sel & key_ok
+            else:
+                sel = _topk_mask(mag, k_keep, D_PAD) & key_ok
+        else:  # per group: top-k of the sum of |q^| over the g heads, by rank
+            gm = tl.sum(tl.where(key_ok, tl.abs(qh), 0.0), axis=0)
+            gm = tl.where(dims < M_KEY, gm, -1.0)
+            sel = _rank_keep(gm, k_keep, D_PAD)[None, :] & key_ok
         return sel
 
     @triton.jit
@@ -276,6 +302,7 @@ if HAS_TRITON:
         SELECT: tl.constexpr,
         APPEND: tl.constexpr,
         GIVEN_PER_HEAD: tl.constexpr,
+        HEAD_RANK: tl.constexpr,
     ):
         """The group's g queries as a [ROWS, D_PAD] fp32 tile of q^ (rotated by P when ROTATE, then
         rounded to q's dtype) and the mask of their kept coordinates (:func:`_select_mask`). With
@@ -332,6 +359,7 @@ if HAS_TRITON:
             ROWS,
             SELECT,
             GIVEN_PER_HEAD,
+            HEAD_RANK,
         )
         return qh, sel
 
@@ -379,6 +407,7 @@ if HAS_TRITON:
         SELECT: tl.constexpr,
         APPEND: tl.constexpr,
         GIVEN_PER_HEAD: tl.constexpr,
+        HEAD_RANK: tl.constexpr,
     ):
         pid = tl.program_id(0)  # b * heads_kv + h
         b = (pid // heads_kv).to(tl.int64)
@@ -424,6 +453,7 @@ if HAS_TRITON:
             SELECT,
             APPEND,
             GIVEN_PER_HEAD,
+            HEAD_RANK,
         )
         rows = tl.arange(0, ROWS)
         dims = tl.arange(0, D_PAD)
@@ -726,29 +756,44 @@ if HAS_TRITON:
 
     @triton.jit
     def _merge_splits(
-        part_acc_ptr, part_ml_ptr, out_ptr, first_head, G, num_splits, DV: tl.constexpr, S_PAD: tl.constexpr
+        part_acc_ptr,
+        part_ml_ptr,
+        out_ptr,
+        first_head,
+        G,
+        num_splits,
+        DV: tl.constexpr,
+        S_PAD: tl.constexpr,
+        H_CHUNK: tl.constexpr,
     ):
-        """Log-sum-exp merge of the splits of heads first_head .. first_head + G - 1, each head's
-        splits loaded at once ([S_PAD, DV]); reads bypass L1 (.cg: written by other programs)."""
+        """Log-sum-exp merge of the splits of heads first_head .. first_head + G - 1, H_CHUNK heads
+        at a time, each chunk's partials loaded at once ([H_CHUNK, S_PAD, DV]: one round trip to L2
+        per chunk, not per head); reads bypass L1 (.cg: written by other programs)."""
         s = tl.arange(0, S_PAD)
-        s_ok = s < num_splits
+        r = tl.arange(0, H_CHUNK)
         offs_dv = tl.arange(0, DV)
-        for r in range(0, G):
-            head = first_head + r
-            part = head * num_splits + s
-            m = tl.load(part_ml_ptr + part * 2, mask=s_ok, other=float("-inf"), cache_modifier=".cg")
-            l = tl.load(part_ml_ptr + part * 2 + 1, mask=s_ok, other=0.0, cache_modifier=".cg")
+        for r0 in range(0, G, H_CHUNK):
+            head = first_head + r0 + r
+            head_ok = (r0 + r) < G
+            ok = head_ok[:, None] & (s < num_splits)[None, :]
+            part = head[:, None] * num_splits + s[None, :]
+            m = tl.load(part_ml_ptr + part * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
+            l = tl.load(part_ml_ptr + part * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg")
             acc = tl.load(
-                part_acc_ptr + part[:, None] * DV + offs_dv[None, :],
-                mask=s_ok[:, None],
+                part_acc_ptr + part[:, :, None] * DV + offs_dv[None, None, :],
+                mask=ok[:, :, None],
                 other=0.0,
                 cache_modifier=".cg",
             )
-            m_all = tl.max(m, axis=0)
-            w = tl.where(s_ok, tl.exp2(m - m_all), 0.0)
-            num = tl.sum(acc * w[:, None], axis=0)
-            den = tl.sum(l * w, axis=0)
-            tl.store(out_ptr + head * DV + offs_dv, (num / den).to(out_ptr.dtype.element_ty))
+            m_all = tl.max(m, axis=1)
+            w = tl.where(ok, tl.exp2(m - m_all[:, None]), 0.0)
+            num = tl.sum(acc * w[:, :, None], axis=1)
+            den = tl.sum(l * w, axis=1)
+            tl.store(
+                out_ptr + head[:, None] * DV + offs_dv[None, :],
+                (num / den[:, None]).to(out_ptr.dtype.element_ty),
+                mask=head_ok[:, None],
+            )
 
     @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "k_keep", "pos", "num_splits"])
     def _fused_kernel(
@@ -804,7 +849,9 @@ if HAS_TRITON:
         SELECT: tl.constexpr,
         APPEND: tl.constexpr,
         GIVEN_PER_HEAD: tl.constexpr,
+        HEAD_RANK: tl.constexpr,
         S_PAD: tl.constexpr,
+        H_CHUNK: tl.constexpr,
     ):
         """The whole decode call in one launch, one program per (batch, KV head, split of N): each
         program selects its group's kept rows itself (:func:`_group_queries`), compacts them in
@@ -859,6 +906,7 @@ if HAS_TRITON:
             SELECT,
             APPEND,
             GIVEN_PER_HEAD,
+            HEAD_RANK,
         )
         if APPEND:  # the appended k^ and v are read back by this program's other threads
             tl.debug_barrier()
@@ -922,7 +970,7 @@ if HAS_TRITON:
             tl.debug_barrier()  # every thread's partials before the release below
             done = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel")
             if done == num_splits - 1:  # the last split of this (batch, KV head) to finish
-                _merge_splits(part_acc_ptr, part_ml_ptr, out_ptr, pid * G, G, num_splits, DV, S_PAD)
+                _merge_splits(part_acc_ptr, part_ml_ptr, out_ptr, pid * G, G, num_splits, DV, S_PAD, H_CHUNK)
                 tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next call (and graph replays)
 
     @triton.jit(do_not_specialize=["num_splits"])
@@ -1116,6 +1164,7 @@ class DecodeLauncher:
         self.qs = torch.zeros(units, self.rows, self.r_tot, dtype=st.q_dtype, device=dev)
         self.idx = torch.zeros(units, self.r_tot, dtype=torch.int32, device=dev)
         self.cnt = torch.zeros(units, dtype=torch.int32, device=dev)
+        head_rank = st.mode == _SEL_HEAD and st.group <= HEAD_RANK_MAX_GROUP
         self.prologue = _Kernel(
             _prologue_kernel,
             dict(
@@ -1130,6 +1179,7 @@ class DecodeLauncher:
                 SELECT=st.mode,
                 APPEND=st.append,
                 GIVEN_PER_HEAD=st.given_per_head,
+                HEAD_RANK=head_rank,
             ),
             dict(num_warps=8 if st.rotate else 4),
         )
@@ -1169,6 +1219,7 @@ class DecodeLauncher:
             SELECT=st.mode,
             APPEND=st.append,
             GIVEN_PER_HEAD=st.given_per_head,
+            HEAD_RANK=head_rank,
         )
         self._plans: dict[int, tuple[int, int]] = {}
         self._ws: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -1270,11 +1321,13 @@ class DecodeLauncher:
     ) -> torch.Tensor:
         """Launch the one-launch kernel (``FUSED_KERNELS``) of :class:`DecodeLauncher`."""
         splits, chunk_blocks = self._plans.get(N) or self.splits_for(N)
-        s_pad = 1 if splits == 1 else max(2, 1 << (splits - 1).bit_length())
+        s_pad = padded_splits(splits)
         kern = self.fused.get(s_pad)  # type: ignore[union-attr]
         if kern is None:
             kern = self.fused[s_pad] = _Kernel(  # type: ignore[index]
-                _fused_kernel, dict(self._fused_consts, S_PAD=s_pad), self._split_opts
+                _fused_kernel,
+                dict(self._fused_consts, S_PAD=s_pad, H_CHUNK=merge_chunk(self.st.group, s_pad, self.st.dv)),
+                self._split_opts,
             )
         if splits > 1:
             ws = self._ws
