@@ -89,11 +89,11 @@ def test_form_known_answers():
     # gqa_power 0.5 at g = 4: the bandwidth efficiency halves (4^-0.5)
     _, _, mg = _terms(group=4, params={"gqa_power": 0.5})
     assert math.isclose(float(mg), 2 * float(m))
-    # a kernel merging its own splits: g per_merge on top, only when it runs more than one split
-    one, _, _ = _terms(group=4, splits=1)
-    merged, _, m_merged = _terms(group=4, splits=6, params={"per_merge_s": 1e-6})
-    unsplit, _, _ = _terms(group=4, splits=1, params={"per_merge_s": 1e-6})
-    assert math.isclose(float(merged), float(one) + 4 * 1e-6) and float(unsplit) == float(one)
+    # a kernel merging its own splits: per_merge per round trip of its merge, none without one
+    one, _, _ = _terms(group=4)
+    merged, _, m_merged = _terms(group=4, merge_rounds=3, params={"per_merge_s": 1e-6})
+    unsplit, _, _ = _terms(group=4, merge_rounds=0, params={"per_merge_s": 1e-6})
+    assert math.isclose(float(merged), float(one) + 3 * 1e-6) and float(unsplit) == float(one)
     assert float(m_merged) == float(m)  # the merge is a fixed cost, not a memory term
     # overlap power 1: compute and memory add; 64: their max to 1%
     t1, c1, m1 = _terms(flops=1e12, params={"overlap_power": 1.0})
@@ -174,18 +174,19 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
     assert inside.extrapolates == ()
     # the form's own value, plus the graph launch model
     from aqua_model.costs.numeric import evaluate
-    from aqua_model.simulator.roofline import merging_splits, misaligned, programs_of
+    from aqua_model.simulator.roofline import merge_round_trips, misaligned, programs_of
 
     values = {"S": prof.sector_bytes, **_sizes(4096).values()}
     nbytes = float(evaluate(split.bytes, values))
     # B H_kv = 32 units over 4096 tokens: the split rule's count for the one-launch kernel (several
-    # splits, so the kernel merges); other geometries merge nothing
-    from aqua_model.costs.split_rule import FUSED_LAUNCH, split_count
+    # splits, so the kernel merges, in the split rule's rounds for g = 4, d = 128); other
+    # geometries merge nothing
+    from aqua_model.costs.split_rule import FUSED_LAUNCH, merge_rounds, split_count
 
-    want = int(split_count(programs=32, context=4096, block_n=FUSED_LAUNCH[0], sm_count=SM)[0])
-    splits = merging_splits("split-n", split, values, SM)
-    assert want > 1 and float(splits) == want
-    assert float(merging_splits("per-q-head", split, values, SM)) == 1
+    splits = int(split_count(programs=32, context=4096, block_n=FUSED_LAUNCH[0], sm_count=SM)[0])
+    rounds = merge_round_trips("split-n", split, values, SM)
+    assert splits > 1 and float(rounds) == int(merge_rounds(group=4, splits=splits, value_dim=128)) >= 1
+    assert float(merge_round_trips("per-q-head", split, values, SM)) == 0
     busy, _, _ = form_terms_s(
         {**PARAMS, "per_merge_s": 1e-6},
         flops=float(evaluate(split.flops, values)),
@@ -195,7 +196,7 @@ def test_roofline_uses_the_form_and_flags_extrapolation(tmp_path):
         misaligned=misaligned(split, values),
         head_dim=128,
         group=4,
-        splits=splits,
+        merge_rounds=rounds,
         sm_count=SM,
         peak_flops_per_s=prof.peak_flops("bf16"),
         bandwidth_bytes_per_s=prof.bandwidth_bytes_per_s,

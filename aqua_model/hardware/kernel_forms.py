@@ -13,8 +13,9 @@ ceil(programs / SMs) and
 
 and eta_m also falls as g^-gqa_power with the query heads g = H_q / H_kv one KV group's programs
 serve (0: no effect); a kernel that merges its own splits (the one-launch decode: the last split
-of each (batch, KV head) loops over the group's g heads, on the critical path) adds
-g per_merge when it runs more than one split (``splits``, 1 for every other kernel),
+of each (batch, KV head) loads the group's partials from L2, on the critical path) adds
+per_merge for each of its merge's round trips (``merge_rounds``: 0 for a one-split call and for
+every other kernel; :func:`aqua_model.costs.split_rule.merge_rounds`),
 where sat(u) = (1 + u^-p)^(-1/p) (p = ``sat_power``: 1 is u / (1 + u), larger p a sharper knee) and
 x is the bytes each busy SM moves (B / min(programs, SMs)), y the FLOPs it does (a fixed cost
 per tile amortised over its work), u = min(programs, SMs) / SMs the
@@ -155,7 +156,7 @@ class KernelForm:
         misaligned: Any,
         head_dim: Any,
         group: Any,
-        splits: Any = 1.0,
+        merge_rounds: Any = 0.0,
         sm_count: int,
         peak_flops_per_s: float,
         bandwidth_bytes_per_s: float,
@@ -170,7 +171,7 @@ class KernelForm:
             misaligned=misaligned,
             head_dim=head_dim,
             group=group,
-            splits=splits,
+            merge_rounds=merge_rounds,
             sm_count=sm_count,
             peak_flops_per_s=peak_flops_per_s,
             bandwidth_bytes_per_s=bandwidth_bytes_per_s,
@@ -206,7 +207,7 @@ def form_terms_s(
     misaligned: Any,
     head_dim: Any,
     group: Any,
-    splits: Any = 1.0,
+    merge_rounds: Any = 0.0,
     sm_count: int,
     peak_flops_per_s: float,
     bandwidth_bytes_per_s: float,
@@ -241,8 +242,7 @@ def form_terms_s(
         params["latency_s"]
         + (np.asarray(launches, dtype=float) - 1) * params["per_launch_s"]
         + (waves - 1) * params["per_wave_s"]
-        + np.where(np.asarray(splits, dtype=float) > 1, np.asarray(group, dtype=float), 0.0)
-        * params["per_merge_s"]
+        + np.asarray(merge_rounds, dtype=float) * params["per_merge_s"]
     )
     q = params["overlap_power"]
     top = np.maximum(compute_s, memory_s)

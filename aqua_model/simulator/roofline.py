@@ -37,7 +37,7 @@ import numpy as np
 from ..costs.alignment import ALIGN_ELEMENTS
 from ..costs.numeric import evaluate
 from ..costs.sizes import Sizes
-from ..costs.split_rule import DEFAULT_LAUNCHES, split_programs
+from ..costs.split_rule import DEFAULT_LAUNCHES, merge_rounds, split_programs
 from ..hardware import HardwareProfile
 from ..hardware.calibrated_terms import split_fill_s
 from ..hardware.kernel_forms import GEOMETRIES, KernelForm
@@ -121,15 +121,17 @@ def misaligned(kernel: Kernel, values: dict[str, Any]) -> np.ndarray:
     return np.asarray(stride % ALIGN_ELEMENTS != 0)
 
 
-def merging_splits(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
-    """Splits of N per (batch, KV head) whose partials the kernel merges itself: under the one-launch
-    geometry "split-n" its programs over B H_kv (the last split of each (batch, KV head) merges
-    them, a loop over the group's g heads); 1 for every other geometry (the three-launch path
+def merge_round_trips(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
+    """Round trips to L2 of the merge a kernel runs itself: under the one-launch geometry "split-n",
+    :func:`aqua_model.costs.split_rule.merge_rounds` of its group, its splits (programs over
+    B H_kv) and d (0 for a one-split call); 0 for every other geometry (the three-launch path
     merges in its own combine kernel)."""
     if geometry != "split-n":
-        return np.asarray(1.0)
-    units = np.asarray(values["B"], dtype=float) * np.asarray(values["H_kv"], dtype=float)
-    return programs_of(geometry, kernel, values, sm_count) / units
+        return np.asarray(0.0)
+    units = np.asarray(values["B"], dtype=np.int64) * np.asarray(values["H_kv"], dtype=np.int64)
+    splits = np.rint(programs_of(geometry, kernel, values, sm_count) / units).astype(np.int64)
+    group = np.asarray(values["H_q"], dtype=np.int64) // np.asarray(values["H_kv"], dtype=np.int64)
+    return merge_rounds(group=group, splits=splits, value_dim=values["d"]).astype(float)
 
 
 def programs_of(geometry: str, kernel: Kernel, values: dict[str, Any], sm_count: int) -> np.ndarray:
@@ -361,7 +363,7 @@ def _form_time(
         misaligned=misaligned(kernel, values),
         head_dim=values["d"],
         group=np.asarray(values["H_q"], dtype=float) / np.asarray(values["H_kv"], dtype=float),
-        splits=merging_splits(form.geometry, kernel, values, sm_count),
+        merge_rounds=merge_round_trips(form.geometry, kernel, values, sm_count),
         sm_count=sm_count,
         peak_flops_per_s=peak,
         bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,

@@ -37,7 +37,7 @@ from aqua_model.models import resolve_shape
 from aqua_model.plans import build_plan
 from aqua_model.simulator.roofline import (
     VECTOR_DTYPE,
-    merging_splits,
+    merge_round_trips,
     misaligned,
     plan_time,
     programs_of,
@@ -114,7 +114,7 @@ class _Kern:
     d: float
     geometry: str
     group: float
-    splits: float
+    merge_rounds: float
 
 
 @dataclass
@@ -176,7 +176,7 @@ def _row(r: dict[str, Any], base: HardwareProfile) -> _Row:
                 float(r["d"]),
                 geometry,
                 float(r["heads_q"]) / float(r["heads_kv"]),
-                float(merging_splits(geometry, kern, values, sm_count)),
+                float(merge_round_trips(geometry, kern, values, sm_count)),
             )
         )
     fixed = graph_launch_s + (launches - 1) * graph_gap_s
@@ -248,7 +248,7 @@ def _free_params(key: str, rows: list[_Row], sm_count: int) -> list[str]:
         free.append("half_sm_fraction")
     if len({k.group for k in ks}) > 1:
         free.append("gqa_power")
-    if len({k.splits > 1 for k in ks}) > 1:
+    if len({k.merge_rounds for k in ks}) > 1:
         free.append("per_merge_s")
     if len({k.misaligned for k in ks}) > 1:
         free.append("misaligned_factor")
@@ -269,7 +269,7 @@ def _predict(rows: list[_Row], params: dict[str, dict[str, float]], base: Hardwa
                 misaligned=k.misaligned,
                 head_dim=k.d,
                 group=k.group,
-                splits=k.splits,
+                merge_rounds=k.merge_rounds,
                 sm_count=_launch_terms(base)[0],
                 peak_flops_per_s=k.peak,
                 bandwidth_bytes_per_s=base.bandwidth_bytes_per_s,
