@@ -286,17 +286,25 @@ def _case_inputs(B, hq, hkv, N, d, dev, dt=torch.bfloat16):
     )
 
 
+def _shape_with_sdpa(B, hq, hkv, N, d, dev, clock):
+    """The inputs of one tune / waves shape, an output buffer, and SDPA's fastest backend with its
+    CUDA-graph time on the same keys and values."""
+    g = hq // hkv
+    q, kT, v, kd = _case_inputs(B, hq, hkv, N, d, dev)
+    q4 = q.unsqueeze(2)
+    name, be, _ = v2.fastest_sdpa(clock, q4, kd, v[:, :, :N], g)
+    sd = clock.bench(clock.graph(v2.sdpa_fn(q4, kd, v[:, :, :N], g, be)).replay)[0]
+    out = torch.empty(B, hq, d, device=dev, dtype=q.dtype)
+    return q, kT, v, kd, out, name, sd
+
+
 def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
     for B, hq, hkv, N, d, k, sel in TUNE_SHAPES:
         if late():
             log("tune: out of time")
             return
         g = hq // hkv
-        q, kT, v, kd = _case_inputs(B, hq, hkv, N, d, dev)
-        q4 = q.unsqueeze(2)
-        name, be, _ = v2.fastest_sdpa(clock, q4, kd, v[:, :, :N], g)
-        sd = clock.bench(clock.graph(v2.sdpa_fn(q4, kd, v[:, :, :N], g, be)).replay)[0]
-        out = torch.empty(B, hq, d, device=dev, dtype=q.dtype)
+        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
         rule = td.choose_config(
             rows=td.tile_rows(m=d, k_keep=k, group=g, mode=3 if sel == "group" else 2, shared=sel == "group"),
             value_dim=d,
@@ -386,12 +394,7 @@ def waves_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[]
         if late():
             log("waves: out of time")
             return
-        g = hq // hkv
-        q, kT, v, kd = _case_inputs(B, hq, hkv, N, d, dev)
-        q4 = q.unsqueeze(2)
-        name, be, _ = v2.fastest_sdpa(clock, q4, kd, v[:, :, :N], g)
-        sd = clock.bench(clock.graph(v2.sdpa_fn(q4, kd, v[:, :, :N], g, be)).replay)[0]
-        out = torch.empty(B, hq, d, device=dev, dtype=q.dtype)
+        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
         base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
         units = B * hkv
         for stages in WAVE_STAGES:
