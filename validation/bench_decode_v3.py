@@ -13,6 +13,9 @@ One process, one JSONL file per mode under OUT_DIR (rows streamed and flushed), 
               time, beside the three-launch path and SDPA.
 ``waves``     explicit split and stage counts at long-context shapes (the split rule against the
               kernel's occupancy).
+``prefetch``  the one-launch kernel's L2 prefetches before its selection (``DecodeConfig``'s
+              prefetch_value_blocks x prefetch_keys) at the target shapes, variants interleaved
+              over rounds, each output compared bit for bit with the no-prefetch call's.
 ``targets``   the issue's target shapes with the shipped rule (``measure_case`` of
               bench_decode_v2: SDPA's fastest backend, the kernel alone on the cache's paged keys,
               the cache step against an SDPA step, CUDA-graph and eager times).
@@ -375,6 +378,70 @@ def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[],
         torch.cuda.empty_cache()
 
 
+#: The prefetch ablation (``prefetch`` mode): the tune shapes plus batch 1 at the short and long ends.
+PREFETCH_SHAPES = [
+    (1, 32, 8, 256, 128, 32, "group"),
+    *TUNE_SHAPES,
+    (1, 32, 8, 65536, 128, 64, "group"),
+]
+#: (prefetch_value_blocks, prefetch_keys) variants; the first is the baseline the others are
+#: compared with, bit for bit.
+PREFETCH_VARIANTS = [(0, False), (1, False), (2, False), (4, False), (0, True), (1, True), (2, True)]
+PREFETCH_ROUNDS = 3
+
+
+def prefetch_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    for B, hq, hkv, N, d, k, sel in PREFETCH_SHAPES:
+        if late():
+            log("prefetch: out of time")
+            return
+        g = hq // hkv
+        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
+        rule = td.choose_config(
+            rows=td.tile_rows(m=d, k_keep=k, group=g, mode=3 if sel == "group" else 2, shared=sel == "group"),
+            value_dim=d,
+        )
+        graphs, outs = {}, {}
+        for pv, pk in PREFETCH_VARIANTS:
+            cfg = dataclasses.replace(rule, prefetch_value_blocks=pv, prefetch_keys=pk)
+            o = torch.full_like(out, float("nan"))
+            fn = lambda cfg=cfg, o=o: td.aqua_decode(  # noqa: E731
+                q, kT, v, k_keep=k, selection=sel, length=N, out=o, config=cfg
+            )
+            graphs[(pv, pk)] = clock.graph(fn)
+            outs[(pv, pk)] = o
+        base_out = outs[PREFETCH_VARIANTS[0]].clone()
+        times: dict[tuple[int, bool], list[float]] = {v_: [] for v_ in PREFETCH_VARIANTS}
+        for _ in range(PREFETCH_ROUNDS):
+            for var in PREFETCH_VARIANTS:
+                times[var].append(clock.bench(graphs[var].replay, v2.QUICK_MS)[0])
+        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
+        t0 = sorted(times[PREFETCH_VARIANTS[0]])[PREFETCH_ROUNDS // 2]
+        for var in PREFETCH_VARIANTS:
+            t = sorted(times[var])[PREFETCH_ROUNDS // 2]
+            sink.write(
+                dict(
+                    base,
+                    variant="prefetch",
+                    prefetch_value_blocks=var[0],
+                    prefetch_keys=var[1],
+                    splits=td.last_launcher().splits_for(N)[0],
+                    graph_s=t,
+                    graph_s_rounds=times[var],
+                    speedup=sd / t,
+                    over_no_prefetch=t0 / t,
+                    bitwise_equal_to_no_prefetch=bool(torch.equal(outs[var], base_out)),
+                )
+            )
+        best = min(PREFETCH_VARIANTS, key=lambda var: sorted(times[var])[PREFETCH_ROUNDS // 2])
+        log(
+            f"prefetch {B}x{hq}/{hkv} N={N} k={k} {sel}: sdpa {sd * 1e6:.1f} us, none {t0 * 1e6:.1f} us, "
+            f"best {best} {sorted(times[best])[PREFETCH_ROUNDS // 2] * 1e6:.1f} us"
+        )
+        del q, kT, v, kd, graphs, outs
+        torch.cuda.empty_cache()
+
+
 #: The wave sweep (``waves`` mode): long-context and batch-8 shapes at explicit split counts and
 #: stage counts, to place the one-launch split rule against the kernel's occupancy (programs that
 #: fit in one wave of resident CTAs against more).
@@ -577,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
             tune_mode(sink, dev, clock, late)
         elif mode == "waves":
             waves_mode(sink, dev, clock, late)
+        elif mode == "prefetch":
+            prefetch_mode(sink, dev, clock, late)
         elif mode == "targets":
             shapes_mode(sink, target_cases(), dev, clock, late, label="target")
         elif mode == "longctx":

@@ -69,6 +69,13 @@ GIVEN_LAUNCHES = 3
 FUSED_PROGRAMS_PER_SM = 2.0
 FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
+#: L2 prefetches the one-launch kernel issues before its selection (0 / False: none): the first FUSED_PREFETCH_VALUE_BLOCKS blocks of its chunk's
+#: V rows (bytes it reads anyway, so no DRAM bytes are added), and with FUSED_PREFETCH_KEYS all
+#: stored key rows of its first block (the kept rows are not known before the selection; the
+#: unkept rows of one block per program are extra bytes). A prefetch is a hint: it moves
+#: the first DRAM round trips off the chain q -> selection -> K^ and V loads.
+FUSED_PREFETCH_VALUE_BLOCKS = 0
+FUSED_PREFETCH_KEYS = False
 #: Most fp32 partial values the one-launch kernel's merge loads at once (heads x padded splits x
 #: d_v): 64 registers a thread at 4 warps; a group with more is merged in chunks of heads.
 MERGE_TILE_VALUES = 8192
@@ -225,6 +232,8 @@ __all__ = [
     "DEFAULT_LAUNCHES",
     "GIVEN_LAUNCHES",
     "FUSED_LAUNCH",
+    "FUSED_PREFETCH_KEYS",
+    "FUSED_PREFETCH_VALUE_BLOCKS",
     "FUSED_MIN_BLOCKS_PER_SPLIT",
     "FUSED_PROGRAMS_PER_SM",
     "LAUNCH_PATHS",

@@ -60,6 +60,8 @@ import torch
 from aqua_model._checks import check_choice, check_int
 from aqua_model.costs.split_rule import (
     DEFAULT_LAUNCHES,
+    FUSED_PREFETCH_KEYS,
+    FUSED_PREFETCH_VALUE_BLOCKS,
     GIVEN_LAUNCHES,
     LAUNCH_PATHS,
     MIN_ROWS,
@@ -113,6 +115,11 @@ KERNELS = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
 #: The CUDA kernel the one-launch path runs (the default: what the ``aqua-fused`` plan lists).
 FUSED_KERNELS = ("_fused_kernel",)
 _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
+#: Blocks of V the one-launch kernel may prefetch into L2 before its selection (a power of two:
+#: the prefetch tile is blocks x block_n tokens).
+PREFETCH_VALUE_BLOCKS = (0, 1, 2, 4)
+#: Bytes of one L2 line (the unit one prefetch instruction brings in).
+L2_LINE_BYTES = 128
 #: Per-head selection ranks each head in turn (:func:`_rank_keep`, about 890 SASS instructions a
 #: head at d = 128, 4 warps) up to this many heads per KV group, and sorts the whole 16-row tile
 #: (:func:`_topk_mask`, about 3430) above it: the two static counts break even at 3.9 heads
@@ -133,7 +140,10 @@ class DecodeConfig:
     count is chosen so that batch * H_kv * splits is about this many programs per SM (None: the
     rule's default); num_splits: an explicit split count (overrides programs_per_sm); launches: 1
     for the one-launch kernel (``FUSED_KERNELS``), 3 for the prologue, split pass and combine
-    (``KERNELS``).
+    (``KERNELS``). prefetch_value_blocks / prefetch_keys: the one-launch kernel's L2 prefetches
+    before its selection (:data:`aqua_model.costs.split_rule.FUSED_PREFETCH_VALUE_BLOCKS`: 0, 1, 2
+    or 4 blocks of V; ``FUSED_PREFETCH_KEYS``: every stored key row of the first block); CUDA
+    only (Triton's interpreter has no inline PTX, so it runs without them).
     """
 
     block_n: int = 64
@@ -142,10 +152,22 @@ class DecodeConfig:
     programs_per_sm: int | None = None
     num_splits: int | None = None
     launches: int = DEFAULT_LAUNCHES
+    prefetch_value_blocks: int = FUSED_PREFETCH_VALUE_BLOCKS
+    prefetch_keys: bool = FUSED_PREFETCH_KEYS
 
     def __post_init__(self) -> None:
         if self.launches not in LAUNCH_PATHS:
             raise ValueError(f"DecodeConfig.launches must be one of {LAUNCH_PATHS}, got {self.launches!r}")
+        if (
+            type(self.prefetch_value_blocks) is not int
+            or self.prefetch_value_blocks not in PREFETCH_VALUE_BLOCKS
+        ):
+            raise ValueError(
+                f"DecodeConfig.prefetch_value_blocks must be one of {PREFETCH_VALUE_BLOCKS}, "
+                f"got {self.prefetch_value_blocks!r}"
+            )
+        if type(self.prefetch_keys) is not bool:
+            raise ValueError(f"DecodeConfig.prefetch_keys must be a bool, got {self.prefetch_keys!r}")
 
 
 def triton_available(device: torch.device | None = None) -> bool:
@@ -795,6 +817,55 @@ if HAS_TRITON:
                 mask=head_ok[:, None],
             )
 
+    @triton.jit
+    def _prefetch_l2(ptrs):
+        """Ask L2 for the lines at ``ptrs`` (PTX ``prefetch.global.L2``: no registers written, no
+        wait; a later load of those bytes then hits L2 or joins the request in flight)."""
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;",
+            "=r,l",
+            [ptrs],
+            dtype=tl.int32,
+            is_pure=False,
+            pack=1,
+        )
+
+    @triton.jit
+    def _prefetch_chunk(
+        k_base,
+        v_base,
+        blk0,
+        end,
+        stride_kt,
+        stride_kd,
+        stride_kn,
+        stride_vn,
+        M_KEY: tl.constexpr,
+        D_PAD: tl.constexpr,
+        DV: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        PAGE: tl.constexpr,
+        PREFETCH_V: tl.constexpr,
+        V_LINES: tl.constexpr,
+        PREFETCH_K: tl.constexpr,
+    ):
+        """L2 prefetches of a program's first tokens, issued before its selection: the first
+        PREFETCH_V blocks of its V rows (V_LINES lines a token; tokens past the chunk's ``end``
+        are clamped to its last one), and with PREFETCH_K every stored key row of its first
+        block (one line a row: BLOCK_N tokens of one row)."""
+        if PREFETCH_V > 0:
+            t = blk0 * BLOCK_N + tl.arange(0, PREFETCH_V * BLOCK_N)
+            t = tl.minimum(t, end - 1)
+            line = tl.arange(0, V_LINES) * (DV // V_LINES)
+            _prefetch_l2(v_base + (t[:, None] * stride_vn + line[None, :]))
+        if PREFETCH_K and stride_kn == 1:  # dim-major rows (a token-major view has no key lines to ask for)
+            BLOCKS_PER_PAGE: tl.constexpr = PAGE // BLOCK_N
+            k_blk = k_base + (
+                (blk0 // BLOCKS_PER_PAGE) * stride_kt + (blk0 % BLOCKS_PER_PAGE) * (BLOCK_N * stride_kn)
+            )
+            r = tl.minimum(tl.arange(0, D_PAD), M_KEY - 1)
+            _prefetch_l2(k_blk + r * stride_kd)
+
     @triton.jit(do_not_specialize=["N", "chunk_blocks", "G", "heads_kv", "k_keep", "pos", "num_splits"])
     def _fused_kernel(
         q_ptr,
@@ -852,17 +923,42 @@ if HAS_TRITON:
         HEAD_RANK: tl.constexpr,
         S_PAD: tl.constexpr,
         H_CHUNK: tl.constexpr,
+        PREFETCH_V: tl.constexpr,
+        V_LINES: tl.constexpr,
+        PREFETCH_K: tl.constexpr,
     ):
         """The whole decode call in one launch, one program per (batch, KV head, split of N): each
         program selects its group's kept rows itself (:func:`_group_queries`), compacts them in
         registers (:func:`_gather_part`), streams its chunk (:func:`_stream_chunk`); one split
         writes the output, several write partials and the last program of the (batch, KV head) to
         finish (an acq_rel atomic counter, reset by that program) merges them (:func:`_merge_splits`).
-        S_PAD == 1 compiles the one-split variant."""
+        S_PAD == 1 compiles the one-split variant; PREFETCH_V / PREFETCH_K its L2 prefetches
+        (:func:`_prefetch_chunk`), issued first."""
         pid = tl.program_id(0)  # b * heads_kv + h
         pid_s = tl.program_id(1)  # split
         b = (pid // heads_kv).to(tl.int64)
         h = pid % heads_kv
+        k_base = k_ptr + b * stride_kb + h * stride_kh
+        v_base = v_ptr + b * stride_vb + h * stride_vh
+        if PREFETCH_V > 0 or PREFETCH_K:
+            _prefetch_chunk(
+                k_base,
+                v_base,
+                pid_s * chunk_blocks,
+                tl.minimum((pid_s + 1) * chunk_blocks * BLOCK_N, N),
+                stride_kt,
+                stride_kd,
+                stride_kn,
+                stride_vn,
+                M_KEY,
+                D_PAD,
+                DV,
+                BLOCK_N,
+                PAGE,
+                PREFETCH_V,
+                V_LINES,
+                PREFETCH_K,
+            )
         # the cache step: the program whose chunk holds the new token writes it, then streams it
         write = pid_s == pos // (chunk_blocks * BLOCK_N)
         qh, sel = _group_queries(
@@ -923,8 +1019,6 @@ if HAS_TRITON:
             q2, ro2, ok2 = _gather_part(qm, u, slot_of, stride_kd, R0 + R1, R2, D_PAD)
         else:
             q2, ro2, ok2 = q0, ro0, ok0
-        k_base = k_ptr + b * stride_kb + h * stride_kh
-        v_base = v_ptr + b * stride_vb + h * stride_vh
         m_i, l_i, acc = _stream_chunk(
             q0,
             ro0,
@@ -999,6 +1093,18 @@ if HAS_TRITON:
 
 
 _SM_COUNT: dict[int, int] = {}
+
+
+def prefetch_consts(config: DecodeConfig, *, value_dim: int, dtype: torch.dtype) -> dict[str, Any]:
+    """The one-launch kernel's prefetch constexprs for ``config``: none under Triton's
+    interpreter (no inline PTX there); V_LINES, the L2 lines of one token's value row."""
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    line_elems = max(1, L2_LINE_BYTES // torch.empty(0, dtype=dtype).element_size())
+    return dict(
+        PREFETCH_V=0 if interp else config.prefetch_value_blocks,
+        V_LINES=max(1, value_dim // line_elems),
+        PREFETCH_K=False if interp else config.prefetch_keys,
+    )
 
 
 def _sm_count(device: torch.device) -> int:
@@ -1220,6 +1326,7 @@ class DecodeLauncher:
             APPEND=st.append,
             GIVEN_PER_HEAD=st.given_per_head,
             HEAD_RANK=head_rank,
+            **prefetch_consts(cfg, value_dim=st.dv, dtype=st.q_dtype),
         )
         self._plans: dict[int, tuple[int, int]] = {}
         self._ws: tuple[torch.Tensor, torch.Tensor] | None = None

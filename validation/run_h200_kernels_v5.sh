@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 22, fifth kernel round, one device call: bench_decode_v3's prefetch ablation (the
+# one-launch kernel's L2 prefetches before its selection; outputs compared bit for bit), the
+# host time of one eager call and where it goes (validation/host_overhead.py), and with NCU=1 the
+# Nsight Compute digest of the one-launch kernel against SDPA (validation/run_ncu_decode_v3.sh,
+# packed into ncu.tar.gz). Writes at most 7 files under $OUT.
+#
+#   bash validation/run_h200_kernels_v5.sh                        (repository root)
+#   NCU=0 MODES=check,targets,tables,longctx BENCH_S=420 bash validation/run_h200_kernels_v5.sh
+set -uo pipefail
+OUT=${OUT:-validation/results/h200/kernels-v5}
+BENCH_S=${BENCH_S:-200}
+MODES=${MODES:-prefetch}
+HOST=${HOST:-1}
+NCU=${NCU:-1}
+mkdir -p "$OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+  git log -1 --format='commit %H' 2>/dev/null || true
+  echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU"
+} > "$OUT/env.txt" 2>&1
+timeout $(( BENCH_S + 60 )) python3 validation/bench_decode_v3.py "$OUT" --modes "$MODES" --budget-s "$BENCH_S" \
+  > "$OUT/bench.log" 2>&1
+echo "bench exit: $?" | tee -a "$OUT/bench.log"
+grep -E "check:|prefetch |target |tables" "$OUT/bench.log" | tail -30
+rm -f "$OUT/decode_v3_env.json"  # the same facts as env.txt; keeps the file count down
+if [ "$HOST" = 1 ]; then
+  timeout 120 python3 validation/host_overhead.py "$OUT/host_overhead.json" > "$OUT/host_overhead.log" 2>&1
+  echo "host exit: $?" >> "$OUT/host_overhead.log"
+  cat "$OUT/host_overhead.log"
+  cat "$OUT/host_overhead.log" >> "$OUT/bench.log" && rm -f "$OUT/host_overhead.log"
+fi
+if [ "$NCU" = 1 ]; then
+  NCU_OUT=/tmp/ncu_decode_v3
+  OUT=$NCU_OUT bash validation/run_ncu_decode_v3.sh
+  echo "ncu script exit: $?"
+  tail -30 "$NCU_OUT/digest.md" 2>/dev/null
+  tar -czf "$OUT/ncu.tar.gz" -C "$NCU_OUT" .
+fi
+ls -la "$OUT"
