@@ -1,16 +1,19 @@
-"""Digest of the Nsight Compute run of the second decode kernel (issue 15 item 5).
+"""Digest of the Nsight Compute run of the decode kernels (issue 15 item 5; the one-launch kernel).
 
 Reads ncu's raw-page CSV (``ncu --import REP --csv --page raw --print-units base``) of
 ``validation/ncu_decode_v2.py`` and that script's manifest (one JSON line per profiled case, in
-launch order), matches ncu's rows to the cases by launch order (an AQUA case is exactly the three
-launches of ``KERNELS``; an SDPA case every launch up to the next prologue) and writes:
+launch order), matches ncu's rows to the cases by launch order (an AQUA case is exactly the
+launches its ``expected_kernels`` names: the three of the prologue, split pass and combine, or the
+one-launch kernel; a manifest row of an AQUA case without them is the three-launch path; an SDPA
+case every launch up to the first launch of the next AQUA case's first expected kernel) and writes:
 
 - ``validation/results/h200/decode_v2_ncu.csv``: one row per profiled kernel, the metrics asked
   for (``METRICS``) in base units, with its case;
 - ``analysis/results/decode_kernels_v2_ncu.md``: per case and kernel the duration, DRAM bytes read,
   DRAM throughput as % of peak, achieved occupancy, registers per thread and active warps per SM;
-  for the split pass (and SDPA) the useful bytes against the DRAM bytes read; per AQUA case the
-  sum of its three kernels' durations against SDPA's at the same (H_kv, N).
+  for the streaming kernel (the split pass, or the one-launch kernel; and SDPA) the useful bytes
+  against the DRAM bytes read; per AQUA case the sum of its kernels' durations against SDPA's at
+  the same (B, H_kv, N).
 
 Usage: python analysis/ncu_decode_v2_digest.py [--ncu CSV] [--manifest JSONL] [--out-csv ...] [--out-md ...]
 """
@@ -48,8 +51,14 @@ METRICS: dict[str, str] = {
     "launch__occupancy_limit_shared_mem": "block_limit_smem",
     "launch__shared_mem_per_block_dynamic": "dynamic_smem_per_block_bytes",
 }
-#: The prologue's kernel name: where an SDPA case's launches end.
-PROLOGUE = "_prologue_kernel"
+#: The three-launch path's kernels (prologue, split pass, combine): what an AQUA row of a manifest
+#: without ``expected_kernels`` launched (``aqua_model.kernels.triton_decode.KERNELS``).
+THREE_LAUNCH = ("_prologue_kernel", "_split_kernel", "_combine_kernel")
+#: The one-launch path's kernel (``aqua_model.kernels.triton_decode.FUSED_KERNELS``).
+ONE_LAUNCH = ("_fused_kernel",)
+#: Kernel names that stream K and V in an AQUA case, in the order they are looked for among a
+#: case's expected kernels: the split pass (three launches) or the one-launch kernel.
+STREAMING_KERNELS = ("_split_kernel", "_fused_kernel")
 #: Unit -> factor to the base unit (ns for time, bytes for sizes; ncu's prefixes are decimal).
 _UNIT_FACTORS = {
     "": 1.0,
@@ -127,13 +136,35 @@ def read_manifest(path: Path | str) -> list[dict[str, object]]:
         return [json.loads(ln) for ln in fh if ln.strip()]
 
 
+def expected_kernels(case: dict[str, object]) -> list[str] | None:
+    """The kernel names an AQUA case launched, in order (a manifest row without them: the
+    three-launch path); None for an SDPA case (its launches are cuDNN's, not known ahead)."""
+    expected = case.get("expected_kernels")
+    if isinstance(expected, (list, tuple)) and expected:
+        return [str(e) for e in expected]
+    return list(THREE_LAUNCH) if case.get("kind") == "aqua" else None
+
+
+def streaming_kernel(expected: list[str]) -> str:
+    """The name, among an AQUA case's expected kernels, of the one that streams K and V."""
+    name = next((s for s in STREAMING_KERNELS if s in expected), None)
+    if name is None:
+        raise ValueError(f"expected kernels {expected} name no streaming kernel (one of {STREAMING_KERNELS})")
+    return name
+
+
 def match(kernels: list[dict[str, object]], manifest: list[dict[str, object]]) -> list[dict[str, object]]:
-    """ncu rows -> digest rows (each with its case's columns), matched by launch order."""
+    """ncu rows -> digest rows (each with its case's columns), matched by launch order: an AQUA
+    case consumes exactly its expected kernels; an SDPA case every launch up to the first launch
+    of the next AQUA case's first expected kernel (to the end when no AQUA case follows)."""
     out: list[dict[str, object]] = []
     i = 0
-    for case in manifest:
-        expected = case.get("expected_kernels")
+    plan = [expected_kernels(case) for case in manifest]
+    for ci, case in enumerate(manifest):
+        expected = plan[ci]
+        stream_name = None
         if expected:
+            stream_name = streaming_kernel(expected)
             got = kernels[i : i + len(expected)]
             names = [str(r["kernel"]) for r in got]
             if len(got) != len(expected) or any(e not in n for e, n in zip(expected, names)):
@@ -143,8 +174,9 @@ def match(kernels: list[dict[str, object]], manifest: list[dict[str, object]]) -
                 )
             i += len(expected)
         else:
+            stop = next((e[0] for e in plan[ci + 1 :] if e), None)  # the next AQUA case's first kernel
             j = i
-            while j < len(kernels) and PROLOGUE not in str(kernels[j]["kernel"]):
+            while j < len(kernels) and (stop is None or stop not in str(kernels[j]["kernel"])):
                 j += 1
             got = kernels[i:j]
             if not got:
@@ -154,7 +186,8 @@ def match(kernels: list[dict[str, object]], manifest: list[dict[str, object]]) -
         for r in got:
             row = {c: case.get(c) for c in CASE_COLUMNS}
             row.update(r)
-            streams = r is main if case["kind"] == "sdpa" else "_split_kernel" in str(r["kernel"])
+            row["expected_kernels"] = tuple(expected) if expected else None  # not a CSV column
+            streams = r is main if stream_name is None else stream_name in str(r["kernel"])
             row["useful_bytes"] = case["useful_bytes"] if streams else None
             rb = r["dram_bytes_read"]
             row["useful_over_dram_read"] = case["useful_bytes"] / rb if streams and rb else None
@@ -180,6 +213,7 @@ def case_totals(rows: Iterable[dict[str, object]]) -> list[dict[str, object]]:
         stream = next(r for r in ks if r["useful_bytes"] is not None)
         t = {c: ks[0][c] for c in CASE_COLUMNS}
         t.update(
+            expected_kernels=ks[0].get("expected_kernels"),
             duration_ns=sum(float(r["duration_ns"]) for r in ks),
             stream_kernel=stream["kernel"],
             stream_duration_ns=stream["duration_ns"],
@@ -207,14 +241,30 @@ def _name(kernel: object) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
+def _paths_text(totals: list[dict[str, object]]) -> tuple[str, str]:
+    """(title's kernel, the useful-bytes sentence's AQUA part) for the paths the AQUA cases ran:
+    the committed v2 digest's words when every one ran the three launches (or there is none)."""
+    paths = {t.get("expected_kernels") or THREE_LAUNCH for t in totals if t["kind"] == "aqua"}
+    three = "the split pass the key rows it reads (the prologue's union count) x N x 2 bytes plus all of V"
+    one = (
+        "the one-launch kernel (`_fused_kernel`: selection, split pass and merge in one launch) the key "
+        "rows it reads (its union count, `last_launcher().cnt`) x N x 2 bytes plus all of V"
+    )
+    if paths <= {THREE_LAUNCH}:
+        return "second decode kernel", three
+    if paths == {ONE_LAUNCH}:
+        return "one-launch decode kernel", one
+    return "decode kernels", f"{three}; {one}"
+
+
 def render_md(rows: list[dict[str, object]], totals: list[dict[str, object]], *, source: str) -> str:
+    title, useful = _paths_text(totals)
     lines = [
-        "# Nsight Compute digest of the second decode kernel (H200)",
+        f"# Nsight Compute digest of the {title} (H200)",
         "",
         f"From `{source}` (`validation/ncu_decode_v2.py` under ncu, `--clock-control none`, caches flushed "
         "before each replay: cold-L2 figures) by `analysis/ncu_decode_v2_digest.py`. bf16, random inputs, "
-        "one profiled launch per kernel. Useful bytes: SDPA all of K and V; the split pass the key rows it "
-        "reads (the prologue's union count) x N x 2 bytes plus all of V. DRAM % is "
+        f"one profiled launch per kernel. Useful bytes: SDPA all of K and V; {useful}. DRAM % is "
         "dram__throughput.avg.pct_of_peak_sustained_elapsed; occupancy is achieved "
         "(sm__warps_active.avg.pct_of_peak_sustained_active), warps/SM the achieved active warps per SM.",
         "",

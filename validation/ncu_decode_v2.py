@@ -2,26 +2,32 @@
 """Each decode kernel once per shape, for Nsight Compute (ncu) to read its counters.
 
 Kernels: torch SDPA (cuDNN backend, the one ``bench_decode_v2.py`` found fastest at these shapes)
-on a dense token-major K and V, and ``aqua_decode`` (prologue, split-N pass, combine; q^ given,
-launch parameters by the shipped rule) on an ``AquaKVCache`` (paged dim-major keys, T = 64).
-Shapes: B = 8, H_q = 32, H_kv in {32 (MHA), 8 (GQA g = 4)}, N in {16384, 65536}, d = 128, bf16,
-random normal inputs; k in {96, 32} (MHA: per-head selection, which is group selection at g = 1;
-GQA: group selection), plus per-head selection under GQA at k = 32 and k = 96.
+on a dense token-major K and V, and ``aqua_decode`` (q^ given, launch parameters by the shipped
+rule) on an ``AquaKVCache`` (paged dim-major keys, T = 64), on the path ``--launches`` picks: 1
+(the default, one launch: ``td.FUSED_KERNELS``) or 3 (prologue, split-N pass, combine:
+``td.KERNELS``, the path of the committed v2 results).
+Shapes ``--shapes v2``: B = 8, H_q = 32, H_kv in {32 (MHA), 8 (GQA g = 4)}, N in {16384, 65536},
+d = 128, bf16, random normal inputs; k in {96, 32} (MHA: per-head selection, which is group
+selection at g = 1; GQA: group selection), plus per-head selection under GQA at k = 32 and k = 96.
+``--shapes v3`` (the default): those cases, then batch-1 GQA cases: B = 1, H_q = 32, H_kv = 8,
+d = 128, N in {32768, 65536}, group selection at k in {32, 64}, each N's after an SDPA case of
+its shape.
 
 Each call is first made once outside the profiled range (Triton compile, cuDNN plan, cached
 launcher), then once inside the NVTX push/pop range ``PROFILED_RANGE``; ncu's
 ``--nvtx --nvtx-include aqua_ncu/`` profiles only those launches. Cases run in ``cases()``'s order,
-each SDPA case before the AQUA cases of its (H_kv, N), so the digest can walk ncu's rows in launch
-order: an AQUA case is exactly ``KERNELS`` (three launches); an SDPA case is every launch up to
-the next prologue. The manifest (JSONL, one line per case, in that order) holds each case's
-shape, the kernel names expected and the useful bytes: SDPA's all of K and V; AQUA's split pass
-the key rows it reads (the prologue's union count, summed over batch and KV heads) x N x 2 bytes
-plus all of V.
+each SDPA case before the AQUA cases of its (B, H_kv, N), so the digest can walk ncu's rows in
+launch order: an AQUA case is exactly its ``expected_kernels`` (the launches of its path); an
+SDPA case is every launch up to the next AQUA case's first kernel. The manifest (JSONL, one line
+per case, in that order) holds each case's shape, the kernel names expected and the useful bytes:
+SDPA's all of K and V; AQUA's streaming kernel (the split pass, or the one-launch kernel) the key
+rows it reads (the union count ``last_launcher().cnt``, summed over batch and KV heads) x N x 2
+bytes plus all of V.
 
-Usage (on the GPU):
+Usage (on the GPU; validation/run_ncu_decode_v3.sh runs all of it):
   ncu --target-processes all --clock-control none --nvtx --nvtx-include aqua_ncu/ \\
       --metrics <see analysis/ncu_decode_v2_digest.py METRICS> --export REP \\
-      python3 validation/ncu_decode_v2.py --manifest MANIFEST.jsonl
+      python3 validation/ncu_decode_v2.py --launches 1 --shapes v3 --manifest MANIFEST.jsonl
   ncu --import REP.ncu-rep --csv --page raw --print-units base > NCU.csv
   python3 analysis/ncu_decode_v2_digest.py --ncu NCU.csv --manifest MANIFEST.jsonl
 CPU check (no profiler; contexts scaled down by --dry-run-scale, the reference fallback):
@@ -53,6 +59,13 @@ K_KEEP = (96, 32)
 #: Per-head selection under GQA is profiled at these k as well.
 PER_HEAD_GQA_K = (32, 96)
 ESIZE_BYTES = 2  # bf16
+#: ``--shapes v3`` adds batch-1 GQA cases (group selection): B, H_kv, contexts, k.
+V3_BATCH, V3_HEADS_KV = 1, 8
+V3_CONTEXTS = (32768, 65536)
+V3_K_KEEP = (32, 64)
+SHAPES = ("v2", "v3")
+#: ``--launches`` -> the kernel names that path launches, in order.
+LAUNCH_KERNELS: dict[int, tuple[str, ...]] = {1: td.FUSED_KERNELS, 3: td.KERNELS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +91,17 @@ class Case:
         return f"aqua {self.selection} k{self.k} {base}"
 
 
-def cases(*, batch: int = BATCH, contexts: tuple[int, ...] = CONTEXTS) -> list[Case]:
-    """The profiled cases in launch order: per (H_kv, N), SDPA, then the AQUA cases."""
+def cases(
+    *,
+    batch: int = BATCH,
+    contexts: tuple[int, ...] = CONTEXTS,
+    shapes: str = "v2",
+    v3_contexts: tuple[int, ...] = V3_CONTEXTS,
+) -> list[Case]:
+    """The profiled cases in launch order: per (B, H_kv, N), SDPA, then the AQUA cases (``shapes``
+    "v2": the committed v2 run's cases; "v3": those, then the batch-1 GQA cases at ``v3_contexts``)."""
+    if shapes not in SHAPES:
+        raise ValueError(f"shapes must be one of {SHAPES}, got {shapes!r}")
     out: list[Case] = []
     for hkv in HEADS_KV:
         for N in contexts:
@@ -90,6 +112,11 @@ def cases(*, batch: int = BATCH, contexts: tuple[int, ...] = CONTEXTS) -> list[C
             if hkv != HEADS_Q:
                 for k in PER_HEAD_GQA_K:
                     out.append(Case("aqua", batch, HEADS_Q, hkv, N, HEAD_DIM, k, "per-head"))
+    if shapes == "v3":
+        for N in v3_contexts:
+            out.append(Case("sdpa", V3_BATCH, HEADS_Q, V3_HEADS_KV, N, HEAD_DIM))
+            for k in V3_K_KEEP:
+                out.append(Case("aqua", V3_BATCH, HEADS_Q, V3_HEADS_KV, N, HEAD_DIM, k, "group"))
     return out
 
 
@@ -135,7 +162,18 @@ def sdpa_call(
     return fn
 
 
-def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -> int:
+def run(
+    manifest_path: str,
+    *,
+    dry_run: bool,
+    scale: int,
+    warmup: bool = True,
+    launches: int = 1,
+    shapes: str = "v3",
+) -> int:
+    if launches not in LAUNCH_KERNELS:
+        raise ValueError(f"launches must be one of {sorted(LAUNCH_KERNELS)}, got {launches!r}")
+    expected = list(LAUNCH_KERNELS[launches])
     cuda = torch.cuda.is_available() and not dry_run
     if not cuda and not dry_run:
         print("no CUDA device: use --dry-run for the CPU check", file=sys.stderr)
@@ -144,12 +182,13 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
     dt = torch.bfloat16
     batch = BATCH if cuda else 2
     contexts = CONTEXTS if cuda else tuple(max(64, n // scale) for n in CONTEXTS)
+    v3_contexts = V3_CONTEXTS if cuda else tuple(max(64, n // scale) for n in V3_CONTEXTS)
     torch.manual_seed(SEED)
     rows: list[dict] = []
-    todo = cases(batch=batch, contexts=contexts)
-    inputs: dict[tuple[int, int], dict] = {}
+    todo = cases(batch=batch, contexts=contexts, shapes=shapes, v3_contexts=v3_contexts)
+    inputs: dict[tuple[int, int, int], dict] = {}
     for c in todo:
-        key = (c.hkv, c.N)
+        key = (c.B, c.hkv, c.N)
         if key not in inputs:
             inputs.clear()  # one shape's buffers at a time
             if cuda:
@@ -190,11 +229,18 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
             k_keep, selection, N = c.k, c.selection, c.N
             fn = lambda keys=keys, out=out, k_keep=k_keep, selection=selection, N=N: (  # noqa: E731
                 td.aqua_decode(
-                    inp["q_hat"], keys, v_all, k_keep=k_keep, selection=selection, length=N, out=out
+                    inp["q_hat"],
+                    keys,
+                    v_all,
+                    k_keep=k_keep,
+                    selection=selection,
+                    length=N,
+                    out=out,
+                    launches=launches,
                 )
             )
             host_rows = rows_read_host(inp["q_hat"], hkv=c.hkv, k=c.k, selection=c.selection)
-            row.update(expected_kernels=list(td.KERNELS), rows_read_host=host_rows)
+            row.update(expected_kernels=expected, launches=launches, rows_read_host=host_rows)
         if warmup:
             fn()  # warm-up: compile, plan, cache the launcher (outside the profiled range)
         with profiled(cuda):
@@ -204,7 +250,11 @@ def run(manifest_path: str, *, dry_run: bool, scale: int, warmup: bool = True) -
             rows_read = int(la.cnt.sum().item()) if la is not None else row["rows_read_host"]
             row.update(
                 rows_read=rows_read,
-                rows_read_from="prologue count" if la is not None else "host topk",
+                rows_read_from=(
+                    ("prologue count" if launches == 3 else "fused kernel count")
+                    if la is not None
+                    else "host topk"
+                ),
                 useful_bytes=(rows_read + c.B * c.hkv * c.d) * c.N * ESIZE_BYTES,
             )
             if la is not None:
@@ -235,10 +285,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no unprofiled call first (for ncu's --kernel-name filter instead of the NVTX range)",
     )
+    ap.add_argument(
+        "--launches",
+        type=int,
+        choices=sorted(LAUNCH_KERNELS),
+        default=1,
+        help="AQUA's path: 1 the one-launch kernel (td.FUSED_KERNELS), 3 prologue, split, combine (td.KERNELS)",
+    )
+    ap.add_argument(
+        "--shapes",
+        choices=SHAPES,
+        default="v3",
+        help="v2: the committed v2 run's cases; v3: those plus batch-1 GQA cases (B 1, H_kv 8, N 32K and 64K)",
+    )
     args = ap.parse_args(argv)
     if args.dry_run_scale < 1:
         raise ValueError(f"--dry-run-scale must be >= 1, got {args.dry_run_scale}")
-    return run(args.manifest, dry_run=args.dry_run, scale=args.dry_run_scale, warmup=not args.no_warmup)
+    return run(
+        args.manifest,
+        dry_run=args.dry_run,
+        scale=args.dry_run_scale,
+        warmup=not args.no_warmup,
+        launches=args.launches,
+        shapes=args.shapes,
+    )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
 METRICS=$(python3 analysis/ncu_decode_v2_digest.py --print-metrics)
 timeout "${NCU_TIMEOUT_S:-210}" "$NCU" --target-processes all --clock-control none --nvtx --nvtx-include "aqua_ncu/" \
   --metrics "$METRICS" --export "$OUT/decode_v2" -f \
-  python3 validation/ncu_decode_v2.py --manifest "$OUT/manifest.jsonl" > "$OUT/ncu_run.log" 2>&1
+  python3 validation/ncu_decode_v2.py --launches 3 --shapes v2 --manifest "$OUT/manifest.jsonl" > "$OUT/ncu_run.log" 2>&1
 echo "ncu (nvtx) exit: $?" | tee -a "$OUT/ncu_run.log"
 if [ ! -s "$OUT/decode_v2.ncu-rep" ]; then
   timeout "${NCU_RETRY_TIMEOUT_S:-70}" "$NCU" --target-processes all --clock-control none \
     --kernel-name "regex:_prologue_kernel|_split_kernel|_combine_kernel|sdpa|cudnn|fmha|flash" \
     --metrics "$METRICS" --export "$OUT/decode_v2" -f \
-    python3 validation/ncu_decode_v2.py --no-warmup --manifest "$OUT/manifest.jsonl" >> "$OUT/ncu_run.log" 2>&1
+    python3 validation/ncu_decode_v2.py --launches 3 --shapes v2 --no-warmup --manifest "$OUT/manifest.jsonl" >> "$OUT/ncu_run.log" 2>&1
   echo "ncu (kernel-name filter, no warm-up) exit: $?" | tee -a "$OUT/ncu_run.log"
 fi
 "$NCU" --import "$OUT/decode_v2.ncu-rep" --csv --page raw --print-units base > "$OUT/ncu.csv" 2>> "$OUT/ncu_run.log"
