@@ -530,6 +530,13 @@ def longctx_cases() -> list[tuple[str, v2.Case]]:
     return cs
 
 
+def table_cases(n_random: int) -> list[v2.Case]:
+    """The kernel tables' shapes: every third grid shape, then ``n_random`` draws of the held-out
+    distribution (bench_decode_v2's seed; both selections for GQA draws)."""
+    rnd, _ = v2.random_cases(n_random, random.Random(v2.SEED))
+    return v2.grid_cases()[::3] + rnd
+
+
 def shapes_mode(sink: Sink, cases, dev, clock, late, *, dtype=torch.bfloat16, step=True, label=None) -> None:
     for c in cases:
         model = None
@@ -554,44 +561,43 @@ def shapes_mode(sink: Sink, cases, dev, clock, late, *, dtype=torch.bfloat16, st
             )
 
 
-def _warm_slice(task: tuple) -> int:
-    """Compile the Triton variants of some cases (one call each at the real shape, so that the
-    compile signature matches; runs in a worker: Triton's on-disk cache then serves the timed run)."""
-    cases, dtype_names = task
+def _warm_slice(cases: list[tuple[v2.Case, bool, str]]) -> int:
+    """Compile the Triton variants of some (case, cache step too, dtype name) triples (one call
+    each at the real shape, so that the compile signature matches; runs in a worker: Triton's
+    on-disk cache then serves the timed run)."""
     dev = torch.device("cuda")
     n = 0
-    for c, step in cases:
-        for name in dtype_names:
-            dt = getattr(torch, name)
-            try:
-                inp = v2.make_inputs(c, dev, dt, page_tokens=64, seed=0)
-                cache = inp["cache"]
-                td.aqua_decode(
-                    inp["q_hat"],
-                    cache.keys[0],
-                    cache.values[0],
-                    k_keep=c.k,
-                    selection=c.selection,
-                    length=c.N,
+    for c, step, name in cases:
+        dt = getattr(torch, name)
+        try:
+            inp = v2.make_inputs(c, dev, dt, page_tokens=64, seed=0)
+            cache = inp["cache"]
+            td.aqua_decode(
+                inp["q_hat"],
+                cache.keys[0],
+                cache.values[0],
+                k_keep=c.k,
+                selection=c.selection,
+                length=c.N,
+            )
+            if step:
+                cache.decode_step(
+                    inp["q"], inp["k_new"], inp["v_new"], k_keep=c.k, selection=c.selection, position=c.N
                 )
-                if step:
-                    cache.decode_step(
-                        inp["q"], inp["k_new"], inp["v_new"], k_keep=c.k, selection=c.selection, position=c.N
-                    )
-                torch.cuda.synchronize()
-                n += 1
-                del inp, cache
-            except Exception:  # noqa: BLE001 - the timed run reports it
-                pass
+            torch.cuda.synchronize()
+            n += 1
+            del inp, cache
+        except Exception:  # noqa: BLE001 - the timed run reports it
+            pass
     return n
 
 
-def warm(cases: list[tuple[v2.Case, bool]], dtype_names: list[str], workers: int) -> None:
+def warm(cases: list[tuple[v2.Case, bool, str]], workers: int) -> None:
     import concurrent.futures as cf
     import multiprocessing as mp
 
     t0 = time.perf_counter()
-    slices = [(cases[i::workers], dtype_names) for i in range(workers)]
+    slices = [cases[i::workers] for i in range(workers)]
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
         done = sum(ex.map(_warm_slice, slices))
     log(f"warm-up: {done} case calls by {workers} workers in {time.perf_counter() - t0:.1f} s")
@@ -626,13 +632,18 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / "decode_v3_env.json").write_text(json.dumps(v2.env_info(), indent=1))
     fails = 0
     if args.warm_workers:
-        todo: list[tuple[v2.Case, bool]] = []
+        todo: list[tuple[v2.Case, bool, str]] = []
         for mode in args.modes.split(","):
             if mode == "targets":
-                todo += [(c, True) for c in target_cases()]
+                todo += [(c, True, "bfloat16") for c in target_cases()]
             elif mode == "longctx":
-                todo += [(c, False) for _, c in longctx_cases()]
-        warm(todo, ["bfloat16"], args.warm_workers)
+                todo += [(c, False, "bfloat16") for _, c in longctx_cases()]
+            elif mode == "tables":
+                todo += [
+                    (c, True, name) for name in args.table_dtypes.split(",") for c in table_cases(args.random)
+                ]
+        if todo:
+            warm(todo, args.warm_workers)
         if args.warm_only:
             return 0
     for mode in args.modes.split(","):
@@ -651,12 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "longctx":
             shapes_mode(sink, longctx_cases(), dev, clock, late, step=False, label="longctx")
         elif mode == "tables":
-            rng = random.Random(v2.SEED)
-            rnd, _ = v2.random_cases(args.random, rng)
             for dt in (getattr(torch, name) for name in args.table_dtypes.split(",")):
-                shapes_mode(
-                    sink, v2.grid_cases()[::3] + rnd, dev, clock, late, dtype=dt, label=f"tables-{dt}"
-                )
+                shapes_mode(sink, table_cases(args.random), dev, clock, late, dtype=dt, label=f"tables-{dt}")
         else:
             raise SystemExit(f"unknown mode {mode!r}")
     log(f"done; {fails} check failures")

@@ -22,7 +22,7 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU"
 } > "$OUT/env.txt" 2>&1
 timeout $(( BENCH_S + 60 )) python3 validation/bench_decode_v3.py "$OUT" --modes "$MODES" --budget-s "$BENCH_S" \
-  > "$OUT/bench.log" 2>&1
+  --warm-workers "${WARM:-12}" > "$OUT/bench.log" 2>&1
 echo "bench exit: $?" | tee -a "$OUT/bench.log"
 grep -E "check:|prefetch |target |tables" "$OUT/bench.log" | tail -30
 rm -f "$OUT/decode_v3_env.json"  # the same facts as env.txt; keeps the file count down
