@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Issue 22, fifth kernel round, one device call: bench_decode_v3's prefetch ablation (the
-# one-launch kernel's L2 prefetches before its selection; outputs compared bit for bit), the
-# host time of one eager call and where it goes (validation/host_overhead.py), and with NCU=1 the
+# Issue 22, fifth kernel round, one device call: with TESTS_S > 0 the GPU tests of the decode
+# kernels (launch counts, the integer-address launches, the prefetches), bench_decode_v3's modes
+# (MODES; the default, prefetch, is the ablation of the one-launch kernel's L2 prefetches before
+# its selection, outputs compared bit for bit), the host time of one eager call and where it goes (validation/host_overhead.py), and with NCU=1 the
 # Nsight Compute digest of the one-launch kernel against SDPA (validation/run_ncu_decode_v3.sh,
 # packed into ncu.tar.gz). Writes at most 7 files under $OUT.
 #
 #   bash validation/run_h200_kernels_v5.sh                        (repository root)
-#   NCU=0 MODES=check,targets,tables,longctx BENCH_S=420 bash validation/run_h200_kernels_v5.sh
+#   TESTS_S=120 NCU=0 MODES=check,targets,tables BENCH_S=330 bash validation/run_h200_kernels_v5.sh
 set -uo pipefail
 OUT=${OUT:-validation/results/h200/kernels-v5}
 BENCH_S=${BENCH_S:-200}
 MODES=${MODES:-prefetch}
 HOST=${HOST:-1}
 NCU=${NCU:-1}
+TESTS_S=${TESTS_S:-0}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   git log -1 --format='commit %H' 2>/dev/null || true
-  echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU"
+  echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU TESTS_S=$TESTS_S"
 } > "$OUT/env.txt" 2>&1
+if [ "$TESTS_S" -gt 0 ]; then
+timeout "$TESTS_S" python3 -m pytest -q -m gpu -rfE -p no:cacheprovider -n 8 --timeout 120 \
+  tests/test_launch_counts.py tests/test_kernels_triton_decode.py tests/test_kv_cache.py \
+  tests/test_decode_launch_path.py tests/test_decode_prefetch.py > "$OUT/gpu_tests.log" 2>&1
+echo "pytest exit: $?" >> "$OUT/gpu_tests.log"
+tail -4 "$OUT/gpu_tests.log"
+fi
 timeout $(( BENCH_S + 60 )) python3 validation/bench_decode_v3.py "$OUT" --modes "$MODES" --budget-s "$BENCH_S" \
   --warm-workers "${WARM:-12}" > "$OUT/bench.log" 2>&1
 echo "bench exit: $?" | tee -a "$OUT/bench.log"

@@ -69,12 +69,20 @@ GIVEN_LAUNCHES = 3
 FUSED_PROGRAMS_PER_SM = 2.0
 FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
-#: L2 prefetches the one-launch kernel issues before its selection (0 / False: none): the first FUSED_PREFETCH_VALUE_BLOCKS blocks of its chunk's
-#: V rows (bytes it reads anyway, so no DRAM bytes are added), and with FUSED_PREFETCH_KEYS all
-#: stored key rows of its first block (the kept rows are not known before the selection; the
-#: unkept rows of one block per program are extra bytes). A prefetch is a hint: it moves
-#: the first DRAM round trips off the chain q -> selection -> K^ and V loads.
-FUSED_PREFETCH_VALUE_BLOCKS = 0
+#: L2 prefetches the one-launch kernel issues before its selection: the first
+#: FUSED_PREFETCH_VALUE_BLOCKS blocks of its chunk's V rows (bytes it reads anyway: no DRAM bytes
+#: are added), and with FUSED_PREFETCH_KEYS every stored key row of its first block (the kept rows
+#: are not known before the selection, so the unkept rows of one block per program would be extra
+#: bytes). A prefetch is a hint: it moves the first V round trip off the chain q -> selection ->
+#: K^ and V loads. Read off the H200 prefetch ablation (``validation/results/h200/kernels-v5/
+#: decode_v3_prefetch.jsonl``, CUDA-graph medians of three interleaved rounds, outputs equal bit
+#: for bit): one block of V is 0.8-3.1% faster at 5 of the 9 shapes (B = 8, N = 2048, k = 64:
+#: 30.2 against 31.1 us; B = 1, N = 32K: 41.5 against 42.4 us; B = 8, N = 16K GQA group k = 32:
+#: 96.5 against 97.2 us) and within 0.8% either way at the other four (B = 1, N = 256: 12.7
+#: against 12.6 us, the one slower); two and four
+#: blocks are no better, and the key rows of the first block are slower at short contexts
+#: (B = 1, N = 256: 13.2 against 12.6 us), so they stay off.
+FUSED_PREFETCH_VALUE_BLOCKS = 1
 FUSED_PREFETCH_KEYS = False
 #: Most fp32 partial values the one-launch kernel's merge loads at once (heads x padded splits x
 #: d_v): 64 registers a thread at 4 warps; a group with more is merged in chunks of heads.

@@ -284,6 +284,7 @@ class AquaKVCache:
                 out.copy_(o.reshape(out.shape))
                 o = out.view(o.shape)
             return o.unsqueeze(2) if four else o
+        td.check_same_device(q3.device, k=k4, v=v4)  # the kernel reads them by address
         o = self._step_triton(layer, pos, q3, k4[:, :, 0], v4[:, :, 0], k_keep, selection, scale, out)
         self.lengths[layer] = pos + 1
         return o.unsqueeze(2) if four else o
@@ -319,7 +320,7 @@ class AquaKVCache:
         if out is None:
             o = torch.empty(B, hq, self.value_dim, dtype=q3.dtype, device=q3.device)
         else:
-            o = td._check_out(out, B, hq, self.value_dim, q3.dtype)
+            o = td._check_out(out, B, hq, self.value_dim, q3.dtype, q3.device)
         if hit is None:
             hit = self._step_launcher(q3, k3, v3, o, k_keep, selection, scale)
             self._steps[key] = hit

@@ -1172,9 +1172,10 @@ def _launch_hooks_set() -> bool:
 
 class _Kernel:
     """One Triton kernel at fixed constexprs and options: first call through the JIT (compiles),
-    later calls through the compiled kernel's launcher (no re-binding of the arguments)."""
+    later calls through the compiled kernel's launcher (no re-binding of the arguments), or
+    (:meth:`launch_ints`) straight into the launcher's C entry point with pointers as integers."""
 
-    __slots__ = ("fn", "consts", "options", "compiled", "_launch", "_head", "_tail")
+    __slots__ = ("fn", "consts", "options", "compiled", "_launch", "_head", "_tail", "_raw", "_raw_head")
 
     def __init__(self, fn: Any, consts: dict[str, Any], options: dict[str, int]) -> None:
         names = list(getattr(fn, "arg_names", consts))  # the launcher takes every argument in order
@@ -1184,6 +1185,8 @@ class _Kernel:
         self._launch: Any = None
         self._head: Any = None
         self._tail = tuple(self.consts.values())
+        self._raw: Any = None
+        self._raw_head: Any = None
 
     def __call__(self, grid: tuple[int, int, int], *args: Any) -> None:
         if self.compiled is None or _launch_hooks_set():
@@ -1192,9 +1195,42 @@ class _Kernel:
                 self.compiled = ck
                 self._launch = ck.run  # the C launcher (a property of the compiled kernel)
                 self._head = (ck.function, ck.packed_metadata, None, None, None)
+                self._bind_raw(ck)
             return
         stream = _get_stream(torch.cuda.current_device())
         self._launch(grid[0], grid[1], grid[2], stream, *self._head, *args, *self._tail)
+
+    def _bind_raw(self, ck: Any) -> None:
+        """The C entry point behind Triton's launcher object, where the kernel needs no scratch
+        memory (that launcher then only forwards its arguments); else None."""
+        run = ck.run
+        raw = getattr(run, "launch", None)
+        scratch = (getattr(run, "global_scratch_size", None), getattr(run, "profile_scratch_size", None))
+        if raw is None or scratch != (0, 0):
+            return
+        coop, pdl = getattr(run, "launch_cooperative_grid", None), getattr(run, "launch_pdl", None)
+        if coop is None or pdl is None:
+            return
+        self._raw = raw
+        # function, cooperative grid, PDL, global and profile scratch, metadata, launch metadata, hooks
+        self._raw_head = (ck.function, coop, pdl, None, None, ck.packed_metadata, None, None, None)
+
+    @property
+    def ready(self) -> bool:
+        """Compiled, and no launch hook (profiler) asks for the JIT's path."""
+        return self.compiled is not None and not _launch_hooks_set()
+
+    def launch_ints(self, grid: tuple[int, int, int], *args: Any) -> None:
+        """Launch a compiled kernel (:attr:`ready`) with pointer arguments given as integer
+        device addresses (``tensor.data_ptr()``): Triton's launcher then neither calls
+        ``data_ptr`` nor asks the driver about each pointer. The caller vouches that every
+        address is device memory of the current device (the fast path of :func:`aqua_decode`
+        keys on the tensors' devices)."""
+        stream = _get_stream(torch.cuda.current_device())
+        if self._raw is not None:
+            self._raw(grid[0], grid[1], grid[2], stream, *self._raw_head, *args, *self._tail)
+        else:
+            self._launch(grid[0], grid[1], grid[2], stream, *self._head, *args, *self._tail)
 
 
 def _get_stream(device: int) -> int:
@@ -1330,6 +1366,11 @@ class DecodeLauncher:
         )
         self._plans: dict[int, tuple[int, int]] = {}
         self._ws: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ws_ptrs: tuple[int, int] = (0, 0)
+        # device addresses of the launcher's own buffers, for the integer-pointer launches (CUDA)
+        self._ptrs: tuple[int, int, int] | None = (
+            (self.idx.data_ptr(), self.count.data_ptr(), self.cnt.data_ptr()) if dev.type == "cuda" else None
+        )
         self.units = units
 
     def splits_for(self, N: int) -> tuple[int, int]:
@@ -1355,6 +1396,7 @@ class DecodeLauncher:
                 torch.empty(n, 2, dtype=torch.float32, device=dev),
             )
             self._ws = ws
+            self._ws_ptrs = (ws[0].data_ptr(), ws[1].data_ptr())
         return ws
 
     def poison(self) -> None:
@@ -1443,6 +1485,36 @@ class DecodeLauncher:
             acc, ml = ws
         else:
             acc = ml = out
+        if kern.ready and self._ptrs is not None:
+            qp, op = q.data_ptr(), out.data_ptr()
+            accp, mlp = (op, op) if splits == 1 else self._ws_ptrs
+            idxp, countp, cntp = self._ptrs
+            kern.launch_ints(
+                (self.units, splits, 1),
+                qp,
+                qp if P is None else P.data_ptr(),
+                idxp if given is None else given.data_ptr(),
+                qp if k_new is None else k_new.data_ptr(),
+                qp if v_new is None else v_new.data_ptr(),
+                k.data_ptr(),
+                v.data_ptr(),
+                accp,
+                mlp,
+                countp,
+                cntp,
+                op,
+                N,
+                chunk_blocks,
+                pro[0],
+                pro[1],
+                pro[2],
+                pos,
+                splits,
+                scale * _LOG2E,
+                *pro[4:14],
+                *split,
+            )
+            return out
         kern(
             (self.units, splits, 1),
             q,
@@ -1634,7 +1706,9 @@ def _check_keys(k: torch.Tensor, B: int) -> torch.Tensor:
     return k
 
 
-def _check_out(out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype) -> torch.Tensor:
+def _check_out(
+    out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     if (
         not isinstance(out, torch.Tensor)
         or out.dtype != dtype
@@ -1642,7 +1716,18 @@ def _check_out(out: torch.Tensor, B: int, hq: int, dv: int, dtype: torch.dtype) 
         or out.numel() != B * hq * dv
     ):
         raise ValueError(f"out must be a contiguous {dtype} tensor of B*H_q*d_v = {B * hq * dv} elements")
+    check_same_device(device, out=out)
     return out.view(B, hq, dv)
+
+
+def check_same_device(device: torch.device, **tensors: torch.Tensor | None) -> None:
+    """Every tensor given (None skipped) lives on ``device``: the kernels take their addresses
+    as device pointers."""
+    for name, t in tensors.items():
+        if t is not None and t.device != device:
+            raise ValueError(
+                f"{name} is on {t.device}, q on {device}: every tensor of a call must be on one device"
+            )
 
 
 def _check_length(length: int | None, capacity: int) -> int:
@@ -1684,14 +1769,16 @@ def _fast_key(
         k.shape,
         k.stride(),
         k.dtype,
+        k.device,
         v.shape,
         v.stride(),
         v.dtype,
-        None if P is None else (P.shape, P.stride(), P.dtype, P.data_ptr() % 16),
+        v.device,
+        None if P is None else (P.shape, P.stride(), P.dtype, P.device, P.data_ptr() % 16),
         None
         if indices is None
-        else (indices.shape, indices.stride(), indices.dtype, indices.data_ptr() % 16),
-        None if out is None else (out.shape, out.stride(), out.dtype, out.data_ptr() % 16),
+        else (indices.shape, indices.stride(), indices.dtype, indices.device, indices.data_ptr() % 16),
+        None if out is None else (out.shape, out.stride(), out.dtype, out.device, out.data_ptr() % 16),
         q.data_ptr() % 16,
         k.data_ptr() % 16,
         v.data_ptr() % 16,
@@ -1850,6 +1937,7 @@ def aqua_decode(
         return o.unsqueeze(2) if four else o
     if q3.stride(-1) != 1:
         raise ValueError(f"q must be contiguous in its last dim, got strides {tuple(q3.stride())}")
+    check_same_device(q3.device, k_dimmajor=k_dimmajor, v=v, P=P, indices=indices)
     check_slice_size(m=m, capacity=cap, value_dim=v.shape[3], value_rows=v.shape[2])
     dv = v.shape[3]
     if dv != _next_pow2(dv) or dv < 16:
@@ -1858,7 +1946,7 @@ def aqua_decode(
         P = P.float().contiguous()  # a torch op on every call: pass P as contiguous fp32 to avoid it
         key = None  # the converted P is not the caller's: no fast path for this signature
     if out is not None:
-        out3 = _check_out(out, B, hq, dv, q3.dtype)
+        out3 = _check_out(out, B, hq, dv, q3.dtype, q3.device)
     else:
         out3 = torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
     mode = _SEL_GROUP if selection == "group" else _SEL_HEAD
@@ -2006,9 +2094,10 @@ def dense_decode(
             o = out.view(o.shape)
         return o.unsqueeze(2) if four else o
     q3 = q3.contiguous()
+    check_same_device(q3.device, k=k, v=v)
     dv = v.shape[3]
     out3 = (
-        _check_out(out, B, hq, dv, q3.dtype)
+        _check_out(out, B, hq, dv, q3.dtype, q3.device)
         if out is not None
         else torch.empty(B, hq, dv, dtype=q3.dtype, device=q3.device)
     )

@@ -397,7 +397,10 @@ def _one_launch(
     at any d, :func:`aqua_model.costs.split_rule.padded_tile_rows`) loads only the kept rows, the
     padding slots being masked loads (``triton_decode._part_scores``, ``mask=valid``) that move no
     bytes; the padding's per-block work is not a byte (a tile-fill factor on the form's efficiency
-    was tried on the seed-2324754193 train -> calibration split and not kept: see the commit)."""
+    was tried on the seed-2324754193 train -> calibration split and not kept: see the commit).
+    The L2 prefetch of each program's first V block before its selection
+    (:data:`aqua_model.costs.split_rule.FUSED_PREFETCH_VALUE_BLOCKS`) asks early for bytes the
+    program streams anyway: no bytes and no launch are added."""
     token_major = name.endswith("token-major")
     return Kernel(
         "attention",
