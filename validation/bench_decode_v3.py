@@ -16,6 +16,9 @@ One process, one JSONL file per mode under OUT_DIR (rows streamed and flushed), 
 ``prefetch``  the one-launch kernel's L2 prefetches before its selection (``DecodeConfig``'s
               prefetch_value_blocks x prefetch_keys) at the target shapes, variants interleaved
               over rounds, each output compared bit for bit with the no-prefetch call's.
+``merge``     the one-launch merge's tile (``split_rule.MERGE_TILE_VALUES``: partial values the last
+              split loads at once, so how many round trips to L2 its merge takes) at shapes
+              with many splits, variants interleaved over rounds, outputs compared bit for bit.
 ``targets``   the issue's target shapes with the shipped rule (``measure_case`` of
               bench_decode_v2: SDPA's fastest backend, the kernel alone on the cache's paged keys,
               the cache step against an SDPA step, CUDA-graph and eager times).
@@ -442,6 +445,74 @@ def prefetch_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable
         torch.cuda.empty_cache()
 
 
+#: The merge ablation (``merge`` mode): shapes with many splits per (batch, KV head), and tiles.
+MERGE_SHAPES = [
+    (1, 32, 8, 1024, 128, 32, "group"),
+    (1, 32, 8, 32768, 128, 32, "group"),
+    (1, 32, 8, 65536, 128, 64, "group"),
+    (8, 32, 8, 16384, 128, 32, "group"),
+]
+MERGE_TILES = (2048, 4096, 8192, 16384, 32768)
+
+
+def merge_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    from aqua_model.costs import split_rule
+
+    shipped = split_rule.MERGE_TILE_VALUES
+    for B, hq, hkv, N, d, k, sel in MERGE_SHAPES:
+        if late():
+            log("merge: out of time")
+            return
+        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
+        graphs, outs, keep, rounds = {}, {}, [], {}
+        try:
+            for tile in MERGE_TILES:
+                split_rule.MERGE_TILE_VALUES = tile
+                td._LAUNCHERS.clear()  # a fresh launcher compiles the merge at this tile
+                td._FAST.clear()
+                o = torch.full_like(out, float("nan"))
+                fn = lambda o=o: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=o)  # noqa: E731
+                graphs[tile] = clock.graph(fn)
+                outs[tile] = o
+                la = td.last_launcher()
+                keep.append(la)  # its workspaces outlive the cache: the graph uses them
+                rounds[tile] = int(
+                    split_rule.merge_rounds(group=hq // hkv, splits=la.splits_for(N)[0], value_dim=d)
+                )
+        finally:
+            split_rule.MERGE_TILE_VALUES = shipped
+            td._LAUNCHERS.clear()
+            td._FAST.clear()
+        times: dict[int, list[float]] = {t: [] for t in MERGE_TILES}
+        for _ in range(PREFETCH_ROUNDS):
+            for tile in MERGE_TILES:
+                times[tile].append(clock.bench(graphs[tile].replay, v2.QUICK_MS)[0])
+        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
+        ref_out = outs[shipped] if shipped in outs else outs[MERGE_TILES[0]]
+        for tile, la in zip(MERGE_TILES, keep):
+            splits = la.splits_for(N)[0]
+            t = sorted(times[tile])[PREFETCH_ROUNDS // 2]
+            sink.write(
+                dict(
+                    base,
+                    variant="merge",
+                    merge_tile_values=tile,
+                    splits=splits,
+                    merge_rounds=rounds[tile],
+                    graph_s=t,
+                    graph_s_rounds=times[tile],
+                    speedup=sd / t,
+                    bitwise_equal_to_shipped=bool(torch.equal(outs[tile], ref_out)),
+                )
+            )
+        log(
+            f"merge {B}x{hq}/{hkv} N={N} k={k}: sdpa {sd * 1e6:.1f} us; "
+            + ", ".join(f"{t}: {sorted(times[t])[PREFETCH_ROUNDS // 2] * 1e6:.1f}" for t in MERGE_TILES)
+        )
+        del q, kT, v, kd, graphs, outs, keep
+        torch.cuda.empty_cache()
+
+
 #: The wave sweep (``waves`` mode): long-context and batch-8 shapes at explicit split counts and
 #: stage counts, to place the one-launch split rule against the kernel's occupancy (programs that
 #: fit in one wave of resident CTAs against more).
@@ -657,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
             waves_mode(sink, dev, clock, late)
         elif mode == "prefetch":
             prefetch_mode(sink, dev, clock, late)
+        elif mode == "merge":
+            merge_mode(sink, dev, clock, late)
         elif mode == "targets":
             shapes_mode(sink, target_cases(), dev, clock, late, label="target")
         elif mode == "longctx":

@@ -4,9 +4,14 @@
 On a CUDA machine: for a few shapes, back-to-back calls with no synchronisation in between (the
 GPU work of each is shorter than its host time, so the loop measures the host's enqueue time),
 of ``aqua_decode``'s fast path, of its parts (the signature key and its lookup, the launcher's
-``run``, Triton's compiled launcher alone, the stream query), and of torch SDPA's fastest
-backend on the same shape; then a cProfile of the ``aqua_decode`` loop (its top functions by own
-time). Medians over ROUNDS rounds of CALLS calls each. Writes one JSON file.
+``run``, the stream query), and of torch SDPA's fastest backend on the same shape; then a cProfile
+of the ``aqua_decode`` loop (its top functions by own time). Medians over ROUNDS rounds of CALLS
+calls each. The launch by integer addresses (``LAUNCH_BY_ADDRESS``) is compared with the launch
+by tensors in the same process, rounds interleaved: host time per call, and the issue's eager
+gap (single-call latency of the eager call minus that of its CUDA-graph replay, bench_decode_v2's
+``Clock.latency``), beside SDPA's. The host's speed differs between device calls (the same SDPA
+call's host time has measured 33 and 64 us), so only a comparison inside one call says what a
+host-path change is worth. Writes one JSON file.
 
 Usage: PYTHONPATH=. python3 validation/host_overhead.py OUT.json
 """
@@ -31,6 +36,8 @@ import bench_decode_v2 as v2  # noqa: E402
 from aqua_model.kernels import triton_decode as td  # noqa: E402
 
 CALLS, ROUNDS = 400, 7
+#: Interleaved rounds of the address / tensor comparison.
+AB_ROUNDS = 5
 SHAPES = [
     v2.Case(1, 32, 8, 256, 128, 32, "group", "host"),
     v2.Case(8, 32, 8, 4096, 128, 32, "group", "host"),
@@ -50,6 +57,35 @@ def per_call_s(fn) -> float:
         out.append((time.perf_counter() - t0) / CALLS)
         torch.cuda.synchronize()
     return statistics.median(out)
+
+
+def address_ab(aqua, sdpa, clock: v2.Clock) -> dict:
+    """Launch by integer addresses against launch by tensors (``td.LAUNCH_BY_ADDRESS``), rounds
+    interleaved: host microseconds per call and the eager gap of each, SDPA's eager gap beside."""
+    g_aqua, g_sdpa = clock.graph(aqua), clock.graph(sdpa)
+    host: dict[bool, list[float]] = {True: [], False: []}
+    gap: dict[bool, list[float]] = {True: [], False: []}
+    sdpa_gap = []
+    try:
+        for _ in range(AB_ROUNDS):
+            for flag in (True, False):
+                td.LAUNCH_BY_ADDRESS = flag
+                host[flag].append(per_call_s(aqua) * 1e6)
+                gap[flag].append((clock.latency(aqua) - clock.latency(g_aqua.replay)) * 1e6)
+            sdpa_gap.append((clock.latency(sdpa) - clock.latency(g_sdpa.replay)) * 1e6)
+    finally:
+        td.LAUNCH_BY_ADDRESS = True
+    med = statistics.median
+    return dict(
+        ab_rounds=AB_ROUNDS,
+        host_by_address_us=med(host[True]),
+        host_by_tensor_us=med(host[False]),
+        eager_gap_by_address_us=med(gap[True]),
+        eager_gap_by_tensor_us=med(gap[False]),
+        sdpa_eager_gap_us=med(sdpa_gap),
+        eager_gap_by_address_rounds_us=gap[True],
+        eager_gap_by_tensor_rounds_us=gap[False],
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +128,7 @@ def main(argv: list[str]) -> int:
         row = dict(case=str(c), sdpa_backend=name, calls=CALLS, rounds=ROUNDS)
         for label, fn in parts.items():
             row[label + "_us"] = per_call_s(fn) * 1e6
+        row.update(address_ab(aqua, sdpa, clock))
         pr = cProfile.Profile()
         pr.enable()
         for _ in range(CALLS):

@@ -4,7 +4,8 @@
 # (MODES; the default, prefetch, is the ablation of the one-launch kernel's L2 prefetches before
 # its selection, outputs compared bit for bit), the host time of one eager call and where it goes (validation/host_overhead.py), and with NCU=1 the
 # Nsight Compute digest of the one-launch kernel against SDPA (validation/run_ncu_decode_v3.sh,
-# packed into ncu.tar.gz). Writes at most 7 files under $OUT.
+# packed into ncu.tar.gz), and with NCU_STALLS=1 the warp-state sections of Nsight Compute for
+# three target shapes (validation/ncu_stalls.py; ncu_stalls_details.csv). Writes at most 8 files.
 #
 #   bash validation/run_h200_kernels_v5.sh                        (repository root)
 #   TESTS_S=120 NCU=0 MODES=check,targets,tables BENCH_S=330 bash validation/run_h200_kernels_v5.sh
@@ -14,13 +15,14 @@ BENCH_S=${BENCH_S:-200}
 MODES=${MODES:-prefetch}
 HOST=${HOST:-1}
 NCU=${NCU:-1}
+NCU_STALLS=${NCU_STALLS:-0}
 TESTS_S=${TESTS_S:-0}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-  git log -1 --format='commit %H' 2>/dev/null || true
+  echo "working tree at commit ${COMMIT:-unknown} (passed by the caller: the device copy's .git is not the workstation's)"
   echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU TESTS_S=$TESTS_S"
 } > "$OUT/env.txt" 2>&1
 if [ "$TESTS_S" -gt 0 ]; then
@@ -47,5 +49,15 @@ if [ "$NCU" = 1 ]; then
   echo "ncu script exit: $?"
   tail -30 "$NCU_OUT/digest.md" 2>/dev/null
   tar -czf "$OUT/ncu.tar.gz" -C "$NCU_OUT" .
+fi
+if [ "$NCU_STALLS" = 1 ]; then
+  NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  timeout "${NCU_STALLS_TIMEOUT_S:-150}" "$NCU_BIN" --target-processes all --clock-control none --nvtx \
+    --nvtx-include "aqua_ncu/" --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+    --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+    --export /tmp/ncu_stalls -f python3 validation/ncu_stalls.py > /tmp/ncu_stalls.log 2>&1
+  echo "ncu stalls exit: $?" >> /tmp/ncu_stalls.log
+  "$NCU_BIN" --import /tmp/ncu_stalls.ncu-rep --page details --csv > "$OUT/ncu_stalls_details.csv" 2>> /tmp/ncu_stalls.log
+  tail -5 /tmp/ncu_stalls.log; cat /tmp/ncu_stalls.log >> "$OUT/bench.log"
 fi
 ls -la "$OUT"

@@ -120,6 +120,10 @@ _SEL_ALL, _SEL_GIVEN, _SEL_HEAD, _SEL_GROUP = 0, 1, 2, 3
 PREFETCH_VALUE_BLOCKS = (0, 1, 2, 4)
 #: Bytes of one L2 line (the unit one prefetch instruction brings in).
 L2_LINE_BYTES = 128
+#: Later one-launch calls pass their pointers to Triton's C launcher as integer addresses
+#: (:meth:`_Kernel.launch_ints`); False sends tensors through Triton's launcher object as the
+#: first call does (kept for the host-time comparison of ``validation/host_overhead.py``).
+LAUNCH_BY_ADDRESS = True
 #: Per-head selection ranks each head in turn (:func:`_rank_keep`, about 890 SASS instructions a
 #: head at d = 128, 4 warps) up to this many heads per KV group, and sorts the whole 16-row tile
 #: (:func:`_topk_mask`, about 3430) above it: the two static counts break even at 3.9 heads
@@ -1485,7 +1489,7 @@ class DecodeLauncher:
             acc, ml = ws
         else:
             acc = ml = out
-        if kern.ready and self._ptrs is not None:
+        if LAUNCH_BY_ADDRESS and self._ptrs is not None and kern.ready:
             qp, op = q.data_ptr(), out.data_ptr()
             accp, mlp = (op, op) if splits == 1 else self._ws_ptrs
             idxp, countp, cntp = self._ptrs
