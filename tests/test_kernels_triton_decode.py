@@ -432,7 +432,7 @@ ONE_LAUNCH_CASES = [
     (1, 8, 1, 19, 128, 64, "group", 2),  # g = 8, k = d/2
     (1, 16, 2, 41, 128, 96, "per-head", 1),  # g = 8, k = 3d/4
     (1, 2, 1, 23, 128, 128, "group", 2),  # g = 2, k = d
-    (1, 8, 1, 150, 128, 32, "group", 9),  # g = 8 merged in two chunks of 4 heads (merge_chunk)
+    (1, 8, 1, 270, 128, 32, "group", 17),  # g = 8 merged in two chunks of 4 heads (merge_chunk)
     (1, 8, 2, 150, 64, 16, "per-head", 9),  # g = 4 ranked head by head, 9 splits
 ]
 
@@ -440,17 +440,19 @@ ONE_LAUNCH_CASES = [
 def test_merge_rounds_count_the_chunks_of_heads_and_none_for_one_split() -> None:
     assert split_rule.merge_rounds(group=8, splits=1, value_dim=128) == 0  # one split: no merge
     # arrays broadcast (the simulator), the same arithmetic as the kernel's merge_chunk per launch
-    grid = split_rule.merge_rounds(group=np.array([4, 8]), splits=np.array([[1], [9]]), value_dim=128)
+    # (MERGE_TILE_VALUES = 16384 partial values a round: 16384 // (s_pad * 128) heads)
+    grid = split_rule.merge_rounds(group=np.array([4, 8]), splits=np.array([[1], [17]]), value_dim=128)
     assert grid.tolist() == [[0, 0], [1, 2]]
-    assert split_rule.merge_rounds(group=8, splits=9, value_dim=128) == 2  # s_pad 16: chunks of 4
+    assert split_rule.merge_rounds(group=8, splits=17, value_dim=128) == 2  # s_pad 32: chunks of 4
+    assert split_rule.merge_rounds(group=8, splits=9, value_dim=128) == 1  # s_pad 16: all 8 at once
     assert split_rule.merge_rounds(group=4, splits=3, value_dim=128) == 1  # s_pad 4: all 4 at once
-    assert split_rule.merge_rounds(group=4, splits=64, value_dim=128) == 4  # s_pad 64: one head a round
+    assert split_rule.merge_rounds(group=4, splits=128, value_dim=128) == 4  # s_pad 128: one head a round
     assert [split_rule.padded_splits(s) for s in (1, 2, 3, 5, 33)] == [1, 2, 4, 8, 64]
 
 
 def test_merge_chunk_keeps_the_merge_tile_within_its_budget_in_powers_of_two() -> None:
-    # heads x padded splits x d_v <= MERGE_TILE_VALUES (8192), never fewer than one head
-    assert split_rule.merge_chunk(8, 16, 128) == 4  # 8192 // (16 * 128) = 4
+    # heads x padded splits x d_v <= MERGE_TILE_VALUES (16384), never fewer than one head
+    assert split_rule.merge_chunk(8, 32, 128) == 4  # 16384 // (32 * 128) = 4
     assert split_rule.merge_chunk(8, 4, 128) == 8  # 16 would fit; the group has 8 heads
     assert split_rule.merge_chunk(3, 2, 64) == 4  # the group padded to a power of two
     assert split_rule.merge_chunk(4, 256, 128) == 1  # one head's partials exceed the budget: one at a time

@@ -16,6 +16,8 @@ One process, one JSONL file per mode under OUT_DIR (rows streamed and flushed), 
 ``prefetch``  the one-launch kernel's L2 prefetches before its selection (``DecodeConfig``'s
               prefetch_value_blocks x prefetch_keys) at the target shapes, variants interleaved
               over rounds, each output compared bit for bit with the no-prefetch call's.
+``warps``     the one-launch kernel's (num_warps, num_stages) at blocks of 64 tokens, at the
+              prefetch mode's shapes, variants interleaved, outputs compared bit for bit.
 ``merge``     the one-launch merge's tile (``split_rule.MERGE_TILE_VALUES``: partial values the last
               split loads at once, so how many round trips to L2 its merge takes) at shapes
               with many splits, variants interleaved over rounds, outputs compared bit for bit.
@@ -393,10 +395,22 @@ PREFETCH_VARIANTS = [(0, False), (1, False), (2, False), (4, False), (0, True), 
 PREFETCH_ROUNDS = 3
 
 
-def prefetch_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
-    for B, hq, hkv, N, d, k, sel in PREFETCH_SHAPES:
+def _ablation(
+    sink: Sink,
+    dev: torch.device,
+    clock: v2.Clock,
+    late: Callable[[], bool],
+    *,
+    label: str,
+    shapes: list[tuple],
+    variants: list[dict],
+) -> None:
+    """Each shape's call under each variant (``DecodeConfig`` fields replacing the rule's, the
+    first the baseline), CUDA graphs timed in PREFETCH_ROUNDS interleaved rounds (medians), each
+    output compared bit for bit with the baseline's."""
+    for B, hq, hkv, N, d, k, sel in shapes:
         if late():
-            log("prefetch: out of time")
+            log(f"{label}: out of time")
             return
         g = hq // hkv
         q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
@@ -404,45 +418,59 @@ def prefetch_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable
             rows=td.tile_rows(m=d, k_keep=k, group=g, mode=3 if sel == "group" else 2, shared=sel == "group"),
             value_dim=d,
         )
-        graphs, outs = {}, {}
-        for pv, pk in PREFETCH_VARIANTS:
-            cfg = dataclasses.replace(rule, prefetch_value_blocks=pv, prefetch_keys=pk)
+        graphs, outs, splits = [], [], []
+        for fields in variants:
+            cfg = dataclasses.replace(rule, **fields)
             o = torch.full_like(out, float("nan"))
             fn = lambda cfg=cfg, o=o: td.aqua_decode(  # noqa: E731
                 q, kT, v, k_keep=k, selection=sel, length=N, out=o, config=cfg
             )
-            graphs[(pv, pk)] = clock.graph(fn)
-            outs[(pv, pk)] = o
-        base_out = outs[PREFETCH_VARIANTS[0]].clone()
-        times: dict[tuple[int, bool], list[float]] = {v_: [] for v_ in PREFETCH_VARIANTS}
+            graphs.append(clock.graph(fn))
+            outs.append(o)
+            splits.append(td.last_launcher().splits_for(N)[0])
+        base_out = outs[0].clone()
+        times: list[list[float]] = [[] for _ in variants]
         for _ in range(PREFETCH_ROUNDS):
-            for var in PREFETCH_VARIANTS:
-                times[var].append(clock.bench(graphs[var].replay, v2.QUICK_MS)[0])
+            for i, gr in enumerate(graphs):
+                times[i].append(clock.bench(gr.replay, v2.QUICK_MS)[0])
+        med = [sorted(t)[PREFETCH_ROUNDS // 2] for t in times]
         base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
-        t0 = sorted(times[PREFETCH_VARIANTS[0]])[PREFETCH_ROUNDS // 2]
-        for var in PREFETCH_VARIANTS:
-            t = sorted(times[var])[PREFETCH_ROUNDS // 2]
+        for i, fields in enumerate(variants):
             sink.write(
                 dict(
                     base,
-                    variant="prefetch",
-                    prefetch_value_blocks=var[0],
-                    prefetch_keys=var[1],
-                    splits=td.last_launcher().splits_for(N)[0],
-                    graph_s=t,
-                    graph_s_rounds=times[var],
-                    speedup=sd / t,
-                    over_no_prefetch=t0 / t,
-                    bitwise_equal_to_no_prefetch=bool(torch.equal(outs[var], base_out)),
+                    variant=label,
+                    **fields,
+                    splits=splits[i],
+                    graph_s=med[i],
+                    graph_s_rounds=times[i],
+                    speedup=sd / med[i],
+                    over_baseline=med[0] / med[i],
+                    bitwise_equal_to_baseline=bool(torch.equal(outs[i], base_out)),
                 )
             )
-        best = min(PREFETCH_VARIANTS, key=lambda var: sorted(times[var])[PREFETCH_ROUNDS // 2])
+        best = min(range(len(variants)), key=lambda i: med[i])
         log(
-            f"prefetch {B}x{hq}/{hkv} N={N} k={k} {sel}: sdpa {sd * 1e6:.1f} us, none {t0 * 1e6:.1f} us, "
-            f"best {best} {sorted(times[best])[PREFETCH_ROUNDS // 2] * 1e6:.1f} us"
+            f"{label} {B}x{hq}/{hkv} N={N} k={k} {sel}: sdpa {sd * 1e6:.1f} us, baseline {med[0] * 1e6:.1f} us, "
+            f"best {variants[best]} {med[best] * 1e6:.1f} us"
         )
         del q, kT, v, kd, graphs, outs
         torch.cuda.empty_cache()
+
+
+def prefetch_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    variants = [dict(prefetch_value_blocks=pv, prefetch_keys=pk) for pv, pk in PREFETCH_VARIANTS]
+    _ablation(sink, dev, clock, late, label="prefetch", shapes=PREFETCH_SHAPES, variants=variants)
+
+
+#: The warps ablation (``warps`` mode): (num_warps, num_stages) of the one-launch kernel at blocks of
+#: 64 tokens, the first the shipped rule's.
+WARPS_VARIANTS = [(4, 3), (8, 3), (8, 4), (4, 4), (2, 3)]
+
+
+def warps_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    variants = [dict(num_warps=w, num_stages=st) for w, st in WARPS_VARIANTS]
+    _ablation(sink, dev, clock, late, label="warps", shapes=PREFETCH_SHAPES, variants=variants)
 
 
 #: The merge ablation (``merge`` mode): shapes with many splits per (batch, KV head), and tiles.
@@ -730,6 +758,8 @@ def main(argv: list[str] | None = None) -> int:
             prefetch_mode(sink, dev, clock, late)
         elif mode == "merge":
             merge_mode(sink, dev, clock, late)
+        elif mode == "warps":
+            warps_mode(sink, dev, clock, late)
         elif mode == "targets":
             shapes_mode(sink, target_cases(), dev, clock, late, label="target")
         elif mode == "longctx":

@@ -85,8 +85,13 @@ FUSED_LAUNCH = (64, 4, 3)
 FUSED_PREFETCH_VALUE_BLOCKS = 1
 FUSED_PREFETCH_KEYS = False
 #: Most fp32 partial values the one-launch kernel's merge loads at once (heads x padded splits x
-#: d_v): 64 registers a thread at 4 warps; a group with more is merged in chunks of heads.
-MERGE_TILE_VALUES = 8192
+#: d_v): 128 registers a thread at 4 warps; a group with more is merged in chunks of heads. From
+#: the H200 merge ablation (``validation/results/h200/kernels-v5-c3/decode_v3_merge.jsonl``,
+#: CUDA-graph medians of three interleaved rounds): 16384 merges B = 1, 32 / 8 heads, N = 32K
+#: (32 splits) in one round instead of two, 39.8 against 41.8 us at 8192 (k = 32), and N = 64K,
+#: k = 64 in 68.2 against 70.1 us; 32768 is no faster, and where every tile gives one round
+#: (B = 8, N = 16K; B = 1, N = 1024) the times agree within 0.1 us.
+MERGE_TILE_VALUES = 16384
 
 
 def padded_splits(splits: int) -> int:
