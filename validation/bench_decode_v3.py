@@ -18,6 +18,8 @@ One process, one JSONL file per mode under OUT_DIR (rows streamed and flushed), 
               over rounds, each output compared bit for bit with the no-prefetch call's.
 ``warps``     the one-launch kernel's (num_warps, num_stages) at blocks of 64 tokens, at the
               prefetch mode's shapes, variants interleaved, outputs compared bit for bit.
+``headrank``  per-head selection by rank against the tile sort (``HEAD_RANK_MAX_GROUP`` 0-3) at groups
+              of 1-3 heads (MHA, 16 / 8 and SmolLM2's 9 / 3), variants interleaved over rounds.
 ``merge``     the one-launch merge's tile (``split_rule.MERGE_TILE_VALUES``: partial values the last
               split loads at once, so how many round trips to L2 its merge takes) at shapes
               with many splits, variants interleaved over rounds, outputs compared bit for bit.
@@ -541,6 +543,70 @@ def merge_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[]
         torch.cuda.empty_cache()
 
 
+#: The head-rank ablation (``headrank`` mode): per-head shapes with g = 1, 2, 3, and the caps tried.
+HEADRANK_SHAPES = [
+    (1, 9, 3, 4096, 64, 16, "per-head"),
+    (1, 9, 3, 8192, 64, 48, "per-head"),
+    (8, 9, 3, 4096, 64, 32, "per-head"),
+    (1, 16, 8, 4096, 128, 32, "per-head"),
+    (8, 32, 16, 8192, 128, 32, "per-head"),
+    (1, 32, 32, 4096, 128, 32, "per-head"),
+    (8, 32, 32, 16384, 128, 32, "per-head"),
+]
+HEADRANK_CAPS = (3, 2, 1, 0)
+
+
+def headrank_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    shipped = td.HEAD_RANK_MAX_GROUP
+    for B, hq, hkv, N, d, k, sel in HEADRANK_SHAPES:
+        if late():
+            log("headrank: out of time")
+            return
+        g = hq // hkv
+        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
+        graphs, outs, keep = {}, {}, []
+        try:
+            for cap in HEADRANK_CAPS:
+                td.HEAD_RANK_MAX_GROUP = cap
+                td._LAUNCHERS.clear()  # a fresh launcher compiles the selection for this cap
+                td._FAST.clear()
+                o = torch.full_like(out, float("nan"))
+                fn = lambda o=o: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=o)  # noqa: E731
+                graphs[cap] = clock.graph(fn)
+                outs[cap] = o
+                keep.append(td.last_launcher())  # its workspaces outlive the cache: the graph uses them
+        finally:
+            td.HEAD_RANK_MAX_GROUP = shipped
+            td._LAUNCHERS.clear()
+            td._FAST.clear()
+        times: dict[int, list[float]] = {c: [] for c in HEADRANK_CAPS}
+        for _ in range(PREFETCH_ROUNDS):
+            for cap in HEADRANK_CAPS:
+                times[cap].append(clock.bench(graphs[cap].replay, v2.QUICK_MS)[0])
+        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
+        want = _ref(q, kT, v, k, sel, g, N)
+        for cap in HEADRANK_CAPS:
+            t = sorted(times[cap])[PREFETCH_ROUNDS // 2]
+            sink.write(
+                dict(
+                    base,
+                    variant="headrank",
+                    head_rank_max_group=cap,
+                    selection_by="rank" if g <= cap else "sort",
+                    graph_s=t,
+                    graph_s_rounds=times[cap],
+                    speedup=sd / t,
+                    rel_err=v2.rel_err(outs[cap], want),
+                )
+            )
+        log(
+            f"headrank {B}x{hq}/{hkv} N={N} k={k}: sdpa {sd * 1e6:.1f} us; "
+            + ", ".join(f"cap {c}: {sorted(times[c])[PREFETCH_ROUNDS // 2] * 1e6:.1f}" for c in HEADRANK_CAPS)
+        )
+        del q, kT, v, kd, graphs, outs, keep
+        torch.cuda.empty_cache()
+
+
 #: The wave sweep (``waves`` mode): long-context and batch-8 shapes at explicit split counts and
 #: stage counts, to place the one-launch split rule against the kernel's occupancy (programs that
 #: fit in one wave of resident CTAs against more).
@@ -650,6 +716,7 @@ def shapes_mode(sink: Sink, cases, dev, clock, late, *, dtype=torch.bfloat16, st
             row = dict(dataclasses.asdict(c), error=f"{type(exc).__name__}: {str(exc)[:300]}")
             torch.cuda.empty_cache()
         row["schema_version"] = SCHEMA_VERSION
+        row["head_rank_max_group"] = td.HEAD_RANK_MAX_GROUP
         if model is not None:
             row.update(model=model, heads_q=c.hq, heads_kv=c.hkv, context=c.N, batch=c.B)
         sink.write(row)
@@ -660,10 +727,12 @@ def shapes_mode(sink: Sink, cases, dev, clock, late, *, dtype=torch.bfloat16, st
             )
 
 
-def _warm_slice(cases: list[tuple[v2.Case, bool, str]]) -> int:
+def _warm_slice(task: tuple[list[tuple[v2.Case, bool, str]], int]) -> int:
     """Compile the Triton variants of some (case, cache step too, dtype name) triples (one call
     each at the real shape, so that the compile signature matches; runs in a worker: Triton's
-    on-disk cache then serves the timed run)."""
+    on-disk cache then serves the timed run) at the parent's HEAD_RANK_MAX_GROUP."""
+    cases, head_rank_max_group = task
+    td.HEAD_RANK_MAX_GROUP = head_rank_max_group
     dev = torch.device("cuda")
     n = 0
     for c, step, name in cases:
@@ -696,7 +765,7 @@ def warm(cases: list[tuple[v2.Case, bool, str]], workers: int) -> None:
     import multiprocessing as mp
 
     t0 = time.perf_counter()
-    slices = [cases[i::workers] for i in range(workers)]
+    slices = [(cases[i::workers], td.HEAD_RANK_MAX_GROUP) for i in range(workers)]
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
         done = sum(ex.map(_warm_slice, slices))
     log(f"warm-up: {done} case calls by {workers} workers in {time.perf_counter() - t0:.1f} s")
@@ -717,7 +786,18 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-workers", type=int, default=0, help="compile every variant first, in this many processes"
     )
     ap.add_argument("--warm-only", action="store_true", help="compile and exit (run beside the GPU tests)")
+    ap.add_argument(
+        "--head-rank-max-group",
+        type=int,
+        default=None,
+        help="run every mode with this td.HEAD_RANK_MAX_GROUP (an ablation; default: the shipped value)",
+    )
     args = ap.parse_args(argv)
+    if args.head_rank_max_group is not None:
+        if args.head_rank_max_group < 0:
+            raise SystemExit(f"--head-rank-max-group must be >= 0, got {args.head_rank_max_group}")
+        td.HEAD_RANK_MAX_GROUP = args.head_rank_max_group
+    log(f"HEAD_RANK_MAX_GROUP = {td.HEAD_RANK_MAX_GROUP}")
     # SDPA's backend trials explain each refusal in a UserWarning: kept out of the log
     warnings.filterwarnings(
         "ignore",
@@ -758,6 +838,8 @@ def main(argv: list[str] | None = None) -> int:
             prefetch_mode(sink, dev, clock, late)
         elif mode == "merge":
             merge_mode(sink, dev, clock, late)
+        elif mode == "headrank":
+            headrank_mode(sink, dev, clock, late)
         elif mode == "warps":
             warps_mode(sink, dev, clock, late)
         elif mode == "targets":

@@ -23,7 +23,7 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   echo "working tree at commit ${COMMIT:-unknown} (passed by the caller: the device copy's .git is not the workstation's)"
-  echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU TESTS_S=$TESTS_S"
+  echo "MODES=$MODES BENCH_S=$BENCH_S HOST=$HOST NCU=$NCU TESTS_S=$TESTS_S HRMG=${HRMG:-shipped} TABLE_DTYPES=${TABLE_DTYPES:-bfloat16,float16}"
 } > "$OUT/env.txt" 2>&1
 if [ "$TESTS_S" -gt 0 ]; then
 timeout "$TESTS_S" python3 -m pytest -q -m gpu -rfE -p no:cacheprovider -n 8 --timeout 120 \
@@ -33,7 +33,8 @@ echo "pytest exit: $?" >> "$OUT/gpu_tests.log"
 tail -4 "$OUT/gpu_tests.log"
 fi
 timeout $(( BENCH_S + 60 )) python3 validation/bench_decode_v3.py "$OUT" --modes "$MODES" --budget-s "$BENCH_S" \
-  --warm-workers "${WARM:-12}" > "$OUT/bench.log" 2>&1
+  --warm-workers "${WARM:-12}" --table-dtypes "${TABLE_DTYPES:-bfloat16,float16}" \
+  ${HRMG:+--head-rank-max-group "$HRMG"} > "$OUT/bench.log" 2>&1
 echo "bench exit: $?" | tee -a "$OUT/bench.log"
 grep -E "check:|prefetch |target |tables" "$OUT/bench.log" | tail -30
 rm -f "$OUT/decode_v3_env.json"  # the same facts as env.txt; keeps the file count down
