@@ -124,11 +124,16 @@ L2_LINE_BYTES = 128
 #: (:meth:`_Kernel.launch_ints`); False sends tensors through Triton's launcher object as the
 #: first call does (kept for the host-time comparison of ``validation/host_overhead.py``).
 LAUNCH_BY_ADDRESS = True
-#: Per-head selection ranks each head in turn (:func:`_rank_keep`, about 890 SASS instructions a
-#: head at d = 128, 4 warps) up to this many heads per KV group, and sorts the whole 16-row tile
-#: (:func:`_topk_mask`, about 3430) above it: the two static counts break even at 3.9 heads
-#: (``validation/select_sass.py``).
-HEAD_RANK_MAX_GROUP = 3
+#: Per-head selection ranks each head in turn (:func:`_rank_keep`) up to this many heads per KV
+#: group, and sorts the whole 16-row tile (:func:`_topk_mask`) above it. The static SASS counts
+#: (about 890 instructions a head against 3430 for the sort, ``validation/select_sass.py``) broke
+#: even at 3.9 heads, but timed on the H200 the sort is as fast or faster at every group size
+#: (``validation/results/h200/kernels-v5-headrank/decode_v3_headrank.jsonl``, CUDA-graph medians
+#: of three interleaved rounds): g = 3 (SmolLM2's 9 / 3, B = 1, N = 4096) 13.1 us sorted against
+#: 17.4 us ranked, g = 2 (16 / 8) 19.0 against 23.7 us, g = 1 (MHA, B = 1, N = 4096) 26.7
+#: against 28.3 us. So 0: per-head selection always sorts (the rank path stays for the
+#: ``headrank`` ablation of ``validation/bench_decode_v3.py``); group selection ranks the sum.
+HEAD_RANK_MAX_GROUP = 0
 _MIN_ROWS = MIN_ROWS  # query rows per program: the smallest tensor-core tile
 #: PAGE constexpr of an unpaged layout: every block then lies in "page" 0.
 _NO_PAGE = 1 << 30
