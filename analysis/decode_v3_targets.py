@@ -2,26 +2,42 @@
 
 Reads ``decode_v3_targets.jsonl`` (and ``decode_v3_tables.jsonl`` for the random-shape bandwidth
 row) of results directories, both written by ``validation/bench_decode_v3.py``: by default the
-shipped kernel's (``validation/results/h200/kernels-v4-rule2``, rank selection and the shipped
-split rule; the tables from ``kernels-v4-final``, the rule before), beside the
-previous round's (``validation/results/h200``, the sort) as a "before" column; prints the Markdown
-table that docs/kernels.md quotes (``tests/test_decode_v3_doc.py`` checks it is current). Every
-figure is a CUDA-graph median time (do_bench, L2 flushed) or a ratio of two.
+shipped kernel's (``validation/results/h200/kernels-v5-sort``: group selection by rank, per-head
+selection by the tile sort, the shipped split rule and merge tile, one V block prefetched;
+targets and the bf16 tables from one call), beside two earlier rounds as "before" columns (:data:`ROUNDS`: the fourth, ``kernels-v4-rule2``
+with the tables of ``kernels-v4-final``, and the first, ``validation/results/h200``, the sort);
+prints the Markdown table that docs/kernels.md quotes (``tests/test_decode_v3_doc.py`` checks it
+is current). Every figure is a CUDA-graph median time (do_bench, L2 flushed) or a ratio of two,
+except the eager row (single-call latencies).
 
-Usage: python analysis/decode_v3_targets.py [--results DIR] [--before DIR] [--tables DIR]
+Usage: python analysis/decode_v3_targets.py [--results DIR] [--no-before]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-BEFORE = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
-#: The shipped rule's target shapes (fd98d81) and the kernel tables measured at d717d5b (the same
-#: kernel, the previous split rule: the tables were not re-measured after the rule changed).
-RESULTS = BEFORE / "kernels-v4-rule2"
-TABLES = BEFORE / "kernels-v4-final"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sdpa_baseline import SDPA_BACKEND_SLACK, fastest_sdpa_baseline  # noqa: E402
+
+H200 = Path(__file__).resolve().parents[1] / "validation" / "results" / "h200"
+#: The shipped kernel's target shapes and bf16 kernel tables (one call, at a244945 with
+#: HEAD_RANK_MAX_GROUP = 0, the value then shipped).
+RESULTS = H200 / "kernels-v5-sort"
+TABLES = RESULTS
+#: Calls of the same round whose SDPA rows can stand in for a RESULTS row's baseline
+#: (:func:`sdpa_baseline.fastest_sdpa_baseline`: only where another call ran a different backend at
+#: the same shape more than SDPA_BACKEND_SLACK faster).
+SDPA_ALSO = (H200 / "kernels-v5-shipped",)
+#: Earlier rounds shown beside it: (column label, targets directory, tables directory).
+ROUNDS = (
+    ("round 4", H200 / "kernels-v4-rule2", H200 / "kernels-v4-final"),
+    ("round 1", H200, H200),
+)
 #: The issue's thresholds.
 SHORT_MAX_RATIO = 1.1  # AQUA time / SDPA time at N <= 1024, B = 1
 BREAKEVEN_MAX = {32: 1024, 64: 2048}  # batch 8: smallest aligned N with speedup > 1
@@ -40,10 +56,24 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
-def _target_rows(results: Path, tables_dir: Path | None = None) -> list[str]:
+def _baseline_note(r: dict) -> str:
+    """Where a replaced SDPA baseline came from (:func:`fastest_sdpa_baseline`), else nothing."""
+    if "sdpa_this_call_s" not in r:
+        return ""
+    return (
+        f"; SDPA {r['sdpa_backend']} {r['sdpa_graph_s'] * 1e6:.1f} us from another call, "
+        f"this call's trial picked {r['sdpa_this_call_backend']} at {r['sdpa_this_call_s'] * 1e6:.1f} us"
+    )
+
+
+def _target_rows(
+    results: Path, tables_dir: Path | None = None, sdpa_also: tuple[Path, ...] = ()
+) -> list[str]:
     """One Markdown row ``| target | threshold | measured | verdict |`` per target (the random
-    shapes' row from ``tables_dir``, by default ``results``)."""
+    shapes' row from ``tables_dir``, by default ``results``); SDPA baselines from ``results`` and
+    ``sdpa_also`` (:func:`fastest_sdpa_baseline`)."""
     rows = [r for r in _rows(results / "decode_v3_targets.jsonl") if "aqua_graph_s" in r]
+    rows = fastest_sdpa_baseline(rows, [_rows(p / "decode_v3_targets.jsonl") for p in sdpa_also])
     out: list[str] = []
     short = [r for r in rows if r["source"] == "target-short"]
     worst = max(short, key=lambda r: r["aqua_graph_s"] / r["sdpa_graph_s"])
@@ -82,11 +112,16 @@ def _target_rows(results: Path, tables_dir: Path | None = None) -> list[str]:
         frac = r["speedup_graph"] / r["byte_ceiling"]
         out.append(
             f"| B = 1, N = {r['N']}, 32 / 8 group, k = {r['k']}: speedup / ceiling | >= {B1_CEILING_MIN} | "
-            f"{frac:.3f} ({r['speedup_graph']:.3f}x of {r['byte_ceiling']:.3f}x) | {_verdict(frac >= B1_CEILING_MIN)} |"
+            f"{frac:.3f} ({r['speedup_graph']:.3f}x of {r['byte_ceiling']:.3f}x{_baseline_note(r)}) | "
+            f"{_verdict(frac >= B1_CEILING_MIN)} |"
         )
+    table_rows = fastest_sdpa_baseline(
+        _rows((tables_dir or results) / "decode_v3_tables.jsonl"),
+        [_rows(p / "decode_v3_tables.jsonl") for p in sdpa_also],
+    )
     tables = [
         r
-        for r in _rows((tables_dir or results) / "decode_v3_tables.jsonl")
+        for r in table_rows
         if "aqua_bandwidth_vs_sdpa" in r and r["source"] == "random" and r["N"] >= RANDOM_MIN_CONTEXT
     ]
     if tables:
@@ -111,32 +146,63 @@ def _target_rows(results: Path, tables_dir: Path | None = None) -> list[str]:
     return out
 
 
-def targets_table(results: Path = RESULTS, before: Path | None = BEFORE, tables: Path | None = TABLES) -> str:
+def targets_table(
+    results: Path = RESULTS,
+    rounds: tuple[tuple[str, Path, Path], ...] = ROUNDS,
+    tables: Path | None = TABLES,
+) -> str:
     """The targets table of ``results`` (random shapes from ``tables``, None: ``results``), with
-    the measured column of ``before`` (None: without)."""
-    now = _target_rows(results, tables)
-    if before is None:
-        head = ["| target | threshold | measured | verdict |", "| --- | --- | --- | --- |"]
-        return "\n".join(head + now) + "\n"
-    old = _target_rows(before)
-    if len(old) != len(now):
-        raise ValueError(f"--before {before} has {len(old)} target rows, --results {results} has {len(now)}")
-    head = ["| target | threshold | measured | verdict | before |", "| --- | --- | --- | --- | --- |"]
+    a measured (verdict) column per earlier round of ``rounds``."""
+    now = _target_rows(results, tables, SDPA_ALSO if results == RESULTS else ())
+    cols = []
+    for label, res, tab in rounds:
+        old = _target_rows(res, tab)
+        if len(old) != len(now):
+            raise ValueError(f"{label} ({res}) has {len(old)} target rows, {results} has {len(now)}")
+        cols.append(old)
+    head = "| target | threshold | measured | verdict |" + "".join(f" {label} |" for label, _, _ in rounds)
+    rule = "| --- | --- | --- | --- |" + " --- |" * len(rounds)
     body = []
-    for row, prev in zip(now, old):
-        pcells = prev.strip("|").split(" | ")
-        body.append(row.rstrip() + f" {pcells[2].strip()} ({pcells[3].strip()}) |")
-    return "\n".join(head + body) + "\n"
+    for i, row in enumerate(now):
+        cells = ""
+        for old in cols:
+            pcells = old[i].strip("|").split(" | ")
+            cells += f" {pcells[2].strip()} ({pcells[3].strip()}) |"
+        body.append(row.rstrip() + cells)
+    return "\n".join([head, rule, *body]) + "\n" + baseline_footnote(results, tables)
+
+
+def baseline_footnote(results: Path = RESULTS, tables: Path | None = TABLES) -> str:
+    """One line naming every shape of ``results`` whose SDPA baseline came from another call
+    (:func:`fastest_sdpa_baseline`; none when ``results`` is not :data:`RESULTS`)."""
+    if results != RESULTS:
+        return ""
+    notes = []
+    for name, where in (("targets", results), ("tables", tables or results)):
+        rows = _rows(where / f"decode_v3_{name}.jsonl")
+        others = [_rows(p / f"decode_v3_{name}.jsonl") for p in SDPA_ALSO]
+        for r in fastest_sdpa_baseline(rows, others):
+            if "sdpa_this_call_s" in r:
+                notes.append(
+                    f"{name} B = {r['B']}, {r['hq']} / {r['hkv']} heads, N = {r['N']}, d = {r['d']}, k = {r['k']} "
+                    f"{r['selection']}: {r['sdpa_this_call_backend']} {r['sdpa_this_call_s'] * 1e6:.1f} -> "
+                    f"{r['sdpa_backend']} {r['sdpa_graph_s'] * 1e6:.1f} us"
+                )
+    if not notes:
+        return ""
+    calls = ", ".join(p.name for p in SDPA_ALSO)
+    return (
+        f"\nSDPA baselines taken from {calls} (a different backend more than "
+        f"{SDPA_BACKEND_SLACK:.0%} faster at the same shape): " + "; ".join(notes) + ".\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument(
-        "--before", type=Path, default=BEFORE, help="the previous round's results (the before column)"
-    )
+    ap.add_argument("--results", type=Path, default=RESULTS, help="targets and tables of one call")
+    ap.add_argument("--no-before", action="store_true", help="without the earlier rounds' columns")
     args = ap.parse_args(argv)
-    print(targets_table(args.results, args.before), end="")
+    print(targets_table(args.results, () if args.no_before else ROUNDS, args.results), end="")
     return 0
 
 

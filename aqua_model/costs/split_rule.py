@@ -65,7 +65,8 @@ GIVEN_LAUNCHES = 3
 #: as little as FUSED_MIN_BLOCKS_PER_SPLIT block per split where the wave has room (B = 1,
 #: N = 1024: 16 splits of one block 14.4 us against 8 of two 15.0 us). The three-launch path is
 #: faster nowhere in the tune sweep beyond noise (B = 1, N = 32K, k = 32: 42.3 against 43.7 us,
-#: 3%), so the rule never chooses it.
+#: 3%), so the rule never chooses it. 8 warps at blocks of 64 tokens are 1-30% slower at every
+#: target shape, 2 warps up to 12% slower at batch 1 (``kernels-v5-warps/decode_v3_warps.jsonl``).
 FUSED_PROGRAMS_PER_SM = 2.0
 FUSED_MIN_BLOCKS_PER_SPLIT = 1
 FUSED_LAUNCH = (64, 4, 3)
