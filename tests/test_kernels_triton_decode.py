@@ -484,6 +484,18 @@ def test_interpreter_one_launch_matches_reference_and_resets_its_counters(
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
+def test_interpreter_refuses_bf16_which_it_computes_wrongly() -> None:
+    # measured: bf16 under the interpreter is off by 1e10 relative to the fp32 reference; fp16 is not
+    q, kT, v = _inputs(29, B=1, hq=4, hkv=2, N=40, d=64)
+    with pytest.raises(ValueError, match=r"q is torch.bfloat16, which Triton's interpreter"):
+        td.aqua_decode(q.bfloat16(), kT.bfloat16(), v.bfloat16(), k_keep=8)
+    with pytest.raises(ValueError, match=r"q is torch.bfloat16"):
+        td.dense_decode(q.bfloat16(), kT.bfloat16(), v.bfloat16(), key_layout="dim-major")
+    got = td.aqua_decode(q.half(), kT.half(), v.half(), k_keep=8, selection="group")
+    assert _rel(got.float(), _aqua_ref(q, kT, v, k_keep=8, selection="group")) < 1e-2
+
+
+@pytest.mark.skipif(not INTERPRETER, reason="needs triton and TRITON_INTERPRET=1")
 @pytest.mark.parametrize("selection", ["per-head", "group"])
 def test_interpreter_ties_keep_the_lower_index_as_the_reference_does(selection) -> None:
     # |q^| ties at the threshold: 12 coordinates of magnitude 2 (signs mixed), k = 8 of them kept

@@ -485,62 +485,103 @@ MERGE_SHAPES = [
 MERGE_TILES = (2048, 4096, 8192, 16384, 32768)
 
 
-def merge_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
-    from aqua_model.costs import split_rule
-
-    shipped = split_rule.MERGE_TILE_VALUES
-    for B, hq, hkv, N, d, k, sel in MERGE_SHAPES:
+def _constant_ablation(
+    sink: Sink,
+    dev: torch.device,
+    clock: v2.Clock,
+    late: Callable[[], bool],
+    *,
+    label: str,
+    shapes: list[tuple],
+    module: object,
+    name: str,
+    values: tuple,
+    extra: Callable[[object, td.DecodeLauncher, int], dict],
+) -> None:
+    """Each shape's default call with the module constant ``module.name`` set to each of ``values``
+    (a fresh launcher compiles each), CUDA graphs timed in PREFETCH_ROUNDS interleaved rounds
+    (medians), each output checked against the float32 reference and compared bit for bit with
+    the shipped value's; ``extra(value, launcher, N)`` adds fields while the value is set."""
+    shipped = getattr(module, name)
+    field = name.lower()
+    for B, hq, hkv, N, d, k, sel in shapes:
         if late():
-            log("merge: out of time")
+            log(f"{label}: out of time")
             return
-        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
-        graphs, outs, keep, rounds = {}, {}, [], {}
+        g = hq // hkv
+        q, kT, v, kd, out, sdpa_name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
+        graphs, outs, keep, fields = {}, {}, [], {}
         try:
-            for tile in MERGE_TILES:
-                split_rule.MERGE_TILE_VALUES = tile
-                td._LAUNCHERS.clear()  # a fresh launcher compiles the merge at this tile
+            for value in values:
+                setattr(module, name, value)
+                td._LAUNCHERS.clear()  # a fresh launcher compiles the kernel for this value
                 td._FAST.clear()
                 o = torch.full_like(out, float("nan"))
                 fn = lambda o=o: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=o)  # noqa: E731
-                graphs[tile] = clock.graph(fn)
-                outs[tile] = o
+                graphs[value] = clock.graph(fn)
+                outs[value] = o
                 la = td.last_launcher()
                 keep.append(la)  # its workspaces outlive the cache: the graph uses them
-                rounds[tile] = int(
-                    split_rule.merge_rounds(group=hq // hkv, splits=la.splits_for(N)[0], value_dim=d)
-                )
+                fields[value] = extra(value, la, N)
         finally:
-            split_rule.MERGE_TILE_VALUES = shipped
+            setattr(module, name, shipped)
             td._LAUNCHERS.clear()
             td._FAST.clear()
-        times: dict[int, list[float]] = {t: [] for t in MERGE_TILES}
+        times: dict[object, list[float]] = {x: [] for x in values}
         for _ in range(PREFETCH_ROUNDS):
-            for tile in MERGE_TILES:
-                times[tile].append(clock.bench(graphs[tile].replay, v2.QUICK_MS)[0])
-        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
-        ref_out = outs[shipped] if shipped in outs else outs[MERGE_TILES[0]]
-        for tile, la in zip(MERGE_TILES, keep):
-            splits = la.splits_for(N)[0]
-            t = sorted(times[tile])[PREFETCH_ROUNDS // 2]
+            for value in values:
+                times[value].append(clock.bench(graphs[value].replay, v2.QUICK_MS)[0])
+        base = dict(
+            B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=sdpa_name, sdpa_graph_s=sd
+        )
+        want = _ref(q, kT, v, k, sel, g, N)
+        ref_out = outs[shipped] if shipped in outs else outs[values[0]]
+        med = {x: sorted(times[x])[PREFETCH_ROUNDS // 2] for x in values}
+        for value in values:
             sink.write(
                 dict(
                     base,
-                    variant="merge",
-                    merge_tile_values=tile,
-                    splits=splits,
-                    merge_rounds=rounds[tile],
-                    graph_s=t,
-                    graph_s_rounds=times[tile],
-                    speedup=sd / t,
-                    bitwise_equal_to_shipped=bool(torch.equal(outs[tile], ref_out)),
+                    variant=label,
+                    **{field: value},
+                    **fields[value],
+                    graph_s=med[value],
+                    graph_s_rounds=times[value],
+                    speedup=sd / med[value],
+                    rel_err=v2.rel_err(outs[value], want),
+                    bitwise_equal_to_shipped=bool(torch.equal(outs[value], ref_out)),
                 )
             )
         log(
-            f"merge {B}x{hq}/{hkv} N={N} k={k}: sdpa {sd * 1e6:.1f} us; "
-            + ", ".join(f"{t}: {sorted(times[t])[PREFETCH_ROUNDS // 2] * 1e6:.1f}" for t in MERGE_TILES)
+            f"{label} {B}x{hq}/{hkv} N={N} k={k}: sdpa {sd * 1e6:.1f} us; "
+            + ", ".join(f"{x}: {med[x] * 1e6:.1f}" for x in values)
         )
         del q, kT, v, kd, graphs, outs, keep
         torch.cuda.empty_cache()
+
+
+def merge_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
+    from aqua_model.costs import split_rule
+
+    def extra(tile, la, N):
+        splits = la.splits_for(N)[0]
+        g = la.st.group
+        return dict(
+            splits=splits,
+            merge_rounds=int(split_rule.merge_rounds(group=g, splits=splits, value_dim=la.st.dv)),
+        )
+
+    _constant_ablation(
+        sink,
+        dev,
+        clock,
+        late,
+        label="merge",
+        shapes=MERGE_SHAPES,
+        module=split_rule,
+        name="MERGE_TILE_VALUES",
+        values=MERGE_TILES,
+        extra=extra,
+    )
 
 
 #: The head-rank ablation (``headrank`` mode): per-head shapes with g = 1, 2, 3, and the caps tried.
@@ -557,54 +598,21 @@ HEADRANK_CAPS = (3, 2, 1, 0)
 
 
 def headrank_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[], bool]) -> None:
-    shipped = td.HEAD_RANK_MAX_GROUP
-    for B, hq, hkv, N, d, k, sel in HEADRANK_SHAPES:
-        if late():
-            log("headrank: out of time")
-            return
-        g = hq // hkv
-        q, kT, v, kd, out, name, sd = _shape_with_sdpa(B, hq, hkv, N, d, dev, clock)
-        graphs, outs, keep = {}, {}, []
-        try:
-            for cap in HEADRANK_CAPS:
-                td.HEAD_RANK_MAX_GROUP = cap
-                td._LAUNCHERS.clear()  # a fresh launcher compiles the selection for this cap
-                td._FAST.clear()
-                o = torch.full_like(out, float("nan"))
-                fn = lambda o=o: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=o)  # noqa: E731
-                graphs[cap] = clock.graph(fn)
-                outs[cap] = o
-                keep.append(td.last_launcher())  # its workspaces outlive the cache: the graph uses them
-        finally:
-            td.HEAD_RANK_MAX_GROUP = shipped
-            td._LAUNCHERS.clear()
-            td._FAST.clear()
-        times: dict[int, list[float]] = {c: [] for c in HEADRANK_CAPS}
-        for _ in range(PREFETCH_ROUNDS):
-            for cap in HEADRANK_CAPS:
-                times[cap].append(clock.bench(graphs[cap].replay, v2.QUICK_MS)[0])
-        base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
-        want = _ref(q, kT, v, k, sel, g, N)
-        for cap in HEADRANK_CAPS:
-            t = sorted(times[cap])[PREFETCH_ROUNDS // 2]
-            sink.write(
-                dict(
-                    base,
-                    variant="headrank",
-                    head_rank_max_group=cap,
-                    selection_by="rank" if g <= cap else "sort",
-                    graph_s=t,
-                    graph_s_rounds=times[cap],
-                    speedup=sd / t,
-                    rel_err=v2.rel_err(outs[cap], want),
-                )
-            )
-        log(
-            f"headrank {B}x{hq}/{hkv} N={N} k={k}: sdpa {sd * 1e6:.1f} us; "
-            + ", ".join(f"cap {c}: {sorted(times[c])[PREFETCH_ROUNDS // 2] * 1e6:.1f}" for c in HEADRANK_CAPS)
-        )
-        del q, kT, v, kd, graphs, outs, keep
-        torch.cuda.empty_cache()
+    def extra(cap, la, N):
+        return dict(selection_by="rank" if la.st.group <= cap else "sort")
+
+    _constant_ablation(
+        sink,
+        dev,
+        clock,
+        late,
+        label="headrank",
+        shapes=HEADRANK_SHAPES,
+        module=td,
+        name="HEAD_RANK_MAX_GROUP",
+        values=HEADRANK_CAPS,
+        extra=extra,
+    )
 
 
 #: The wave sweep (``waves`` mode): long-context and batch-8 shapes at explicit split counts and

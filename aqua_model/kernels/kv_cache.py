@@ -285,6 +285,7 @@ class AquaKVCache:
                 o = out.view(o.shape)
             return o.unsqueeze(2) if four else o
         td.check_same_device(q3.device, k=k4, v=v4)  # the kernel reads them by address
+        td.check_interpreter_dtype("the cache's dtype", self.dtype)
         o = self._step_triton(layer, pos, q3, k4[:, :, 0], v4[:, :, 0], k_keep, selection, scale, out)
         self.lengths[layer] = pos + 1
         return o.unsqueeze(2) if four else o
