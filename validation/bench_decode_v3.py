@@ -277,9 +277,6 @@ TUNE_SHAPES = [
     (8, 32, 32, 16384, 128, 32, "per-head"),
     (8, 32, 8, 16384, 128, 96, "per-head"),
 ]
-#: Per-head shapes also timed with every head's selection by the tile sort (HEAD_RANK_MAX_GROUP
-#: 0) and by rank (a large HEAD_RANK_MAX_GROUP): the ablation behind that constant.
-HEAD_RANK_ABLATION = (0, 64)
 #: (block_n, num_warps, num_stages) of the one-launch sweep, and its programs per SM.
 TUNE_CONFIGS = [(128, 8, 3), (64, 4, 3), (64, 4, 4)]
 TUNE_PPS = (1, 2, 4, 8, 16)
@@ -334,28 +331,6 @@ def tune_mode(sink: Sink, dev: torch.device, clock: v2.Clock, late: Callable[[],
                     speedup=sd / t,
                 )
             )
-        if sel == "per-head":
-            shipped = td.HEAD_RANK_MAX_GROUP
-            cfg = dataclasses.replace(rule, launches=1)
-            for cap in HEAD_RANK_ABLATION:
-                td.HEAD_RANK_MAX_GROUP = cap
-                td._LAUNCHERS.clear()
-                td._FAST.clear()
-                fn = lambda: td.aqua_decode(q, kT, v, k_keep=k, selection=sel, length=N, out=out, config=cfg)  # noqa: E731
-                t = clock.bench(clock.graph(fn).replay)[0]
-                sink.write(
-                    dict(
-                        base,
-                        variant="head-rank" if g <= cap else "head-sort",
-                        head_rank_max_group=cap,
-                        config=dataclasses.asdict(cfg),
-                        graph_s=t,
-                        speedup=sd / t,
-                    )
-                )
-            td.HEAD_RANK_MAX_GROUP = shipped
-            td._LAUNCHERS.clear()
-            td._FAST.clear()
         for bn, w, s in TUNE_CONFIGS:
             blocks = math.ceil(N / bn)
             counts = sorted({max(1, min(blocks, math.ceil(p * 132 / (B * hkv)))) for p in TUNE_PPS})
@@ -394,7 +369,8 @@ PREFETCH_SHAPES = [
 #: (prefetch_value_blocks, prefetch_keys) variants; the first is the baseline the others are
 #: compared with, bit for bit.
 PREFETCH_VARIANTS = [(0, False), (1, False), (2, False), (4, False), (0, True), (2, True)]
-PREFETCH_ROUNDS = 3
+#: Interleaved rounds of every ablation mode (prefetch, warps, merge, headrank); rows report medians.
+ABLATION_ROUNDS = 3
 
 
 def _ablation(
@@ -408,7 +384,7 @@ def _ablation(
     variants: list[dict],
 ) -> None:
     """Each shape's call under each variant (``DecodeConfig`` fields replacing the rule's, the
-    first the baseline), CUDA graphs timed in PREFETCH_ROUNDS interleaved rounds (medians), each
+    first the baseline), CUDA graphs timed in ABLATION_ROUNDS interleaved rounds (medians), each
     output compared bit for bit with the baseline's."""
     for B, hq, hkv, N, d, k, sel in shapes:
         if late():
@@ -432,10 +408,10 @@ def _ablation(
             splits.append(td.last_launcher().splits_for(N)[0])
         base_out = outs[0].clone()
         times: list[list[float]] = [[] for _ in variants]
-        for _ in range(PREFETCH_ROUNDS):
+        for _ in range(ABLATION_ROUNDS):
             for i, gr in enumerate(graphs):
                 times[i].append(clock.bench(gr.replay, v2.QUICK_MS)[0])
-        med = [sorted(t)[PREFETCH_ROUNDS // 2] for t in times]
+        med = [sorted(t)[ABLATION_ROUNDS // 2] for t in times]
         base = dict(B=B, hq=hq, hkv=hkv, N=N, d=d, k=k, selection=sel, sdpa_backend=name, sdpa_graph_s=sd)
         for i, fields in enumerate(variants):
             sink.write(
@@ -499,7 +475,7 @@ def _constant_ablation(
     extra: Callable[[object, td.DecodeLauncher, int], dict],
 ) -> None:
     """Each shape's default call with the module constant ``module.name`` set to each of ``values``
-    (a fresh launcher compiles each), CUDA graphs timed in PREFETCH_ROUNDS interleaved rounds
+    (a fresh launcher compiles each), CUDA graphs timed in ABLATION_ROUNDS interleaved rounds
     (medians), each output checked against the float32 reference and compared bit for bit with
     the shipped value's; ``extra(value, launcher, N)`` adds fields while the value is set."""
     shipped = getattr(module, name)
@@ -528,7 +504,7 @@ def _constant_ablation(
             td._LAUNCHERS.clear()
             td._FAST.clear()
         times: dict[object, list[float]] = {x: [] for x in values}
-        for _ in range(PREFETCH_ROUNDS):
+        for _ in range(ABLATION_ROUNDS):
             for value in values:
                 times[value].append(clock.bench(graphs[value].replay, v2.QUICK_MS)[0])
         base = dict(
@@ -536,7 +512,7 @@ def _constant_ablation(
         )
         want = _ref(q, kT, v, k, sel, g, N)
         ref_out = outs[shipped] if shipped in outs else outs[values[0]]
-        med = {x: sorted(times[x])[PREFETCH_ROUNDS // 2] for x in values}
+        med = {x: sorted(times[x])[ABLATION_ROUNDS // 2] for x in values}
         for value in values:
             sink.write(
                 dict(

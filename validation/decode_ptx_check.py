@@ -29,14 +29,37 @@ OPTIONS = dict(num_warps=4, num_stages=4)
 PATTERN = r"(cp\.async\.[a-z]+\.shared\.global|ld\.global[.a-z0-9]*)"
 
 
-def compile_split(row_stride: int):
-    """The split kernel compiled as Triton's JIT would for a K^T row stride of ``row_stride``."""
+def compile_sm90(fn, consts: dict, pointers: dict[str, str], ints: dict[str, int], options: dict):
+    """``fn`` compiled for sm_90 as Triton's JIT specialises a call: ``pointers`` (name -> type)
+    16-byte aligned (torch allocations are), an integer argument of ``ints`` equal to 1 a
+    constant, one divisible by 16 marked so (arguments in ``do_not_specialize`` neither),
+    ``scale_log2`` fp32, every name of ``consts`` a constexpr."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = td._split_kernel
     no_spec = {fn.arg_names[p.num] for p in fn.params if p.do_not_specialize}
+    sig, attrs, consts = {}, {}, dict(consts)
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in pointers:
+            sig[name], attrs[(i,)] = pointers[name], [["tt.divisibility", 16]]
+        elif name == "scale_log2":
+            sig[name] = "fp32"
+        elif name not in no_spec and ints[name] == 1:  # Triton turns an integer 1 into a constant
+            sig[name], consts[name] = "constexpr", 1
+        else:
+            sig[name] = "i32"
+            if name not in no_spec and ints[name] % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(
+        ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options=options
+    )
+
+
+def compile_split(row_stride: int):
+    """The split kernel compiled as Triton's JIT would for a K^T row stride of ``row_stride``."""
     pointers = {
         "qs_ptr": "*bf16",
         "idx_ptr": "*i32",
@@ -61,23 +84,7 @@ def compile_split(row_stride: int):
         stride_vh=row_stride * 128,
         stride_vn=128,
     )
-    sig, attrs, consts = {}, {}, dict(CONSTS)
-    for i, name in enumerate(fn.arg_names):
-        if name in CONSTS:
-            sig[name] = "constexpr"
-        elif name in pointers:  # torch allocations are 16-byte aligned
-            sig[name], attrs[(i,)] = pointers[name], [["tt.divisibility", 16]]
-        elif name == "scale_log2":
-            sig[name] = "fp32"
-        elif name not in no_spec and ints[name] == 1:  # Triton turns an integer 1 into a constant
-            sig[name], consts[name] = "constexpr", 1
-        else:
-            sig[name] = "i32"
-            if name not in no_spec and ints[name] % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(
-        ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options=OPTIONS
-    )
+    return compile_sm90(td._split_kernel, CONSTS, pointers, ints, OPTIONS)
 
 
 def main() -> int:

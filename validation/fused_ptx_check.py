@@ -20,7 +20,13 @@ import re
 import sys
 from pathlib import Path
 
-from aqua_model.kernels import triton_decode as td
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decode_ptx_check import compile_sm90  # noqa: E402
+
+from aqua_model.kernels import triton_decode as td  # noqa: E402
 
 #: The compiled case: (constexprs other than the prefetch's, launch options).
 CONSTS = dict(
@@ -61,41 +67,14 @@ POINTERS = dict(
 
 
 def compile_fused(prefetch_value_blocks: int, prefetch_keys: bool):
-    """``_fused_kernel`` compiled as Triton's JIT would for dim-major paged keys (stride_kn 1)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    """``_fused_kernel`` compiled as Triton's JIT would for dim-major paged keys (stride_kn 1,
+    every other integer argument divisible by 16)."""
     fn = td._fused_kernel
     cfg = td.DecodeConfig(prefetch_value_blocks=prefetch_value_blocks, prefetch_keys=prefetch_keys)
-    consts = dict(CONSTS, **td.prefetch_consts(cfg, value_dim=CONSTS["DV"], dtype=_bf16()))
-    no_spec = {fn.arg_names[p.num] for p in fn.params if p.do_not_specialize}
-    sig: dict[str, str] = {}
-    attrs: dict[tuple[int], list] = {}
-    for i, name in enumerate(fn.arg_names):
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name in POINTERS:  # torch allocations are 16-byte aligned
-            sig[name], attrs[(i,)] = POINTERS[name], [["tt.divisibility", 16]]
-        elif name == "scale_log2":
-            sig[name] = "fp32"
-        elif name == "stride_kn":  # dim-major rows: Triton turns an integer 1 into a constant
-            sig[name], consts[name] = "constexpr", 1
-        else:
-            sig[name] = "i32"
-            if name not in no_spec:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(
-        ASTSource(fn, sig, consts, attrs),
-        target=GPUTarget("cuda", 90, 32),
-        options=dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES),
-    )
-
-
-def _bf16():
-    import torch
-
-    return torch.bfloat16
+    consts = dict(CONSTS, **td.prefetch_consts(cfg, value_dim=CONSTS["DV"], dtype=torch.bfloat16))
+    ints = {n: 16 for n in fn.arg_names if n not in consts and n not in POINTERS and n != "scale_log2"}
+    ints["stride_kn"] = 1
+    return compile_sm90(fn, consts, POINTERS, ints, dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES))
 
 
 def expected_prefetches(prefetch_value_blocks: int, prefetch_keys: bool) -> int:

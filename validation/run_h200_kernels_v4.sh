@@ -2,7 +2,7 @@
 # Issue 22, fourth kernel round, one device call: the GPU tests of the decode kernels (launch counts,
 # one-launch and three-launch paths, the cache step), then bench_decode_v3's check (correctness),
 # tune (launch parameters and split counts of the one-launch kernel with rank selection, the
-# per-head rank/sort ablation) and targets modes. Writes at most 7 files under $OUT.
+# per-head rank/sort ablation, since moved to the headrank mode) and targets modes. Writes at most 7 files under $OUT.
 #
 #   bash validation/run_h200_kernels_v4.sh            (repository root)
 #   TESTS_S=0 MODES=check,targets,tables,longctx BENCH_S=420 bash validation/run_h200_kernels_v4.sh   (the final tables)

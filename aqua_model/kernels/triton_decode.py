@@ -1108,7 +1108,7 @@ def prefetch_consts(config: DecodeConfig, *, value_dim: int, dtype: torch.dtype)
     """The one-launch kernel's prefetch constexprs for ``config``: none under Triton's
     interpreter (no inline PTX there); V_LINES, the L2 lines of one token's value row."""
     interp = os.environ.get("TRITON_INTERPRET") == "1"
-    line_elems = max(1, L2_LINE_BYTES // torch.empty(0, dtype=dtype).element_size())
+    line_elems = max(1, L2_LINE_BYTES // dtype.itemsize)
     return dict(
         PREFETCH_V=0 if interp else config.prefetch_value_blocks,
         V_LINES=max(1, value_dim // line_elems),
